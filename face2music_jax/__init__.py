@@ -1,0 +1,1 @@
+"""face2music_jax: translate images of faces into musical notes, so that faces that look alike sound alike."""

@@ -1,0 +1,1 @@
+"""face2music_jax.audio."""

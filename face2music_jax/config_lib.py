@@ -1,0 +1,111 @@
+"""Checks a configuration once at start, so that a bad value fails with a message naming its field."""
+
+import os
+
+import ml_collections
+
+AUDIO_SOURCES = ('soundfont_notes', 'nsynth')
+FACE_SOURCES = ('lfw_subset', 'tfrecords')
+FACE_EMBEDDINGS = ('dlib', 'network')
+RENDERERS = ('tinysoundfont', 'fluidsynth')
+LOSSES = ('hinge', 'wgan-gp')
+MININGS = ('batch_hard', 'semi_hard')
+NONFINITE = ('stop', 'skip')
+# TFDS nsynth's instrument family names, in its ClassLabel order.
+NSYNTH_FAMILIES = ('bass', 'brass', 'flute', 'guitar', 'keyboard', 'mallet', 'organ', 'reed', 'string',
+                   'synth_lead', 'vocal')
+
+
+class ConfigError(ValueError):
+  """A configuration value is out of range; the message names the field."""
+
+
+def num_pitches(config: ml_collections.ConfigDict) -> int:
+  """Number of pitch classes: MIDI pitches pitch_min..pitch_max inclusive."""
+  return config.audio.pitch_max - config.audio.pitch_min + 1
+
+
+def tfds_data_dir(config: ml_collections.ConfigDict) -> str:
+  return config.data.tfds_data_dir or os.path.join(config.data_dir, 'tfds')
+
+
+def _check(ok: bool, field: str, value, expected: str) -> None:
+  if not ok:
+    raise ConfigError(f'config.{field} = {value!r} is invalid: {expected}.')
+
+
+def _positive(config, field: str) -> None:
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  _check(isinstance(value, (int, float)) and value > 0, field, value, 'expected a positive number')
+
+
+def _choice(config, field: str, choices: tuple[str, ...]) -> None:
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  _check(value in choices, field, value, f'expected one of {choices}')
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Raises ConfigError naming the first invalid field; returns the config unchanged otherwise."""
+  for field in ('audio.sample_rate', 'audio.length', 'data.face_image_size', 'data.embedding_dim',
+                'data.face_views', 'data.shuffle_buffer', 'model.generator_dim', 'model.discriminator_dim',
+                'model.kernel_size', 'model.stride', 'model.num_layers', 'model.audio_embedding_dim',
+                'model.audio_embedding_channels', 'model.classifier_channels', 'mfcc.n_mfcc', 'mfcc.n_fft',
+                'mfcc.hop_length', 'mfcc.n_mels', 'train.batch_size', 'train.num_steps', 'train.d_steps',
+                'train.g_lr', 'train.d_lr', 'train.aux_lr', 'train.log_every', 'train.checkpoint_every',
+                'train.keep_checkpoints', 'train.sample_every', 'train.num_sample_faces',
+                'audio_embedding.num_steps', 'audio_embedding.batch_size', 'audio_embedding.lr',
+                'audio_embedding.margin', 'classifiers.num_steps', 'classifiers.batch_size', 'classifiers.lr',
+                'stats.num_pairs', 'stats.max_examples', 'eval.num_translations', 'eval.batch_size'):
+    _positive(config, field)
+  _choice(config, 'data.audio_source', AUDIO_SOURCES)
+  _choice(config, 'data.face_source', FACE_SOURCES)
+  _choice(config, 'data.face_embedding', FACE_EMBEDDINGS)
+  _choice(config, 'notes.renderer', RENDERERS)
+  _choice(config, 'train.loss', LOSSES)
+  _choice(config, 'audio_embedding.mining', MININGS)
+  _choice(config, 'train.nonfinite', NONFINITE)
+
+  a = config.audio
+  _check(0 <= a.pitch_min <= a.pitch_max <= 127, 'audio.pitch_min/pitch_max', (a.pitch_min, a.pitch_max),
+         'expected 0 <= pitch_min <= pitch_max <= 127')
+  _check(a.length <= 4 * a.sample_rate, 'audio.length', a.length, 'NSynth notes hold 4 s of audio')
+  m = config.model
+  upsampling = m.stride ** m.num_layers
+  _check(a.length % upsampling == 0, 'audio.length', a.length,
+         f'the generator and discriminator need a multiple of model.stride**model.num_layers = {upsampling}')
+  _check(m.kernel_size % 2 == 1, 'model.kernel_size', m.kernel_size, 'expected an odd kernel size')
+  _check(m.phase_shuffle >= 0, 'model.phase_shuffle', m.phase_shuffle, 'expected >= 0')
+  _check(len(m.aux_features) > 0 and m.aux_features[-1] == 1 and all(f > 0 for f in m.aux_features),
+         'model.aux_features', m.aux_features, 'expected positive widths ending in 1')
+  _check(config.mfcc.n_fft <= a.length, 'mfcc.n_fft', config.mfcc.n_fft, 'expected n_fft <= audio.length')
+  _check(0 <= config.mfcc.fmin < config.mfcc.fmax <= a.sample_rate / 2, 'mfcc.fmin/fmax',
+         (config.mfcc.fmin, config.mfcc.fmax), 'expected 0 <= fmin < fmax <= sample_rate / 2')
+  _check(config.mfcc.n_mfcc <= config.mfcc.n_mels, 'mfcc.n_mfcc', config.mfcc.n_mfcc, 'expected <= mfcc.n_mels')
+  _check(config.train.batch_size >= 2, 'train.batch_size', config.train.batch_size,
+         'the metric preservation loss needs at least 2 examples per batch')
+  _check(config.train.metric_weight >= 0 and config.train.aux_weight >= 0 and config.train.gp_weight >= 0,
+         'train.metric_weight/aux_weight/gp_weight',
+         (config.train.metric_weight, config.train.aux_weight, config.train.gp_weight), 'expected >= 0')
+  _check(0 <= config.train.adam_b1 < 1 and 0 <= config.train.adam_b2 < 1, 'train.adam_b1/adam_b2',
+         (config.train.adam_b1, config.train.adam_b2), 'expected in [0, 1)')
+  n = config.notes
+  _check(0 <= n.pitch_min <= n.pitch_max <= 127, 'notes.pitch_min/pitch_max', (n.pitch_min, n.pitch_max),
+         'expected 0 <= pitch_min <= pitch_max <= 127')
+  _check(n.pitch_step > 0, 'notes.pitch_step', n.pitch_step, 'expected a positive number')
+  _check(len(n.velocities) > 0 and all(0 < v <= 127 for v in n.velocities), 'notes.velocities', n.velocities,
+         'expected MIDI velocities in 1..127')
+  _check(len(n.programs) > 0 and all(len(p) > 0 and all(1 <= x <= 128 for x in p) for p in n.programs.values()),
+         'notes.programs', dict(n.programs), 'expected, per family, 1-based General MIDI programs in 1..128')
+  unknown = sorted(set(n.programs) - set(NSYNTH_FAMILIES))
+  _check(not unknown, 'notes.programs', unknown, f'expected NSynth family names {NSYNTH_FAMILIES}')
+  if config.data.face_source == 'tfrecords':
+    _check(bool(config.data.face_tfrecords), 'data.face_tfrecords', config.data.face_tfrecords,
+           "expected a glob of TFRecord files when data.face_source == 'tfrecords'")
+  if config.data.face_embedding == 'dlib':
+    _check(config.data.embedding_dim == 128, 'data.embedding_dim', config.data.embedding_dim,
+           "dlib's face embedding is 128-d")
+  return config
