@@ -1,0 +1,128 @@
+"""Losses: adversarial (hinge, WGAN-GP), metric preservation (the paper's Eq. 1) and triplet.
+
+All functions are pure, jittable and vectorised over the batch.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+STATS_KEYS = ('mu_x', 'sigma_x', 'mu_y', 'sigma_y')
+
+
+def hinge_d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+  """Discriminator hinge loss (projection-discriminator recipe). Logits: [B]."""
+  return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
+
+
+def hinge_g_loss(fake_logits: jax.Array) -> jax.Array:
+  """Generator hinge loss: -E[D(G(z))]. Logits: [B]."""
+  return -jnp.mean(fake_logits)
+
+
+def wgan_d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+  """Critic loss of WGAN (add `gradient_penalty` for WGAN-GP). Logits: [B]."""
+  return jnp.mean(fake_logits) - jnp.mean(real_logits)
+
+
+def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array, fake: jax.Array,
+                     rng: jax.Array) -> jax.Array:
+  """WGAN-GP penalty E[(||grad critic(x_hat)||_2 - 1)^2] on random interpolates of real and fake.
+
+  Args:
+    critic: maps inputs [B, ...] to logits [B].
+    real: [B, ...] real examples.
+    fake: [B, ...] generated examples (same shape).
+    rng: PRNG key for the interpolation weights.
+  """
+  alpha = jax.random.uniform(rng, (real.shape[0],) + (1,) * (real.ndim - 1), real.dtype)
+  x_hat = alpha * real + (1.0 - alpha) * fake
+  grads = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)
+  norms = jnp.sqrt(jnp.sum(jnp.square(grads), axis=tuple(range(1, grads.ndim))) + 1e-12)
+  return jnp.mean(jnp.square(norms - 1.0))
+
+
+def adversarial_losses(loss: str) -> tuple[Callable[..., jax.Array], Callable[[jax.Array], jax.Array]]:
+  """Returns (d_loss(real_logits, fake_logits), g_loss(fake_logits)) for 'hinge' or 'wgan-gp'."""
+  if loss == 'hinge':
+    return hinge_d_loss, hinge_g_loss
+  if loss == 'wgan-gp':
+    return wgan_d_loss, hinge_g_loss  # The WGAN generator loss is also -E[D(G(z))].
+  raise ValueError(f'Unknown adversarial loss {loss!r}.')
+
+
+def pairwise_distances(x: jax.Array) -> jax.Array:
+  """Euclidean distances between all rows: x [B, D] -> [B, B].
+
+  The square root is clamped away from 0 so that the gradient stays finite on the diagonal.
+  """
+  sq = jnp.sum(jnp.square(x), axis=-1)
+  d2 = sq[:, None] + sq[None, :] - 2.0 * x @ x.T
+  return jnp.sqrt(jnp.maximum(d2, 1e-12))
+
+
+def metric_preservation_loss(face_embeddings: jax.Array, audio_features: jax.Array,
+                             stats: dict[str, Any]) -> jax.Array:
+  """The paper's Eq. 1, over all unordered pairs i < j of the batch (Z = B(B-1)/2 pairs).
+
+  L = 1/Z sum_{i<j} |(||f_i - f_j|| - mu_x) / sigma_x - (||phi(y_i) - phi(y_j)|| - mu_y) / sigma_y|
+
+  Args:
+    face_embeddings: f(x), [B, E].
+    audio_features: phi(y) of the translations, [B, F].
+    stats: dataset-wide 'mu_x', 'sigma_x' (face pairwise distances) and 'mu_y', 'sigma_y' (audio).
+  Returns:
+    Scalar loss.
+  """
+  b = face_embeddings.shape[0]
+  i, j = jnp.triu_indices(b, k=1)
+  d_x = pairwise_distances(face_embeddings)[i, j]
+  d_y = pairwise_distances(audio_features)[i, j]
+  z_x = (d_x - stats['mu_x']) / stats['sigma_x']
+  z_y = (d_y - stats['mu_y']) / stats['sigma_y']
+  return jnp.mean(jnp.abs(z_x - z_y))
+
+
+def triplet_loss(embeddings: jax.Array, labels: jax.Array, margin: float,
+                 mining: str = 'batch_hard') -> jax.Array:
+  """Triplet loss with online mining; positives share the label, negatives don't.
+
+  'batch_hard' (Hermans et al. 2017): per anchor, the farthest positive and the closest negative.
+  'semi_hard' (Schroff et al. 2015): per positive pair (a, p), the closest negative farther than p; the farthest
+  negative where no such one exists.
+
+  Args:
+    embeddings: [B, D].
+    labels: [B] integer labels.
+    margin: the margin alpha.
+    mining: 'batch_hard' or 'semi_hard'.
+  Returns:
+    Scalar loss, averaged over anchors (batch_hard) or positive pairs (semi_hard) that have a positive and a
+    negative in the batch; 0 when there are none.
+  """
+  d = pairwise_distances(embeddings)
+  same = labels[:, None] == labels[None, :]
+  not_self = ~jnp.eye(labels.shape[0], dtype=bool)
+  pos_mask = same & not_self
+  neg_mask = ~same
+  has_neg = jnp.any(neg_mask, axis=1)
+  big = jnp.max(d) + 1.0
+  if mining == 'batch_hard':
+    hardest_pos = jnp.max(jnp.where(pos_mask, d, 0.0), axis=1)
+    hardest_neg = jnp.min(jnp.where(neg_mask, d, big), axis=1)
+    valid = jnp.any(pos_mask, axis=1) & has_neg
+    per_anchor = jax.nn.relu(hardest_pos - hardest_neg + margin)
+    return jnp.sum(jnp.where(valid, per_anchor, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+  if mining == 'semi_hard':
+    d_ap = d[:, :, None]  # [anchor, positive, 1]
+    d_an = d[:, None, :]  # [anchor, 1, negative]
+    semi = neg_mask[:, None, :] & (d_an > d_ap)
+    closest_semi = jnp.min(jnp.where(semi, d_an, big), axis=2)
+    farthest_neg = jnp.max(jnp.where(neg_mask, d, 0.0), axis=1)[:, None]
+    chosen = jnp.where(jnp.any(semi, axis=2), closest_semi, farthest_neg)
+    valid = pos_mask & has_neg[:, None]
+    per_pair = jax.nn.relu(d - chosen + margin)
+    return jnp.sum(jnp.where(valid, per_pair, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
+  raise ValueError(f'Unknown triplet mining {mining!r}; expected batch_hard or semi_hard.')

@@ -1,0 +1,92 @@
+"""Losses against direct, loop-based numpy definitions."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from face2music_jax import losses
+
+
+def _metric_loss_loops(f, a, stats):
+  total, pairs = 0.0, 0
+  for i in range(len(f)):
+    for j in range(i + 1, len(f)):
+      dx = np.linalg.norm(f[i] - f[j])
+      dy = np.linalg.norm(a[i] - a[j])
+      total += abs((dx - stats['mu_x']) / stats['sigma_x'] - (dy - stats['mu_y']) / stats['sigma_y'])
+      pairs += 1
+  return total / pairs
+
+
+@pytest.mark.parametrize('batch', [2, 7, 16])
+def test_metric_preservation_loss_matches_double_loop(batch):
+  rng = np.random.default_rng(batch)
+  f = rng.normal(size=(batch, 12)).astype(np.float32)
+  a = rng.normal(size=(batch, 5)).astype(np.float32) * 3
+  stats = {'mu_x': 4.5, 'sigma_x': 0.7, 'mu_y': 7.0, 'sigma_y': 2.5}
+  got = losses.metric_preservation_loss(jnp.asarray(f), jnp.asarray(a), stats)
+  np.testing.assert_allclose(float(got), _metric_loss_loops(f, a, stats), rtol=1e-5)
+
+
+def test_metric_preservation_loss_is_zero_for_matching_geometry_and_has_finite_gradient():
+  rng = np.random.default_rng(0)
+  f = jnp.asarray(rng.normal(size=(8, 4)), jnp.float32)
+  stats = {'mu_x': 1.0, 'sigma_x': 2.0, 'mu_y': 3.0, 'sigma_y': 6.0}
+  # Audio distances = 3 * face distances: standardised, they agree exactly.
+  assert float(losses.metric_preservation_loss(f, 3.0 * f, stats)) < 1e-5
+  duplicate = f.at[1].set(f[0])  # A zero distance must not give NaN gradients.
+  g = jax.grad(lambda y: losses.metric_preservation_loss(f, y, stats))(duplicate)
+  assert np.all(np.isfinite(g))
+
+
+def _triplet_loops(emb, labels, margin, mining):
+  d = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
+  n = len(labels)
+  if mining == 'batch_hard':
+    vals = []
+    for a in range(n):
+      pos = [d[a, p] for p in range(n) if p != a and labels[p] == labels[a]]
+      neg = [d[a, k] for k in range(n) if labels[k] != labels[a]]
+      if pos and neg:
+        vals.append(max(0.0, max(pos) - min(neg) + margin))
+    return np.mean(vals)
+  vals = []
+  for a, p in itertools.permutations(range(n), 2):
+    if labels[a] != labels[p]:
+      continue
+    neg = [d[a, k] for k in range(n) if labels[k] != labels[a]]
+    semi = [x for x in neg if x > d[a, p]]
+    chosen = min(semi) if semi else max(neg)
+    vals.append(max(0.0, d[a, p] - chosen + margin))
+  return np.mean(vals)
+
+
+@pytest.mark.parametrize('mining', ['batch_hard', 'semi_hard'])
+def test_triplet_loss_matches_loops(mining):
+  rng = np.random.default_rng(1)
+  emb = rng.normal(size=(12, 6)).astype(np.float32)
+  labels = rng.integers(0, 3, size=12)
+  got = losses.triplet_loss(jnp.asarray(emb), jnp.asarray(labels), 0.5, mining)
+  np.testing.assert_allclose(float(got), _triplet_loops(emb, labels, 0.5, mining), rtol=1e-5)
+
+
+def test_triplet_loss_zero_when_classes_are_separated_by_more_than_margin():
+  emb = jnp.asarray([[0.0, 0.0], [0.1, 0.0], [10.0, 0.0], [10.1, 0.0]])
+  labels = jnp.asarray([0, 0, 1, 1])
+  assert float(losses.triplet_loss(emb, labels, 1.0)) == 0.0
+  assert float(losses.triplet_loss(emb, jnp.asarray([0, 1, 0, 1]), 1.0)) > 5.0
+
+
+def test_hinge_and_gradient_penalty():
+  real, fake = jnp.asarray([2.0, 0.5]), jnp.asarray([-2.0, 0.0])
+  # relu(1-2)=0, relu(1-0.5)=0.5 -> 0.25; relu(1-2)=0, relu(1+0)=1 -> 0.5.
+  np.testing.assert_allclose(float(losses.hinge_d_loss(real, fake)), 0.75)
+  # A critic with gradient norm exactly 1 everywhere has zero penalty; norm 3 gives (3-1)^2 = 4.
+  x = jnp.ones((4, 10))
+  w = jnp.zeros((10,)).at[0].set(1.0)
+  assert float(losses.gradient_penalty(lambda v: v @ w, x, -x, jax.random.key(0))) < 1e-6
+  np.testing.assert_allclose(float(losses.gradient_penalty(lambda v: v @ (3 * w), x, -x, jax.random.key(0))), 4.0,
+                             rtol=1e-5)
