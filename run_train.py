@@ -1,0 +1,39 @@
+r"""Trains face2music_jax: prerequisite stages when missing, then the GAN.
+
+  python run_train.py --config=configs/aux.py              # small model on the embedded default data
+  python run_train.py --config=configs/metric.py:paper --workdir=/ckpt/metric --config.train.batch_size=64
+  # several hosts (e.g. 2 processes on one machine):
+  python run_train.py --config=configs/aux.py --coordinator_address=127.0.0.1:12345 --num_processes=2 --process_id=0
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from face2music_jax import parallel
+from face2music_jax import train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/aux.py or configs/aux.py:tiny.',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Work directory (default: config.workdir).')
+flags.DEFINE_string('coordinator_address', '', 'host:port of process 0, for multi-process runs.')
+flags.DEFINE_integer('num_processes', 0, 'Number of processes in a multi-process run.')
+flags.DEFINE_integer('process_id', -1, 'Index of this process in a multi-process run.')
+flags.mark_flags_as_required(['config'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  config = FLAGS.config
+  workdir = FLAGS.workdir or config.workdir
+  logging.info('Config %s (%s), workdir %s', config.name, config.size, workdir)
+  train.train(config, workdir)
+  logging.info('Done: checkpoints, TensorBoard logs, metrics.jsonl and samples/ are in %s', workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)
