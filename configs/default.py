@@ -84,6 +84,9 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.notes.pitch_max = 96
   c.notes.pitch_step = 1
   c.notes.velocities = (50, 75, 100, 127)
+  # (GM program, MIDI pitch) pairs never rendered: TimGM6mb.sf2's tenor sax (66) has no sample for key 64, and
+  # the builder rejects silent notes.
+  c.notes.exclude = ((66, 64),)
 
   # Models. Widths follow WaveGAN's `d` (model dimensionality); the paper size is WaveGAN's d=64.
   c.model = ml_collections.ConfigDict()

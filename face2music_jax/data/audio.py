@@ -1,0 +1,246 @@
+"""Input pipeline for NSynth-format notes: the rendered SoundFont notes or the real TFDS nsynth, through one path.
+
+`config.data.audio_source` selects the TFDS dataset: 'soundfont_notes' (`face2music_jax.data.notes`, rendered on
+first use) or 'nsynth' (`config.data.nsynth_name`, read from `config_lib.tfds_data_dir(config)`, never
+downloaded). Both have TFDS nsynth's features, and every example becomes
+
+  audio:      [length] float32, 16 kHz, `config.audio.length` samples from the note onset (zero-padded);
+  pitch:      int32 class index, MIDI pitch - config.audio.pitch_min (notes outside pitch_min..pitch_max are
+              dropped);
+  family:     int32 index into `family_names(config)`;
+  velocity:   int32 MIDI velocity;
+  instrument: int32 NSynth instrument label.
+
+Read batches with `note_batches` (or `load_notes` for a whole split): it names the file of a corrupt or malformed
+record instead of surfacing TensorFlow's bare error.
+"""
+
+import re
+from collections.abc import Iterator
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl import logging
+
+from face2music_jax import config_lib
+from face2music_jax.data import notes
+
+# The onset is the first sample whose magnitude exceeds 1 % of the note's peak (-40 dB): below that, what precedes
+# a note is silence or noise, and cutting there aligns all notes to their attack.
+ONSET_FRACTION = 0.01
+# The features the pipeline decodes; the others (id, qualities, and nsynth's f0/loudness variants) stay unparsed.
+_USED_FEATURES = {'audio': True, 'pitch': True, 'velocity': True, 'instrument': {'family': True, 'label': True}}
+
+
+class DataError(ValueError):
+  """Prepared data is missing, malformed or corrupt; the message names the file or feature."""
+
+
+def family_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The instrument families that `family` indexes: those rendered, or all 11 of NSynth for real nsynth."""
+  if config.data.audio_source == 'soundfont_notes':
+    return tuple(f for f in config_lib.NSYNTH_FAMILIES if f in config.notes.programs)
+  return config_lib.NSYNTH_FAMILIES
+
+
+def num_families(config: ml_collections.ConfigDict) -> int:
+  return len(family_names(config))
+
+
+def _check_features(builder: tfds.core.DatasetBuilder) -> None:
+  """Fails with DataError naming a feature whose shape, dtype or classes differ from TFDS nsynth's."""
+  expected = notes.nsynth_features()
+  features = builder.info.features
+  for path in ('audio', 'pitch', 'velocity', 'instrument/family', 'instrument/label'):
+    want, got = expected, features
+    for key in path.split('/'):
+      want = want[key]
+      if key not in got:
+        raise DataError(f'{builder.data_dir} has no feature {path!r}; expected TFDS nsynth features.')
+      got = got[key]
+    if (got.shape, got.np_dtype) != (want.shape, want.np_dtype):
+      raise DataError(f'Feature {path!r} of {builder.data_dir} has shape {got.shape} and dtype {got.np_dtype}; '
+                      f'expected shape {want.shape} and dtype {want.np_dtype}, as TFDS nsynth.')
+  if tuple(features['instrument']['family'].names) != config_lib.NSYNTH_FAMILIES:
+    raise DataError(f"Feature 'instrument/family' of {builder.data_dir} has classes "
+                    f"{features['instrument']['family'].names}; expected {config_lib.NSYNTH_FAMILIES}.")
+
+
+def audio_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The prepared TFDS builder of `config.data.audio_source`; renders the SoundFont notes when missing.
+
+  Raises:
+    DataError: real nsynth is not prepared in the data dir, or its features differ from TFDS nsynth's.
+  """
+  if config.data.audio_source == 'soundfont_notes':
+    builder = notes.prepare_notes(config)
+  else:
+    data_dir = config_lib.tfds_data_dir(config)
+    builder = tfds.builder(config.data.nsynth_name, data_dir=data_dir)
+    if not builder.is_prepared():
+      raise DataError(
+          f'TFDS {config.data.nsynth_name!r} is not prepared in {data_dir} (config.data.tfds_data_dir), and it '
+          'is never downloaded here. Prepare it on a machine that can download it (`tfds build '
+          f'{config.data.nsynth_name} --data_dir=<dir>` needs Apache Beam) and copy <dir>/nsynth into {data_dir}, '
+          "or set config.data.audio_source = 'soundfont_notes'.")
+  _check_features(builder)
+  return builder
+
+
+def _check_split(builder: tfds.core.DatasetBuilder, split: str) -> None:
+  if split not in builder.info.splits:
+    raise DataError(f'{builder.data_dir} has no split {split!r}; it has {sorted(builder.info.splits)}.')
+
+
+def _examples(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, split, *, shuffle: bool,
+              seed: int) -> tf.data.Dataset:
+  """Unbatched examples of `split` (a name or a TFDS sub-split) in the pitch range, cropped from the onset."""
+  a = config.audio
+  families = family_names(config)
+  family_index = tf.constant([families.index(f) if f in families else -1 for f in config_lib.NSYNTH_FAMILIES],
+                             tf.int32)
+  # No TFDS auto-cache: it would hold whole 4 s notes in memory where the pipeline keeps `length` samples.
+  read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
+  ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config,
+                          decoders=tfds.decode.PartialDecoding(_USED_FEATURES))
+  ds = ds.filter(lambda ex: (ex['pitch'] >= a.pitch_min) & (ex['pitch'] <= a.pitch_max))
+
+  def prepare(ex):
+    audio = ex['audio']
+    above = tf.abs(audio) > ONSET_FRACTION * tf.reduce_max(tf.abs(audio))
+    # Samples before the first one above the threshold (all of them for a silent note, which stays silent).
+    onset = tf.reduce_sum(tf.cast(tf.equal(tf.cumsum(tf.cast(above, tf.int32)), 0), tf.int32))
+    clip = audio[onset:onset + a.length]
+    clip = tf.pad(clip, [[0, a.length - tf.shape(clip)[0]]])
+    return {
+        'audio': tf.ensure_shape(clip, [a.length]),
+        'pitch': tf.cast(ex['pitch'], tf.int32) - a.pitch_min,
+        'family': tf.gather(family_index, ex['instrument']['family']),
+        'velocity': tf.cast(ex['velocity'], tf.int32),
+        'instrument': tf.cast(ex['instrument']['label'], tf.int32),
+    }
+
+  return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _notes_dataset(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, split: str, *,
+                   batch_size: int, shuffle: bool, repeat: bool, seed: int, process_index: int | None = None,
+                   process_count: int | None = None, drop_remainder: bool = True) -> tf.data.Dataset:
+  """`notes_dataset` on an already prepared builder."""
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  if batch_size % process_count:
+    raise ValueError(f'The global batch size {batch_size} must be divisible by the number of processes '
+                     f'({process_count}).')
+  _check_split(builder, split)
+  logging.info('Process %d of %d reads its share of split %r (%d examples before keeping MIDI pitches %d..%d) '
+               'of %s.', process_index, process_count, split, builder.info.splits[split].num_examples,
+               config.audio.pitch_min, config.audio.pitch_max, builder.data_dir)
+  host_split = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
+  ds = _examples(config, builder, host_split, shuffle=shuffle, seed=seed)
+  if shuffle:
+    ds = ds.shuffle(config.data.shuffle_buffer, seed=seed)  # After cropping: 8x less memory than full notes.
+  if repeat:
+    ds = ds.repeat()
+  return ds.batch(batch_size // process_count, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def notes_dataset(config: ml_collections.ConfigDict, split: str, *, batch_size: int, shuffle: bool, repeat: bool,
+                  seed: int, process_index: int | None = None, process_count: int | None = None,
+                  drop_remainder: bool = True) -> tf.data.Dataset:
+  """This process's batches of one split; see the module docstring for the example layout.
+
+  Processes read disjoint, near-equal parts of the split (`tfds.split_for_jax_process`) whose union is the split.
+  The pitch filter runs after that split, so without `repeat` processes may yield different numbers of batches.
+  TensorFlow's errors on corrupt records name no file: iterate with `note_batches`, which does.
+
+  Args:
+    config: the full configuration.
+    split: 'train', 'valid' or 'test' (the names of both TFDS nsynth and the SoundFont notes).
+    batch_size: global batch size; each process gets batch_size // process_count examples per batch.
+    shuffle: shuffle files (seeded) and examples (seeded buffer of config.data.shuffle_buffer).
+    repeat: repeat indefinitely.
+    seed: seed of the shuffles.
+    process_index: this process, default jax.process_index().
+    process_count: number of processes, default jax.process_count().
+    drop_remainder: drop the last partial batch (keeps shapes static for training).
+
+  Returns:
+    A dataset of dicts: audio [B, length] float32; pitch, family, velocity, instrument [B] int32.
+  """
+  return _notes_dataset(config, audio_builder(config), split, batch_size=batch_size, shuffle=shuffle,
+                        repeat=repeat, seed=seed, process_index=process_index, process_count=process_count,
+                        drop_remainder=drop_remainder)
+
+
+def _tf_message(error: tf.errors.OpError) -> str:
+  """The first line of a TensorFlow error without its graph-node annotations."""
+  return re.sub(r'\{\{[^}]*\}\}\s*', '', error.message).split('\n')[0].strip()
+
+
+def _locate_bad_record(builder: tfds.core.DatasetBuilder, split: str, error: tf.errors.OpError) -> DataError:
+  """Reads each file of the split alone to name the one TensorFlow failed on."""
+  paths = [str(p) for p in builder.info.splits[split].filepaths]
+  for path in paths:
+    try:
+      for _ in tf.data.TFRecordDataset(path).map(builder.info.features.deserialize_example):
+        pass
+    except tf.errors.OpError as e:
+      return DataError(f'Corrupt or malformed record in {path}: {_tf_message(e)}')
+  return DataError(f'Reading split {split!r} of {builder.data_dir} (files {paths}) failed: {_tf_message(error)}')
+
+
+def _numpy_batches(ds: tf.data.Dataset, builder: tfds.core.DatasetBuilder, split: str
+                   ) -> Iterator[dict[str, np.ndarray]]:
+  iterator = ds.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(iterator)
+    except StopIteration:
+      return
+    except tf.errors.OpError as e:
+      raise _locate_bad_record(builder, split, e) from e
+    yield batch
+
+
+def note_batches(config: ml_collections.ConfigDict, split: str, *, batch_size: int, shuffle: bool, repeat: bool,
+                 seed: int, process_index: int | None = None, process_count: int | None = None,
+                 drop_remainder: bool = True) -> Iterator[dict[str, np.ndarray]]:
+  """`notes_dataset` (same arguments) as numpy batches; a corrupt record raises DataError naming its file."""
+  builder = audio_builder(config)
+  ds = _notes_dataset(config, builder, split, batch_size=batch_size, shuffle=shuffle, repeat=repeat, seed=seed,
+                      process_index=process_index, process_count=process_count, drop_remainder=drop_remainder)
+  yield from _numpy_batches(ds, builder, split)
+
+
+def load_notes(config: ml_collections.ConfigDict, split: str, max_examples: int | None = None
+               ) -> dict[str, np.ndarray]:
+  """All examples of a split in the pitch range (the whole split, not one process's share), in file order.
+
+  TFDS shuffles examples when it writes them, so the first `max_examples` are a random sample of the split.
+
+  Returns:
+    audio [N, length] float32; pitch, family, velocity, instrument [N] int32.
+  """
+  builder = audio_builder(config)
+  _check_split(builder, split)
+  ds = _examples(config, builder, split, shuffle=False, seed=0)
+  if max_examples is not None:
+    ds = ds.take(max_examples)
+  batches = list(_numpy_batches(ds.batch(256), builder, split))
+  total = builder.info.splits[split].num_examples
+  if not batches:
+    raise DataError(f'Split {split!r} of {builder.data_dir} has no notes with MIDI pitches '
+                    f'{config.audio.pitch_min}..{config.audio.pitch_max} (config.audio.pitch_min/pitch_max).')
+  loaded = {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+  count = len(loaded['pitch'])
+  if max_examples is None:
+    logging.info('Loaded %d notes of split %r of %s; %d of its %d fall outside MIDI pitches %d..%d.', count,
+                 split, builder.data_dir, total - count, total, config.audio.pitch_min, config.audio.pitch_max)
+  else:
+    logging.info('Loaded %d notes (max_examples=%d) of split %r of %s.', count, max_examples, split,
+                 builder.data_dir)
+  return loaded

@@ -1,0 +1,196 @@
+"""The notes input pipeline on the SoundFont notes and on real-format TFDS nsynth data, through the same code."""
+
+import glob
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from configs import aux
+from face2music_jax.data import audio, notes
+
+NSYNTH = 'nsynth/gansynth_subset'
+_ONSET = 0.5  # Amplitude of the first sample of each synthetic note.
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+  """The tiny config (audio pitches 48..60) with its SoundFont notes prepared once."""
+  config = aux.get_config('tiny')
+  config.data_dir = str(tmp_path_factory.mktemp('data'))
+  notes.prepare_notes(config)
+  return config
+
+
+def _synthetic_note(pitch: int, onset: int, num_samples: int = notes.NUM_SAMPLES) -> np.ndarray:
+  """Silence, then from `onset` a cosine at the pitch's frequency that starts at its peak."""
+  t = np.arange(num_samples - onset) / notes.SAMPLE_RATE
+  x = np.zeros(num_samples, np.float32)
+  x[onset:] = _ONSET * np.cos(2 * np.pi * 440.0 * 2 ** ((pitch - 69) / 12) * t)
+  return x
+
+
+def _write_prepared(version_dir: str, name: str, features, records: dict[str, list[bytes]]) -> list[str]:
+  """Writes a prepared TFDS dataset `name`: one TFRecord shard of serialized examples per split, plus metadata."""
+  os.makedirs(version_dir)
+  paths = []
+  for split, split_records in records.items():
+    paths.append(os.path.join(version_dir, f'{name}-{split}.tfrecord-00000-of-00001'))
+    with tf.io.TFRecordWriter(paths[-1]) as writer:
+      for record in split_records:
+        writer.write(record)
+  tfds.folder_dataset.write_metadata(data_dir=version_dir, features=features, check_data=False)
+  return paths
+
+
+def _nsynth_dir(config) -> str:
+  return os.path.join(config.data_dir, 'tfds', NSYNTH, str(tfds.builder(NSYNTH).version))
+
+
+def _nsynth_example(i: int, pitch: int, onset: int, num_samples: int = notes.NUM_SAMPLES) -> dict:
+  return {'id': f'note{i}', 'audio': _synthetic_note(pitch, onset, num_samples), 'pitch': pitch,
+          'velocity': i,  # Unique, to match outputs with inputs.
+          'instrument': {'label': 1000 + i % 6, 'family': i % 11, 'source': 0},
+          'qualities': dict.fromkeys(notes.QUALITIES, False)}
+
+
+# (pitch, onset): pitches outside 48..60 must be dropped; the last in-range note is shorter than 8192 samples
+# after its onset and must be zero-padded.
+_NSYNTH_NOTES = [(48, 0), (30, 100), (55, 1000), (60, 2500), (100, 0), (52, 7), (57, 60000)]
+
+
+@pytest.fixture(scope='module')
+def nsynth_config(tmp_path_factory):
+  """The tiny config reading real-format TFDS nsynth (the true nsynth feature spec) from a temporary data dir."""
+  config = aux.get_config('tiny')
+  config.data_dir = str(tmp_path_factory.mktemp('nsynth'))
+  config.data.audio_source = 'nsynth'
+  features = tfds.builder(NSYNTH).info.features
+  examples = {'train': [_nsynth_example(i, p, o) for i, (p, o) in enumerate(_NSYNTH_NOTES)],
+              'valid': [_nsynth_example(20 + i, 50 + i, 0) for i in range(3)]}
+  _write_prepared(_nsynth_dir(config), 'nsynth', features,
+                  {split: [features.serialize_example(ex) for ex in exs] for split, exs in examples.items()})
+  return config
+
+
+def test_batches_have_configured_shapes_dtypes_and_pitch_range(tiny):
+  batches = audio.note_batches(tiny, 'train', batch_size=8, shuffle=True, repeat=True, seed=0, process_index=0,
+                               process_count=1)
+  for _, batch in zip(range(4), batches):  # 4 batches of 8 from 20 notes: repeats.
+    assert batch['audio'].shape == (8, tiny.audio.length) and batch['audio'].dtype == np.float32
+    for key in ('pitch', 'family', 'velocity', 'instrument'):
+      assert batch[key].shape == (8,) and batch[key].dtype == np.int32, key
+    assert batch['pitch'].min() >= 0 and batch['pitch'].max() <= tiny.audio.pitch_max - tiny.audio.pitch_min
+    assert set(batch['family']) <= set(range(audio.num_families(tiny)))
+    assert np.all(batch['velocity'] == 100)
+    # Cropped at the onset: the first samples already sound.
+    assert np.all(np.max(np.abs(batch['audio'][:, :200]), axis=1) > 1e-3)
+  assert audio.family_names(tiny) == ('bass', 'flute', 'keyboard', 'string')
+
+
+def test_shuffle_is_seeded(tiny):
+
+  def order(seed):
+    batches = audio.note_batches(tiny, 'train', batch_size=20, shuffle=True, repeat=False, seed=seed,
+                                 process_index=0, process_count=1, drop_remainder=False)
+    batch = next(batches)
+    return list(zip(batch['instrument'], batch['pitch']))
+
+  assert order(1) == order(1)
+  assert order(1) != order(2)
+  assert sorted(order(1)) == sorted(order(2))
+
+
+def test_hosts_read_disjoint_parts_that_make_up_the_split(tiny):
+  whole = audio.load_notes(tiny, 'train')
+  expected = sorted(zip(whole['instrument'], whole['pitch'], whole['velocity']))
+  parts = []
+  for process_index in range(2):
+    seen = []
+    for batch in audio.note_batches(tiny, 'train', batch_size=4, shuffle=True, repeat=False, seed=0,
+                                    process_index=process_index, process_count=2, drop_remainder=False):
+      assert len(batch['pitch']) <= 2  # Local batch = global batch // process count.
+      seen += list(zip(batch['instrument'], batch['pitch'], batch['velocity']))
+    parts.append(seen)
+  assert parts[0] and parts[1] and not set(parts[0]) & set(parts[1])
+  assert sorted(parts[0] + parts[1]) == expected
+  with pytest.raises(ValueError, match='divisible'):
+    audio.notes_dataset(tiny, 'train', batch_size=5, shuffle=False, repeat=False, seed=0, process_index=0,
+                        process_count=2)
+
+
+def test_real_nsynth_format_goes_through_the_same_code(nsynth_config):
+  loaded = audio.load_notes(nsynth_config, 'train')
+  kept = [(i, p, o) for i, (p, o) in enumerate(_NSYNTH_NOTES) if 48 <= p <= 60]
+  assert loaded['velocity'].tolist() == [i for i, _, _ in kept]  # File order; out-of-range pitches dropped.
+  assert loaded['pitch'].tolist() == [p - 48 for _, p, _ in kept]
+  assert loaded['family'].tolist() == [i % 11 for i, _, _ in kept]  # All 11 NSynth families, unchanged.
+  assert loaded['instrument'].tolist() == [1000 + i % 6 for i, _, _ in kept]
+  length = nsynth_config.audio.length
+  for row, (_, pitch, onset) in zip(loaded['audio'], kept):
+    expected = _synthetic_note(pitch, onset)[onset:onset + length]
+    np.testing.assert_array_equal(row[:len(expected)], expected)
+    assert not np.any(row[len(expected):])  # Zero-padded when the note ends within `length` samples.
+  assert audio.num_families(nsynth_config) == 11
+  batch = next(audio.note_batches(nsynth_config, 'valid', batch_size=2, shuffle=True, repeat=True, seed=0,
+                                  process_index=0, process_count=1))
+  assert batch['audio'].shape == (2, length) and batch['pitch'].dtype == np.int32
+
+
+def test_unprepared_nsynth_says_how_to_prepare_it(tmp_path):
+  config = aux.get_config('tiny')
+  config.data_dir = str(tmp_path)
+  config.data.audio_source = 'nsynth'
+  with pytest.raises(audio.DataError, match=r'not prepared in .*tfds_data_dir.*tfds build'):
+    audio.load_notes(config, 'train')
+
+
+def test_unknown_split_is_named(nsynth_config):
+  with pytest.raises(audio.DataError, match="no split 'test'"):
+    audio.load_notes(nsynth_config, 'test')
+
+
+def test_wrong_audio_shape_in_dataset_info_is_named(tmp_path):
+  config = aux.get_config('tiny')
+  config.data_dir = str(tmp_path)
+  config.data.audio_source = 'nsynth'
+  config.data.nsynth_name = 'short_notes'
+  features = tfds.builder(NSYNTH).info.features
+  short = tfds.features.FeaturesDict({**features, 'audio': tfds.features.Audio(
+      shape=(16000,), dtype=np.float32, sample_rate=notes.SAMPLE_RATE)})
+  _write_prepared(os.path.join(config.data_dir, 'tfds', 'short_notes', '1.0.0'), 'short_notes', short,
+                  {'train': [short.serialize_example(_nsynth_example(0, 50, 0, num_samples=16000))]})
+  with pytest.raises(audio.DataError, match=r"'audio' .* shape \(16000,\).*expected shape \(64000,\)"):
+    audio.load_notes(config, 'train')
+
+
+def test_records_of_wrong_shape_name_their_file(tmp_path):
+  config = aux.get_config('tiny')
+  config.data_dir = str(tmp_path)
+  config.data.audio_source = 'nsynth'
+  features = tfds.builder(NSYNTH).info.features
+  example = tf.train.Example.FromString(features.serialize_example(_nsynth_example(0, 50, 0)))
+  del example.features.feature['audio'].float_list.value[16000:]  # A 1 s note where NSynth has 4 s.
+  (path,) = _write_prepared(_nsynth_dir(config), 'nsynth', features, {'train': [example.SerializeToString()]})
+  with pytest.raises(audio.DataError, match=f'{re.escape(path)}.*audio'):
+    audio.load_notes(config, 'train')
+
+
+def test_corrupt_tfrecord_names_its_file(tiny, tmp_path):
+  config = aux.get_config('tiny')
+  config.data_dir = str(tmp_path)
+  shutil.copytree(os.path.join(tiny.data_dir, 'tfds'), os.path.join(config.data_dir, 'tfds'))
+  (path,) = glob.glob(os.path.join(config.data_dir, 'tfds', 'soundfont_notes', '*', '*', '*-train.tfrecord*'))
+  with open(path, 'r+b') as f:
+    f.seek(os.path.getsize(path) // 2)
+    f.write(np.random.default_rng(0).bytes(1000))
+  with pytest.raises(audio.DataError, match=f'Corrupt or malformed record in {re.escape(path)}'):
+    audio.load_notes(config, 'train')
+  with pytest.raises(audio.DataError, match=f'Corrupt or malformed record in {re.escape(path)}'):
+    for _ in audio.note_batches(config, 'train', batch_size=4, shuffle=True, repeat=True, seed=0, process_index=0,
+                                process_count=1):
+      pass
