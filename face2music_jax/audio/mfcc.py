@@ -1,0 +1,95 @@
+"""Mel-frequency cepstral coefficients in JAX, equal to `librosa.feature.mfcc` per clip.
+
+The chain is librosa's: centred STFT (zero padding, periodic Hann window) -> power spectrum -> Slaney mel
+filterbank (built by `librosa.filters.mel` itself, once per parameter set) -> `power_to_db(ref=1.0, amin=1e-10,
+top_db)` -> orthonormal DCT-II. It is jittable, batched and differentiable, so phi(y) can be computed on the
+generator's output inside the training step.
+
+librosa clips the dB floor at `max - top_db` where the max is taken over the whole array it is given; a batched
+librosa call therefore differs from per-clip calls. Here the max is taken per clip, matching
+`[librosa.feature.mfcc(y=clip, ...) for clip in audio]`.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import librosa
+import ml_collections
+import numpy as np
+import scipy.fft
+import scipy.signal
+
+# power_to_db's defaults, as librosa.feature.mfcc uses them.
+_AMIN = 1e-10
+
+
+@functools.lru_cache(maxsize=16)
+def _constants(sample_rate: int, n_fft: int, n_mels: int, n_mfcc: int, fmin: float,
+               fmax: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Window [n_fft], mel basis transposed [n_fft // 2 + 1, n_mels], DCT matrix [n_mels, n_mfcc] (float32)."""
+  # librosa.stft's 'hann' is scipy's periodic (fftbins=True) Hann window.
+  window = scipy.signal.get_window('hann', n_fft, fftbins=True).astype(np.float32)
+  mel_basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=False,
+                                  norm='slaney', dtype=np.float32)
+  # Row k of the orthonormal DCT-II of the identity is coefficient k's basis vector.
+  dct = scipy.fft.dct(np.eye(n_mels), type=2, norm='ortho', axis=0)[:n_mfcc].astype(np.float32)
+  return window, mel_basis.T.copy(), dct.T.copy()
+
+
+def _frames(audio: jax.Array, n_fft: int, hop_length: int) -> jax.Array:
+  """Centred, zero-padded frames, as librosa.stft(center=True): [B, T] -> [B, frames, n_fft]."""
+  padded = jnp.pad(audio, ((0, 0), (n_fft // 2, n_fft // 2)))
+  num_frames = 1 + (padded.shape[-1] - n_fft) // hop_length
+  if n_fft % hop_length == 0:
+    # Frames made of whole hops: concatenating shifted slices of [B, hops, hop] avoids a gather, whose
+    # backward pass (a scatter-add) is slow on XLA's CPU backend.
+    hops_per_frame = n_fft // hop_length
+    total_hops = num_frames + hops_per_frame - 1
+    hops = padded[:, :total_hops * hop_length].reshape(audio.shape[0], total_hops, hop_length)
+    return jnp.concatenate([hops[:, k:k + num_frames] for k in range(hops_per_frame)], axis=-1)
+  index = hop_length * np.arange(num_frames)[:, None] + np.arange(n_fft)[None, :]
+  return padded[:, index]
+
+
+def mfcc(audio: jax.Array, *, sample_rate: int, n_mfcc: int, n_fft: int, hop_length: int, n_mels: int,
+         fmin: float, fmax: float | None, top_db: float | None) -> jax.Array:
+  """MFCCs of each clip, as `librosa.feature.mfcc(y=clip, sr=sample_rate, ..., htk=False, norm='ortho')`.
+
+  Args:
+    audio: [B, T] or [T] float32 waveform(s) at `sample_rate` Hz.
+    sample_rate: sampling rate in Hz.
+    n_mfcc: number of cepstral coefficients kept.
+    n_fft: FFT size (= window length) in samples.
+    hop_length: hop between frames in samples.
+    n_mels: number of mel bands.
+    fmin: lowest mel band edge in Hz.
+    fmax: highest mel band edge in Hz (None: sample_rate / 2).
+    top_db: dynamic range kept below each clip's maximum, in dB (None: no floor).
+
+  Returns:
+    [B, n_mfcc, frames] float32, frames = 1 + T // hop_length for even n_fft (or [n_mfcc, frames] for [T]
+    input).
+  """
+  squeeze = audio.ndim == 1
+  audio = jnp.atleast_2d(jnp.asarray(audio, jnp.float32))
+  window, mel_basis, dct = _constants(int(sample_rate), int(n_fft), int(n_mels), int(n_mfcc), float(fmin),
+                                      None if fmax is None else float(fmax))
+  spectrum = jnp.fft.rfft(_frames(audio, n_fft, hop_length) * window, axis=-1)
+  power = jnp.square(spectrum.real) + jnp.square(spectrum.imag)
+  mel = power @ mel_basis  # [B, frames, n_mels]
+  # The amin floor keeps log10 and its gradient finite on silence (ref = 1.0 adds 0 dB).
+  db = 10.0 * jnp.log10(jnp.maximum(mel, _AMIN))
+  if top_db is not None:
+    # Per-clip floor (librosa's is per array); ties in the max share its gradient, so it stays finite.
+    floor = jnp.max(db, axis=(1, 2), keepdims=True) - top_db
+    db = jnp.maximum(db, floor)
+  coefficients = jnp.swapaxes(db @ dct, 1, 2)
+  return coefficients[0] if squeeze else coefficients
+
+
+def mfcc_from_config(audio: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
+  """`mfcc` with the parameters of `config.mfcc` and `config.audio.sample_rate`; shapes as `mfcc`."""
+  m = config.mfcc
+  return mfcc(audio, sample_rate=config.audio.sample_rate, n_mfcc=m.n_mfcc, n_fft=m.n_fft,
+              hop_length=m.hop_length, n_mels=m.n_mels, fmin=m.fmin, fmax=m.fmax, top_db=m.top_db)

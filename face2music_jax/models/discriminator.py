@@ -1,0 +1,99 @@
+"""The discriminators: WaveGAN's D(y, pitch) with a projection head, and the auxiliary A(phi(y))."""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from face2music_jax import config_lib
+from face2music_jax.models.layers import Conv1D
+from face2music_jax.models.layers import PhaseShuffle
+
+
+class Discriminator(nn.Module):
+  """WaveGAN's discriminator with spectral normalisation and a projection head on the pitch.
+
+  `num_layers` strided convolutions (widths d, 2d, 4d, ...; stride `stride`, `kernel_size` taps) with LeakyReLU
+  0.2, phase shuffle after every one but the last (training only), then the flattened features h [B, F] give
+  logit = linear(h) + <embed(pitch), h> (Miyato & Koyama, 2018). Every layer, the linear output and the pitch
+  embedding included, is spectrally normalised (`nn.SpectralNorm`, one power iteration per call). The strided
+  convolutions are the space-to-depth form of `nn.Conv` (layers.py).
+
+  Variables: 'params' and 'batch_stats' (the spectral norms' power-iteration vectors u and estimates sigma;
+  mutable when `train`). `apply` needs the 'phase_shuffle' rng when `train` and phase_shuffle > 0.
+
+  Attributes:
+    dim: WaveGAN's model dimensionality d (64 in the paper).
+    num_pitches: number of pitch classes.
+    kernel_size: taps of each strided convolution.
+    stride: downsampling factor of each strided convolution.
+    num_layers: number of strided convolutions.
+    phase_shuffle: phase shuffle radius in samples (0 disables it).
+  """
+  dim: int
+  num_pitches: int
+  kernel_size: int = 25
+  stride: int = 4
+  num_layers: int = 5
+  phase_shuffle: int = 2
+
+  @nn.compact
+  def __call__(self, audio: jax.Array, pitch: jax.Array, train: bool) -> jax.Array:
+    """Scores notes given their pitch.
+
+    Args:
+      audio: [B, L] float32 waveforms in [-1, 1], L divisible by stride**num_layers.
+      pitch: [B] int32 pitch class indices in [0, num_pitches).
+      train: update the spectral norms' statistics and apply phase shuffle.
+
+    Returns:
+      [B] float32 logits (higher = more real).
+    """
+    downsampling = self.stride ** self.num_layers
+    if audio.shape[1] % downsampling:
+      raise ValueError(f'Discriminator input length {audio.shape[1]} must be divisible by {downsampling}.')
+    x = audio[..., None]
+    for i in range(self.num_layers):
+      conv = Conv1D(self.dim * 2 ** i, self.kernel_size, self.stride, name=f'conv{i}')
+      x = nn.leaky_relu(nn.SpectralNorm(conv, name=f'conv{i}_sn')(x, update_stats=train), 0.2)
+      if i < self.num_layers - 1:
+        x = PhaseShuffle(self.phase_shuffle, name=f'phase_shuffle{i}')(x, train)
+    h = x.reshape(x.shape[0], -1)
+    logit = nn.SpectralNorm(nn.Dense(1, name='linear'), name='linear_sn')(h, update_stats=train)[:, 0]
+    embedding = nn.Embed(self.num_pitches, h.shape[-1], name='pitch_embedding')
+    projection = nn.SpectralNorm(embedding, name='pitch_embedding_sn')(pitch, update_stats=train)
+    return logit + jnp.sum(projection * h, axis=-1)
+
+
+class AuxDiscriminator(nn.Module):
+  """The auxiliary discriminator A(phi(y)): an MLP on the audio metric embedding.
+
+  Attributes:
+    features: widths of the dense layers, the last one 1 (the paper: 128, 64, 32, 16, 1).
+  """
+  features: Sequence[int] = (128, 64, 32, 16, 1)
+
+  @nn.compact
+  def __call__(self, phi: jax.Array) -> jax.Array:
+    """phi: [B, F] float32 audio embeddings phi(y) -> [B] float32 logits."""
+    x = phi
+    for i, width in enumerate(self.features):
+      if i:
+        x = nn.leaky_relu(x, 0.2)
+      x = nn.Dense(width, name=f'dense{i}')(x)
+    return x[:, 0]
+
+
+def make_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
+  """The main discriminator of `config.model`."""
+  m = config.model
+  return Discriminator(dim=m.discriminator_dim, num_pitches=config_lib.num_pitches(config),
+                       kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers,
+                       phase_shuffle=m.phase_shuffle)
+
+
+def make_aux_discriminator(config: ml_collections.ConfigDict) -> AuxDiscriminator:
+  """The auxiliary discriminator of `config.model.aux_features`."""
+  return AuxDiscriminator(features=tuple(config.model.aux_features))

@@ -1,0 +1,158 @@
+"""The generator and the discriminators at tiny widths and the real length (8192 samples)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from face2music_jax.models import discriminator as discriminator_lib
+from face2music_jax.models import generator as generator_lib
+
+LENGTH = 8192
+NUM_PITCHES = 5
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _fast_compiles():
+  """These tests check shapes, ranges and finiteness, which XLA's optimisations do not change."""
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', False)
+
+
+def _init(module, *args, **kwargs):
+  """Jitted init: eager init dispatches (and compiles) every operation separately, which is slower."""
+  return jax.jit(lambda key, *args: module.init(key, *args, **kwargs))(jax.random.key(1), *args)
+
+
+def _inputs(batch: int = 3) -> tuple[jax.Array, jax.Array]:
+  z = jax.random.normal(jax.random.key(0), (batch, 16))
+  return z, jnp.arange(batch, dtype=jnp.int32) % NUM_PITCHES
+
+
+def _random_params(params, key: int = 7):
+  """Replaces every parameter with noise, so that per-class embeddings differ between classes."""
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(key), len(leaves))
+  return jax.tree.unflatten(tree, [0.3 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)])
+
+
+def test_generator_shapes_range_and_pitch_conditioning():
+  generator = generator_lib.Generator(dim=2, num_pitches=NUM_PITCHES, length=LENGTH)
+  z, pitch = _inputs()
+  variables = _init(generator, z, pitch, train=False)
+  assert set(variables) == {'params', 'batch_stats'}
+  apply_train = jax.jit(lambda v, z, p: generator.apply(v, z, p, train=True, mutable=['batch_stats']))
+  audio, updates = apply_train(variables, z, pitch)
+  assert audio.shape == (3, LENGTH) and audio.dtype == jnp.float32
+  assert float(jnp.max(jnp.abs(audio))) <= 1.0
+  assert jax.tree.structure(updates['batch_stats']) == jax.tree.structure(variables['batch_stats'])
+
+  variables = {'params': _random_params(variables['params']), 'batch_stats': updates['batch_stats']}
+  apply_eval = jax.jit(lambda v, z, p: generator.apply(v, z, p, train=False))
+  same_face = jnp.repeat(z[:1], 3, axis=0)
+  a = apply_eval(variables, same_face, jnp.zeros(3, jnp.int32))
+  b = apply_eval(variables, same_face, jnp.ones(3, jnp.int32))
+  assert a.shape == (3, LENGTH) and float(jnp.max(jnp.abs(a))) <= 1.0
+  assert float(jnp.max(jnp.abs(a - b))) > 1e-3
+
+
+def test_generator_gradients_are_finite():
+  generator = generator_lib.Generator(dim=2, num_pitches=NUM_PITCHES, length=LENGTH)
+  z, pitch = _inputs()
+  variables = _init(generator, z, pitch, train=False)
+
+  @jax.jit
+  def grads(params):
+    def loss(params, z):
+      audio, _ = generator.apply({'params': params, 'batch_stats': variables['batch_stats']}, z, pitch, train=True,
+                                 mutable=['batch_stats'])
+      return jnp.mean(audio ** 2)
+    return jax.grad(loss, argnums=(0, 1))(params, z)
+
+  g_params, g_z = grads(variables['params'])
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves((g_params, g_z)))
+  assert float(jnp.max(jnp.abs(g_params['upconv0']['kernel']))) > 0
+
+
+def test_generator_rejects_indivisible_length():
+  generator = generator_lib.Generator(dim=2, num_pitches=NUM_PITCHES, length=1000)
+  with pytest.raises(ValueError, match='divisible'):
+    _init(generator, *_inputs(), train=False)
+
+
+def test_discriminator_train_and_eval():
+  discriminator = discriminator_lib.Discriminator(dim=2, num_pitches=NUM_PITCHES)
+  _, pitch = _inputs()
+  audio = jnp.tanh(jax.random.normal(jax.random.key(2), (3, LENGTH)))
+  variables = _init(discriminator, audio, pitch, train=False)
+  assert set(variables) == {'params', 'batch_stats'}
+  # Spectral norm on every layer: the five convs, the linear output and the pitch embedding.
+  assert len(variables['batch_stats']) == 7
+
+  @jax.jit
+  def train_step(variables, rng):
+    def loss(params, audio):
+      logits, updates = discriminator.apply({**variables, 'params': params}, audio, pitch, train=True,
+                                            mutable=['batch_stats'], rngs={'phase_shuffle': rng})
+      return jnp.sum(logits), (logits, updates)
+    grads, (logits, updates) = jax.grad(loss, argnums=(0, 1), has_aux=True)(variables['params'], audio)
+    return grads, logits, updates
+
+  grads, logits, updates = train_step(variables, jax.random.key(3))
+  assert logits.shape == (3,)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+  _, other_logits, _ = train_step(variables, jax.random.key(4))
+  assert not np.allclose(logits, other_logits)  # Phase shuffle draws new shifts.
+
+  variables = {**variables, **updates}
+  apply_eval = jax.jit(lambda v, p: discriminator.apply(v, audio, p, train=False))
+  eval_logits = apply_eval(variables, pitch)
+  assert eval_logits.shape == (3,)
+  np.testing.assert_array_equal(eval_logits, apply_eval(variables, pitch))
+  assert not np.allclose(eval_logits, apply_eval(variables, (pitch + 1) % NUM_PITCHES))  # Projection head.
+
+
+def test_discriminator_spectral_norms_track_top_singular_values():
+  discriminator = discriminator_lib.Discriminator(dim=2, num_pitches=NUM_PITCHES)
+  _, pitch = _inputs()
+  audio = jnp.tanh(jax.random.normal(jax.random.key(2), (3, LENGTH)))
+  variables = _init(discriminator, audio, pitch, train=False)
+  update = jax.jit(lambda v, rng: discriminator.apply(v, audio, pitch, train=True, mutable=['batch_stats'],
+                                                      rngs={'phase_shuffle': rng})[1])
+  for step in range(60):
+    variables = {**variables, **update(variables, jax.random.key(step))}
+  for name, stats in variables['batch_stats'].items():
+    layer = name.removesuffix('_sn')
+    params = variables['params'][layer]
+    weight = params['kernel'] if 'kernel' in params else params['embedding']
+    top = np.linalg.svd(np.asarray(weight).reshape(-1, weight.shape[-1]), compute_uv=False)[0]
+    sigma = next(v for k, v in stats.items() if k.endswith('/sigma'))
+    np.testing.assert_allclose(top / sigma, 1.0, rtol=2e-2, err_msg=name)
+
+
+def test_aux_discriminator():
+  aux = discriminator_lib.AuxDiscriminator()
+  phi = jax.random.normal(jax.random.key(0), (4, 40))
+  variables = _init(aux, phi)
+  assert [variables['params'][f'dense{i}']['kernel'].shape[1] for i in range(5)] == [128, 64, 32, 16, 1]
+  logits = jax.jit(aux.apply)(variables, phi)
+  assert logits.shape == (4,)
+  grad = jax.jit(jax.grad(lambda p: jnp.sum(aux.apply({'params': p}, phi))))(variables['params'])
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grad))
+
+
+def test_make_from_config():
+  config = default.get_config('tiny')
+  generator = generator_lib.make_generator(config)
+  discriminator = discriminator_lib.make_discriminator(config)
+  aux = discriminator_lib.make_aux_discriminator(config)
+  assert generator.num_pitches == discriminator.num_pitches == 13
+  assert generator.length == config.audio.length and generator.dim == config.model.generator_dim
+  assert discriminator.phase_shuffle == config.model.phase_shuffle
+  assert aux.features == tuple(config.model.aux_features)
+  z = jnp.zeros((2, config.data.embedding_dim))
+  pitch = jnp.array([0, 12], jnp.int32)
+  audio = jax.eval_shape(lambda: generator.init_with_output(jax.random.key(0), z, pitch, train=False)[0])
+  assert audio.shape == (2, config.audio.length)
