@@ -71,6 +71,7 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.data.face_tfrecords = ''  # Glob of face TFRecord files when face_source == 'tfrecords'.
   c.data.face_image_size = 64  # Faces are resized to this square size (pixels).
   c.data.face_views = 8  # Augmented views per embedded default face (flips, crops, brightness).
+  c.data.max_default_faces = 0  # Use only the first N default identities (0 = all 101); tests use fewer.
   c.data.face_embedding = 'dlib'  # 'dlib' (128-d, ships offline) or 'network' (models/face.py, 512-d).
   c.data.face_weights = ''  # .npz/.msgpack weights for the 'network' face embedding (see face2music_jax/models/face.py).
   c.data.embedding_dim = 128  # Width of the face embedding: 128 for dlib, 512 for the VGGFace2 network.
@@ -123,6 +124,7 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.train.aux_lr = 4e-4
   c.train.adam_b1 = 0.0
   c.train.adam_b2 = 0.9
+  c.train.adam_eps = 1e-8
   c.train.use_metric_loss = True
   c.train.metric_weight = 1.0
   c.train.use_aux_discriminator = True
@@ -195,6 +197,7 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   c.notes.velocities = (100,)
   c.data.shuffle_buffer = 64
   c.data.face_views = 2
+  c.data.max_default_faces = 20
   c.model.generator_dim = 2
   c.model.discriminator_dim = 2
   c.model.audio_embedding_dim = 8

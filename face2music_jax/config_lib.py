@@ -55,7 +55,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                 'model.kernel_size', 'model.stride', 'model.num_layers', 'model.audio_embedding_dim',
                 'model.audio_embedding_channels', 'model.classifier_channels', 'mfcc.n_mfcc', 'mfcc.n_fft',
                 'mfcc.hop_length', 'mfcc.n_mels', 'train.batch_size', 'train.num_steps', 'train.d_steps',
-                'train.g_lr', 'train.d_lr', 'train.aux_lr', 'train.log_every', 'train.checkpoint_every',
+                'train.g_lr', 'train.d_lr', 'train.aux_lr', 'train.adam_eps', 'train.log_every', 'train.checkpoint_every',
                 'train.keep_checkpoints', 'train.sample_every', 'train.num_sample_faces',
                 'audio_embedding.num_steps', 'audio_embedding.batch_size', 'audio_embedding.lr',
                 'audio_embedding.margin', 'classifiers.num_steps', 'classifiers.batch_size', 'classifiers.lr',
@@ -78,6 +78,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(a.length % upsampling == 0, 'audio.length', a.length,
          f'the generator and discriminator need a multiple of model.stride**model.num_layers = {upsampling}')
   _check(m.kernel_size % 2 == 1, 'model.kernel_size', m.kernel_size, 'expected an odd kernel size')
+  _check(config.data.max_default_faces >= 0, 'data.max_default_faces', config.data.max_default_faces, 'expected >= 0')
   _check(m.phase_shuffle >= 0, 'model.phase_shuffle', m.phase_shuffle, 'expected >= 0')
   _check(len(m.aux_features) > 0 and m.aux_features[-1] == 1 and all(f > 0 for f in m.aux_features),
          'model.aux_features', m.aux_features, 'expected positive widths ending in 1')

@@ -31,8 +31,11 @@ def maybe_initialize_distributed(coordinator_address: str = '', num_processes: i
 
 
 def make_mesh() -> Mesh:
-  """A 1-D mesh over every device of every process, axis name 'data'."""
-  return jax.make_mesh((jax.device_count(),), ('data',))
+  """A 1-D mesh over every device of every process, axis name 'data'.
+
+  Auto axis type: XLA propagates shardings (GSPMD), so the models are written without sharding annotations.
+  """
+  return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

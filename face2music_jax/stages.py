@@ -34,9 +34,6 @@ from face2music_jax.data import notes as notes_data
 from face2music_jax.data.sampling import EpochSampler
 from face2music_jax.models.classifiers import AudioClassifier
 
-NUM_FAMILIES = len(config_lib.NSYNTH_FAMILIES)
-
-
 def ensure_data(config: ml_collections.ConfigDict) -> None:
   """Stage 1: builds the embedded default datasets when missing (real datasets must already be prepared)."""
   if config.data.audio_source == 'soundfont_notes':
@@ -126,7 +123,7 @@ def ensure_audio_embedding(config: ml_collections.ConfigDict, workdir: str) -> e
 
 def classifier_model(config: ml_collections.ConfigDict, kind: str) -> AudioClassifier:
   """The pitch or family classifier of the config."""
-  num_classes = {'pitch': config_lib.num_pitches(config), 'family': NUM_FAMILIES}[kind]
+  num_classes = {'pitch': config_lib.num_pitches(config), 'family': audio_data.num_families(config)}[kind]
   return AudioClassifier(num_classes, config.model.classifier_channels)
 
 

@@ -1,12 +1,5 @@
-"""GAN training for all three configs: one pure, jitted, data-parallel train step, and the loop around it.
+"""The GAN training loop: prerequisite stages, data, the jitted step (train_step.py), logging, checkpoints."""
 
-The step is `(state, batch, metric, stats, rng) -> (state, metrics)`: the discriminators (main D on raw audio,
-auxiliary A on phi(y) when enabled) take `config.train.d_steps` updates, then the generator one update against the
-updated discriminators, with the metric preservation loss when enabled. The batch is sharded over a mesh of all
-devices; parameters are replicated; the state is donated.
-"""
-
-import functools
 import json
 import os
 import signal
@@ -18,7 +11,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 import soundfile
 from absl import logging
@@ -26,178 +18,11 @@ from clu import metric_writers
 
 from face2music_jax import checkpoint
 from face2music_jax import config_lib
-from face2music_jax import losses
 from face2music_jax import parallel
 from face2music_jax import stages
-from face2music_jax.audio import embedding as embedding_lib
+from face2music_jax.train_step import Models, TrainState, compile_train_step, to_host
 from face2music_jax.data import faces as face_data
 from face2music_jax.data.sampling import EpochSampler
-from face2music_jax.models import discriminator as d_lib
-from face2music_jax.models import generator as g_lib
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything that changes during GAN training. Variables are flax collections ({'params': ..., ...})."""
-  step: jax.Array
-  g: dict[str, Any]
-  d: dict[str, Any]
-  aux: dict[str, Any]
-  g_opt: Any
-  d_opt: Any
-  aux_opt: Any
-  skipped: jax.Array  # Updates dropped because a loss or gradient was not finite (config.train.nonfinite='skip').
-
-
-class Models:
-  """The config's networks and optimisers (static: they hold no arrays)."""
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
-    self.g = g_lib.make_generator(config)
-    self.d = d_lib.make_discriminator(config)
-    self.aux = d_lib.make_aux_discriminator(config) if config.train.use_aux_discriminator else None
-    t = config.train
-    self.g_tx = optax.adam(t.g_lr, t.adam_b1, t.adam_b2)
-    self.d_tx = optax.adam(t.d_lr, t.adam_b1, t.adam_b2)
-    self.aux_tx = optax.adam(t.aux_lr, t.adam_b1, t.adam_b2)
-
-  def init(self, rng: jax.Array) -> TrainState:
-    """Fresh state: rng is the run's root key."""
-    c = self.config
-    k_g, k_d, k_a, k_p = jax.random.split(rng, 4)
-    z = jnp.zeros((2, c.data.embedding_dim), jnp.float32)
-    pitch = jnp.zeros((2,), jnp.int32)
-    audio = jnp.zeros((2, c.audio.length), jnp.float32)
-    g = dict(self.g.init(k_g, z, pitch, train=False))
-    d = dict(self.d.init({'params': k_d, 'phase_shuffle': k_p}, audio, pitch, train=False))
-    aux = dict(self.aux.init(k_a, jnp.zeros((2, embedding_lib.phi_dim(c))))) if self.aux else {}
-    return TrainState(step=jnp.zeros((), jnp.int32), g=g, d=d, aux=aux, g_opt=self.g_tx.init(g['params']),
-                      d_opt=self.d_tx.init(d['params']), aux_opt=self.aux_tx.init(aux['params']) if aux else {},
-                      skipped=jnp.zeros((), jnp.int32))
-
-  def generate(self, g_vars: dict[str, Any], z: jax.Array, pitch: jax.Array, train: bool):
-    """G(f(x), pitch): [B, E], [B] -> audio [B, L] and the updated non-parameter collections."""
-    others = [k for k in g_vars if k != 'params']
-    if train and others:
-      return self.g.apply(g_vars, z, pitch, train=True, mutable=others)
-    return self.g.apply(g_vars, z, pitch, train=train), {k: g_vars[k] for k in others}
-
-  def discriminate(self, d_vars: dict[str, Any], audio: jax.Array, pitch: jax.Array, rng: jax.Array):
-    """D(y, pitch) in training mode (phase shuffle, spectral-norm power iteration): logits [B], new stats."""
-    others = [k for k in d_vars if k != 'params']
-    rngs = {'phase_shuffle': rng}
-    if others:
-      return self.d.apply(d_vars, audio, pitch, train=True, rngs=rngs, mutable=others)
-    return self.d.apply(d_vars, audio, pitch, train=True, rngs=rngs), {}
-
-
-def _with(variables: dict[str, Any], params: Any, others: dict[str, Any]) -> dict[str, Any]:
-  return {**variables, **others, 'params': params}
-
-
-def make_train_step(models: Models):
-  """Returns the pure train step `(state, batch, metric, stats, rng) -> (state, metrics)`.
-
-  batch: 'embedding' [B, E] float32 face embeddings f(x), 'audio' [B, L] float32 real notes, 'pitch' [B] int32
-  pitch classes of the real notes (the generator is conditioned on the same pitches). metric: the audio metric
-  phi's variables (frozen). stats: the four standardisation constants. rng: the run's root key.
-  """
-  c = models.config.train
-  d_loss_fn, g_loss_fn = losses.adversarial_losses(c.loss)
-  use_metric, use_aux = c.use_metric_loss, models.aux is not None
-  config = models.config
-
-  def train_step(state: TrainState, batch: dict[str, jax.Array], metric: Any, stats: dict[str, jax.Array],
-                 rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-    rng = jax.random.fold_in(rng, state.step)
-    z, real, pitch = batch['embedding'], batch['audio'], batch['pitch']
-    metrics = {}
-    phi = functools.partial(embedding_lib.phi, metric, config=config)
-    real_phi = phi(real) if use_aux else None
-
-    d_vars, d_opt, aux_vars, aux_opt = state.d, state.d_opt, state.aux, state.aux_opt
-    fake = jax.lax.stop_gradient(models.generate(state.g, z, pitch, train=True)[0])
-    for k in range(c.d_steps):
-      k_d, k_gp = jax.random.split(jax.random.fold_in(rng, k))
-      d_others = {n: v for n, v in d_vars.items() if n != 'params'}
-
-      def d_objective(d_params, aux_params, d_others=d_others, k_d=k_d, k_gp=k_gp):
-        logits, new_others = models.discriminate(_with(d_vars, d_params, d_others), jnp.concatenate([real, fake]),
-                                                 jnp.concatenate([pitch, pitch]), k_d)
-        real_logits, fake_logits = jnp.split(logits, 2)
-        d_loss = d_loss_fn(real_logits, fake_logits)
-        m = {'d_loss': d_loss, 'd_real_logit': jnp.mean(real_logits), 'd_fake_logit': jnp.mean(fake_logits)}
-        total = d_loss
-        if c.loss == 'wgan-gp':
-          critic = lambda x: models.discriminate(_with(d_vars, d_params, d_others), x, pitch, k_d)[0]
-          m['gradient_penalty'] = losses.gradient_penalty(critic, real, fake, k_gp)
-          total = total + c.gp_weight * m['gradient_penalty']
-        if use_aux:
-          a_logits = models.aux.apply({'params': aux_params}, jnp.concatenate([real_phi, phi(fake)]))
-          m['aux_d_loss'] = d_loss_fn(*jnp.split(a_logits, 2))
-          total = total + m['aux_d_loss']
-        return total, (new_others, m)
-
-      aux_params = aux_vars['params'] if use_aux else {}
-      (_, (d_others, m)), (d_grads, aux_grads) = jax.value_and_grad(d_objective, argnums=(0, 1), has_aux=True)(
-          d_vars['params'], aux_params)
-      updates, d_opt = models.d_tx.update(d_grads, d_opt, d_vars['params'])
-      d_vars = _with(d_vars, optax.apply_updates(d_vars['params'], updates), d_others)
-      metrics.update(m, d_grad_norm=optax.global_norm(d_grads))
-      if use_aux:
-        updates, aux_opt = models.aux_tx.update(aux_grads, aux_opt, aux_params)
-        aux_vars = {'params': optax.apply_updates(aux_params, updates)}
-        metrics['aux_grad_norm'] = optax.global_norm(aux_grads)
-
-    k_g = jax.random.fold_in(rng, c.d_steps)
-
-    def g_objective(g_params):
-      fake, g_others = models.generate(_with(state.g, g_params, {}), z, pitch, train=True)
-      logits, _ = models.discriminate(d_vars, fake, pitch, k_g)
-      m = {'g_adv_loss': g_loss_fn(logits)}
-      total = m['g_adv_loss']
-      if use_metric or use_aux:
-        fake_phi = phi(fake)
-      if use_metric:
-        m['metric_loss'] = losses.metric_preservation_loss(z, fake_phi, stats)
-        total = total + c.metric_weight * m['metric_loss']
-      if use_aux:
-        m['aux_g_loss'] = g_loss_fn(models.aux.apply(aux_vars, fake_phi))
-        total = total + c.aux_weight * m['aux_g_loss']
-      m['g_loss'] = total
-      return total, (g_others, m)
-
-    (_, (g_others, m)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(state.g['params'])
-    updates, g_opt = models.g_tx.update(g_grads, state.g_opt, state.g['params'])
-    g_vars = _with(state.g, optax.apply_updates(state.g['params'], updates), g_others)
-    metrics.update(m, g_grad_norm=optax.global_norm(g_grads), g_param_norm=optax.global_norm(g_vars['params']),
-                   d_param_norm=optax.global_norm(d_vars['params']))
-
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
-    new = TrainState(step=state.step + 1, g=g_vars, d=d_vars, aux=aux_vars, g_opt=g_opt, d_opt=d_opt,
-                     aux_opt=aux_opt, skipped=state.skipped)
-    if c.nonfinite == 'skip':
-      kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-      new = kept.replace(step=state.step + 1, skipped=state.skipped + (1 - finite.astype(jnp.int32)))
-    metrics['finite'] = finite.astype(jnp.float32)
-    metrics['skipped'] = new.skipped.astype(jnp.float32)
-    return new, metrics
-
-  return train_step
-
-
-def compile_train_step(models: Models, mesh: jax.sharding.Mesh):
-  """jax.jit of the train step over the mesh: batch sharded along 'data', everything else replicated."""
-  repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
-  return jax.jit(make_train_step(models), in_shardings=(repl, data, repl, repl, repl),
-                 out_shardings=(repl, repl), donate_argnums=(0,))
-
-
-def to_host(tree: Any) -> Any:
-  """Replicated global arrays -> numpy (works on every process of a multi-host run)."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x),
-                      tree)
 
 
 class NonFiniteError(FloatingPointError):

@@ -490,23 +490,25 @@ def prepare_default_faces(config: ml_collections.ConfigDict) -> dict[str, list[s
   Returns:
     {'train': [...], 'test': [...]}: files under `<config.data_dir>/faces/lfw_subset_v<face_views>/`.
   """
-  root = os.path.join(config.data_dir, 'faces', f'lfw_subset_v{config.data.face_views}')
+  limit = config.data.max_default_faces
+  suffix = f'_n{limit}' if limit else ''
+  root = os.path.join(config.data_dir, 'faces', f'lfw_subset_v{config.data.face_views}{suffix}')
   manifest_path = os.path.join(root, 'faces.json')
   if not tf.io.gfile.exists(manifest_path):
-    _write_default_faces(root, config.data.face_views)
+    _write_default_faces(root, config.data.face_views, limit)
   with tf.io.gfile.GFile(manifest_path) as f:
     manifest = json.load(f)
   return {split: [os.path.join(root, name) for name in names] for split, names in manifest['files'].items()}
 
 
-def _write_default_faces(root: str, num_views: int) -> None:
+def _write_default_faces(root: str, num_views: int, limit: int = 0) -> None:
   """Builds the default faces in a fresh directory renamed to `root` when complete, so that a crash leaves no
   partial `root` and processes preparing them at once (e.g. hosts sharing a disk) do not mix their files."""
   start = time.time()
   build = f'{root}.incomplete-{uuid.uuid4().hex}'
   logging.info('Preparing the default faces in %s.', root)
   identities = _default_identities()
-  names = sorted(identities)
+  names = sorted(identities)[:limit or None]
   splits = {'train': [n for i, n in enumerate(names) if i % _TEST_EVERY != _TEST_EVERY - 1],
             'test': [n for i, n in enumerate(names) if i % _TEST_EVERY == _TEST_EVERY - 1]}
   embedder = DlibFaceEmbedder(assume_cropped=True)  # The crops are tight and too small for the face detector.

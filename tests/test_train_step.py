@@ -1,0 +1,78 @@
+"""The train step on synthetic data: it learns, and data parallelism does not change the result."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from face2music_jax import parallel
+from face2music_jax import train_step
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run_steps(config, num_steps, batch_seed=0):
+  mesh = parallel.make_mesh()
+  models = train_step.Models(config)
+  root = jax.random.key(config.seed)
+  state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(root)
+  step = train_step.compile_train_step(models, mesh)
+  batch = parallel.global_batch(mesh, helpers.synthetic_batch(config, config.train.batch_size, batch_seed))
+  metric = parallel.replicate(mesh, helpers.random_metric(config))
+  stats = parallel.replicate(mesh, {'mu_x': np.float32(1.4), 'sigma_x': np.float32(0.1),
+                                    'mu_y': np.float32(0.5), 'sigma_y': np.float32(0.2)})
+  history = []
+  for _ in range(num_steps):
+    state, metrics = step(state, batch, metric, stats, root)
+    history.append({k: float(v) for k, v in train_step.to_host(metrics).items()})
+  return state, history
+
+
+@pytest.mark.parametrize('name', ['baseline', 'metric', 'aux'])
+def test_each_config_step_runs_with_finite_losses(name):
+  config = helpers.tiny_config(name)
+  state, history = _run_steps(config, 2)
+  assert int(train_step.to_host(state.step)) == 2
+  for m in history:
+    assert m['finite'] == 1.0 and all(np.isfinite(v) for v in m.values())
+  assert ('metric_loss' in history[0]) == (name != 'baseline')
+  assert ('aux_d_loss' in history[0]) == (name == 'aux')
+
+
+def test_train_step_lowers_the_metric_loss_on_a_fixed_batch():
+  config = helpers.tiny_config('metric')
+  config.train.g_lr = 1e-3
+  _, history = _run_steps(config, 150)
+  first = np.mean([m['metric_loss'] for m in history[:10]])
+  last = np.mean([m['metric_loss'] for m in history[-10:]])
+  assert last < 0.6 * first, (first, last)
+
+
+SCRIPT = r'''
+import sys, numpy as np, jax
+sys.path.insert(0, {root!r})
+from tests import test_train_step, helpers
+from face2music_jax import train_step
+config = helpers.tiny_config('aux')
+state, history = test_train_step._run_steps(config, 3)
+leaves = jax.tree_util.tree_flatten_with_path(train_step.to_host((state.g['params'], state.d['params'], state.aux)))[0]
+np.savez({out!r}, **{{jax.tree_util.keystr(k): v for k, v in leaves}}, devices=jax.device_count())
+'''
+
+
+def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path):
+  results = {}
+  for n in (1, 8):
+    out = str(tmp_path / f'params_{n}.npz')
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}', JAX_PLATFORMS='cpu')
+    subprocess.run([sys.executable, '-c', SCRIPT.format(root=ROOT, out=out)], check=True, env=env, cwd=ROOT,
+                   timeout=600)
+    results[n] = dict(np.load(out))
+  assert int(results[1].pop('devices')) == 1 and int(results[8].pop('devices')) == 8
+  assert results[1].keys() == results[8].keys() and len(results[1]) > 10
+  for k in results[1]:
+    np.testing.assert_allclose(results[8][k], results[1][k], atol=1e-5, rtol=1e-5, err_msg=k)
