@@ -6,7 +6,6 @@ import signal
 import time
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -186,10 +185,8 @@ def restore_state(manager: ocp.CheckpointManager, step: int, like: TrainState) -
   """Restores `step` into the shapes and shardings of `like`; another config's checkpoint fails clearly."""
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
   try:
-    metadata = manager.item_metadata(step)
-  except Exception:  # Older layouts have no metadata to compare; the restore below still checks shapes.
-    metadata = None
-  if metadata is not None:
-    checkpoint.check_compatible(flax.serialization.to_state_dict(like), metadata,
-                                os.path.join(str(manager.directory), str(step)))
-  return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  except (ValueError, KeyError) as e:
+    where = os.path.join(str(manager.directory), str(step))
+    raise checkpoint.CheckpointError(f'The checkpoint {where} does not fit the model of this config (was it written '
+                                     f'with another config? Use another --workdir): {e}') from e

@@ -52,27 +52,39 @@ def test_train_step_lowers_the_metric_loss_on_a_fixed_batch():
   assert last < 0.6 * first, (first, last)
 
 
-SCRIPT = r'''
+SCRIPT = r"""
 import sys, numpy as np, jax
 sys.path.insert(0, {root!r})
 from tests import test_train_step, helpers
 from face2music_jax import train_step
-config = helpers.tiny_config('aux')
-state, history = test_train_step._run_steps(config, 3)
-leaves = jax.tree_util.tree_flatten_with_path(train_step.to_host((state.g['params'], state.d['params'], state.aux)))[0]
-np.savez({out!r}, **{{jax.tree_util.keystr(k): v for k, v in leaves}}, devices=jax.device_count())
-'''
+config = helpers.tiny_config({name!r})
+# Adam's first updates are lr * g / (|g| + eps): with the default eps a gradient element that is ~0 up to rounding
+# (it differs in the last bits between 1 and 8 devices) moves by +-lr. A larger eps keeps the update continuous
+# in g, so the comparison measures the sharded step's numerics rather than Adam's sign amplification.
+config.train.adam_eps = 1e-3
+state, history = test_train_step._run_steps(config, 2)
+leaves = jax.tree_util.tree_flatten_with_path(train_step.to_host((state.g, state.d, state.aux)))[0]
+losses = {{'loss_' + k: v for k, v in history[0].items()}}
+np.savez({out!r}, **{{jax.tree_util.keystr(k): v for k, v in leaves}}, **losses, devices=jax.device_count())
+"""
 
 
-def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path):
+@pytest.mark.parametrize('name', ['baseline', 'aux'])
+def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path, name):
   results = {}
   for n in (1, 8):
     out = str(tmp_path / f'params_{n}.npz')
     env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}', JAX_PLATFORMS='cpu')
-    subprocess.run([sys.executable, '-c', SCRIPT.format(root=ROOT, out=out)], check=True, env=env, cwd=ROOT,
-                   timeout=600)
+    subprocess.run([sys.executable, '-c', SCRIPT.format(root=ROOT, out=out, name=name)], check=True, env=env,
+                   cwd=ROOT, timeout=600)
     results[n] = dict(np.load(out))
   assert int(results[1].pop('devices')) == 1 and int(results[8].pop('devices')) == 8
   assert results[1].keys() == results[8].keys() and len(results[1]) > 10
   for k in results[1]:
-    np.testing.assert_allclose(results[8][k], results[1][k], atol=1e-5, rtol=1e-5, err_msg=k)
+    if k.startswith('loss_'):
+      # The first step's losses, before any update; the MFCC's log power of near-silent initial outputs makes
+      # them (and above all the gradient norms, not compared) sensitive to summation order.
+      if 'grad_norm' not in k:
+        np.testing.assert_allclose(results[8][k], results[1][k], rtol=1e-4, err_msg=k)
+    else:
+      np.testing.assert_allclose(results[8][k], results[1][k], atol=1e-5, rtol=1e-5, err_msg=k)

@@ -1,0 +1,30 @@
+"""Shared fixtures: the tiny embedded datasets are built once per test run, shared by pytest-xdist workers."""
+
+import os
+
+import filelock
+import pytest
+
+from face2music_jax import stages
+from tests import helpers
+
+
+@pytest.fixture(scope='session')
+def tiny_data_dir(tmp_path_factory) -> str:
+  """A data dir holding the tiny config's SoundFont notes and default faces."""
+  root = tmp_path_factory.getbasetemp().parent  # Shared by all xdist workers of this run.
+  data_dir = str(root / 'tiny_data')
+  with filelock.FileLock(str(root / 'tiny_data.lock')):
+    config = helpers.tiny_config()
+    config.data_dir = data_dir
+    stages.ensure_data(config)
+  return data_dir
+
+
+@pytest.fixture
+def tiny_config(tiny_data_dir, tmp_path):
+  """The tiny aux config on the shared tiny data, with its own workdir."""
+  config = helpers.tiny_config('aux')
+  config.data_dir = tiny_data_dir
+  config.workdir = os.path.join(str(tmp_path), 'workdir')
+  return config

@@ -1,0 +1,105 @@
+"""End-to-end training on the tiny embedded data: artefacts, resume, multi-process, bad configs."""
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import soundfile
+
+from face2music_jax import config_lib
+from face2music_jax import train
+from face2music_jax import train_step
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _params(state):
+  return jax.tree_util.tree_flatten_with_path(train_step.to_host((state.g, state.d, state.aux, state.g_opt)))[0]
+
+
+def test_train_writes_checkpoints_logs_and_samples(tiny_config):
+  state = train.train(tiny_config, tiny_config.workdir)
+  w = tiny_config.workdir
+  assert int(train_step.to_host(state.step)) == tiny_config.train.num_steps
+  assert sorted(os.listdir(os.path.join(w, 'checkpoints'))) == ['2', '4']
+  assert glob.glob(os.path.join(w, 'events.out.tfevents.*'))
+  lines = [json.loads(l) for l in open(os.path.join(w, 'metrics.jsonl'))]
+  assert [l['step'] for l in lines] == [1, 2, 3, 4]
+  assert all(np.isfinite(l['g_loss']) and np.isfinite(l['d_loss']) and np.isfinite(l['metric_loss']) for l in lines)
+  wavs = sorted(glob.glob(os.path.join(w, 'samples', 'step_4', '*.wav')))
+  assert len(wavs) == tiny_config.train.num_sample_faces
+  audio, rate = soundfile.read(wavs[0])
+  assert rate == 16000 and audio.shape == (tiny_config.audio.length,) and np.abs(audio).max() <= 1.0
+  stats = json.load(open(os.path.join(w, 'statistics.json')))
+  assert stats['sigma_x'] > 0 and stats['sigma_y'] > 0
+  assert json.load(open(os.path.join(w, 'config.json')))['name'] == 'aux'
+
+
+def test_stop_and_resume_gives_the_same_parameters_as_an_uninterrupted_run(tiny_config, tmp_path):
+  straight = tiny_config.copy_and_resolve_references()
+  straight.workdir = str(tmp_path / 'straight')
+  expected = _params(train.train(straight, straight.workdir))
+
+  resumed = tiny_config.copy_and_resolve_references()
+  resumed.workdir = str(tmp_path / 'resumed')
+  resumed.train.num_steps = 2
+  train.train(resumed, resumed.workdir)
+  resumed.train.num_steps = 4
+  got = _params(train.train(resumed, resumed.workdir))
+  assert [k for k, _ in got] == [k for k, _ in expected]
+  for (k, a), (_, b) in zip(got, expected):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=0, err_msg=jax.tree_util.keystr(k))
+  steps = [json.loads(l)['step'] for l in open(os.path.join(resumed.workdir, 'metrics.jsonl'))]
+  assert steps == [1, 2, 3, 4]
+
+
+def test_bad_config_values_fail_at_start_naming_the_field(tiny_config):
+  tiny_config.model.generator_dim = -4
+  with pytest.raises(config_lib.ConfigError, match='model.generator_dim'):
+    train.train(tiny_config, tiny_config.workdir)
+  tiny_config.model.generator_dim = 2
+  tiny_config.data.audio_source = 'mp3_folder'
+  with pytest.raises(config_lib.ConfigError, match='data.audio_source'):
+    train.train(tiny_config, tiny_config.workdir)
+  tiny_config.data.audio_source = 'soundfont_notes'
+  tiny_config.audio.length = 8000
+  with pytest.raises(config_lib.ConfigError, match='audio.length'):
+    train.train(tiny_config, tiny_config.workdir)
+
+
+def test_a_checkpoint_from_another_config_fails_clearly(tiny_config):
+  train.train(tiny_config, tiny_config.workdir)
+  tiny_config.model.generator_dim = 4
+  tiny_config.train.num_steps = 6
+  with pytest.raises(Exception, match='another config'):
+    train.train(tiny_config, tiny_config.workdir)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_train_together(tiny_config, tmp_path):
+  workdir = str(tmp_path / 'multi')
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  procs = [subprocess.Popen(
+      [sys.executable, 'run_train.py', '--config=configs/aux.py:tiny', f'--workdir={workdir}',
+       f'--config.data_dir={tiny_config.data_dir}', f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+       f'--process_id={i}'], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  assert 'Process 1 of 2, 2 local and 4 global devices' in outputs[1]
+  lines = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert [l['step'] for l in lines] == [1, 2, 3, 4] and all(np.isfinite(l['g_loss']) for l in lines)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
