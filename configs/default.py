@@ -73,7 +73,7 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.data.face_views = 8  # Augmented views per embedded default face (flips, crops, brightness).
   c.data.max_default_faces = 0  # Use only the first N default identities (0 = all 101); tests use fewer.
   c.data.face_embedding = 'dlib'  # 'dlib' (128-d, ships offline) or 'network' (models/face.py, 512-d).
-  c.data.face_weights = ''  # .npz/.msgpack weights for the 'network' face embedding (see face2music_jax/models/face.py).
+  c.data.face_weights = ''  # .npz weights of the 'network' face embedding (format: face2music_jax/models/face.py).
   c.data.embedding_dim = 128  # Width of the face embedding: 128 for dlib, 512 for the VGGFace2 network.
 
   # The SoundFont notes builder (NSynth format): 4 s notes, held 3 s then released.
@@ -174,12 +174,12 @@ def _small(c: ml_collections.ConfigDict) -> None:
   c.model.audio_embedding_channels = 16
   c.model.classifier_channels = 16
   c.train.batch_size = 16
-  c.train.num_steps = 1500
-  c.train.checkpoint_every = 250
-  c.train.sample_every = 500
-  c.audio_embedding.num_steps = 300
+  c.train.num_steps = 4000
+  c.train.checkpoint_every = 500
+  c.train.sample_every = 1000
+  c.audio_embedding.num_steps = 1000
   c.audio_embedding.batch_size = 32
-  c.classifiers.num_steps = 300
+  c.classifiers.num_steps = 1000
   c.classifiers.batch_size = 32
   c.stats.num_pairs = 20_000
   c.stats.max_examples = 1024

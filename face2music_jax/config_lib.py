@@ -106,6 +106,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.data.face_source == 'tfrecords':
     _check(bool(config.data.face_tfrecords), 'data.face_tfrecords', config.data.face_tfrecords,
            "expected a glob of TFRecord files when data.face_source == 'tfrecords'")
+  if config.data.face_source == 'lfw_subset':
+    _check(config.data.face_embedding == 'dlib', 'data.face_embedding', config.data.face_embedding,
+           "the embedded default faces hold dlib embeddings: use 'dlib' or face_source='tfrecords'")
+  if config.data.face_embedding == 'network':
+    _check(bool(config.data.face_weights), 'data.face_weights', config.data.face_weights,
+           "expected a .npz weights file for face_embedding='network'")
   if config.data.face_embedding == 'dlib':
     _check(config.data.embedding_dim == 128, 'data.embedding_dim', config.data.embedding_dim,
            "dlib's face embedding is 128-d")

@@ -139,7 +139,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   sample_pitch = jnp.full((sample_z.shape[0],), min(max(60, config.audio.pitch_min), config.audio.pitch_max)
                           - config.audio.pitch_min, jnp.int32)
   sample_fn = jax.jit(lambda g, z, p: models.generate(g, z, p, train=False)[0])
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main)
+  # TensorBoard on process 0 only; the progress line below is the log.
+  writer = metric_writers.SummaryWriter(workdir) if is_main else metric_writers.MultiWriter([])
   preemption = _Preemption()
   t = config.train
   timer_start, timer_step = time.time(), start_step

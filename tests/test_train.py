@@ -103,3 +103,31 @@ def test_two_processes_train_together(tiny_config, tmp_path):
   lines = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert [l['step'] for l in lines] == [1, 2, 3, 4] and all(np.isfinite(l['g_loss']) for l in lines)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
+
+
+def _nan_metric_loss(*args, **kwargs):
+  del args, kwargs
+  return jax.numpy.float32(np.nan)
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_config, monkeypatch):
+  tiny_config.train.num_steps = 2
+  train.train(tiny_config, tiny_config.workdir)
+  monkeypatch.setattr(train_step.losses, 'metric_preservation_loss', _nan_metric_loss)
+  tiny_config.train.num_steps = 4
+  with pytest.raises(train.NonFiniteError, match=r'step 3.*metric_loss'):
+    train.train(tiny_config, tiny_config.workdir)
+  assert sorted(os.listdir(os.path.join(tiny_config.workdir, 'checkpoints'))) == ['2']
+
+
+def test_non_finite_updates_are_skipped_and_counted_when_configured(tiny_config, monkeypatch):
+  monkeypatch.setattr(train_step.losses, 'metric_preservation_loss', _nan_metric_loss)
+  tiny_config.train.nonfinite = 'skip'
+  tiny_config.train.num_steps = 2
+  state = train.train(tiny_config, tiny_config.workdir)
+  assert int(train_step.to_host(state.step)) == 2 and int(train_step.to_host(state.skipped)) == 2
+  fresh = jax.jit(train_step.Models(tiny_config).init)(jax.random.key(tiny_config.seed))
+  for (k, a), (_, b) in zip(_params(state), _params(fresh)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(k))
+  lines = [json.loads(l) for l in open(os.path.join(tiny_config.workdir, 'metrics.jsonl'))]
+  assert [l['skipped'] for l in lines] == [1.0, 2.0]
