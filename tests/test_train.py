@@ -3,9 +3,11 @@
 import glob
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -131,3 +133,27 @@ def test_non_finite_updates_are_skipped_and_counted_when_configured(tiny_config,
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(k))
   lines = [json.loads(l) for l in open(os.path.join(tiny_config.workdir, 'metrics.jsonl'))]
   assert [l['skipped'] for l in lines] == [1.0, 2.0]
+
+
+def test_sigterm_saves_a_checkpoint_before_exit_and_the_rerun_resumes(tiny_config, tmp_path):
+  workdir = str(tmp_path / 'preempted')
+  args = [sys.executable, 'run_train.py', '--config=configs/aux.py:tiny', f'--workdir={workdir}',
+          f'--config.data_dir={tiny_config.data_dir}', '--config.train.num_steps=100000',
+          '--config.train.checkpoint_every=100000']
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  metrics = os.path.join(workdir, 'metrics.jsonl')
+  deadline = time.time() + 300
+  while not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 3):
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=120)[0]
+  assert proc.returncode == 0, out[-3000:]
+  steps = os.listdir(os.path.join(workdir, 'checkpoints'))
+  assert len(steps) == 1 and int(steps[0]) >= 3, steps
+  assert f'Stopped at step {steps[0]} after SIGTERM' in out
+  resumed = subprocess.run(args[:-2] + [f'--config.train.num_steps={int(steps[0]) + 1}'], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'Resumed from the checkpoint at step {steps[0]}' in resumed.stderr
