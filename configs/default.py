@@ -142,7 +142,7 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.audio_embedding.batch_size = 64
   c.audio_embedding.lr = 1e-3
   c.audio_embedding.margin = 0.2
-  c.audio_embedding.mining = 'batch_hard'  # 'batch_hard' or 'semi_hard'.
+  c.audio_embedding.mining = 'semi_hard'  # 'semi_hard' or 'batch_hard' (batch_hard collapsed here: loss = margin).
 
   c.classifiers = ml_collections.ConfigDict()
   c.classifiers.num_steps = 4000
@@ -157,6 +157,8 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.eval.num_translations = 2000
   c.eval.seed = 1
   c.eval.batch_size = 64
+  c.eval.num_page_examples = 32  # Faces with their translated notes on the HTML page.
+  c.eval.faces_per_family = 10  # Faces per row (family) of the face grid figure.
 
   if size == 'small':
     _small(c)

@@ -102,6 +102,10 @@ def _train_audio_embedding(config: ml_collections.ConfigDict) -> embedding_lib.A
 
   params = fit(loss_fn, params, {'audio': notes['audio'], 'family': notes['family']}, steps=ac.num_steps,
                batch_size=ac.batch_size, lr=ac.lr, seed=config.seed, name='audio_embedding')
+  spread = float(np.mean(np.std(np.asarray(jax.jit(model.apply)({'params': params}, notes['audio'][:256])), axis=0)))
+  if spread < 1e-3:
+    logging.warning('The audio embedding collapsed (per-dimension std %.2g over 256 notes): phi(y) is then the MFCCs '
+                    "alone. Try config.audio_embedding.mining='semi_hard' or a lower lr.", spread)
   summary = jax.jit(lambda a: embedding_lib.mfcc_summary(a, config))
   mfccs = np.concatenate([np.asarray(summary(notes['audio'][i:i + 256])) for i in range(0, len(notes['audio']), 256)])
   return {'params': jax.tree.map(np.asarray, params), 'mfcc_mean': mfccs.mean(0).astype(np.float32),
