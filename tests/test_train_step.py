@@ -43,6 +43,13 @@ def test_each_config_step_runs_with_finite_losses(name):
   assert ('aux_d_loss' in history[0]) == (name == 'aux')
 
 
+def test_wgan_gp_is_selectable():
+  config = helpers.tiny_config('aux')
+  config.train.loss = 'wgan-gp'
+  _, history = _run_steps(config, 2)
+  assert all(m['finite'] == 1.0 and m['gradient_penalty'] > 0 for m in history)
+
+
 def test_train_step_lowers_the_metric_loss_on_a_fixed_batch():
   config = helpers.tiny_config('metric')
   config.train.g_lr = 1e-3
