@@ -1,0 +1,113 @@
+"""The evaluation's HTML page: faces beside their translated notes (with audio players), the metrics, the figures.
+
+One self-contained file that refers to its images and WAV files by relative paths, so it opens from disk in any
+browser (no server, no scripts, no network).
+"""
+
+import dataclasses
+import html
+import json
+from typing import Any
+
+PAGE = 'index.html'
+
+# Metric key -> (label, how to read it); the order of the table.
+_METRICS = (
+    ('pitch_test_accuracy', 'Pitch classifier test accuracy', 'of the classifier used for FID / IS'),
+    ('family_test_accuracy', 'Family classifier test accuracy', 'of the classifier used for FID / IS'),
+    ('fid_pitch', 'FID (pitch classifier)', 'lower is better; translations vs real notes'),
+    ('fid_family', 'FID (family classifier)', 'lower is better; translations vs real notes'),
+    ('inception_score_pitch', 'Inception Score (pitch classifier)', 'higher is better; max = {max_pitch}, '
+     'real notes: {real_pitch}'),
+    ('inception_score_family', 'Inception Score (family classifier)', 'higher is better; max = {max_family}, '
+     'real notes: {real_family}'),
+    ('pearson_correlation', 'Pearson correlation of pairwise distances', 'faces f(x) vs translations phi(y); '
+     'p = {p_value}'),
+    ('silhouette_value', 'Silhouette value', 'faces in face space, labelled with the family assigned to their '
+     'translation; -1 to 1'),
+)
+
+_STYLE = """
+body { font-family: sans-serif; margin: 2em; color: #222; }
+table.metrics { border-collapse: collapse; }
+table.metrics td, table.metrics th { border-bottom: 1px solid #ccc; padding: 4px 12px; text-align: left; }
+.examples { display: flex; flex-wrap: wrap; gap: 12px; }
+.example { border: 1px solid #ccc; border-radius: 6px; padding: 8px; width: 320px; }
+.example img { width: 96px; height: 96px; image-rendering: pixelated; float: left; margin-right: 8px; }
+.example audio { width: 100%; margin-top: 6px; }
+.figures img { max-width: 100%; margin-bottom: 1em; display: block; }
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """One translated face on the page; `face` and `audio` are paths relative to the page."""
+  face: str
+  audio: str
+  name: str
+  split: str
+  midi_pitch: int
+  family: str
+
+
+def _number(value: Any) -> str:
+  if value is None:
+    return 'undefined'
+  return f'{value:.4g}' if isinstance(value, float) else str(value)
+
+
+def _metrics_table(metrics: dict[str, Any]) -> str:
+  fills = {'max_pitch': metrics.get('inception_score_pitch_max'),
+           'max_family': metrics.get('inception_score_family_max'),
+           'real_pitch': _number(metrics.get('inception_score_pitch_real')),
+           'real_family': _number(metrics.get('inception_score_family_real')),
+           'p_value': _number(metrics.get('pearson_p_value'))}
+  rows = [f'<tr><td>{html.escape(label)}</td><td>{html.escape(_number(metrics.get(key)))}</td>'
+          f'<td>{html.escape(note.format(**fills))}</td></tr>' for key, label, note in _METRICS]
+  return ('<table class="metrics"><tr><th>metric</th><th>value</th><th>note</th></tr>' + ''.join(rows) +
+          '</table>')
+
+
+def _example(example: Example) -> str:
+  e = {k: html.escape(str(v), quote=True) for k, v in dataclasses.asdict(example).items()}
+  return (f'<div class="example"><img src="{e["face"]}" alt="face {e["name"]}">'
+          f'<div><b>{e["name"]}</b> ({e["split"]})<br>MIDI pitch {e["midi_pitch"]}<br>assigned family: '
+          f'{e["family"]}</div>'
+          f'<audio controls preload="auto" src="{e["audio"]}"></audio></div>')
+
+
+def render_page(summary: dict[str, Any], examples: list[Example], figures: list[str]) -> str:
+  """The page's HTML.
+
+  Args:
+    summary: the contents of metrics.json (evaluate.evaluate).
+    examples: the translated faces to show.
+    figures: PNG paths relative to the page.
+  """
+  title = f'face2music: {summary["config_name"]} ({summary["config_size"]}), step {summary["checkpoint_step"]}'
+  notes = ''.join(f'<p><i>{html.escape(n)}</i></p>' for n in summary.get('notes', []))
+  counts = ', '.join(f'{html.escape(k)}: {v}' for k, v in summary['assigned_families'].items())
+  figs = ''.join(f'<img src="{html.escape(f, quote=True)}" alt="{html.escape(f, quote=True)}">' for f in figures)
+  details = html.escape(json.dumps({k: summary[k] for k in ('workdir', 'num_translations', 'seed', 'num_faces',
+                                                           'num_real_notes')}))
+  return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_STYLE}</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p>{details}</p>
+<h2>Metrics</h2>
+{_metrics_table(summary['metrics'])}
+{notes}
+<p>Translations per assigned family: {counts}</p>
+<h2>Faces and their notes</h2>
+<div class="examples">{''.join(_example(e) for e in examples)}</div>
+<h2>Figures</h2>
+<div class="figures">{figs}</div>
+</body></html>
+"""
+
+
+def write_page(path: str, summary: dict[str, Any], examples: list[Example], figures: list[str]) -> None:
+  """Writes `render_page(...)` to `path` (UTF-8)."""
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write(render_page(summary, examples, figures))

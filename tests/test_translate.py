@@ -1,0 +1,93 @@
+"""Translation of face photos into WAV files with a tiny trained model: the command line and its errors."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+from skimage import data as skimage_data
+
+from face2music_jax import checkpoint
+from face2music_jax import train
+from face2music_jax import translate
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def trained(tiny_data_dir, tmp_path_factory):
+  """A tiny aux model trained for its 4 steps, and image files: the astronaut (a face), a flat grey image, a text
+  file named like an image."""
+  config = helpers.tiny_config('aux')
+  config.data_dir = tiny_data_dir
+  root = tmp_path_factory.mktemp('translate')
+  workdir = str(root / 'workdir')
+  train.train(config, workdir)
+  images = root / 'images'
+  images.mkdir()
+  Image.fromarray(skimage_data.astronaut()).save(images / 'astronaut.jpg', quality=95)
+  Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(images / 'grey.png')
+  (images / 'not_an_image.jpg').write_text('hello')
+  return config, workdir, images
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-m', 'face2music_jax.translate', *args], cwd=ROOT,
+                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_translates_a_face_and_keeps_existing_outputs(trained, tmp_path):
+  config, workdir, images = trained
+  face = str(images / 'astronaut.jpg')
+  out = tmp_path / 'out'
+  done = _run(f'--workdir={workdir}', '--pitch=50', f'--output_dir={out}', face)  # Config from config.json.
+  assert done.returncode == 0, done.stderr[-3000:]
+  audio, rate = soundfile.read(out / 'astronaut.wav')
+  assert rate == 16000 and audio.shape == (config.audio.length,)
+  assert np.all(np.isfinite(audio)) and np.abs(audio).max() > 0
+  refused = _run(f'--workdir={workdir}', f'--output_dir={out}', face)
+  assert refused.returncode != 0 and 'exists already' in refused.stderr and '--overwrite' in refused.stderr
+  assert refused.stderr.strip().splitlines()[-1].startswith('Error:')  # A message, not a traceback.
+
+
+def test_translate_overwrites_when_asked(trained, tmp_path):
+  config, workdir, images = trained
+  out = str(tmp_path)
+  face = str(images / 'astronaut.jpg')
+  (path,) = translate.translate(config, workdir, [face], midi_pitch=60, output_dir=out)
+  with pytest.raises(translate.TranslationError, match='exists already'):
+    translate.translate(config, workdir, [face], output_dir=out)
+  low, _ = soundfile.read(path)
+  translate.translate(config, workdir, [face], midi_pitch=48, output_dir=out, overwrite=True)
+  high, _ = soundfile.read(path)
+  assert not np.array_equal(low, high)  # Another pitch, another note.
+
+
+def test_errors_name_the_problem(trained, tmp_path):
+  config, workdir, images = trained
+  out = str(tmp_path / 'out')
+  with pytest.raises(translate.TranslationError, match='No usable face in .*grey.png'):
+    translate.translate(config, workdir, [str(images / 'grey.png')], output_dir=out)
+  with pytest.raises(translate.TranslationError, match='Cannot read the image .*not_an_image.jpg'):
+    translate.translate(config, workdir, [str(images / 'not_an_image.jpg')], output_dir=out)
+  with pytest.raises(translate.TranslationError, match='Cannot read the image .*missing.jpg: no such file'):
+    translate.translate(config, workdir, [str(images / 'missing.jpg')], output_dir=out)
+  with pytest.raises(translate.TranslationError, match=r'--pitch=90 is outside the MIDI pitches 48\.\.60'):
+    translate.translate(config, workdir, [str(images / 'astronaut.jpg')], midi_pitch=90, output_dir=out)
+  with pytest.raises(checkpoint.CheckpointError, match='No GAN checkpoint'):
+    translate.translate(config, str(tmp_path / 'untrained'), [str(images / 'astronaut.jpg')], output_dir=out)
+  assert not os.path.exists(out)  # Nothing written by a failed translation.
+
+
+def test_cli_without_a_checkpoint_fails_with_a_message(trained, tmp_path):
+  config, _, images = trained
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  (empty / 'config.json').write_text(config.to_json())
+  failed = _run(f'--workdir={empty}', str(images / 'astronaut.jpg'))
+  assert failed.returncode != 0
+  assert 'Error: No GAN checkpoint' in failed.stderr
