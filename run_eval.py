@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from face2music_jax import cli
 from face2music_jax import evaluate
 
 FLAGS = flags.FLAGS
@@ -24,6 +25,7 @@ flags.DEFINE_bool('overwrite', False, 'Replace an existing <workdir>/eval/.')
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.quiet_library_logs()
   if FLAGS.config is None and FLAGS.workdir is None:
     raise app.UsageError('Pass --config, --workdir or both.')
   workdir = FLAGS.workdir or FLAGS.config.workdir

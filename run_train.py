@@ -6,13 +6,12 @@ r"""Trains face2music_jax: prerequisite stages when missing, then the GAN.
   python run_train.py --config=configs/aux.py --coordinator_address=127.0.0.1:12345 --num_processes=2 --process_id=0
 """
 
-import logging as py_logging
-
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from face2music_jax import cli
 from face2music_jax import parallel
 from face2music_jax import train
 
@@ -26,18 +25,10 @@ flags.DEFINE_integer('process_id', -1, 'Index of this process in a multi-process
 flags.mark_flags_as_required(['config'])
 
 
-class _QuietLibraries(py_logging.Filter):
-  """Keeps Orbax's and TFDS's per-file INFO lines out of the progress log (their warnings still show)."""
-
-  def filter(self, record: py_logging.LogRecord) -> bool:
-    return record.levelno >= py_logging.WARNING or not any(
-        part in record.pathname for part in ('/orbax/', '/tensorflow_datasets/'))
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  cli.quiet_library_logs()
   parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   config = FLAGS.config
   workdir = FLAGS.workdir or config.workdir

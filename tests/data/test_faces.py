@@ -186,6 +186,7 @@ def test_default_faces(tmp_path, monkeypatch):
   monkeypatch.setattr(faces, '_NUM_LFW_FACES', 20)
   config = default.get_config('tiny')
   config.data_dir = str(tmp_path)
+  config.data.max_default_faces = 0  # All identities (here the 20 LFW faces and the astronaut).
   assert config.data.face_views == 2
   files = faces.prepare_default_faces(config)
   assert sorted(files) == ['test', 'train']
