@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -184,21 +183,6 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str) -> tuple[
   return models, state.g, step
 
 
-def batched(fn: Callable[..., Any], *arrays: np.ndarray, batch_size: int) -> Any:
-  """Applies a jitted `fn` to row batches of `arrays` and concatenates its outputs (a pytree) on the host.
-
-  The last batch is padded with copies of its last row, so `fn` compiles for one batch shape only.
-  """
-  n = len(arrays[0])
-  outputs = []
-  for start in range(0, n, batch_size):
-    chunk = [a[start:start + batch_size] for a in arrays]
-    size = len(chunk[0])
-    chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - size, axis=0)]) for c in chunk]
-    outputs.append(jax.tree.map(lambda o, size=size: np.asarray(o)[:size], fn(*chunk)))
-  return jax.tree.map(lambda *o: np.concatenate(o), *outputs)
-
-
 def _load_faces(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
   """Test faces, then training faces: 'embedding' [M, E], 'image' [M, S, S, 3] in [0, 1], 'name', 'split' [M]."""
   parts = []
@@ -220,7 +204,7 @@ def _classify(config: ml_collections.ConfigDict, kind: str, params: Any, audio: 
     logits, features = model.apply({'params': params}, a)
     return jax.nn.softmax(logits), features
 
-  return batched(apply, audio, batch_size=config.eval.batch_size)
+  return stages.batched(apply, audio, batch_size=config.eval.batch_size)
 
 
 def _json_float(value: float | None) -> float | None:
@@ -267,10 +251,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   z = faces['embedding'][face_index]
 
   generate = jax.jit(lambda zz, p: models.generate(g_vars, zz, p, train=False)[0])
-  fake_audio = batched(generate, z, pitch, batch_size=e.batch_size)
+  fake_audio = stages.batched(generate, z, pitch, batch_size=e.batch_size)
   phi = jax.jit(lambda a: embedding_lib.phi(metric, a, config))
-  real_phi = batched(phi, real_audio, batch_size=e.batch_size)
-  fake_phi = batched(phi, fake_audio, batch_size=e.batch_size)
+  real_phi = stages.batched(phi, real_audio, batch_size=e.batch_size)
+  fake_phi = stages.batched(phi, fake_audio, batch_size=e.batch_size)
 
   result: dict[str, Any] = {}
   notes_text = []

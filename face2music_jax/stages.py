@@ -60,6 +60,21 @@ def load_face_embeddings(config: ml_collections.ConfigDict, split: str) -> np.nd
   return faces['embedding']
 
 
+def batched(fn: Callable[..., Any], *arrays: np.ndarray, batch_size: int) -> Any:
+  """Applies a jitted `fn` to row batches of `arrays` and concatenates its outputs (a pytree) on the host.
+
+  The last batch is padded with copies of its last row, so `fn` compiles for one batch shape only.
+  """
+  n = len(arrays[0])
+  outputs = []
+  for start in range(0, n, batch_size):
+    chunk = [a[start:start + batch_size] for a in arrays]
+    size = len(chunk[0])
+    chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - size, axis=0)]) for c in chunk]
+    outputs.append(jax.tree.map(lambda o, size=size: np.asarray(o)[:size], fn(*chunk)))
+  return jax.tree.map(lambda *o: np.concatenate(o), *outputs)
+
+
 def fit(loss_fn: Callable[[Any, dict[str, jax.Array]], jax.Array], params: Any, arrays: dict[str, np.ndarray], *,
         steps: int, batch_size: int, lr: float, seed: int, name: str) -> Any:
   """Trains `params` with Adam on batches sampled from in-memory `arrays`; logs progress ~10 times.
@@ -106,8 +121,7 @@ def _train_audio_embedding(config: ml_collections.ConfigDict) -> embedding_lib.A
   if spread < 1e-3:
     logging.warning('The audio embedding collapsed (per-dimension std %.2g over 256 notes): phi(y) is then the MFCCs '
                     "alone. Try config.audio_embedding.mining='semi_hard' or a lower lr.", spread)
-  summary = jax.jit(lambda a: embedding_lib.mfcc_summary(a, config))
-  mfccs = np.concatenate([np.asarray(summary(notes['audio'][i:i + 256])) for i in range(0, len(notes['audio']), 256)])
+  mfccs = batched(jax.jit(lambda a: embedding_lib.mfcc_summary(a, config)), notes['audio'], batch_size=256)
   return {'params': jax.tree.map(np.asarray, params), 'mfcc_mean': mfccs.mean(0).astype(np.float32),
           'mfcc_std': (mfccs.std(0) + 1e-6).astype(np.float32)}
 
@@ -133,7 +147,7 @@ def classifier_model(config: ml_collections.ConfigDict, kind: str) -> AudioClass
 
 def _accuracy(model: AudioClassifier, params: Any, audio: np.ndarray, labels: np.ndarray) -> float:
   predict = jax.jit(lambda a: jnp.argmax(model.apply({'params': params}, a)[0], axis=-1))
-  preds = np.concatenate([np.asarray(predict(audio[i:i + 256])) for i in range(0, len(audio), 256)])
+  preds = batched(predict, audio, batch_size=256)
   return float(np.mean(preds == labels))
 
 
@@ -196,8 +210,7 @@ def ensure_statistics(config: ml_collections.ConfigDict, workdir: str,
     logging.info('Stage statistics: pairwise distance statistics over %d sampled pairs.', config.stats.num_pairs)
     faces = load_face_embeddings(config, 'train')[:config.stats.max_examples]
     audio = load_notes(config, 'train')['audio'][:config.stats.max_examples]
-    phi = jax.jit(lambda a: embedding_lib.phi(metric, a, config))
-    feats = np.concatenate([np.asarray(phi(audio[i:i + 256])) for i in range(0, len(audio), 256)])
+    feats = batched(jax.jit(lambda a: embedding_lib.phi(metric, a, config)), audio, batch_size=256)
     mu_x, sigma_x = pairwise_distance_stats(faces, config.stats.num_pairs, config.seed)
     mu_y, sigma_y = pairwise_distance_stats(feats, config.stats.num_pairs, config.seed + 1)
     stats = {'mu_x': mu_x, 'sigma_x': sigma_x, 'mu_y': mu_y, 'sigma_y': sigma_y,

@@ -26,6 +26,7 @@ from PIL import UnidentifiedImageError
 
 from face2music_jax import checkpoint
 from face2music_jax import evaluate
+from face2music_jax import stages
 from face2music_jax.data.face_embedding import DlibFaceEmbedder, NoFaceError
 
 DEFAULT_PITCH = 60
@@ -110,7 +111,7 @@ def translate(config: ml_collections.ConfigDict, workdir: str, images: Sequence[
   z = embed_faces(config, images)
   models, g_vars, _ = evaluate.restore_generator(config, workdir)
   generate = jax.jit(lambda zz, p: models.generate(g_vars, zz, p, train=False)[0])
-  audio = evaluate.batched(generate, z, np.full(len(z), pitch, np.int32), batch_size=config.eval.batch_size)
+  audio = stages.batched(generate, z, np.full(len(z), pitch, np.int32), batch_size=config.eval.batch_size)
   os.makedirs(output_dir, exist_ok=True)
   for path, clip in zip(paths, audio):
     soundfile.write(path, clip, config.audio.sample_rate, subtype='PCM_16')

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import dlib
 import numpy as np
-from absl import app, logging
+from absl import app
 from absl.flags import argparse_flags
 from PIL import Image
 
