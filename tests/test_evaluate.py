@@ -70,20 +70,6 @@ def test_nearest_centroid_labels():
   np.testing.assert_array_equal(labels, [3, 7])
 
 
-def test_batched_equals_one_call_and_compiles_one_shape():
-  shapes = set()
-
-  def fn(x):
-    shapes.add(x.shape)
-    return 2 * x, x.sum(1)
-
-  x = np.arange(14.0).reshape(7, 2)
-  doubled, sums = evaluate.batched(fn, x, batch_size=3)
-  np.testing.assert_array_equal(doubled, 2 * x)
-  np.testing.assert_array_equal(sums, x.sum(1))
-  assert shapes == {(3, 2)}
-
-
 @pytest.fixture(scope='module')
 def trained(tiny_data_dir, tmp_path_factory):
   """A tiny aux model trained for its 4 steps, then evaluated."""
