@@ -119,12 +119,16 @@ def translate(config: ml_collections.ConfigDict, workdir: str, images: Sequence[
 
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Config file (default: <workdir>/config.json).', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Work directory of the trained model.')
-flags.DEFINE_integer('pitch', DEFAULT_PITCH, 'MIDI pitch of the notes, within the config\'s pitch range.')
-flags.DEFINE_string('output_dir', '', 'Where the WAV files go (default: <workdir>/translations).')
-flags.DEFINE_bool('overwrite', False, 'Replace existing WAV files.')
-flags.mark_flag_as_required('workdir')
+
+
+def _define_flags() -> None:
+  """Defines the CLI's absl flags; only when run as a program, so importing this module defines no global flags."""
+  config_flags.DEFINE_config_file('config', None, 'Config file (default: <workdir>/config.json).', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Work directory of the trained model.')
+  flags.DEFINE_integer('pitch', DEFAULT_PITCH, 'MIDI pitch of the notes, within the config\'s pitch range.')
+  flags.DEFINE_string('output_dir', '', 'Where the WAV files go (default: <workdir>/translations).')
+  flags.DEFINE_bool('overwrite', False, 'Replace existing WAV files.')
+  flags.mark_flag_as_required('workdir')
 
 
 def main(argv: Sequence[str]) -> None:
@@ -139,4 +143,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
