@@ -105,6 +105,8 @@ def make_train_step(models: Models):
 
     d_vars, d_opt, aux_vars, aux_opt = state.d, state.d_opt, state.aux, state.aux_opt
     fake = jax.lax.stop_gradient(models.generate(state.g, z, pitch, train=True)[0])
+    # phi of the real and generated notes is the same for every discriminator update: computed once.
+    aux_inputs = jnp.concatenate([real_phi, phi(fake)]) if use_aux else None
     for k in range(c.d_steps):
       k_d, k_gp = jax.random.split(jax.random.fold_in(rng, k))
       d_others = {n: v for n, v in d_vars.items() if n != 'params'}
@@ -121,7 +123,7 @@ def make_train_step(models: Models):
           m['gradient_penalty'] = losses.gradient_penalty(critic, real, fake, k_gp)
           total = total + c.gp_weight * m['gradient_penalty']
         if use_aux:
-          a_logits = models.aux.apply({'params': aux_params}, jnp.concatenate([real_phi, phi(fake)]))
+          a_logits = models.aux.apply({'params': aux_params}, aux_inputs)
           m['aux_d_loss'] = d_loss_fn(*jnp.split(a_logits, 2))
           total = total + m['aux_d_loss']
         return total, (new_others, m)
