@@ -8,13 +8,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from face2music_jax.models.layers import SameConv1D
+
 
 class AudioConvNet(nn.Module):
   """Raw audio -> a feature vector.
 
   The audio is first folded into 1 ms frames (space-to-depth: [B, T] -> [B, T/16, 16]), so that every
   convolution is stride 1: XLA's CPU backend runs those near its matmul ceiling, unlike strided convs
-  (shared/DESIGN.md). Each block: 9-tap conv, layer norm, LeakyReLU 0.2, average pool by 4.
+  (shared/DESIGN.md); the last block's 9 taps over 8 frames take the im2col path of SameConv1D. Each block:
+  9-tap conv, layer norm, LeakyReLU 0.2, average pool by 4.
 
   Attributes:
     channels: width of the first block; block k has channels * 2**k.
@@ -33,7 +36,7 @@ class AudioConvNet(nn.Module):
       raise ValueError(f'Audio length {t} must be divisible by {self.frame * 4 ** self.num_blocks}.')
     x = audio.reshape(b, t // self.frame, self.frame)
     for k in range(self.num_blocks):
-      x = nn.Conv(self.channels * 2 ** k, (9,), name=f'conv{k}')(x)
+      x = SameConv1D(self.channels * 2 ** k, 9, name=f'conv{k}')(x)
       x = nn.LayerNorm(name=f'norm{k}')(x)
       x = nn.leaky_relu(x, 0.2)
       x = nn.avg_pool(x, (4,), strides=(4,))

@@ -115,6 +115,40 @@ class Conv1D(nn.Module):
     return y
 
 
+class SameConv1D(nn.Module):
+  """`nn.Conv(features, (kernel_size,), padding='SAME')` (stride 1), fast also when the kernel outgrows the input.
+
+  XLA's CPU backend runs a convolution whose kernel is longer than its input (e.g. 9 taps over 8 frames) some
+  fifty times slower than one over a slightly longer input, and folds any explicit zero padding back into the
+  convolution. In that case the convolution is computed as a matrix product of the stacked shifted inputs
+  (im2col) instead, which is exact. Parameters ('kernel' [kernel_size, in, features], 'bias') are nn.Conv's.
+
+  Attributes:
+    features: output channels.
+    kernel_size: taps.
+    kernel_init: initializer of the kernel (flax's default for Conv).
+    bias_init: initializer of the bias.
+  """
+  features: int
+  kernel_size: int
+  kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [B, L, C_in] -> [B, L, features]."""
+    k, length = self.kernel_size, x.shape[1]
+    kernel = self.param('kernel', self.kernel_init, (k, x.shape[-1], self.features))
+    left = (k - 1) // 2
+    if k <= length:
+      y = lax.conv_general_dilated(x, kernel, (1,), [(left, k - 1 - left)], dimension_numbers=_DIMENSIONS)
+    else:
+      padded = jnp.pad(x, ((0, 0), (left, k - 1 - left), (0, 0)))
+      columns = jnp.concatenate([padded[:, t:t + length] for t in range(k)], axis=-1)  # [B, L, k * C_in]
+      y = columns @ kernel.reshape(-1, self.features)
+    return y + self.param('bias', self.bias_init, (self.features,))
+
+
 class ConditionalBatchNorm(nn.Module):
   """Batch norm without its own affine map, followed by a per-class scale and shift (de Vries et al., 2017).
 

@@ -40,6 +40,12 @@ def test_strided_conv_equals_stock(kernel_size, stride):
                       nn.Conv(5, (kernel_size,), strides=(stride,), padding='SAME'), x)
 
 
+@pytest.mark.parametrize('kernel_size,length', [(9, 8), (9, 3), (8, 5), (9, 9), (9, 32), (4, 6)])
+def test_same_conv_equals_stock_with_kernels_longer_and_shorter_than_the_input(kernel_size, length):
+  x = jax.random.normal(jax.random.key(0), (2, length, 3))
+  _compare_with_stock(layers.SameConv1D(5, kernel_size), nn.Conv(5, (kernel_size,), padding='SAME'), x)
+
+
 def test_strided_conv_rejects_indivisible_length():
   with pytest.raises(ValueError, match='divisible'):
     layers.Conv1D(2).init(jax.random.key(0), jnp.ones((1, 10, 1)))
