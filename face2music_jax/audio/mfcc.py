@@ -93,3 +93,29 @@ def mfcc_from_config(audio: jax.Array, config: ml_collections.ConfigDict) -> jax
   m = config.mfcc
   return mfcc(audio, sample_rate=config.audio.sample_rate, n_mfcc=m.n_mfcc, n_fft=m.n_fft,
               hop_length=m.hop_length, n_mels=m.n_mels, fmin=m.fmin, fmax=m.fmax, top_db=m.top_db)
+
+
+def librosa_mfcc(audio: np.ndarray, *, sample_rate: int, n_mfcc: int, n_fft: int, hop_length: int, n_mels: int,
+                 fmin: float, fmax: float | None, top_db: float | None) -> np.ndarray:
+  """The reference: `librosa.feature.mfcc` clip by clip (numpy, not differentiable); arguments as `mfcc`.
+
+  Returns:
+    [B, n_mfcc, frames] float32 for [B, T] input ([n_mfcc, frames] for [T]).
+  """
+  audio = np.asarray(audio, np.float32)
+  if audio.ndim == 1:
+    return librosa_mfcc(audio[None], sample_rate=sample_rate, n_mfcc=n_mfcc, n_fft=n_fft, hop_length=hop_length,
+                        n_mels=n_mels, fmin=fmin, fmax=fmax, top_db=top_db)[0]
+  out = []
+  for clip in audio:
+    mel = librosa.feature.melspectrogram(y=clip, sr=sample_rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels,
+                                         fmin=fmin, fmax=fmax, htk=False)
+    out.append(librosa.feature.mfcc(S=librosa.power_to_db(mel, top_db=top_db), n_mfcc=n_mfcc, norm='ortho'))
+  return np.stack(out)
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+  """The largest per-clip max |got - want| / max |want| over a batch [B, ...] (the tests' error measure)."""
+  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+  axes = tuple(range(1, want.ndim))
+  return float(np.max(np.max(np.abs(got - want), axis=axes) / np.max(np.abs(want), axis=axes)))

@@ -1,0 +1,384 @@
+r"""Speed and memory of face2music_jax against this machine's limit and the obvious alternatives.
+
+  python -m benchmarks.run                      # everything; JSON to <cache>/benchmarks/results.json + a table
+  python -m benchmarks.run --sizes=small --rss_steps=0 --eval_workdir=~/.cache/face2music_jax/work/aux_small
+
+Sections (keys of the JSON):
+  ceiling         float32 matmul FLOP/s through XLA (median of repeats after warm-up).
+  train_step      per size and config: examples/s (median of timed steps, block_until_ready), compile time,
+                  the step's FLOPs from XLA's cost analysis and the achieved fraction of the ceiling.
+  step_profile    where the `aux` step's time goes: its parts (G, D, phi, A) timed alone, same batch.
+  mfcc            the JAX MFCC on a batch of notes vs librosa.feature.mfcc clip by clip: ratio and error.
+  metric_loss     the metric preservation loss with its gradient at several batch sizes, and its share of the
+                  `aux` step of each size.
+  input_pipeline  examples/s that the GAN's input (TrainingData.batch + global_batch) delivers vs the step.
+  default_run     peak resident memory of `run_train.py --config=configs/aux.py` (stages + rss_steps steps).
+  evaluation      seconds of evaluate() for N translations (on the default run's workdir), by phase.
+
+Benchmarks time things; they assert nothing. tests/test_benchmarks.py runs this at the tiny size.
+"""
+
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import librosa
+import ml_collections
+import numpy as np
+from absl import app
+from absl import flags
+from absl import logging
+
+from face2music_jax import cli
+from face2music_jax import evaluate
+from face2music_jax import losses
+from face2music_jax import parallel
+from face2music_jax import stages
+from face2music_jax import synthetic
+from face2music_jax import train
+from face2music_jax import train_step
+from face2music_jax.audio import embedding as embedding_lib
+from face2music_jax.audio import mfcc as mfcc_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = ('baseline', 'metric', 'aux')
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('out', None, 'JSON output (default: <cache>/benchmarks/results.json).')
+flags.DEFINE_list('sizes', ['small', 'paper'], 'Config sizes of the train-step section.')
+flags.DEFINE_list('configs', list(CONFIGS), 'Configs of the train-step section.')
+flags.DEFINE_string('default_size', 'small', 'Size of the default run (input pipeline, memory, evaluation).')
+flags.DEFINE_string('data_dir', None, 'Override config.data_dir (the default data is built there if missing).')
+flags.DEFINE_integer('matmul_size', 2048, 'Side of the square matmul of the ceiling.')
+flags.DEFINE_integer('repeats', 10, 'Timed repeats of the fast sections (matmul, MFCC, metric loss).')
+flags.DEFINE_integer('timed_steps', 5, 'Timed train steps per config after the warm-up step.')
+flags.DEFINE_integer('mfcc_batch', 64, 'Notes in the MFCC comparison.')
+flags.DEFINE_list('metric_batches', ['64', '512'], 'Batch sizes of the metric loss section.')
+flags.DEFINE_integer('pipeline_batches', 200, 'Batches drawn in the input pipeline section.')
+flags.DEFINE_integer('rss_steps', 300, 'GAN steps of the default run whose peak memory is measured (0: skip).')
+flags.DEFINE_integer('eval_translations', 2000, 'N of the evaluation section (0: skip).')
+flags.DEFINE_string('eval_workdir', None, 'Trained workdir to evaluate (default: the default run of this '
+                    'benchmark; needed when --rss_steps=0).')
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+  """Median wall time of fn() (outputs blocked on) over `repeats` calls after `warmup` calls."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def flops_of(compiled: jax.stages.Compiled) -> float:
+  """FLOPs of one call from XLA's cost analysis (a dict, or a list of one dict in older jax)."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0]
+  return float(cost.get('flops', float('nan')))
+
+
+def get_config(name: str, size: str) -> ml_collections.ConfigDict:
+  config = importlib.import_module(f'configs.{name}').get_config(size)
+  if FLAGS.data_dir:
+    config.data_dir = FLAGS.data_dir
+  return config
+
+
+def matmul_ceiling(n: int, repeats: int) -> dict[str, float]:
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  product = jax.jit(jnp.matmul)
+  seconds = median_seconds(lambda: product(a, b), repeats, warmup=2)
+  return {'size': n, 'seconds': seconds, 'flops_per_second': 2 * n ** 3 / seconds}
+
+
+def _timed_part(fn: Callable[..., Any], args: tuple, repeats: int, ceiling: float) -> dict[str, float]:
+  compiled = jax.jit(fn).lower(*args).compile()
+  seconds = median_seconds(lambda: compiled(*args), repeats)
+  flops = flops_of(compiled)
+  return {'seconds': seconds, 'gflops': flops / 1e9, 'fraction_of_ceiling': flops / seconds / ceiling}
+
+
+def train_step_benchmark(config: ml_collections.ConfigDict, timed_steps: int, ceiling: float) -> dict[str, Any]:
+  """One config's jitted step on synthetic data of its batch size, over all devices."""
+  mesh = parallel.make_mesh()
+  models = train_step.Models(config)
+  state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(jax.random.key(0))
+  batch = parallel.global_batch(mesh, synthetic.batch(config, config.train.batch_size, 0))
+  metric = parallel.replicate(mesh, synthetic.audio_metric(config))
+  stats = parallel.replicate(mesh, synthetic.statistics())
+  rng = jax.random.key(1)
+  start = time.perf_counter()
+  compiled = train_step.compile_train_step(models, mesh).lower(state, batch, metric, stats, rng).compile()
+  compile_seconds = time.perf_counter() - start
+  flops = flops_of(compiled)
+
+  def step():
+    nonlocal state
+    state, metrics = compiled(state, batch, metric, stats, rng)  # The state is donated: carried forward.
+    return metrics
+
+  seconds = median_seconds(step, timed_steps)
+  return {'batch_size': config.train.batch_size, 'generator_dim': config.model.generator_dim,
+          'step_seconds': seconds, 'examples_per_second': config.train.batch_size / seconds,
+          'compile_seconds': compile_seconds, 'gflops_per_step': flops / 1e9,
+          'fraction_of_ceiling': flops / seconds / ceiling}
+
+
+def step_profile(config: ml_collections.ConfigDict, repeats: int, ceiling: float,
+                 step_seconds: float) -> dict[str, Any]:
+  """The aux step's parts timed alone (one device, the step's batch): where its time goes."""
+  models = train_step.Models(config)
+  state = jax.jit(models.init)(jax.random.key(0))
+  data = synthetic.batch(config, config.train.batch_size, 0)
+  z, audio, pitch = (jnp.asarray(data[k]) for k in ('embedding', 'audio', 'pitch'))
+  audio2, pitch2 = jnp.concatenate([audio, audio]), jnp.concatenate([pitch, pitch])
+  metric = synthetic.audio_metric(config)
+  key = jax.random.key(2)
+
+  def g_forward(g_params):
+    return models.generate({**state.g, 'params': g_params}, z, pitch, train=True)[0]
+
+  def g_forward_backward(g_params):
+    return jax.grad(lambda p: jnp.mean(g_forward(p)))(g_params)
+
+  def d_params_forward_backward(d_params):  # The D update: real and fake notes, gradient w.r.t. D's weights.
+    return jax.grad(lambda p: jnp.mean(models.discriminate({**state.d, 'params': p}, audio2, pitch2, key)[0]))(
+        d_params)
+
+  def d_input_forward_backward(x):  # D inside the G update: gradient w.r.t. the generated notes.
+    return jax.grad(lambda x: jnp.mean(models.discriminate(state.d, x, pitch, key)[0]))(x)
+
+  def phi_forward(x):
+    return embedding_lib.phi(metric, x, config)
+
+  def phi_forward_backward(x):
+    return jax.grad(lambda x: jnp.mean(phi_forward(x)))(x)
+
+  parts = {
+      'generator_forward': (g_forward, (state.g['params'],)),
+      'generator_forward_backward': (g_forward_backward, (state.g['params'],)),
+      'discriminator_update_forward_backward_2B': (d_params_forward_backward, (state.d['params'],)),
+      'discriminator_input_gradient_B': (d_input_forward_backward, (audio,)),
+      'phi_forward_2B': (phi_forward, (audio2,)),
+      'phi_forward_backward_B': (phi_forward_backward, (audio,)),
+  }
+  result = {name: _timed_part(fn, args, repeats, ceiling) for name, (fn, args) in parts.items()}
+  for value in result.values():
+    value['share_of_step'] = value['seconds'] / step_seconds
+  return result
+
+
+def notes_for(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
+  """`count` real test notes of the config's data (cycled if fewer), [count, length] float32."""
+  stages.ensure_data(config)
+  audio = stages.load_notes(config, 'test')['audio']
+  return np.resize(audio, (count, audio.shape[1])).astype(np.float32)
+
+
+def mfcc_benchmark(config: ml_collections.ConfigDict, notes: np.ndarray, repeats: int) -> dict[str, Any]:
+  m = config.mfcc
+  params = dict(sample_rate=config.audio.sample_rate, n_mfcc=m.n_mfcc, n_fft=m.n_fft, hop_length=m.hop_length,
+                n_mels=m.n_mels, fmin=m.fmin, fmax=m.fmax, top_db=m.top_db)
+  jax_mfcc = jax.jit(lambda a: mfcc_lib.mfcc(a, **params))
+  x = jnp.asarray(notes)
+  jax_seconds = median_seconds(lambda: jax_mfcc(x), repeats)
+  reference_repeats = max(1, repeats // 3)
+  librosa_seconds = median_seconds(lambda: mfcc_lib.librosa_mfcc(notes, **params), reference_repeats)
+  # One librosa call on the whole batch is faster but not equal: its top_db floor is the batch's, not the clip's.
+  batched_seconds = median_seconds(lambda: librosa_batched(notes, params), reference_repeats)
+  error = mfcc_lib.relative_error(np.asarray(jax_mfcc(x)), mfcc_lib.librosa_mfcc(notes, **params))
+  return {'batch_size': len(notes), 'jax_seconds': jax_seconds, 'librosa_seconds': librosa_seconds,
+          'speedup_vs_librosa': librosa_seconds / jax_seconds, 'max_relative_error': error,
+          'librosa_one_batched_call_seconds': batched_seconds,
+          'speedup_vs_librosa_batched_call': batched_seconds / jax_seconds}
+
+
+def librosa_batched(notes: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+  return librosa.feature.mfcc(y=notes, sr=params['sample_rate'], n_mfcc=params['n_mfcc'], n_fft=params['n_fft'],
+                              hop_length=params['hop_length'], n_mels=params['n_mels'], fmin=params['fmin'],
+                              fmax=params['fmax'], htk=False, norm='ortho')
+
+
+def metric_loss_benchmark(config: ml_collections.ConfigDict, batch_size: int, repeats: int) -> dict[str, Any]:
+  """Loss and its gradient w.r.t. phi(y) (what backpropagates into G), for a batch of random embeddings."""
+  rng = np.random.default_rng(0)
+  z = jnp.asarray(rng.normal(size=(batch_size, config.data.embedding_dim)), jnp.float32)
+  phi = jnp.asarray(rng.normal(size=(batch_size, embedding_lib.phi_dim(config))), jnp.float32)
+  stats = synthetic.statistics()
+  fn = jax.jit(jax.value_and_grad(lambda p: losses.metric_preservation_loss(z, p, stats)))
+  return {'batch_size': batch_size, 'pairs': batch_size * (batch_size - 1) // 2,
+          'seconds': median_seconds(lambda: fn(phi), repeats)}
+
+
+def input_pipeline_benchmark(config: ml_collections.ConfigDict, num_batches: int) -> dict[str, Any]:
+  """The GAN loop's input: a host batch drawn from memory and assembled into global arrays."""
+  stages.ensure_data(config)
+  start = time.perf_counter()
+  data = train.TrainingData(config)
+  load_seconds = time.perf_counter() - start
+  mesh = parallel.make_mesh()
+  jax.block_until_ready(parallel.global_batch(mesh, data.batch(0)))
+  start = time.perf_counter()
+  for step in range(1, num_batches + 1):
+    jax.block_until_ready(parallel.global_batch(mesh, data.batch(step)))
+  seconds = (time.perf_counter() - start) / num_batches
+  return {'batch_size': config.train.batch_size, 'load_seconds': load_seconds, 'seconds_per_batch': seconds,
+          'examples_per_second': config.train.batch_size / seconds}
+
+
+def default_run(config_name: str, size: str, workdir: str, steps: int) -> dict[str, Any]:
+  """`run_train.py` in a child process; its peak resident set size from the kernel (ru_maxrss of children)."""
+  args = [sys.executable, os.path.join(ROOT, 'run_train.py'), f'--config=configs/{config_name}.py:{size}',
+          f'--workdir={workdir}', f'--config.train.num_steps={steps}']
+  if FLAGS.data_dir:
+    args.append(f'--config.data_dir={FLAGS.data_dir}')
+  start = time.perf_counter()
+  with tempfile.TemporaryFile('w+') as log:
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+      log.seek(0)
+      raise RuntimeError(f'{" ".join(args)} failed ({proc.returncode}):\n{log.read()[-3000:]}')
+  return {'command': ' '.join(args[1:]), 'steps': steps, 'wall_seconds': time.perf_counter() - start,
+          'peak_rss_gib': usage.ru_maxrss * 1024 / 2 ** 30}  # Linux reports kilobytes.
+
+
+def evaluation_benchmark(config: ml_collections.ConfigDict, workdir: str, n: int) -> dict[str, Any]:
+  config.eval.num_translations = n
+  start = time.perf_counter()
+  summary = evaluate.evaluate(config, workdir, overwrite=True)
+  return {'num_translations': n, 'seconds': time.perf_counter() - start,
+          'phase_seconds': summary.get('timings', {}), 'workdir': workdir}
+
+
+def table(results: dict[str, Any]) -> str:
+  """A short plain-text summary of the results."""
+  c = results['ceiling']
+  lines = [f"{results['machine']}",
+           f"matmul ceiling: {c['flops_per_second'] / 1e9:.0f} GFLOP/s ({c['size']}^3 float32)", '',
+           f"{'train step':18s} {'batch':>5s} {'ex/s':>8s} {'step s':>8s} {'compile s':>9s} {'GFLOP':>8s} "
+           f"{'of ceiling':>10s}"]
+  for size, per_config in results['train_step'].items():
+    for name, r in per_config.items():
+      lines.append(f"{name + ':' + size:18s} {r['batch_size']:5d} {r['examples_per_second']:8.1f} "
+                   f"{r['step_seconds']:8.3f} {r['compile_seconds']:9.1f} {r['gflops_per_step']:8.1f} "
+                   f"{r['fraction_of_ceiling']:10.1%}")
+  for size, parts in results.get('step_profile', {}).items():
+    lines += ['', f'aux:{size} step, parts timed alone (share of step, fraction of ceiling):']
+    lines += [f'  {name:42s} {p["seconds"]:7.3f} s {p["share_of_step"]:6.1%} {p["fraction_of_ceiling"]:6.1%}'
+              for name, p in parts.items()]
+  m = results['mfcc']
+  lines += ['', f"MFCC, {m['batch_size']} notes: JAX {m['jax_seconds'] * 1e3:.1f} ms, librosa per clip "
+                f"{m['librosa_seconds'] * 1e3:.0f} ms ({m['speedup_vs_librosa']:.0f}x), one batched librosa call "
+                f"{m['librosa_one_batched_call_seconds'] * 1e3:.0f} ms ({m['speedup_vs_librosa_batched_call']:.0f}x);"
+                f" max relative error {m['max_relative_error']:.1e}"]
+  for r in results['metric_loss']:
+    shares = ', '.join(f'{v:.2%} of aux:{k}' for k, v in r.get('share_of_aux_step', {}).items())
+    lines.append(f"metric loss + grad, batch {r['batch_size']}: {r['seconds'] * 1e3:.2f} ms"
+                 + (f' ({shares})' if shares else ''))
+  p = results['input_pipeline']
+  lines.append(f"input pipeline: {p['examples_per_second']:.0f} examples/s vs the aux:{results['default_size']} "
+               f"step's {p['step_examples_per_second']:.0f} ({p['pipeline_to_step_ratio']:.0f}x); "
+               f"loading the host's share {p['load_seconds']:.1f} s" if 'pipeline_to_step_ratio' in p else
+               f"input pipeline: {p['examples_per_second']:.0f} examples/s")
+  if 'default_run' in results:
+    r = results['default_run']
+    lines.append(f"default run ({r['steps']} steps): peak RSS {r['peak_rss_gib']:.2f} GiB, {r['wall_seconds']:.0f} s")
+  if 'evaluation' in results:
+    r = results['evaluation']
+    lines.append(f"evaluation, N={r['num_translations']}: {r['seconds']:.1f} s")
+  return '\n'.join(lines)
+
+
+def run() -> dict[str, Any]:
+  results: dict[str, Any] = {
+      'machine': f'{os.cpu_count()} CPU cores, {jax.device_count()} {jax.default_backend()} device(s), '
+                 f'jax {jax.__version__}',
+      'default_size': FLAGS.default_size}
+  logging.info('Ceiling.')
+  results['ceiling'] = matmul_ceiling(FLAGS.matmul_size, FLAGS.repeats)
+  ceiling = results['ceiling']['flops_per_second']
+
+  results['train_step'], results['step_profile'] = {}, {}
+  for size in FLAGS.sizes:
+    results['train_step'][size] = {}
+    for name in FLAGS.configs:
+      logging.info('Train step %s:%s.', name, size)
+      results['train_step'][size][name] = train_step_benchmark(get_config(name, size), FLAGS.timed_steps, ceiling)
+    if 'aux' in FLAGS.configs:
+      logging.info('Profile of the aux:%s step.', size)
+      results['step_profile'][size] = step_profile(get_config('aux', size), FLAGS.repeats, ceiling,
+                                                   results['train_step'][size]['aux']['step_seconds'])
+
+  default_config = get_config('aux', FLAGS.default_size)
+  logging.info('MFCC.')
+  results['mfcc'] = mfcc_benchmark(default_config, notes_for(default_config, FLAGS.mfcc_batch), FLAGS.repeats)
+  logging.info('Metric loss.')
+  results['metric_loss'] = []
+  for b in FLAGS.metric_batches:
+    r = metric_loss_benchmark(default_config, int(b), FLAGS.repeats)
+    r['share_of_aux_step'] = {size: r['seconds'] / steps['aux']['step_seconds']
+                              for size, steps in results['train_step'].items()
+                              if 'aux' in steps and steps['aux']['batch_size'] == int(b)}
+    results['metric_loss'].append(r)
+  logging.info('Input pipeline.')
+  results['input_pipeline'] = pipeline = input_pipeline_benchmark(default_config, FLAGS.pipeline_batches)
+  step = results['train_step'].get(FLAGS.default_size, {}).get('aux')
+  if step:
+    pipeline['step_examples_per_second'] = step['examples_per_second']
+    pipeline['pipeline_to_step_ratio'] = pipeline['examples_per_second'] / step['examples_per_second']
+
+  eval_workdir = FLAGS.eval_workdir and os.path.expanduser(FLAGS.eval_workdir)
+  if FLAGS.rss_steps:
+    workdir = os.path.join(os.path.dirname(output_path()), 'default_run')
+    logging.info('Default run (%d steps) in %s.', FLAGS.rss_steps, workdir)
+    if os.path.exists(workdir):
+      shutil.rmtree(workdir)
+    results['default_run'] = default_run('aux', FLAGS.default_size, workdir, FLAGS.rss_steps)
+    eval_workdir = eval_workdir or workdir
+  if FLAGS.eval_translations and eval_workdir:
+    logging.info('Evaluation of %s.', eval_workdir)
+    eval_config = evaluate.load_config(eval_workdir)
+    if FLAGS.data_dir:
+      eval_config.data_dir = FLAGS.data_dir
+    results['evaluation'] = evaluation_benchmark(eval_config, eval_workdir, FLAGS.eval_translations)
+  return results
+
+
+def output_path() -> str:
+  if FLAGS.out:
+    return os.path.abspath(os.path.expanduser(FLAGS.out))
+  config = get_config('aux', FLAGS.default_size)
+  return os.path.join(os.path.dirname(os.path.abspath(config.data_dir)), 'benchmarks', 'results.json')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.quiet_library_logs()
+  path = output_path()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  results = run()
+  with open(path, 'w') as f:
+    json.dump(results, f, indent=2)
+  print(table(results))
+  print(f'\nWrote {path}')
+
+
+if __name__ == '__main__':
+  app.run(main)

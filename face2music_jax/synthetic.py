@@ -1,0 +1,35 @@
+"""Synthetic inputs of the right shapes for the train step and phi: for tests and benchmarks (no dataset needed)."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from face2music_jax import config_lib
+from face2music_jax.audio import embedding as embedding_lib
+
+
+def batch(config: ml_collections.ConfigDict, batch_size: int, seed: int) -> dict[str, np.ndarray]:
+  """A train-step batch: unit-norm face-like embeddings and decaying harmonic notes at the batch's pitches."""
+  rng = np.random.default_rng(seed)
+  pitch = rng.integers(0, config_lib.num_pitches(config), batch_size).astype(np.int32)
+  freq = 440.0 * 2 ** ((pitch + config.audio.pitch_min - 69) / 12)
+  t = np.arange(config.audio.length) / config.audio.sample_rate
+  audio = 0.5 * np.sin(2 * np.pi * freq[:, None] * t) * np.exp(-3 * t)
+  audio = (audio + 0.01 * rng.normal(size=audio.shape)).astype(np.float32)
+  embedding = rng.normal(size=(batch_size, config.data.embedding_dim)).astype(np.float32)
+  embedding /= np.linalg.norm(embedding, axis=1, keepdims=True)
+  return {'embedding': embedding, 'audio': audio, 'pitch': pitch}
+
+
+def audio_metric(config: ml_collections.ConfigDict, seed: int = 0) -> embedding_lib.AudioMetric:
+  """An untrained audio metric phi (random embedding weights, unit MFCC standardisation)."""
+  model = embedding_lib.make_audio_embedding(config)
+  params = model.init(jax.random.key(seed), jnp.zeros((1, config.audio.length)))['params']
+  n = config.mfcc.n_mfcc
+  return {'params': params, 'mfcc_mean': np.zeros(n, np.float32), 'mfcc_std': np.full(n, 100.0, np.float32)}
+
+
+def statistics() -> dict[str, np.float32]:
+  """Standardisation constants of the metric loss (mu = 1, sigma = 1)."""
+  return {k: np.float32(1.0) for k in ('mu_x', 'sigma_x', 'mu_y', 'sigma_y')}

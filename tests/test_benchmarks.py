@@ -1,0 +1,51 @@
+"""The benchmark command at the tiny size: it runs every section and writes a complete JSON (no timing asserts)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _positive(value) -> bool:
+  return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_benchmark_command_writes_every_section(tiny_data_dir, tmp_path):
+  out = tmp_path / 'bench' / 'results.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.run', '--sizes=tiny', '--configs=baseline,aux', '--default_size=tiny',
+       f'--data_dir={tiny_data_dir}', f'--out={out}', '--matmul_size=128', '--repeats=2', '--timed_steps=2',
+       '--mfcc_batch=4', '--metric_batches=8,16', '--pipeline_batches=5', '--rss_steps=2',
+       '--eval_translations=12'],
+      cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.loads(out.read_text())
+
+  assert _positive(results['ceiling']['flops_per_second'])
+  steps = results['train_step']['tiny']
+  assert set(steps) == {'baseline', 'aux'}
+  for r in steps.values():
+    assert r['batch_size'] == 8
+    for key in ('examples_per_second', 'compile_seconds', 'gflops_per_step', 'fraction_of_ceiling'):
+      assert _positive(r[key]), (key, r)
+  # The aux step does strictly more work than the baseline step (phi, A, their gradients).
+  assert steps['aux']['gflops_per_step'] > steps['baseline']['gflops_per_step']
+  profile = results['step_profile']['tiny']
+  assert all(_positive(p['seconds']) and _positive(p['gflops']) for p in profile.values())
+
+  mfcc = results['mfcc']
+  assert mfcc['batch_size'] == 4 and mfcc['max_relative_error'] < 1e-3 and _positive(mfcc['speedup_vs_librosa'])
+  assert [r['batch_size'] for r in results['metric_loss']] == [8, 16]
+  assert set(results['metric_loss'][0]['share_of_aux_step']) == {'tiny'}  # The tiny aux step has batch 8.
+  assert results['metric_loss'][1]['pairs'] == 16 * 15 // 2
+  pipeline = results['input_pipeline']
+  assert _positive(pipeline['examples_per_second']) and _positive(pipeline['pipeline_to_step_ratio'])
+  assert results['default_run']['steps'] == 2 and 0.1 < results['default_run']['peak_rss_gib'] < 24
+  evaluation = results['evaluation']
+  assert evaluation['num_translations'] == 12 and _positive(evaluation['seconds'])
+  metrics = json.loads((tmp_path / 'bench' / 'default_run' / 'eval' / 'metrics.json').read_text())
+  assert metrics['num_translations'] == 12 and metrics['checkpoint_step'] == 2
+  assert 'train step' in proc.stdout and 'MFCC, 4 notes' in proc.stdout
