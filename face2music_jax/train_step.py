@@ -104,7 +104,11 @@ def make_train_step(models: Models):
     real_phi = phi(real) if use_aux else None
 
     d_vars, d_opt, aux_vars, aux_opt = state.d, state.d_opt, state.aux, state.aux_opt
-    fake = jax.lax.stop_gradient(models.generate(state.g, z, pitch, train=True)[0])
+    # The discriminator updates do not change G, so G's forward pass serves both them and G's own update: its
+    # gradient is the pullback of the gradient w.r.t. the generated notes (one G forward per step, not two).
+    g_forward = lambda g_params: models.generate(_with(state.g, g_params, {}), z, pitch, train=True)
+    fake_out, g_pullback, g_others = jax.vjp(g_forward, state.g['params'], has_aux=True)
+    fake = jax.lax.stop_gradient(fake_out)
     # phi of the real and generated notes is the same for every discriminator update: computed once.
     aux_inputs = jnp.concatenate([real_phi, phi(fake)]) if use_aux else None
     for k in range(c.d_steps):
@@ -141,8 +145,7 @@ def make_train_step(models: Models):
 
     k_g = jax.random.fold_in(rng, c.d_steps)
 
-    def g_objective(g_params):
-      fake, g_others = models.generate(_with(state.g, g_params, {}), z, pitch, train=True)
+    def g_objective(fake):
       logits, _ = models.discriminate(d_vars, fake, pitch, k_g)
       m = {'g_adv_loss': g_loss_fn(logits)}
       total = m['g_adv_loss']
@@ -155,9 +158,10 @@ def make_train_step(models: Models):
         m['aux_g_loss'] = g_loss_fn(models.aux.apply(aux_vars, fake_phi))
         total = total + c.aux_weight * m['aux_g_loss']
       m['g_loss'] = total
-      return total, (g_others, m)
+      return total, m
 
-    (_, (g_others, m)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(state.g['params'])
+    (_, m), fake_grads = jax.value_and_grad(g_objective, has_aux=True)(fake)
+    (g_grads,) = g_pullback(fake_grads)
     updates, g_opt = models.g_tx.update(g_grads, state.g_opt, state.g['params'])
     g_vars = _with(state.g, optax.apply_updates(state.g['params'], updates), g_others)
     metrics.update(m, g_grad_norm=optax.tree.norm(g_grads), g_param_norm=optax.tree.norm(g_vars['params']),

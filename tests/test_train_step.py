@@ -6,10 +6,13 @@ import sys
 
 import jax
 import numpy as np
+import optax
 import pytest
 
+from face2music_jax import losses
 from face2music_jax import parallel
 from face2music_jax import train_step
+from face2music_jax.audio import embedding as embedding_lib
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +46,32 @@ def test_each_config_step_runs_with_finite_losses(name):
   assert ('aux_d_loss' in history[0]) == (name == 'aux')
 
 
+def test_generator_update_equals_backpropagation_through_a_second_generator_pass():
+  """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective."""
+  config = helpers.tiny_config('aux')
+  models = train_step.Models(config)
+  root = jax.random.key(config.seed)
+  state = jax.jit(models.init)(root)
+  batch = helpers.synthetic_batch(config, config.train.batch_size, 0)
+  metric = helpers.random_metric(config)
+  stats = {'mu_x': np.float32(1.4), 'sigma_x': np.float32(0.1), 'mu_y': np.float32(0.5), 'sigma_y': np.float32(0.2)}
+  new, metrics = jax.jit(train_step.make_train_step(models))(state, batch, metric, stats, root)
+  z, pitch = batch['embedding'], batch['pitch']
+  k_g = jax.random.fold_in(jax.random.fold_in(root, 0), config.train.d_steps)
+
+  def reference(g_params):  # G's objective against the updated discriminators (new.d, new.aux), from scratch.
+    fake, _ = models.generate({**state.g, 'params': g_params}, z, pitch, train=True)
+    logits, _ = models.discriminate(new.d, fake, pitch, k_g)
+    phi = embedding_lib.phi(metric, fake, config)
+    return (losses.hinge_g_loss(logits) + config.train.metric_weight * losses.metric_preservation_loss(z, phi, stats)
+            + config.train.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi)))
+
+  loss, grads = jax.jit(jax.value_and_grad(reference))(state.g['params'])
+  np.testing.assert_allclose(float(metrics['g_loss']), float(loss), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics['g_grad_norm']), float(optax.tree.norm(grads)), rtol=1e-4)
+  assert float(optax.tree.norm(grads)) > 0
+
+
 def test_wgan_gp_is_selectable():
   config = helpers.tiny_config('aux')
   config.train.loss = 'wgan-gp'
@@ -64,6 +93,7 @@ import sys, numpy as np, jax
 sys.path.insert(0, {root!r})
 from tests import test_train_step, helpers
 from face2music_jax import train_step
+from face2music_jax.audio import embedding as embedding_lib
 config = helpers.tiny_config({name!r})
 # Adam's first updates are lr * g / (|g| + eps): with the default eps a gradient element that is ~0 up to rounding
 # (it differs in the last bits between 1 and 8 devices) moves by +-lr. A larger eps keeps the update continuous
