@@ -12,7 +12,8 @@ downloaded). Both have TFDS nsynth's features, and every example becomes
   instrument: int32 NSynth instrument label.
 
 Read batches with `note_batches` (or `load_notes` for a whole split): it names the file of a corrupt or malformed
-record instead of surfacing TensorFlow's bare error.
+record (e.g. a note shorter than NSynth's 4 s) and the record's index in it, instead of surfacing TensorFlow's bare
+error. A dataset sampled at another rate than config.audio.sample_rate fails when it is opened.
 """
 
 import re
@@ -50,8 +51,8 @@ def num_families(config: ml_collections.ConfigDict) -> int:
   return len(family_names(config))
 
 
-def _check_features(builder: tfds.core.DatasetBuilder) -> None:
-  """Fails with DataError naming a feature whose shape, dtype or classes differ from TFDS nsynth's."""
+def _check_features(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict) -> None:
+  """Fails with DataError naming a feature that differs from TFDS nsynth's or, for the sample rate, from the config."""
   expected = notes.nsynth_features()
   features = builder.info.features
   for path in ('audio', 'pitch', 'velocity', 'instrument/family', 'instrument/label'):
@@ -67,6 +68,10 @@ def _check_features(builder: tfds.core.DatasetBuilder) -> None:
   if tuple(features['instrument']['family'].names) != config_lib.NSYNTH_FAMILIES:
     raise DataError(f"Feature 'instrument/family' of {builder.data_dir} has classes "
                     f"{features['instrument']['family'].names}; expected {config_lib.NSYNTH_FAMILIES}.")
+  rate = features['audio'].sample_rate
+  if rate is not None and rate != config.audio.sample_rate:
+    raise DataError(f"Feature 'audio' of {builder.data_dir} is sampled at {rate} Hz but config.audio.sample_rate = "
+                    f'{config.audio.sample_rate}: set config.audio.sample_rate = {rate}, or resample the dataset.')
 
 
 def audio_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
@@ -86,7 +91,7 @@ def audio_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder
           'is never downloaded here. Prepare it on a machine that can download it (`tfds build '
           f'{config.data.nsynth_name} --data_dir=<dir>` needs Apache Beam) and copy <dir>/nsynth into {data_dir}, '
           "or set config.data.audio_source = 'soundfont_notes'.")
-  _check_features(builder)
+  _check_features(builder, config)
   return builder
 
 
@@ -177,19 +182,21 @@ def notes_dataset(config: ml_collections.ConfigDict, split: str, *, batch_size: 
 
 
 def _tf_message(error: tf.errors.OpError) -> str:
-  """The first line of a TensorFlow error without its graph-node annotations."""
-  return re.sub(r'\{\{[^}]*\}\}\s*', '', error.message).split('\n')[0].strip()
+  """The first line of a TensorFlow error without its graph-node annotations and tf.data's iterator prefix."""
+  message = re.sub(r'\{\{[^}]*\}\}\s*', '', error.message).split('\n')[0].strip()
+  return re.sub(r'^Error in user-defined function passed to \S+ transformation with iterator: \S+: ', '', message)
 
 
 def _locate_bad_record(builder: tfds.core.DatasetBuilder, split: str, error: tf.errors.OpError) -> DataError:
-  """Reads each file of the split alone to name the one TensorFlow failed on."""
+  """Reads each file of the split alone to name the one TensorFlow failed on, and the record's index in it."""
   paths = [str(p) for p in builder.info.splits[split].filepaths]
   for path in paths:
+    index = 0
     try:
       for _ in tf.data.TFRecordDataset(path).map(builder.info.features.deserialize_example):
-        pass
+        index += 1
     except tf.errors.OpError as e:
-      return DataError(f'Corrupt or malformed record in {path}: {_tf_message(e)}')
+      return DataError(f'Corrupt or malformed record in {path} (record {index}, counting from 0): {_tf_message(e)}')
   return DataError(f'Reading split {split!r} of {builder.data_dir} (files {paths}) failed: {_tf_message(error)}')
 
 

@@ -194,3 +194,38 @@ def test_corrupt_tfrecord_names_its_file(tiny, tmp_path):
     for _ in audio.note_batches(config, 'train', batch_size=4, shuffle=True, repeat=True, seed=0, process_index=0,
                                 process_count=1):
       pass
+
+
+def test_a_sample_rate_other_than_the_configs_is_named(tmp_path, tiny):
+  config = aux.get_config('tiny')
+  config.data_dir = str(tmp_path)
+  config.data.audio_source = 'nsynth'
+  config.data.nsynth_name = 'notes_22k'
+  features = tfds.builder(NSYNTH).info.features
+  resampled = tfds.features.FeaturesDict({**features, 'audio': tfds.features.Audio(
+      shape=(notes.NUM_SAMPLES,), dtype=np.float32, sample_rate=22050)})
+  _write_prepared(os.path.join(config.data_dir, 'tfds', 'notes_22k', '1.0.0'), 'notes_22k', resampled,
+                  {'train': [resampled.serialize_example(_nsynth_example(0, 50, 0))]})
+  with pytest.raises(audio.DataError, match=r"'audio' of .*notes_22k.* sampled at 22050 Hz but "
+                                            r'config\.audio\.sample_rate = 16000'):
+    audio.load_notes(config, 'train')
+  # The SoundFont notes are rendered at 16 kHz: a config asking for another rate is refused the same way.
+  other = aux.get_config('tiny')
+  other.data_dir = tiny.data_dir
+  other.audio.sample_rate = 22050
+  with pytest.raises(audio.DataError, match=r'sampled at 16000 Hz but config\.audio\.sample_rate = 22050'):
+    audio.load_notes(other, 'valid')
+
+
+def test_a_note_shorter_than_the_onset_crop_names_its_file_and_record(tmp_path):
+  config = aux.get_config('tiny')
+  config.data_dir = str(tmp_path)
+  config.data.audio_source = 'nsynth'
+  features = tfds.builder(NSYNTH).info.features
+  good = [features.serialize_example(_nsynth_example(i, 50, 0)) for i in range(2)]
+  short = tf.train.Example.FromString(good[1])
+  del short.features.feature['audio'].float_list.value[config.audio.length // 2:]  # Half of the onset crop.
+  (path,) = _write_prepared(_nsynth_dir(config), 'nsynth', features,
+                            {'train': [good[0], short.SerializeToString(), good[1]]})
+  with pytest.raises(audio.DataError, match=f'{re.escape(path)} \\(record 1, counting from 0\\).*audio'):
+    audio.load_notes(config, 'train')
