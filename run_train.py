@@ -22,6 +22,9 @@ flags.DEFINE_string('workdir', None, 'Work directory (default: config.workdir).'
 flags.DEFINE_string('coordinator_address', '', 'host:port of process 0, for multi-process runs.')
 flags.DEFINE_integer('num_processes', 0, 'Number of processes in a multi-process run.')
 flags.DEFINE_integer('process_id', -1, 'Index of this process in a multi-process run.')
+flags.DEFINE_integer('heartbeat_timeout', 60, 'Multi-process runs: seconds without heartbeats after which a '
+                     'process counts as dead (killed or hung) and the others exit with an error instead of '
+                     "waiting for it (JAX's default is 100).")
 flags.mark_flags_as_required(['config'])
 
 
@@ -29,11 +32,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
-  parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                                        heartbeat_timeout=FLAGS.heartbeat_timeout)
   config = FLAGS.config
   workdir = FLAGS.workdir or config.workdir
   logging.info('Config %s (%s), workdir %s', config.name, config.size, workdir)
-  train.train(config, workdir)
+  with parallel.exit_at_once_on_error():
+    train.train(config, workdir)
   logging.info('Done: checkpoints, TensorBoard logs, metrics.jsonl and samples/ are in %s', workdir)
 
 

@@ -1,7 +1,9 @@
 """Checkpoints with Orbax: the GAN's periodic checkpoints and the prerequisite stages' frozen artefacts.
 
-Orbax writes each checkpoint into a temporary directory and renames it when complete, so a process killed during a
-save leaves no checkpoint that `latest_step()` would pick up.
+Orbax writes each checkpoint into a temporary directory (`<step>.orbax-checkpoint-tmp`) and renames it to `<step>`
+only after every file is written, so a process killed during a save (even during the final rename: rename is
+atomic) leaves no checkpoint that `latest_step()` would pick up; the manager deletes such leftovers when it is
+created. Saves are asynchronous: `Saver` reports a failed write (e.g. a full disk) naming its step.
 """
 
 import os
@@ -13,12 +15,53 @@ import orbax.checkpoint as ocp
 
 
 class CheckpointError(RuntimeError):
-  """A checkpoint is missing, unreadable or does not match the model of the current config."""
+  """A checkpoint is missing, unreadable, cannot be written or does not match the model of the current config."""
 
 
 def manager(directory: str, keep: int) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(os.path.abspath(directory),
-                               options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+  """A manager of `directory` keeping the last `keep` checkpoints; removes temporary dirs of interrupted saves."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+class Saver:
+  """Asynchronous saves through a CheckpointManager whose failures raise CheckpointError naming the step.
+
+  Orbax writes in a background thread and reports a failed write only at the next `save` or
+  `wait_until_finished`, as a bare error of its storage layer. `save` first waits for the previous save, so an
+  error always names the step whose checkpoint could not be written, the directory, and the likely cause.
+  """
+
+  def __init__(self, checkpoint_manager: ocp.CheckpointManager):
+    self.manager = checkpoint_manager
+    self._pending: int | None = None
+
+  def save(self, step: int, state: Any) -> None:
+    """Starts saving `state` as checkpoint `step` after the previous save has completed."""
+    self.wait()
+    try:
+      self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    except Exception as e:  # Orbax and TensorStore raise several types for a failed write.
+      raise self._save_error(step, e) from e
+    self._pending = step
+
+  def wait(self) -> None:
+    """Blocks until the last save has completed; raises CheckpointError if it failed."""
+    step, self._pending = self._pending, None
+    if step is None:
+      return
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # Orbax re-raises the background thread's error, of any type.
+      raise self._save_error(step, e) from e
+
+  def _save_error(self, step: int, error: Exception) -> CheckpointError:
+    self.manager.reload()  # Drops the failed step, which the manager lists from the moment `save` returns.
+    latest = self.manager.latest_step()
+    kept = (f'the last complete checkpoint, step {latest}, is intact and a rerun resumes from it'
+            if latest is not None else 'there is no complete checkpoint yet')
+    return CheckpointError(f'Could not write the checkpoint of step {step} into {self.manager.directory} (is the '
+                           f'disk full, or the directory not writable?); {kept}. {type(error).__name__}: {error}')
 
 
 def save_artefact(path: str, tree: Any) -> None:

@@ -231,6 +231,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   out_dir = os.path.join(workdir, EVAL_DIR)
   if os.path.exists(out_dir) and not overwrite:
     raise EvaluationError(f'{out_dir} exists already: pass --overwrite (overwrite=True) to replace it.')
+  stages.check_writable(workdir, 'work directory')  # Before the work, not at the first figure.
   models, g_vars, step = restore_generator(config, workdir)
   logging.info('Evaluating the checkpoint at step %d of %s.', step, workdir)
 

@@ -4,7 +4,10 @@ The same code runs on one CPU, one GPU and a TPU pod: under `jax.jit` the batch-
 and in batch norm become all-reduces over the global batch.
 """
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -13,21 +16,54 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
 def maybe_initialize_distributed(coordinator_address: str = '', num_processes: int = 0, process_id: int = -1,
-                                 initialization_timeout: int = 300) -> None:
+                                 initialization_timeout: int = 300, heartbeat_timeout: int = 60) -> None:
   """Calls `jax.distributed.initialize` when launched with several processes.
 
   With explicit arguments (as on CPU hosts, or several processes on 127.0.0.1) they are used; on a TPU pod or a
   SLURM/Open MPI cluster, JAX finds them itself when FACE2MUSIC_DISTRIBUTED=1 is set.
+
+  Args:
+    coordinator_address: host:port of process 0; '' unless launched by hand with several processes.
+    num_processes: number of processes.
+    process_id: index of this process.
+    initialization_timeout: seconds to wait for all processes to connect.
+    heartbeat_timeout: seconds without a heartbeat after which the coordination service counts a process as dead
+      (killed, or hung with its whole process stopped) and terminates all the others, so that none waits forever
+      in a collective or barrier with it.
   """
+  timeouts = {'initialization_timeout': initialization_timeout, 'heartbeat_timeout_seconds': heartbeat_timeout}
   if coordinator_address:
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                               process_id=process_id, initialization_timeout=initialization_timeout)
+                               process_id=process_id, **timeouts)
   elif os.environ.get('FACE2MUSIC_DISTRIBUTED') == '1':
-    jax.distributed.initialize(initialization_timeout=initialization_timeout)
+    jax.distributed.initialize(**timeouts)
   else:
     return
   logging.info('Process %d of %d, %d local and %d global devices.', jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+
+
+@contextlib.contextmanager
+def exit_at_once_on_error() -> Iterator[None]:
+  """In a multi-process run, an exception logs its traceback and ends this process at once with exit code 1.
+
+  When another process dies, this one's next collective fails (gloo: connection reset). Left to propagate, the
+  error would reach `jax.distributed.shutdown` at exit, whose barrier waits for the dead process until the
+  heartbeat timeout and then aborts. Exiting at once also closes this process's connections, so that the others'
+  collectives fail at once in turn. In a single-process run the exception propagates unchanged.
+  """
+  try:
+    yield
+  except Exception:  # Whatever stopped this process, the others must not wait for it.
+    if jax.process_count() == 1:
+      raise
+    logging.exception('Process %d of %d stopped on an error (if it is a failed collective, another process died '
+                      'or hung: see its log). Exiting now, without waiting for the other processes.',
+                      jax.process_index(), jax.process_count())
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)  # Skips the shutdown barrier (see above).
 
 
 def make_mesh() -> Mesh:

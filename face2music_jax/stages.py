@@ -9,9 +9,11 @@
 the same artefact (same data, same seed); Orbax writes it once.
 """
 
+import errno
 import functools
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +35,29 @@ from face2music_jax.data import faces as face_data
 from face2music_jax.data import notes as notes_data
 from face2music_jax.data.sampling import EpochSampler
 from face2music_jax.models.classifiers import AudioClassifier
+
+
+def check_writable(directory: str, what: str) -> None:
+  """Fails at once, with a PermissionError naming `directory`, if files cannot be created there.
+
+  A directory that does not exist yet is checked through its nearest existing ancestor; nothing is created, so a
+  command that fails later has written nothing.
+
+  Args:
+    directory: the directory that a command will write to.
+    what: what it is, for the message (e.g. 'work directory').
+  """
+  existing = os.path.abspath(directory)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  try:
+    if not os.path.isdir(existing):
+      raise NotADirectoryError(errno.ENOTDIR, 'Not a directory', existing)
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+  except OSError as e:
+    raise PermissionError(f'The {what} {directory} is not writable: {e}') from e
+
 
 def ensure_data(config: ml_collections.ConfigDict) -> None:
   """Stage 1: builds the embedded default datasets when missing (real datasets must already be prepared)."""

@@ -55,17 +55,6 @@ class TrainingData:
     return {'embedding': self.faces[f], 'audio': self.audio[n], 'pitch': self.pitch[n]}
 
 
-def _check_writable(workdir: str) -> None:
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise PermissionError(f'The work directory {workdir} is not writable: {e}') from e
-
-
 class _Preemption:
   """Turns SIGTERM into a flag that the loop checks after each step, so that it saves before exiting."""
 
@@ -89,13 +78,26 @@ def write_sample_wavs(directory: str, audio: np.ndarray, sample_rate: int) -> No
 
 
 def _truncate_jsonl(path: str, step: int) -> None:
-  """Drops metric lines written after `step` by a run that was interrupted before its next checkpoint."""
+  """Drops metric lines written after `step` by a run that was interrupted before its next checkpoint.
+
+  A run killed while appending may have left a partial last line: it is dropped too. The file is replaced
+  atomically, so a kill during this rewrite loses nothing.
+  """
   if not os.path.exists(path):
     return
+  kept = []
   with open(path) as f:
-    lines = [l for l in f if l.strip() and json.loads(l)['step'] <= step]
-  with open(path, 'w') as f:
-    f.writelines(lines)
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if record['step'] <= step:
+        kept.append(json.dumps(record) + '\n')
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    f.writelines(kept)
+  os.replace(tmp, path)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -105,7 +107,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   Returns the final state.
   """
   config_lib.validate(config)
-  _check_writable(workdir)
+  stages.check_writable(workdir, 'work directory')
+  os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   if is_main:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -122,6 +125,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   root = jax.jit(lambda: jax.random.key(config.seed), out_shardings=parallel.replicated(mesh))()
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(root)
   manager = checkpoint.manager(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
+  saver = checkpoint.Saver(manager)
   latest = manager.latest_step()
   if latest is not None:
     state = restore_state(manager, latest, state)
@@ -170,12 +174,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
         if is_main:
           write_sample_wavs(os.path.join(workdir, 'samples', f'step_{done}'), clips, config.audio.sample_rate)
       if done % t.checkpoint_every == 0 or done == t.num_steps or preemption.requested:
-        manager.save(done, args=ocp.args.StandardSave(state), force=True)
+        saver.save(done, state)
       if preemption.requested:
+        saver.wait()
         logging.warning('Stopped at step %d after SIGTERM; the checkpoint is saved. Rerun to resume.', done)
         break
+    saver.wait()
+  except BaseException:
+    try:  # Let a save in flight complete; the error that stopped the loop is the one to report.
+      saver.wait()
+    except checkpoint.CheckpointError as e:
+      logging.error('%s', e)
+    raise
   finally:
-    manager.wait_until_finished()
     writer.flush()
     preemption.restore()
   return state

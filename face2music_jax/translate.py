@@ -99,6 +99,7 @@ def translate(config: ml_collections.ConfigDict, workdir: str, images: Sequence[
     TranslationError: no images, an unreadable image, an image without a face, a pitch out of range, or an
       existing output without `overwrite`.
     checkpoint.CheckpointError: no checkpoint in workdir, or one of another config.
+    PermissionError: the output directory cannot be written.
   """
   if not images:
     raise TranslationError('No images given: pass one or more face image files.')
@@ -108,6 +109,7 @@ def translate(config: ml_collections.ConfigDict, workdir: str, images: Sequence[
   for image in images:
     if not os.path.isfile(image):
       raise TranslationError(f'Cannot read the image {image}: no such file.')
+  stages.check_writable(output_dir, 'output directory')
   z = embed_faces(config, images)
   models, g_vars, _ = evaluate.restore_generator(config, workdir)
   generate = jax.jit(lambda zz, p: models.generate(g_vars, zz, p, train=False)[0])
@@ -136,7 +138,7 @@ def main(argv: Sequence[str]) -> None:
     config = evaluate.load_config(FLAGS.workdir, FLAGS.config)
     paths = translate(config, FLAGS.workdir, argv[1:], midi_pitch=FLAGS.pitch, output_dir=FLAGS.output_dir,
                       overwrite=FLAGS.overwrite)
-  except (TranslationError, checkpoint.CheckpointError, evaluate.EvaluationError) as e:
+  except (TranslationError, checkpoint.CheckpointError, evaluate.EvaluationError, PermissionError) as e:
     sys.exit(f'Error: {e}')
   for path in paths:
     print(path)

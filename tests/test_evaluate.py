@@ -181,3 +181,16 @@ def test_page_loads_its_images_and_audio_in_headless_chromium(trained, tmp_path)
   for audio in loaded['audio']:
     assert audio['error'] is None and audio['ready'] >= 1, audio
     assert audio['duration'] == pytest.approx(config.audio.length / config.audio.sample_rate, abs=1e-3)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root writes into read-only directories')
+def test_evaluate_of_a_read_only_workdir_fails_before_any_work(trained, tmp_path):
+  config, workdir, _ = trained
+  copy = tmp_path / 'workdir'
+  shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns('eval'))
+  copy.chmod(0o500)
+  try:
+    with pytest.raises(PermissionError, match=f'The work directory {re.escape(str(copy))} is not writable'):
+      evaluate.evaluate(config, str(copy))
+  finally:
+    copy.chmod(0o700)

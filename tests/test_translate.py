@@ -1,6 +1,7 @@
 """Translation of face photos into WAV files with a tiny trained model: the command line and its errors."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -91,3 +92,14 @@ def test_cli_without_a_checkpoint_fails_with_a_message(trained, tmp_path):
   failed = _run(f'--workdir={empty}', str(images / 'astronaut.jpg'))
   assert failed.returncode != 0
   assert 'Error: No GAN checkpoint' in failed.stderr
+
+
+def test_an_unwritable_output_directory_is_named_before_any_work(trained, tmp_path, monkeypatch):
+  config, workdir, images = trained
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  out = str(blocker / 'out')
+  monkeypatch.setattr(translate, 'embed_faces', lambda *args: pytest.fail('Faces were embedded first.'))
+  monkeypatch.setattr(translate.evaluate, 'restore_generator', lambda *args: pytest.fail('The model was loaded first.'))
+  with pytest.raises(PermissionError, match=f'The output directory {re.escape(out)} is not writable'):
+    translate.translate(config, workdir, [str(images / 'astronaut.jpg')], output_dir=out)
