@@ -4,7 +4,7 @@
 (N = config.eval.num_translations; the test faces first, then the training faces, cycled when there are fewer
 than N) at pitches drawn with the real notes (seeded with config.eval.seed), and writes `<workdir>/eval/`:
 
-  metrics.json           checkpoint step, config name/size, N, seed and the metrics below
+  metrics.json           checkpoint step, config name/size, N, seed, the metrics below and seconds per phase
   tsne_audio.png         tSNE of the audio metric space: real notes coloured by family, translations in red
   tsne_faces.png         tSNE of the face space, faces coloured by the family assigned to their translation
   faces_by_family.png    faces grouped by assigned family, one row per family
@@ -23,6 +23,7 @@ config.eval.batch_size.
 import json
 import os
 import shutil
+import time
 import warnings
 from typing import Any
 
@@ -207,6 +208,19 @@ def _classify(config: ml_collections.ConfigDict, kind: str, params: Any, audio: 
   return stages.batched(apply, audio, batch_size=config.eval.batch_size)
 
 
+class _PhaseTimer:
+  """Wall seconds of consecutive phases, for metrics.json's 'seconds' entry."""
+
+  def __init__(self):
+    self.seconds: dict[str, float] = {}
+    self._last = time.perf_counter()
+
+  def lap(self, phase: str) -> None:
+    now = time.perf_counter()
+    self.seconds[phase] = round(now - self._last, 3)
+    self._last = now
+
+
 def _json_float(value: float | None) -> float | None:
   """JSON has no NaN: undefined values are written as null (the 'notes' entry says why)."""
   return None if value is None or not np.isfinite(value) else float(value)
@@ -232,6 +246,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   if os.path.exists(out_dir) and not overwrite:
     raise EvaluationError(f'{out_dir} exists already: pass --overwrite (overwrite=True) to replace it.')
   stages.check_writable(workdir, 'work directory')  # Before the work, not at the first figure.
+  timer = _PhaseTimer()
   models, g_vars, step = restore_generator(config, workdir)
   logging.info('Evaluating the checkpoint at step %d of %s.', step, workdir)
 
@@ -250,12 +265,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   # Each translation takes the pitch of a real note: the two sets share one pitch distribution.
   pitch = notes['pitch'][real_index].astype(np.int32)
   z = faces['embedding'][face_index]
+  timer.lap('inputs')  # Checkpoint, prerequisite artefacts, faces and notes.
 
   generate = jax.jit(lambda zz, p: models.generate(g_vars, zz, p, train=False)[0])
   fake_audio = stages.batched(generate, z, pitch, batch_size=e.batch_size)
+  timer.lap('translation')
   phi = jax.jit(lambda a: embedding_lib.phi(metric, a, config))
   real_phi = stages.batched(phi, real_audio, batch_size=e.batch_size)
   fake_phi = stages.batched(phi, fake_audio, batch_size=e.batch_size)
+  timer.lap('audio_metric')
 
   result: dict[str, Any] = {}
   notes_text = []
@@ -267,6 +285,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
     result[f'inception_score_{kind}'] = inception_score(fake_probs)
     result[f'inception_score_{kind}_real'] = inception_score(real_probs)
     result[f'inception_score_{kind}_max'] = real_probs.shape[1]
+  timer.lap('classifiers_fid_is')
 
   r, p_value = distance_correlation(z, fake_phi)
   result['pearson_correlation'], result['pearson_p_value'] = r, p_value
@@ -279,6 +298,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
     notes_text.append(f'silhouette_value is undefined: the translations were assigned to {np.count_nonzero(counts)} '
                       f'famil{"y" if np.count_nonzero(counts) == 1 else "ies"}; it needs 2 to N - 1.')
     logging.warning(notes_text[-1])
+  timer.lap('pearson_silhouette')
 
   summary = {
       'checkpoint_step': step, 'config_name': config.name, 'config_size': config.size, 'workdir': workdir,
@@ -297,7 +317,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   plots.face_tsne(z[:unique], assigned[:unique], families, os.path.join(build_dir, plots.FACE_TSNE), e.seed)
   plots.face_grid(faces['image'][face_index[:unique]], assigned[:unique], families,
                   os.path.join(build_dir, plots.FACE_GRID), e.faces_per_family)
+  timer.lap('figures')
   examples = _write_examples(build_dir, config, faces, face_index, pitch, fake_audio, assigned, families)
+  timer.lap('examples')
+  summary['seconds'] = timer.seconds
   with open(os.path.join(build_dir, METRICS_FILE), 'w') as f:
     json.dump(summary, f, indent=2)
   report.write_page(os.path.join(build_dir, report.PAGE), summary, examples,

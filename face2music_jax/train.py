@@ -148,10 +148,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   t = config.train
   timer_start, timer_step = time.time(), start_step
   try:
+    batch = parallel.global_batch(mesh, data.batch(start_step)) if start_step < t.num_steps else None
     for step in range(start_step, t.num_steps):
-      batch = parallel.global_batch(mesh, data.batch(step))
       state, metrics = step_fn(state, batch, metric_r, stats_r, root)
       done = step + 1
+      # Dispatch is asynchronous: the next batch is assembled while this step runs, before anything below waits
+      # for the step's results (the step never waits on its input).
+      if done < t.num_steps:
+        batch = parallel.global_batch(mesh, data.batch(done))
       if t.nonfinite == 'stop' and not float(to_host(metrics['finite'])):
         values = {k: float(v) for k, v in to_host(metrics).items()}
         raise NonFiniteError(f'Non-finite loss or gradient at step {done}: {values}. The last good checkpoint is '

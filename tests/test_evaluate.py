@@ -91,6 +91,9 @@ def test_evaluate_writes_metrics_figures_and_page(trained):
   assert (written['config_name'], written['config_size']) == ('aux', 'tiny')
   assert written['num_translations'] == config.eval.num_translations and written['seed'] == config.eval.seed
   assert set(written['metrics']) == set(METRIC_KEYS)
+  assert list(written['seconds']) == ['inputs', 'translation', 'audio_metric', 'classifiers_fid_is',
+                                      'pearson_silhouette', 'figures', 'examples']
+  assert all(v >= 0 for v in written['seconds'].values())
   for key, value in written['metrics'].items():
     if key == 'silhouette_value' and value is None:  # Defined only when 2+ families were assigned.
       assert sum(c > 0 for c in written['assigned_families'].values()) < 2 and written['notes']
