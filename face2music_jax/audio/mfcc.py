@@ -37,19 +37,31 @@ def _constants(sample_rate: int, n_fft: int, n_mels: int, n_mfcc: int, fmin: flo
   return window, mel_basis.T.copy(), dct.T.copy()
 
 
-def _frames(audio: jax.Array, n_fft: int, hop_length: int) -> jax.Array:
-  """Centred, zero-padded frames, as librosa.stft(center=True): [B, T] -> [B, frames, n_fft]."""
+def _mel_power(audio: jax.Array, window: np.ndarray, mel_basis: np.ndarray, n_fft: int,
+               hop_length: int) -> jax.Array:
+  """Mel power spectrogram of centred, zero-padded frames, as librosa (center=True): [B, T] -> [B, frames, n_mels]."""
   padded = jnp.pad(audio, ((0, 0), (n_fft // 2, n_fft // 2)))
-  num_frames = 1 + (padded.shape[-1] - n_fft) // hop_length
-  if n_fft % hop_length == 0:
-    # Frames made of whole hops: concatenating shifted slices of [B, hops, hop] avoids a gather, whose
-    # backward pass (a scatter-add) is slow on XLA's CPU backend.
-    hops_per_frame = n_fft // hop_length
-    total_hops = num_frames + hops_per_frame - 1
-    hops = padded[:, :total_hops * hop_length].reshape(audio.shape[0], total_hops, hop_length)
-    return jnp.concatenate([hops[:, k:k + num_frames] for k in range(hops_per_frame)], axis=-1)
-  index = hop_length * np.arange(num_frames)[:, None] + np.arange(n_fft)[None, :]
-  return padded[:, index]
+  batch, num_frames = audio.shape[0], 1 + (padded.shape[-1] - n_fft) // hop_length
+
+  def mel(frames):
+    spectrum = jnp.fft.rfft(frames * window, axis=-1)
+    return (jnp.square(spectrum.real) + jnp.square(spectrum.imag)) @ mel_basis
+
+  if n_fft % hop_length:
+    index = hop_length * np.arange(num_frames)[:, None] + np.arange(n_fft)[None, :]
+    return mel(padded[:, index])
+  # With R = n_fft / hop_length, frames r, r + R, r + 2R, ... tile the padded signal end to end: each such phase
+  # is a reshape of one slice, so no overlapping copy of the frames is made (nor a gather, whose backward pass is
+  # slow on XLA's CPU backend). The phases' mel spectra (n_mels per frame) are interleaved back in time order.
+  stride = n_fft // hop_length
+  per_phase = -(-num_frames // stride)
+  phases = []
+  for r in range(min(stride, num_frames)):
+    count = -(-(num_frames - r) // stride)
+    frames = padded[:, r * hop_length:r * hop_length + count * n_fft].reshape(batch, count, n_fft)
+    phases.append(jnp.pad(mel(frames), ((0, 0), (0, per_phase - count), (0, 0))))
+  interleaved = jnp.stack(phases, axis=2).reshape(batch, per_phase * len(phases), mel_basis.shape[1])
+  return interleaved[:, :num_frames]
 
 
 def mfcc(audio: jax.Array, *, sample_rate: int, n_mfcc: int, n_fft: int, hop_length: int, n_mels: int,
@@ -75,9 +87,7 @@ def mfcc(audio: jax.Array, *, sample_rate: int, n_mfcc: int, n_fft: int, hop_len
   audio = jnp.atleast_2d(jnp.asarray(audio, jnp.float32))
   window, mel_basis, dct = _constants(int(sample_rate), int(n_fft), int(n_mels), int(n_mfcc), float(fmin),
                                       None if fmax is None else float(fmax))
-  spectrum = jnp.fft.rfft(_frames(audio, n_fft, hop_length) * window, axis=-1)
-  power = jnp.square(spectrum.real) + jnp.square(spectrum.imag)
-  mel = power @ mel_basis  # [B, frames, n_mels]
+  mel = _mel_power(audio, window, mel_basis, n_fft, hop_length)  # [B, frames, n_mels]
   # The amin floor keeps log10 and its gradient finite on silence (ref = 1.0 adds 0 dB).
   db = 10.0 * jnp.log10(jnp.maximum(mel, _AMIN))
   if top_db is not None:
