@@ -240,22 +240,37 @@ def input_pipeline_benchmark(config: ml_collections.ConfigDict, num_batches: int
           'examples_per_second': config.train.batch_size / seconds}
 
 
+# Runs a command and writes its peak RSS (kilobytes, ru_maxrss of this small process's children) to argv[1]. The
+# benchmark's own process is large (compiled paper-size steps); a child forked from it directly would report the
+# parent's pages, copied at fork before exec, as its own peak.
+_PEAK_RSS_WRAPPER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], 'w') as f:
+  f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
 def default_run(config_name: str, size: str, workdir: str, steps: int) -> dict[str, Any]:
-  """`run_train.py` in a child process; its peak resident set size from the kernel (ru_maxrss of children)."""
+  """`run_train.py` in a child process, and its peak resident set size as the kernel counts it."""
   args = [sys.executable, os.path.join(ROOT, 'run_train.py'), f'--config=configs/{config_name}.py:{size}',
           f'--workdir={workdir}', f'--config.train.num_steps={steps}']
   if FLAGS.data_dir:
     args.append(f'--config.data_dir={FLAGS.data_dir}')
   start = time.perf_counter()
-  with tempfile.TemporaryFile('w+') as log:
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
-      log.seek(0)
-      raise RuntimeError(f'{" ".join(args)} failed ({proc.returncode}):\n{log.read()[-3000:]}')
+  with tempfile.TemporaryDirectory() as tmp:
+    peak_file, log_file = os.path.join(tmp, 'peak_rss'), os.path.join(tmp, 'log')
+    with open(log_file, 'w') as log:
+      code = subprocess.call([sys.executable, '-c', _PEAK_RSS_WRAPPER, peak_file, *args], cwd=ROOT, stdout=log,
+                             stderr=subprocess.STDOUT)
+    if code:
+      with open(log_file) as log:
+        raise RuntimeError(f'{" ".join(args)} failed ({code}):\n{log.read()[-3000:]}')
+    with open(peak_file) as f:
+      peak_kib = int(f.read())  # Linux reports kilobytes.
   return {'command': ' '.join(args[1:]), 'steps': steps, 'wall_seconds': time.perf_counter() - start,
-          'peak_rss_gib': usage.ru_maxrss * 1024 / 2 ** 30}  # Linux reports kilobytes.
+          'peak_rss_gib': peak_kib * 1024 / 2 ** 30}
 
 
 def evaluation_benchmark(config: ml_collections.ConfigDict, workdir: str, n: int) -> dict[str, Any]:
