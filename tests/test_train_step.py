@@ -97,8 +97,10 @@ from face2music_jax.audio import embedding as embedding_lib
 config = helpers.tiny_config({name!r})
 # Adam's first updates are lr * g / (|g| + eps): with the default eps a gradient element that is ~0 up to rounding
 # (it differs in the last bits between 1 and 8 devices) moves by +-lr. A larger eps keeps the update continuous
-# in g, so the comparison measures the sharded step's numerics rather than Adam's sign amplification.
-config.train.adam_eps = 1e-3
+# in g, so the comparison measures the sharded step's numerics rather than Adam's sign amplification. With the
+# metric loss, the MFCC's log power of the near-silent initial notes amplifies summation-order differences of the
+# gradient (seen: 1e-3 let 20 of 32768 generator weights differ by 2e-5), hence 1e-2.
+config.train.adam_eps = 1e-2
 state, history = test_train_step._run_steps(config, 2)
 leaves = jax.tree_util.tree_flatten_with_path(train_step.to_host((state.g, state.d, state.aux)))[0]
 losses = {{'loss_' + k: v for k, v in history[0].items()}}
