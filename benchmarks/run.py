@@ -144,7 +144,7 @@ def step_profile(config: ml_collections.ConfigDict, repeats: int, ceiling: float
   models = train_step.Models(config)
   state = jax.jit(models.init)(jax.random.key(0))
   data = synthetic.batch(config, config.train.batch_size, 0)
-  z, audio, pitch = (jnp.asarray(data[k]) for k in ('embedding', 'audio', 'pitch'))
+  z, audio, pitch = (jnp.asarray(data[k][-1]) for k in ('embedding', 'audio', 'pitch'))
   audio2, pitch2 = jnp.concatenate([audio, audio]), jnp.concatenate([pitch, pitch])
   metric = synthetic.audio_metric(config)
   key = jax.random.key(2)

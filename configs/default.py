@@ -91,13 +91,26 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
 
   # Models. Widths follow WaveGAN's `d` (model dimensionality); the paper size is WaveGAN's d=64.
   c.model = ml_collections.ConfigDict()
+  c.model.generator = 'wavegan'  # 'wavegan' (the paper's) or 'harmonic' (harmonic-plus-noise synthesiser, DDSP).
   c.model.generator_dim = 64
   c.model.discriminator_dim = 64
   c.model.kernel_size = 25
   c.model.stride = 4
   c.model.num_layers = 5  # Transposed convs in G / strided convs in D; length must divide by stride**num_layers.
   c.model.phase_shuffle = 2
+  # WaveGAN generator options (models/generator.py: Generator; docs/experiments.md measures them).
+  c.model.upsample = 'transposed'  # 'transposed' (WaveGAN), 'nearest' or 'linear' upsampling + stride-1 conv.
+  c.model.pitch_input = False  # Feed a learned pitch embedding to G's first layer beside the face.
+  c.model.post_filter = 0  # Taps of WaveGAN's learned post-processing filter on G's output (0 = none).
   c.model.aux_features = (128, 64, 32, 16, 1)
+  # The harmonic generator (models/generator.py: HarmonicGenerator).
+  c.model.harmonic = ml_collections.ConfigDict()
+  c.model.harmonic.hidden = 256
+  c.model.harmonic.channels = 128
+  c.model.harmonic.num_harmonics = 100
+  c.model.harmonic.noise_bands = 65
+  c.model.harmonic.hop = 64  # Samples per control frame (4 ms at 16 kHz).
+  c.model.harmonic.num_blocks = 3
   c.model.audio_embedding_dim = 64  # Width of the triplet-trained audio embedding (before MFCC concatenation).
   c.model.audio_embedding_channels = 32
   c.model.classifier_channels = 32
@@ -127,8 +140,12 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.train.adam_eps = 1e-8
   c.train.use_metric_loss = True
   c.train.metric_weight = 1.0
+  c.train.metric_warmup_steps = 0  # Linear ramp of metric_weight from 0 over these steps (0 = none).
   c.train.use_aux_discriminator = True
   c.train.aux_weight = 0.1
+  # Weight of the auxiliary pitch classification (AC-GAN) loss of D's pitch head on real notes, and of G's notes
+  # on it; 0 = no pitch head (the projection discriminator alone).
+  c.train.pitch_classification_weight = 0.0
   c.train.nonfinite = 'stop'  # 'stop' (keep last good checkpoint) or 'skip' (drop the update, count it).
   c.train.log_every = 50
   c.train.checkpoint_every = 1000
@@ -159,6 +176,10 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.eval.batch_size = 64
   c.eval.num_page_examples = 32  # Faces with their translated notes on the HTML page.
   c.eval.faces_per_family = 10  # Faces per row (family) of the face grid figure.
+  # Listening measures (audio/listening.py): translations of held-out faces at these MIDI pitches (those within
+  # audio.pitch_min..pitch_max), with the real test notes, white noise and harmonic tones as reference rows.
+  c.eval.listening_pitches = (36, 48, 60, 72)
+  c.eval.listening_faces = 40  # Held-out (test) faces translated at each listening pitch, all identities first.
 
   if size == 'small':
     _small(c)
@@ -175,6 +196,10 @@ def _small(c: ml_collections.ConfigDict) -> None:
   c.model.audio_embedding_dim = 32
   c.model.audio_embedding_channels = 16
   c.model.classifier_channels = 16
+  c.model.harmonic.hidden = 128
+  c.model.harmonic.channels = 64
+  c.model.harmonic.num_harmonics = 64
+  c.model.harmonic.noise_bands = 33
   c.train.batch_size = 16
   c.train.num_steps = 4000
   c.train.checkpoint_every = 500

@@ -8,7 +8,9 @@ AUDIO_SOURCES = ('soundfont_notes', 'nsynth')
 FACE_SOURCES = ('lfw_subset', 'tfrecords')
 FACE_EMBEDDINGS = ('dlib', 'network')
 RENDERERS = ('tinysoundfont', 'fluidsynth')
+GENERATORS = ('wavegan', 'harmonic')
 LOSSES = ('hinge', 'wgan-gp')
+UPSAMPLINGS = ('transposed', 'nearest', 'linear')
 MININGS = ('batch_hard', 'semi_hard')
 NONFINITE = ('stop', 'skip')
 # TFDS nsynth's instrument family names, in its ClassLabel order.
@@ -23,6 +25,12 @@ class ConfigError(ValueError):
 def num_pitches(config: ml_collections.ConfigDict) -> int:
   """Number of pitch classes: MIDI pitches pitch_min..pitch_max inclusive."""
   return config.audio.pitch_max - config.audio.pitch_min + 1
+
+
+def listening_pitches(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """The MIDI pitches of config.eval.listening_pitches within audio.pitch_min..pitch_max."""
+  a = config.audio
+  return tuple(int(p) for p in config.eval.listening_pitches if a.pitch_min <= p <= a.pitch_max)
 
 
 def tfds_data_dir(config: ml_collections.ConfigDict) -> str:
@@ -59,12 +67,15 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                 'train.keep_checkpoints', 'train.sample_every', 'train.num_sample_faces',
                 'audio_embedding.num_steps', 'audio_embedding.batch_size', 'audio_embedding.lr',
                 'audio_embedding.margin', 'classifiers.num_steps', 'classifiers.batch_size', 'classifiers.lr',
-                'stats.num_pairs', 'stats.max_examples', 'eval.num_translations', 'eval.batch_size'):
+                'stats.num_pairs', 'stats.max_examples', 'eval.num_translations', 'eval.batch_size',
+                'eval.listening_faces'):
     _positive(config, field)
   _choice(config, 'data.audio_source', AUDIO_SOURCES)
   _choice(config, 'data.face_source', FACE_SOURCES)
   _choice(config, 'data.face_embedding', FACE_EMBEDDINGS)
   _choice(config, 'notes.renderer', RENDERERS)
+  _choice(config, 'model.generator', GENERATORS)
+  _choice(config, 'model.upsample', UPSAMPLINGS)
   _choice(config, 'train.loss', LOSSES)
   _choice(config, 'audio_embedding.mining', MININGS)
   _choice(config, 'train.nonfinite', NONFINITE)
@@ -77,9 +88,18 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   upsampling = m.stride ** m.num_layers
   _check(a.length % upsampling == 0, 'audio.length', a.length,
          f'the generator and discriminator need a multiple of model.stride**model.num_layers = {upsampling}')
+  if m.generator == 'harmonic':
+    h = m.harmonic
+    for field in ('hidden', 'channels', 'num_harmonics', 'noise_bands', 'hop'):
+      _positive(config, f'model.harmonic.{field}')
+    _check(h.num_blocks >= 0, 'model.harmonic.num_blocks', h.num_blocks, 'expected >= 0')
+    block = h.hop * 2 ** h.num_blocks
+    _check(a.length % block == 0, 'model.harmonic.hop/num_blocks', (h.hop, h.num_blocks),
+           f'audio.length = {a.length} must be a multiple of hop * 2**num_blocks = {block}')
   _check(m.kernel_size % 2 == 1, 'model.kernel_size', m.kernel_size, 'expected an odd kernel size')
   _check(config.data.max_default_faces >= 0, 'data.max_default_faces', config.data.max_default_faces, 'expected >= 0')
   _check(m.phase_shuffle >= 0, 'model.phase_shuffle', m.phase_shuffle, 'expected >= 0')
+  _check(m.post_filter >= 0, 'model.post_filter', m.post_filter, 'expected >= 0 taps')
   _check(len(m.aux_features) > 0 and m.aux_features[-1] == 1 and all(f > 0 for f in m.aux_features),
          'model.aux_features', m.aux_features, 'expected positive widths ending in 1')
   _check(config.mfcc.n_fft <= a.length, 'mfcc.n_fft', config.mfcc.n_fft, 'expected n_fft <= audio.length')
@@ -88,11 +108,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(config.mfcc.n_mfcc <= config.mfcc.n_mels, 'mfcc.n_mfcc', config.mfcc.n_mfcc, 'expected <= mfcc.n_mels')
   _check(config.train.batch_size >= 2, 'train.batch_size', config.train.batch_size,
          'the metric preservation loss needs at least 2 examples per batch')
-  _check(config.train.metric_weight >= 0 and config.train.aux_weight >= 0 and config.train.gp_weight >= 0,
-         'train.metric_weight/aux_weight/gp_weight',
-         (config.train.metric_weight, config.train.aux_weight, config.train.gp_weight), 'expected >= 0')
+  for field in ('metric_weight', 'aux_weight', 'gp_weight', 'pitch_classification_weight', 'metric_warmup_steps'):
+    _check(config.train[field] >= 0, f'train.{field}', config.train[field], 'expected >= 0')
   _check(0 <= config.train.adam_b1 < 1 and 0 <= config.train.adam_b2 < 1, 'train.adam_b1/adam_b2',
          (config.train.adam_b1, config.train.adam_b2), 'expected in [0, 1)')
+  _check(bool(listening_pitches(config)), 'eval.listening_pitches', config.eval.listening_pitches,
+         f'expected at least one MIDI pitch within audio.pitch_min..pitch_max = {a.pitch_min}..{a.pitch_max}')
   n = config.notes
   _check(0 <= n.pitch_min <= n.pitch_max <= 127, 'notes.pitch_min/pitch_max', (n.pitch_min, n.pitch_max),
          'expected 0 <= pitch_min <= pitch_max <= 127')

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import time
-import warnings
 from typing import Any
 
 import jax
@@ -33,21 +32,20 @@ import numpy as np
 import soundfile
 from absl import logging
 from PIL import Image
-from scipy import linalg
-from scipy import stats
-from scipy.spatial import distance
-from sklearn import metrics as sk_metrics
 
 from face2music_jax import checkpoint
 from face2music_jax import config_lib
+from face2music_jax import metrics
 from face2music_jax import parallel
 from face2music_jax import plots
 from face2music_jax import report
 from face2music_jax import stages
 from face2music_jax import train
 from face2music_jax.audio import embedding as embedding_lib
+from face2music_jax.audio import listening
 from face2music_jax.data import audio as audio_data
 from face2music_jax.data import faces as face_data
+from face2music_jax.data import sampling
 from face2music_jax.train_step import Models
 
 EVAL_DIR = 'eval'
@@ -56,87 +54,6 @@ METRICS_FILE = 'metrics.json'
 
 class EvaluationError(RuntimeError):
   """Evaluation cannot run: its output exists already, or an input is unusable; the message says which."""
-
-
-def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-  """Frechet distance between Gaussians fitted to two feature sets (FID when the features are a classifier's).
-
-  ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)).
-
-  Args:
-    features_a: [N, D] features of one set.
-    features_b: [M, D] features of the other.
-
-  Returns:
-    The distance, >= 0 up to round-off.
-  """
-  a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
-  mu_a, mu_b = a.mean(0), b.mean(0)
-  cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-  # With fewer examples than features the covariances are singular: sqrtm warns and leaves round-off imaginary
-  # parts, which the real part drops.
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore', linalg.LinAlgWarning)
-    covmean = np.real(linalg.sqrtm(cov_a @ cov_b))
-  return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
-
-
-def inception_score(probs: np.ndarray) -> float:
-  """Inception Score exp(E_x KL(p(c|x) || p(c))) of class probabilities: 1 (uninformative) to the class count.
-
-  Args:
-    probs: [N, C] softmax outputs of a classifier, rows summing to 1.
-  """
-  probs = np.asarray(probs, np.float64)
-  marginal = probs.mean(0, keepdims=True)
-  return float(np.exp(np.mean(stats.entropy(probs, np.broadcast_to(marginal, probs.shape), axis=1))))
-
-
-def distance_correlation(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-  """Pearson correlation between the pairwise L2 distances within x and within y (same rows, other spaces).
-
-  Args:
-    x: [N, Dx], e.g. face embeddings f(x_i).
-    y: [N, Dy], e.g. the audio metric phi(y_i) of their translations.
-
-  Returns:
-    (r, p-value) over the N (N - 1) / 2 pairs; NaN when the distances in one space are all equal.
-  """
-  if len(x) != len(y) or len(x) < 3:
-    raise ValueError(f'Need two sets of equally many (>= 3) rows, got {len(x)} and {len(y)}.')
-  dx, dy = distance.pdist(np.asarray(x, np.float64)), distance.pdist(np.asarray(y, np.float64))
-  if np.ptp(dx) == 0 or np.ptp(dy) == 0:
-    return float('nan'), float('nan')
-  result = stats.pearsonr(dx, dy)
-  return float(result.statistic), float(result.pvalue)
-
-
-def nearest_centroid_labels(points: np.ndarray, reference: np.ndarray, reference_labels: np.ndarray) -> np.ndarray:
-  """Labels each point with the label whose centroid (mean of its reference rows) is nearest in L2.
-
-  Args:
-    points: [N, D].
-    reference: [M, D] labelled points, e.g. phi of real notes.
-    reference_labels: [M] int labels, e.g. families; only labels present get a centroid.
-
-  Returns:
-    [N] int labels.
-  """
-  labels = np.unique(reference_labels)
-  centroids = np.stack([reference[reference_labels == label].mean(0) for label in labels])
-  return labels[np.argmin(distance.cdist(points, centroids), axis=1)]
-
-
-def silhouette_value(x: np.ndarray, labels: np.ndarray) -> float | None:
-  """Mean silhouette coefficient of rows x [N, D] under int labels [N] (sklearn's silhouette_score, L2).
-
-  Returns:
-    A value in [-1, 1], or None when it is undefined: fewer than 2 distinct labels, or every row its own label.
-  """
-  num_labels = len(np.unique(labels))
-  if num_labels < 2 or num_labels > len(x) - 1:
-    return None
-  return float(sk_metrics.silhouette_score(x, labels, metric='euclidean'))
 
 
 def load_config(workdir: str, config: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
@@ -184,7 +101,7 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str) -> tuple[
   return models, state.g, step
 
 
-def _load_faces(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+def load_faces(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
   """Test faces, then training faces: 'embedding' [M, E], 'image' [M, S, S, 3] in [0, 1], 'name', 'split' [M]."""
   parts = []
   for split in ('test', 'train'):
@@ -193,6 +110,66 @@ def _load_faces(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
     parts.append({'embedding': faces['embedding'], 'image': faces['image'], 'name': faces['name'],
                   'split': np.full(len(faces['name']), split)})
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+# Clips per listening pitch in the white-noise and harmonic-tone reference rows.
+_REFERENCE_CLIPS = 8
+
+
+def listen(config: ml_collections.ConfigDict, generate: Any, faces: dict[str, np.ndarray]) -> tuple[dict[str, Any],
+                                                                                                     dict[str, Any]]:
+  """The listening measures (audio/listening.py) of translations of held-out faces, with reference rows.
+
+  Every face of `faces` (up to config.eval.listening_faces, round-robin over identities) is translated at every
+  pitch of `config_lib.listening_pitches(config)`. The reference rows go through the same measures: the real test
+  notes (each at its own pitch), white noise and harmonic tones (10 partials, amplitudes 1/k) at the listening
+  pitches. Distinctness compares translations of different identities at one pitch with real notes of that pitch
+  (all splits); for the real-notes row it compares pairs of different instruments among those real notes.
+
+  Args:
+    config: the model's config.
+    generate: jitted (z [B, E], pitch class [B]) -> audio [B, length].
+    faces: held-out faces: 'embedding' [M, E], 'name' [M].
+
+  Returns:
+    (the measures: {'pitches', 'num_faces', 'num_identities', 'rows': {row: summary with 'distinctness'}},
+     the translations: {'audio' [P * F, length], 'face_index' [P * F] into `faces`, plus `clip_measures`}).
+  """
+  sr, pitch_min = config.audio.sample_rate, config.audio.pitch_min
+  pitches = np.asarray(config_lib.listening_pitches(config))
+  index = sampling.round_robin_by_identity(faces['name'], config.eval.listening_faces)
+  face_index = np.tile(index, len(pitches))
+  midi = np.repeat(pitches, len(index))
+  audio = stages.batched(generate, faces['embedding'][face_index], (midi - pitch_min).astype(np.int32),
+                         batch_size=config.eval.batch_size)
+  notes = [stages.load_notes(config, split) for split in ('train', 'valid', 'test')]
+  ref_midi = np.concatenate([n['pitch'] for n in notes]) + pitch_min
+  keep = np.isin(ref_midi, pitches)
+  ref_audio, ref_midi = np.concatenate([n['audio'] for n in notes])[keep], ref_midi[keep]
+
+  def row(clips_audio, clips_midi, groups, distinct_audio=None, distinct_midi=None):
+    clips = listening.clip_measures(clips_audio, clips_midi, sr)
+    summary = listening.summarise(clips)
+    if distinct_audio is None:
+      distinct_audio, distinct_midi = clips_audio, clips_midi
+    summary['distinctness'] = listening.distinctness(distinct_audio, distinct_midi, groups, ref_audio, ref_midi, sr)
+    return summary, clips
+
+  rows = {}
+  rows['translations'], clips = row(audio, midi, faces['name'][face_index])
+  test = notes[2]
+  # The real notes' distinctness: pairs of different instruments among the real notes of the listening pitches
+  # (the test split alone has too few notes per pitch), against all their pairs: about 1 by construction.
+  ref_instrument = np.concatenate([n['instrument'] for n in notes])[keep]
+  rows['real_test_notes'], _ = row(test['audio'], test['pitch'] + pitch_min, ref_instrument, ref_audio, ref_midi)
+  ref_midi_rows = np.repeat(pitches, _REFERENCE_CLIPS)
+  noise = listening.white_noise(len(ref_midi_rows), config.audio.length, seed=config.eval.seed)
+  rows['white_noise'], _ = row(noise, ref_midi_rows, np.arange(len(ref_midi_rows)))
+  tones = listening.harmonic_tone(ref_midi_rows, config.audio.length, sr)
+  rows['harmonic_tone'], _ = row(tones, ref_midi_rows, np.arange(len(ref_midi_rows)))
+  measures = {'pitches': pitches.tolist(), 'num_faces': int(len(index)),
+              'num_identities': int(len(set(faces['name'][index]))), 'rows': rows}
+  return measures, {'audio': audio, 'face_index': face_index, **clips}
 
 
 def _classify(config: ml_collections.ConfigDict, kind: str, params: Any, audio: np.ndarray) -> tuple[np.ndarray,
@@ -257,7 +234,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   n = e.num_translations
   rng = np.random.default_rng(e.seed)
 
-  faces = _load_faces(config)
+  faces = load_faces(config)
   face_index = np.arange(n) % len(faces['name'])
   notes = stages.load_notes(config, 'train')
   real_index = np.resize(rng.permutation(len(notes['pitch'])), n)
@@ -281,18 +258,25 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
     real_probs, real_features = _classify(config, kind, classifiers[kind], real_audio)
     fake_probs, fake_features = _classify(config, kind, classifiers[kind], fake_audio)
     result[f'{kind}_test_accuracy'] = classifiers['metrics'][f'{kind}_test_accuracy']
-    result[f'fid_{kind}'] = frechet_distance(real_features, fake_features)
-    result[f'inception_score_{kind}'] = inception_score(fake_probs)
-    result[f'inception_score_{kind}_real'] = inception_score(real_probs)
+    result[f'fid_{kind}'] = metrics.frechet_distance(real_features, fake_features)
+    result[f'inception_score_{kind}'] = metrics.inception_score(fake_probs)
+    result[f'inception_score_{kind}_real'] = metrics.inception_score(real_probs)
     result[f'inception_score_{kind}_max'] = real_probs.shape[1]
   timer.lap('classifiers_fid_is')
 
-  r, p_value = distance_correlation(z, fake_phi)
+  test_faces = {k: v[faces['split'] == 'test'] for k, v in faces.items()}
+  listening_measures, listened = listen(config, generate, test_faces)
+  result['in_tune_50c'] = listening_measures['rows']['translations']['in_tune_50c']
+  result['flatness_median'] = listening_measures['rows']['translations']['flatness']['median']
+  result['distinctness'] = listening_measures['rows']['translations']['distinctness']['mean']
+  timer.lap('listening')
+
+  r, p_value = metrics.distance_correlation(z, fake_phi)
   result['pearson_correlation'], result['pearson_p_value'] = r, p_value
   if not np.isfinite(r):
     notes_text.append('pearson_correlation is undefined: all pairwise distances in one space are equal.')
-  assigned = nearest_centroid_labels(fake_phi, real_phi, real_family)
-  result['silhouette_value'] = silhouette_value(z, assigned)
+  assigned = metrics.nearest_centroid_labels(fake_phi, real_phi, real_family)
+  result['silhouette_value'] = metrics.silhouette_value(z, assigned)
   counts = np.bincount(assigned, minlength=len(families))
   if result['silhouette_value'] is None:
     notes_text.append(f'silhouette_value is undefined: the translations were assigned to {np.count_nonzero(counts)} '
@@ -306,6 +290,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
       'num_real_notes': int(len(notes['pitch'])),
       'metrics': {k: v if isinstance(v, int) else _json_float(v) for k, v in result.items()},
       'assigned_families': {families[i]: int(c) for i, c in enumerate(counts)},
+      'listening': listening_measures,
       'notes': notes_text,
   }
   build_dir = f'{out_dir}.incomplete'
@@ -319,18 +304,48 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
                   os.path.join(build_dir, plots.FACE_GRID), e.faces_per_family)
   timer.lap('figures')
   examples = _write_examples(build_dir, config, faces, face_index, pitch, fake_audio, assigned, families)
+  listening_rows = _write_listening_examples(build_dir, config, test_faces, listened)
   timer.lap('examples')
   summary['seconds'] = timer.seconds
   with open(os.path.join(build_dir, METRICS_FILE), 'w') as f:
     json.dump(summary, f, indent=2)
   report.write_page(os.path.join(build_dir, report.PAGE), summary, examples,
-                    [plots.AUDIO_TSNE, plots.FACE_TSNE, plots.FACE_GRID])
+                    [plots.AUDIO_TSNE, plots.FACE_TSNE, plots.FACE_GRID], listening_rows)
   if os.path.exists(out_dir):
     shutil.rmtree(out_dir)
   os.replace(build_dir, out_dir)
   logging.info('Evaluation of step %d: %s', step, json.dumps(summary['metrics']))
   logging.info('Wrote %s (open %s in a browser).', out_dir, os.path.join(out_dir, report.PAGE))
   return summary
+
+
+def _write_listening_examples(directory: str, config: ml_collections.ConfigDict, faces: dict[str, np.ndarray],
+                              listened: dict[str, Any]) -> list[report.ListeningRow]:
+  """Writes listening/face_XX.png and listening/face_XX_midiYY.wav for one view of up to num_page_examples //
+  (number of pitches) identities; returns the page's rows (a face with its notes at every listening pitch)."""
+  os.makedirs(os.path.join(directory, 'listening'))
+  num_faces = max(1, config.eval.num_page_examples // len(set(listened['midi_pitch'].tolist())))
+  rows, seen = [], set()
+  for face in listened['face_index']:
+    name = str(faces['name'][face])
+    if name in seen or len(seen) >= num_faces:
+      continue
+    seen.add(name)
+    image_path = f'listening/face_{len(rows):02d}.png'
+    image = np.clip(faces['image'][face] * 255, 0, 255).round().astype(np.uint8)
+    Image.fromarray(image).save(os.path.join(directory, image_path))
+    notes = []
+    for j in np.flatnonzero(listened['face_index'] == face):
+      midi = int(listened['midi_pitch'][j])
+      wav = f'listening/face_{len(rows):02d}_midi{midi}.wav'
+      soundfile.write(os.path.join(directory, wav), listened['audio'][j], config.audio.sample_rate,
+                      subtype='PCM_16')
+      f0, cents = listened['f0_hz'][j], listened['cents'][j]
+      notes.append(report.ListeningNote(audio=wav, midi_pitch=midi, f0_hz=None if np.isnan(f0) else float(f0),
+                                        cents=None if np.isnan(cents) else float(cents),
+                                        flatness=float(listened['flatness'][j])))
+    rows.append(report.ListeningRow(face=image_path, name=name, notes=sorted(notes, key=lambda n: n.midi_pitch)))
+  return rows
 
 
 def _write_examples(directory: str, config: ml_collections.ConfigDict, faces: dict[str, np.ndarray],

@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 STATS_KEYS = ('mu_x', 'sigma_x', 'mu_y', 'sigma_y')
 
@@ -51,6 +52,11 @@ def adversarial_losses(loss: str) -> tuple[Callable[..., jax.Array], Callable[[j
   if loss == 'wgan-gp':
     return wgan_d_loss, hinge_g_loss  # The WGAN generator loss is also -E[D(G(z))].
   raise ValueError(f'Unknown adversarial loss {loss!r}.')
+
+
+def pitch_classification_loss(pitch_logits: jax.Array, pitch: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy of the discriminator's pitch head: logits [B, P], int pitch classes [B]."""
+  return optax.softmax_cross_entropy_with_integer_labels(pitch_logits, pitch).mean()
 
 
 def pairwise_distances(x: jax.Array) -> jax.Array:

@@ -82,6 +82,11 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P('data'))
 
 
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """The train step's batches, [sub-batches, examples, ...]: examples sharded along 'data'."""
+  return NamedSharding(mesh, P(None, 'data'))
+
+
 def local_batch_size(global_batch_size: int) -> int:
   """This process's share of the global batch; fails clearly when it does not divide over the devices."""
   if global_batch_size % jax.device_count():
@@ -91,8 +96,9 @@ def local_batch_size(global_batch_size: int) -> int:
 
 
 def global_batch(mesh: Mesh, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-  """Assembles each process's local batch into global arrays sharded along 'data'."""
-  sharding = data_sharded(mesh)
+  """Assembles each process's local train-step batch [sub-batches, local examples, ...] into global arrays whose
+  examples (axis 1) are sharded along 'data'."""
+  sharding = batch_sharded(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
 
 

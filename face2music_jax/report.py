@@ -25,6 +25,11 @@ _METRICS = (
      'p = {p_value}'),
     ('silhouette_value', 'Silhouette value', 'faces in face space, labelled with the family assigned to their '
      'translation; -1 to 1'),
+    ('in_tune_50c', 'In tune (held-out faces)', 'fraction within 50 cents of the requested pitch (librosa.pyin); '
+     'see Listening'),
+    ('flatness_median', 'Spectral flatness (median)', 'lower is more tonal; real notes ~5e-6, white noise 0.56'),
+    ('distinctness', 'Face distinctness', 'MFCC distance between translations of different faces / between real '
+     'notes of the same pitch'),
 )
 
 _STYLE = """
@@ -36,7 +41,33 @@ table.metrics td, table.metrics th { border-bottom: 1px solid #ccc; padding: 4px
 .example img { width: 96px; height: 96px; image-rendering: pixelated; float: left; margin-right: 8px; }
 .example audio { width: 100%; margin-top: 6px; }
 .figures img { max-width: 100%; margin-bottom: 1em; display: block; }
+table.listening td { vertical-align: top; padding: 6px; border-bottom: 1px solid #eee; font-size: 90%; }
+table.listening img.face { width: 72px; height: 72px; image-rendering: pixelated; }
+table.listening audio { width: 220px; }
 """
+
+
+@dataclasses.dataclass(frozen=True)
+class ListeningNote:
+  """One translation at a listening pitch: `audio` relative to the page; the pitch tracker's reading."""
+  audio: str
+  midi_pitch: int
+  f0_hz: float | None
+  cents: float | None
+  flatness: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ListeningRow:
+  """A held-out face with its translations at every listening pitch."""
+  face: str
+  name: str
+  notes: list[ListeningNote]
+
+
+# Listening rows: key in metrics.json's listening['rows'] -> label.
+_LISTENING_ROWS = (('translations', 'Translations of held-out faces'), ('real_test_notes', 'Real test notes'),
+                   ('harmonic_tone', 'Harmonic tone (reference)'), ('white_noise', 'White noise (floor)'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,18 +107,61 @@ def _example(example: Example) -> str:
           f'<audio controls preload="auto" src="{e["audio"]}"></audio></div>')
 
 
-def render_page(summary: dict[str, Any], examples: list[Example], figures: list[str]) -> str:
+def _fraction(value: float | None) -> str:
+  return 'undefined' if value is None else f'{100 * value:.0f}%'
+
+
+def _listening_table(listening: dict[str, Any]) -> str:
+  pitches = listening['pitches']
+  head = ''.join(f'<th>in tune, MIDI {p}</th>' for p in pitches)
+  rows = []
+  for key, label in _LISTENING_ROWS:
+    r = listening['rows'][key]
+    per_pitch = ''.join(f'<td>{_fraction(r["per_pitch"].get(p, r["per_pitch"].get(str(p), {})).get("in_tune_50c"))}'
+                        '</td>' for p in pitches)
+    rows.append(f'<tr><td>{html.escape(label)}</td><td>{_fraction(r["in_tune_50c"])}</td>'
+                f'<td>{_fraction(r["in_tune_100c"])}</td>{per_pitch}<td>{_number(r["flatness"]["median"])}</td>'
+                f'<td>{_number(r["rms"]["median"])} ({_number(r["rms"]["p10"])}-{_number(r["rms"]["p90"])})</td>'
+                f'<td>{_number(r["distinctness"]["mean"])}</td></tr>')
+  return ('<table class="metrics"><tr><th></th><th>in tune (&plusmn;50 cents)</th><th>&plusmn;1 semitone</th>'
+          f'{head}<th>spectral flatness (median)</th><th>RMS median (p10-p90)</th><th>distinctness</th></tr>'
+          + ''.join(rows) + '</table>')
+
+
+def _listening_row(row: ListeningRow) -> str:
+  cells = []
+  for n in row.notes:
+    heard = 'unvoiced' if n.f0_hz is None else f'{n.f0_hz:.1f} Hz, {n.cents:+.0f} cents'
+    cells.append(f'<td>MIDI {n.midi_pitch}: {html.escape(heard)}<br>flatness {n.flatness:.2g}<br>'
+                 f'<audio controls preload="none" src="{html.escape(n.audio, quote=True)}"></audio></td>')
+  return (f'<tr><td><img src="{html.escape(row.face, quote=True)}" alt="face {html.escape(row.name)}" '
+          f'class="face"><br>{html.escape(row.name)}</td>{"".join(cells)}</tr>')
+
+
+def render_page(summary: dict[str, Any], examples: list[Example], figures: list[str],
+                listening_rows: list[ListeningRow] | None = None) -> str:
   """The page's HTML.
 
   Args:
     summary: the contents of metrics.json (evaluate.evaluate).
     examples: the translated faces to show.
     figures: PNG paths relative to the page.
+    listening_rows: held-out faces with their translations at the listening pitches.
   """
   title = f'face2music: {summary["config_name"]} ({summary["config_size"]}), step {summary["checkpoint_step"]}'
   notes = ''.join(f'<p><i>{html.escape(n)}</i></p>' for n in summary.get('notes', []))
   counts = ', '.join(f'{html.escape(k)}: {v}' for k, v in summary['assigned_families'].items())
   figs = ''.join(f'<img src="{html.escape(f, quote=True)}" alt="{html.escape(f, quote=True)}">' for f in figures)
+  listening = ''
+  if 'listening' in summary:
+    l = summary['listening']
+    listening = (f'<h2>Listening</h2><p>{l["num_faces"]} held-out faces ({l["num_identities"]} identities) '
+                 f'translated at MIDI {", ".join(map(str, l["pitches"]))}; pitch by librosa.pyin (median f0 of '
+                 'the voiced frames), flatness by librosa; distinctness = MFCC distance between translations of '
+                 'different faces over that between real notes, per pitch.</p>' + _listening_table(l))
+    if listening_rows:
+      listening += ('<h3>Held-out faces at every listening pitch</h3><table class="listening">' +
+                    ''.join(_listening_row(r) for r in listening_rows) + '</table>')
   details = html.escape(json.dumps({k: summary[k] for k in ('workdir', 'num_translations', 'seed', 'num_faces',
                                                            'num_real_notes')}))
   return f"""<!DOCTYPE html>
@@ -99,6 +173,7 @@ def render_page(summary: dict[str, Any], examples: list[Example], figures: list[
 {_metrics_table(summary['metrics'])}
 {notes}
 <p>Translations per assigned family: {counts}</p>
+{listening}
 <h2>Faces and their notes</h2>
 <div class="examples">{''.join(_example(e) for e in examples)}</div>
 <h2>Figures</h2>
@@ -107,7 +182,8 @@ def render_page(summary: dict[str, Any], examples: list[Example], figures: list[
 """
 
 
-def write_page(path: str, summary: dict[str, Any], examples: list[Example], figures: list[str]) -> None:
+def write_page(path: str, summary: dict[str, Any], examples: list[Example], figures: list[str],
+               listening_rows: list[ListeningRow] | None = None) -> None:
   """Writes `render_page(...)` to `path` (UTF-8)."""
   with open(path, 'w', encoding='utf-8') as f:
-    f.write(render_page(summary, examples, figures))
+    f.write(render_page(summary, examples, figures, listening_rows))

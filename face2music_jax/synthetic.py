@@ -10,15 +10,17 @@ from face2music_jax.audio import embedding as embedding_lib
 
 
 def batch(config: ml_collections.ConfigDict, batch_size: int, seed: int) -> dict[str, np.ndarray]:
-  """A train-step batch: unit-norm face-like embeddings and decaying harmonic notes at the batch's pitches."""
+  """A train-step batch of config.train.d_steps sub-batches [D, batch_size, ...]: unit-norm face-like embeddings
+  and decaying harmonic notes at the batch's pitches."""
   rng = np.random.default_rng(seed)
-  pitch = rng.integers(0, config_lib.num_pitches(config), batch_size).astype(np.int32)
+  shape = (config.train.d_steps, batch_size)
+  pitch = rng.integers(0, config_lib.num_pitches(config), shape).astype(np.int32)
   freq = 440.0 * 2 ** ((pitch + config.audio.pitch_min - 69) / 12)
   t = np.arange(config.audio.length) / config.audio.sample_rate
-  audio = 0.5 * np.sin(2 * np.pi * freq[:, None] * t) * np.exp(-3 * t)
+  audio = 0.5 * np.sin(2 * np.pi * freq[..., None] * t) * np.exp(-3 * t)
   audio = (audio + 0.01 * rng.normal(size=audio.shape)).astype(np.float32)
-  embedding = rng.normal(size=(batch_size, config.data.embedding_dim)).astype(np.float32)
-  embedding /= np.linalg.norm(embedding, axis=1, keepdims=True)
+  embedding = rng.normal(size=shape + (config.data.embedding_dim,)).astype(np.float32)
+  embedding /= np.linalg.norm(embedding, axis=-1, keepdims=True)
   return {'embedding': embedding, 'audio': audio, 'pitch': pitch}
 
 

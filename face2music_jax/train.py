@@ -6,7 +6,6 @@ import signal
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -20,6 +19,7 @@ from face2music_jax import parallel
 from face2music_jax import stages
 from face2music_jax.train_step import Models, TrainState, compile_train_step, to_host
 from face2music_jax.data import faces as face_data
+from face2music_jax.data import sampling
 from face2music_jax.data.sampling import EpochSampler
 
 
@@ -37,6 +37,7 @@ class TrainingData:
   def __init__(self, config: ml_collections.ConfigDict):
     pidx, pcount = jax.process_index(), jax.process_count()
     self.local_batch = parallel.local_batch_size(config.train.batch_size)
+    self.d_steps = config.train.d_steps
     notes = stages.load_notes(config, 'train')
     files = face_data.face_files(config, 'train')
     if len(files) >= pcount:
@@ -51,7 +52,10 @@ class TrainingData:
     logging.info('Process %d trains on %d faces and %d notes.', pidx, len(self.faces), len(self.audio))
 
   def batch(self, step: int) -> dict[str, np.ndarray]:
-    f, n = self.face_sampler.indices(step), self.note_sampler.indices(step)
+    """The local batch of `step`: config.train.d_steps sub-batches [D, local_batch, ...], each freshly drawn."""
+    subs = [step * self.d_steps + k for k in range(self.d_steps)]
+    f = np.stack([self.face_sampler.indices(s) for s in subs])
+    n = np.stack([self.note_sampler.indices(s) for s in subs])
     return {'embedding': self.faces[f], 'audio': self.audio[n], 'pitch': self.pitch[n]}
 
 
@@ -71,10 +75,10 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def write_sample_wavs(directory: str, audio: np.ndarray, sample_rate: int) -> None:
+def write_sample_wavs(directory: str, audio: np.ndarray, names: list[str], sample_rate: int) -> None:
   os.makedirs(directory, exist_ok=True)
-  for i, clip in enumerate(audio):
-    soundfile.write(os.path.join(directory, f'face_{i:02d}.wav'), clip, sample_rate, subtype='FLOAT')
+  for name, clip in zip(names, audio):
+    soundfile.write(os.path.join(directory, f'{name}.wav'), clip, sample_rate, subtype='FLOAT')
 
 
 def _truncate_jsonl(path: str, step: int) -> None:
@@ -138,9 +142,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   step_fn = compile_train_step(models, mesh)
   metric_r = parallel.replicate(mesh, metric)
   stats_r = parallel.replicate(mesh, {k: np.float32(v) for k, v in stats.items()})
-  sample_z = parallel.replicate(mesh, stages.load_face_embeddings(config, 'test')[:config.train.num_sample_faces])
-  sample_pitch = jnp.full((sample_z.shape[0],), min(max(60, config.audio.pitch_min), config.audio.pitch_max)
-                          - config.audio.pitch_min, jnp.int32)
+  # Sample notes: held-out faces of different identities, each at every listening pitch.
+  test_faces = face_data.load_faces(face_data.face_files(config, 'test'), config.data.face_image_size,
+                                    embedding_dim=config.data.embedding_dim)
+  sample_faces = sampling.round_robin_by_identity(test_faces['name'], config.train.num_sample_faces)
+  sample_midi = np.repeat(config_lib.listening_pitches(config), len(sample_faces))
+  sample_z = parallel.replicate(mesh, np.tile(test_faces['embedding'][sample_faces], (len(sample_midi) // len(
+      sample_faces), 1)))
+  sample_pitch = parallel.replicate(mesh, (sample_midi - config.audio.pitch_min).astype(np.int32))
+  sample_names = [f'face_{i % len(sample_faces):02d}_midi{m}' for i, m in enumerate(sample_midi)]
   sample_fn = jax.jit(lambda g, z, p: models.generate(g, z, p, train=False)[0])
   # TensorBoard on process 0 only; the progress line below is the log.
   writer = metric_writers.SummaryWriter(workdir) if is_main else metric_writers.MultiWriter([])
@@ -176,7 +186,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
       if done % t.sample_every == 0 or done == t.num_steps:
         clips = to_host(sample_fn(state.g, sample_z, sample_pitch))
         if is_main:
-          write_sample_wavs(os.path.join(workdir, 'samples', f'step_{done}'), clips, config.audio.sample_rate)
+          write_sample_wavs(os.path.join(workdir, 'samples', f'step_{done}'), clips, sample_names,
+                            config.audio.sample_rate)
       if done % t.checkpoint_every == 0 or done == t.num_steps or preemption.requested:
         saver.save(done, state)
       if preemption.requested:

@@ -71,12 +71,19 @@ class Models:
     return self.g.apply(g_vars, z, pitch, train=train), {k: g_vars[k] for k in others}
 
   def discriminate(self, d_vars: dict[str, Any], audio: jax.Array, pitch: jax.Array, rng: jax.Array):
-    """D(y, pitch) in training mode (phase shuffle, spectral-norm power iteration): logits [B], new stats."""
+    """D(y, pitch) in training mode (phase shuffle, spectral-norm power iteration).
+
+    Returns:
+      (logits [B], pitch logits [B, P] or None without the pitch head, updated non-parameter collections).
+    """
     others = [k for k in d_vars if k != 'params']
     rngs = {'phase_shuffle': rng}
     if others:
-      return self.d.apply(d_vars, audio, pitch, train=True, rngs=rngs, mutable=others)
-    return self.d.apply(d_vars, audio, pitch, train=True, rngs=rngs), {}
+      out, new = self.d.apply(d_vars, audio, pitch, train=True, rngs=rngs, mutable=others)
+    else:
+      out, new = self.d.apply(d_vars, audio, pitch, train=True, rngs=rngs), {}
+    logits, pitch_logits = out if isinstance(out, tuple) else (out, None)
+    return logits, pitch_logits, new
 
 
 def _with(variables: dict[str, Any], params: Any, others: dict[str, Any]) -> dict[str, Any]:
@@ -86,50 +93,64 @@ def _with(variables: dict[str, Any], params: Any, others: dict[str, Any]) -> dic
 def make_train_step(models: Models):
   """Returns the pure train step `(state, batch, metric, stats, rng) -> (state, metrics)`.
 
-  batch: 'embedding' [B, E] float32 face embeddings f(x), 'audio' [B, L] float32 real notes, 'pitch' [B] int32
-  pitch classes of the real notes (the generator is conditioned on the same pitches). metric: the audio metric
-  phi's variables (frozen). stats: the four standardisation constants. rng: the run's root key.
+  batch: one sub-batch per discriminator update (D = config.train.d_steps), each of B examples:
+  'embedding' [D, B, E] float32 face embeddings f(x), 'audio' [D, B, L] float32 real notes, 'pitch' [D, B] int32
+  pitch classes of the real notes (the generator is conditioned on the same pitches). Discriminator update k sees
+  real sub-batch k and the translations of faces k; the generator's update uses the last sub-batch. metric: the
+  audio metric phi's variables (frozen). stats: the four standardisation constants. rng: the run's root key.
   """
   c = models.config.train
   d_loss_fn, g_loss_fn = losses.adversarial_losses(c.loss)
   use_metric, use_aux = c.use_metric_loss, models.aux is not None
+  use_pitch_head = c.pitch_classification_weight > 0
   config = models.config
 
   def train_step(state: TrainState, batch: dict[str, jax.Array], metric: Any, stats: dict[str, jax.Array],
                  rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
     rng = jax.random.fold_in(rng, state.step)
-    z, real, pitch = batch['embedding'], batch['audio'], batch['pitch']
     metrics = {}
     phi = functools.partial(embedding_lib.phi, metric, config=config)
-    real_phi = phi(real) if use_aux else None
+    z, pitch = batch['embedding'][-1], batch['pitch'][-1]
 
     d_vars, d_opt, aux_vars, aux_opt = state.d, state.d_opt, state.aux, state.aux_opt
-    # The discriminator updates do not change G, so G's forward pass serves both them and G's own update: its
-    # gradient is the pullback of the gradient w.r.t. the generated notes (one G forward per step, not two).
+    # The discriminator updates do not change G, so G's forward pass on the last sub-batch serves both the last D
+    # update and G's own update: G's gradient is the pullback of the gradient w.r.t. the generated notes (one G
+    # forward per step when d_steps = 1, not two).
     g_forward = lambda g_params: models.generate(_with(state.g, g_params, {}), z, pitch, train=True)
     fake_out, g_pullback, g_others = jax.vjp(g_forward, state.g['params'], has_aux=True)
-    fake = jax.lax.stop_gradient(fake_out)
-    # phi of the real and generated notes is the same for every discriminator update: computed once.
-    aux_inputs = jnp.concatenate([real_phi, phi(fake)]) if use_aux else None
     for k in range(c.d_steps):
-      k_d, k_gp = jax.random.split(jax.random.fold_in(rng, k))
+      real, real_pitch = batch['audio'][k], batch['pitch'][k]
+      if k == c.d_steps - 1:
+        fake = jax.lax.stop_gradient(fake_out)
+      else:
+        fake = jax.lax.stop_gradient(models.generate(state.g, batch['embedding'][k], real_pitch, train=True)[0])
+      k_d, k_gp, k_agp = jax.random.split(jax.random.fold_in(rng, k), 3)
       d_others = {n: v for n, v in d_vars.items() if n != 'params'}
+      aux_inputs = jnp.concatenate([phi(real), phi(fake)]) if use_aux else None
 
-      def d_objective(d_params, aux_params, d_others=d_others, k_d=k_d, k_gp=k_gp):
-        logits, new_others = models.discriminate(_with(d_vars, d_params, d_others), jnp.concatenate([real, fake]),
-                                                 jnp.concatenate([pitch, pitch]), k_d)
+      def d_objective(d_params, aux_params, d_others=d_others, k_d=k_d, k_gp=k_gp, k_agp=k_agp, real=real,
+                      fake=fake, real_pitch=real_pitch, aux_inputs=aux_inputs):
+        logits, pitch_logits, new_others = models.discriminate(
+            _with(d_vars, d_params, d_others), jnp.concatenate([real, fake]), jnp.concatenate([real_pitch,
+                                                                                              real_pitch]), k_d)
         real_logits, fake_logits = jnp.split(logits, 2)
         d_loss = d_loss_fn(real_logits, fake_logits)
         m = {'d_loss': d_loss, 'd_real_logit': jnp.mean(real_logits), 'd_fake_logit': jnp.mean(fake_logits)}
         total = d_loss
+        if use_pitch_head:  # D learns to name the pitch of real notes (AC-GAN); G is asked to make it nameable.
+          m['d_pitch_loss'] = losses.pitch_classification_loss(jnp.split(pitch_logits, 2)[0], real_pitch)
+          total = total + c.pitch_classification_weight * m['d_pitch_loss']
         if c.loss == 'wgan-gp':
-          critic = lambda x: models.discriminate(_with(d_vars, d_params, d_others), x, pitch, k_d)[0]
+          critic = lambda x: models.discriminate(_with(d_vars, d_params, d_others), x, real_pitch, k_d)[0]
           m['gradient_penalty'] = losses.gradient_penalty(critic, real, fake, k_gp)
           total = total + c.gp_weight * m['gradient_penalty']
         if use_aux:
-          a_logits = models.aux.apply({'params': aux_params}, aux_inputs)
-          m['aux_d_loss'] = d_loss_fn(*jnp.split(a_logits, 2))
+          aux_critic = lambda x: models.aux.apply({'params': aux_params}, x)
+          m['aux_d_loss'] = d_loss_fn(*jnp.split(aux_critic(aux_inputs), 2))
           total = total + m['aux_d_loss']
+          if c.loss == 'wgan-gp':  # The auxiliary critic is Lipschitz-constrained the same way as the main one.
+            m['aux_gradient_penalty'] = losses.gradient_penalty(aux_critic, *jnp.split(aux_inputs, 2), k_agp)
+            total = total + c.gp_weight * m['aux_gradient_penalty']
         return total, (new_others, m)
 
       aux_params = aux_vars['params'] if use_aux else {}
@@ -144,23 +165,29 @@ def make_train_step(models: Models):
         metrics['aux_grad_norm'] = optax.tree.norm(aux_grads)
 
     k_g = jax.random.fold_in(rng, c.d_steps)
+    # The metric loss ramps up linearly over its warm-up, so that G first learns from D what a note is.
+    warmup = jnp.minimum(1.0, (state.step + 1) / c.metric_warmup_steps) if c.metric_warmup_steps else 1.0
+    metric_weight = c.metric_weight * warmup
 
     def g_objective(fake):
-      logits, _ = models.discriminate(d_vars, fake, pitch, k_g)
+      logits, pitch_logits, _ = models.discriminate(d_vars, fake, pitch, k_g)
       m = {'g_adv_loss': g_loss_fn(logits)}
       total = m['g_adv_loss']
+      if use_pitch_head:
+        m['g_pitch_loss'] = losses.pitch_classification_loss(pitch_logits, pitch)
+        total = total + c.pitch_classification_weight * m['g_pitch_loss']
       if use_metric or use_aux:
         fake_phi = phi(fake)
       if use_metric:
         m['metric_loss'] = losses.metric_preservation_loss(z, fake_phi, stats)
-        total = total + c.metric_weight * m['metric_loss']
+        total = total + metric_weight * m['metric_loss']
       if use_aux:
         m['aux_g_loss'] = g_loss_fn(models.aux.apply(aux_vars, fake_phi))
         total = total + c.aux_weight * m['aux_g_loss']
       m['g_loss'] = total
       return total, m
 
-    (_, m), fake_grads = jax.value_and_grad(g_objective, has_aux=True)(fake)
+    (_, m), fake_grads = jax.value_and_grad(g_objective, has_aux=True)(jax.lax.stop_gradient(fake_out))
     (g_grads,) = g_pullback(fake_grads)
     updates, g_opt = models.g_tx.update(g_grads, state.g_opt, state.g['params'])
     g_vars = _with(state.g, optax.apply_updates(state.g['params'], updates), g_others)
@@ -181,8 +208,8 @@ def make_train_step(models: Models):
 
 
 def compile_train_step(models: Models, mesh: jax.sharding.Mesh):
-  """jax.jit of the train step over the mesh: batch sharded along 'data', everything else replicated."""
-  repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
+  """jax.jit of the train step over the mesh: batch sharded along 'data' (its axis 1), everything else replicated."""
+  repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   return jax.jit(make_train_step(models), in_shardings=(repl, data, repl, repl, repl),
                  out_shardings=(repl, repl), donate_argnums=(0,))
 

@@ -1,5 +1,5 @@
-"""Evaluation: the metrics on inputs with known answers, and the whole evaluation of a tiny trained model (metrics
-JSON, figures, an HTML page whose images and audio load in headless Chromium)."""
+"""Evaluation: the whole evaluation of a tiny trained model (metrics JSON with the listening measures, figures, an
+HTML page whose images and audio load in headless Chromium)."""
 
 import html
 import json
@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-from sklearn import metrics as sk_metrics
 
 from face2music_jax import checkpoint
 from face2music_jax import evaluate
@@ -24,50 +23,7 @@ CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 METRIC_KEYS = ('pitch_test_accuracy', 'family_test_accuracy', 'fid_pitch', 'fid_family', 'inception_score_pitch',
                'inception_score_family', 'inception_score_pitch_real', 'inception_score_family_real',
                'inception_score_pitch_max', 'inception_score_family_max', 'pearson_correlation', 'pearson_p_value',
-               'silhouette_value')
-
-
-def test_fid_of_a_set_against_itself_is_zero_and_grows_with_a_shift():
-  x = np.random.default_rng(0).normal(size=(500, 8))
-  assert abs(evaluate.frechet_distance(x, x)) < 1e-6
-  fids = [evaluate.frechet_distance(x, x + shift) for shift in (0.1, 0.5, 1.0, 2.0)]
-  assert all(a < b for a, b in zip(fids, fids[1:]))
-  np.testing.assert_allclose(fids, [8 * s ** 2 for s in (0.1, 0.5, 1.0, 2.0)], rtol=1e-6)  # ||mu_a - mu_b||^2.
-
-
-def test_fid_with_fewer_examples_than_features_is_finite():
-  rng = np.random.default_rng(1)
-  assert np.isfinite(evaluate.frechet_distance(rng.normal(size=(16, 128)), rng.normal(size=(16, 128))))
-
-
-def test_inception_score_of_uniform_and_of_confident_even_predictions():
-  assert evaluate.inception_score(np.full((40, 5), 0.2)) == pytest.approx(1.0)
-  confident = np.eye(5)[np.arange(40) % 5]
-  assert evaluate.inception_score(confident) == pytest.approx(5.0)
-  assert evaluate.inception_score(np.eye(5)[np.zeros(40, int)]) == pytest.approx(1.0)  # Confident, one class.
-
-
-def test_pearson_of_identical_distances_is_one():
-  x = np.random.default_rng(2).normal(size=(20, 6))
-  assert evaluate.distance_correlation(x, x)[0] == pytest.approx(1.0)
-  assert evaluate.distance_correlation(x, 3 * x + 1)[0] == pytest.approx(1.0)  # Distances scale by 3.
-  assert np.isnan(evaluate.distance_correlation(x, np.ones((20, 3)))[0])  # Undefined: all distances 0.
-
-
-def test_silhouette_matches_sklearn_and_is_none_when_undefined():
-  rng = np.random.default_rng(3)
-  labels = np.repeat([0, 1, 2], 10)
-  x = rng.normal(size=(30, 4)) + 5 * labels[:, None]
-  assert evaluate.silhouette_value(x, labels) == pytest.approx(sk_metrics.silhouette_score(x, labels))
-  assert evaluate.silhouette_value(x, labels) > 0.7  # Well separated clusters.
-  assert evaluate.silhouette_value(x, np.zeros(30, int)) is None
-  assert evaluate.silhouette_value(x, np.arange(30)) is None
-
-
-def test_nearest_centroid_labels():
-  reference = np.array([[0.0, 0.0], [0.0, 2.0], [10.0, 0.0], [10.0, 2.0]])
-  labels = evaluate.nearest_centroid_labels(np.array([[1.0, 1.0], [9.0, 5.0]]), reference, np.array([3, 3, 7, 7]))
-  np.testing.assert_array_equal(labels, [3, 7])
+               'silhouette_value', 'in_tune_50c', 'flatness_median', 'distinctness')
 
 
 @pytest.fixture(scope='module')
@@ -91,11 +47,11 @@ def test_evaluate_writes_metrics_figures_and_page(trained):
   assert (written['config_name'], written['config_size']) == ('aux', 'tiny')
   assert written['num_translations'] == config.eval.num_translations and written['seed'] == config.eval.seed
   assert set(written['metrics']) == set(METRIC_KEYS)
-  assert list(written['seconds']) == ['inputs', 'translation', 'audio_metric', 'classifiers_fid_is',
+  assert list(written['seconds']) == ['inputs', 'translation', 'audio_metric', 'classifiers_fid_is', 'listening',
                                       'pearson_silhouette', 'figures', 'examples']
   assert all(v >= 0 for v in written['seconds'].values())
   for key, value in written['metrics'].items():
-    if key == 'silhouette_value' and value is None:  # Defined only when 2+ families were assigned.
+    if key in ('silhouette_value', 'distinctness') and value is None:  # Defined only when 2+ families were assigned.
       assert sum(c > 0 for c in written['assigned_families'].values()) < 2 and written['notes']
       continue
     assert np.isfinite(value), key
@@ -108,8 +64,24 @@ def test_evaluate_writes_metrics_figures_and_page(trained):
     assert os.path.getsize(os.path.join(out, name)) > 1000, name
   page = open(os.path.join(out, 'index.html')).read()
   wavs = re.findall(r'<audio [^>]*src="([^"]+)"', page)
-  assert len(wavs) == min(config.eval.num_page_examples, config.eval.num_translations)
+  examples = [w for w in wavs if w.startswith('audio/')]
+  assert len(examples) == min(config.eval.num_page_examples, config.eval.num_translations)
   assert all(os.path.exists(os.path.join(out, w)) and not os.path.isabs(w) for w in wavs)
+  # Listening: held-out faces of every test identity at the listening pitches in range (tiny: MIDI 48 and 60),
+  # with the reference rows measured the same way.
+  listening = written['listening']
+  assert listening['pitches'] == [48, 60]
+  rows = listening['rows']
+  assert set(rows) == {'translations', 'real_test_notes', 'white_noise', 'harmonic_tone'}
+  assert rows['translations']['num_clips'] == 2 * listening['num_faces']
+  assert rows['real_test_notes']['in_tune_50c'] >= 0.9 and rows['white_noise']['in_tune_50c'] <= 0.2
+  assert rows['harmonic_tone']['in_tune_50c'] == 1.0
+  assert rows['white_noise']['flatness']['median'] > 100 * rows['real_test_notes']['flatness']['median']
+  assert set(rows['translations']['per_pitch']) == {'48', '60'}
+  assert m['in_tune_50c'] == rows['translations']['in_tune_50c']
+  listened = [w for w in wavs if w.startswith('listening/')]
+  assert len(listened) == 2 * min(listening['num_identities'], config.eval.num_page_examples // 2)
+  assert 'Listening' in page and 'White noise' in page
 
 
 def test_evaluate_refuses_to_overwrite_and_needs_a_checkpoint(trained, tmp_path):

@@ -35,12 +35,27 @@ def test_train_writes_checkpoints_logs_and_samples(tiny_config):
   assert [l['step'] for l in lines] == [1, 2, 3, 4]
   assert all(np.isfinite(l['g_loss']) and np.isfinite(l['d_loss']) and np.isfinite(l['metric_loss']) for l in lines)
   wavs = sorted(glob.glob(os.path.join(w, 'samples', 'step_4', '*.wav')))
-  assert len(wavs) == tiny_config.train.num_sample_faces
+  # Each sample face at each listening pitch within the tiny config's range (MIDI 48 and 60).
+  assert [os.path.basename(p) for p in wavs] == [f'face_{i:02d}_midi{m}.wav' for i in range(2) for m in (48, 60)]
   audio, rate = soundfile.read(wavs[0])
   assert rate == 16000 and audio.shape == (tiny_config.audio.length,) and np.abs(audio).max() <= 1.0
   stats = json.load(open(os.path.join(w, 'statistics.json')))
   assert stats['sigma_x'] > 0 and stats['sigma_y'] > 0
   assert json.load(open(os.path.join(w, 'config.json')))['name'] == 'aux'
+
+
+def test_batches_are_a_pure_function_of_the_step_with_a_fresh_sub_batch_per_discriminator_update(tiny_config):
+  tiny_config.train.d_steps = 2
+  data = train.TrainingData(tiny_config)
+  batch = data.batch(3)
+  b = tiny_config.train.batch_size
+  assert batch['audio'].shape == (2, b, tiny_config.audio.length) and batch['embedding'].shape == (2, b, 128)
+  assert not np.array_equal(batch['audio'][0], batch['audio'][1])
+  again = train.TrainingData(tiny_config).batch(3)
+  for key in batch:
+    np.testing.assert_array_equal(batch[key], again[key])
+  # Sub-batch k of step s is the sampler's batch s * d_steps + k.
+  np.testing.assert_array_equal(batch['pitch'][1], data.pitch[data.note_sampler.indices(7)])
 
 
 def test_stop_and_resume_gives_the_same_parameters_as_an_uninterrupted_run(tiny_config, tmp_path):

@@ -56,12 +56,12 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   metric = helpers.random_metric(config)
   stats = {'mu_x': np.float32(1.4), 'sigma_x': np.float32(0.1), 'mu_y': np.float32(0.5), 'sigma_y': np.float32(0.2)}
   new, metrics = jax.jit(train_step.make_train_step(models))(state, batch, metric, stats, root)
-  z, pitch = batch['embedding'], batch['pitch']
+  z, pitch = batch['embedding'][-1], batch['pitch'][-1]
   k_g = jax.random.fold_in(jax.random.fold_in(root, 0), config.train.d_steps)
 
   def reference(g_params):  # G's objective against the updated discriminators (new.d, new.aux), from scratch.
     fake, _ = models.generate({**state.g, 'params': g_params}, z, pitch, train=True)
-    logits, _ = models.discriminate(new.d, fake, pitch, k_g)
+    logits, _, _ = models.discriminate(new.d, fake, pitch, k_g)
     phi = embedding_lib.phi(metric, fake, config)
     return (losses.hinge_g_loss(logits) + config.train.metric_weight * losses.metric_preservation_loss(z, phi, stats)
             + config.train.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi)))
@@ -72,11 +72,49 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   assert float(optax.tree.norm(grads)) > 0
 
 
-def test_wgan_gp_is_selectable():
+def test_wgan_gp_is_selectable_and_penalises_both_critics():
   config = helpers.tiny_config('aux')
   config.train.loss = 'wgan-gp'
   _, history = _run_steps(config, 2)
-  assert all(m['finite'] == 1.0 and m['gradient_penalty'] > 0 for m in history)
+  assert all(m['finite'] == 1.0 and m['gradient_penalty'] > 0 and m['aux_gradient_penalty'] > 0 for m in history)
+
+
+def test_pitch_classification_and_metric_warmup_are_selectable():
+  config = helpers.tiny_config('aux')
+  config.train.pitch_classification_weight = 1.0
+  config.train.metric_warmup_steps = 10
+  _, history = _run_steps(config, 2)
+  for m in history:
+    assert m['finite'] == 1.0 and m['d_pitch_loss'] > 0 and m['g_pitch_loss'] > 0
+  # With 13 pitch classes an untrained head is near chance: cross-entropy about ln 13.
+  assert abs(history[0]['d_pitch_loss'] - np.log(13)) < 1.0
+  # The metric loss enters G's loss with weight 1/10 at the first step (warm-up), so g_loss is the adversarial
+  # losses plus a tenth of it.
+  m = history[0]
+  expected = (m['g_adv_loss'] + config.train.pitch_classification_weight * m['g_pitch_loss'] + 0.1 * m['metric_loss']
+              + config.train.aux_weight * m['aux_g_loss'])
+  assert m['g_loss'] == pytest.approx(expected, rel=1e-5)
+
+
+def test_each_discriminator_update_sees_its_own_sub_batch():
+  """With d_steps = 2 the step takes two sub-batches: changing the real notes of either changes D's update."""
+  config = helpers.tiny_config('aux')
+  config.train.d_steps = 2
+  models = train_step.Models(config)
+  root = jax.random.key(config.seed)
+  state = jax.jit(models.init)(root)
+  batch = helpers.synthetic_batch(config, config.train.batch_size, 0)
+  assert batch['audio'].shape == (2, config.train.batch_size, config.audio.length)
+  assert not np.array_equal(batch['audio'][0], batch['audio'][1])
+  metric, stats = helpers.random_metric(config), {k: np.float32(1.0) for k in losses.STATS_KEYS}
+  step = jax.jit(train_step.make_train_step(models))
+  d_params = lambda b: train_step.to_host(step(state, b, metric, stats, root)[0].d['params'])
+  reference = d_params(batch)
+  for k in range(2):
+    changed = {**batch, 'audio': batch['audio'].copy()}
+    changed['audio'][k] = changed['audio'][k][::-1]
+    diff = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), reference, d_params(changed))
+    assert max(jax.tree.leaves(diff)) > 1e-6, k
 
 
 def test_train_step_lowers_the_metric_loss_on_a_fixed_batch():

@@ -1,4 +1,7 @@
-"""Batches as a pure function of (seed, step): resuming at any step reproduces an uninterrupted run exactly."""
+"""Which examples: batches as a pure function of (seed, step), so that resuming at any step reproduces an
+uninterrupted run exactly; faces spread over identities."""
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,3 +35,14 @@ class EpochSampler:
     positions = step * self.batch_size + np.arange(self.batch_size)
     epochs, offsets = np.divmod(positions, self.num_examples)
     return np.asarray([self._permutation(int(e))[o] for e, o in zip(epochs, offsets)])
+
+
+def round_robin_by_identity(names: Sequence[str] | np.ndarray, limit: int) -> np.ndarray:
+  """Indices of up to `limit` faces taken round-robin over identities: every identity's first view, then every
+  identity's second view, and so on (identities in order of first appearance)."""
+  by_identity: dict[str, list[int]] = {}
+  for i, name in enumerate(names):
+    by_identity.setdefault(str(name), []).append(i)
+  views = list(by_identity.values())
+  order = [v[r] for r in range(max(map(len, views), default=0)) for v in views if r < len(v)]
+  return np.asarray(order[:limit], np.int64)

@@ -21,6 +21,9 @@ class Discriminator(nn.Module):
   embedding included, is spectrally normalised (`nn.SpectralNorm`, one power iteration per call). The strided
   convolutions are the space-to-depth form of `nn.Conv` (layers.py).
 
+  With `classify_pitch`, a spectrally normalised linear head also classifies the pitch from h (an auxiliary
+  classifier, as GANSynth's discriminator has), and the call returns (logits, pitch logits).
+
   Variables: 'params' and 'batch_stats' (the spectral norms' power-iteration vectors u and estimates sigma;
   mutable when `train`). `apply` needs the 'phase_shuffle' rng when `train` and phase_shuffle > 0.
 
@@ -31,6 +34,7 @@ class Discriminator(nn.Module):
     stride: downsampling factor of each strided convolution.
     num_layers: number of strided convolutions.
     phase_shuffle: phase shuffle radius in samples (0 disables it).
+    classify_pitch: add the auxiliary pitch classification head.
   """
   dim: int
   num_pitches: int
@@ -38,9 +42,10 @@ class Discriminator(nn.Module):
   stride: int = 4
   num_layers: int = 5
   phase_shuffle: int = 2
+  classify_pitch: bool = False
 
   @nn.compact
-  def __call__(self, audio: jax.Array, pitch: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, audio: jax.Array, pitch: jax.Array, train: bool) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Scores notes given their pitch.
 
     Args:
@@ -49,7 +54,7 @@ class Discriminator(nn.Module):
       train: update the spectral norms' statistics and apply phase shuffle.
 
     Returns:
-      [B] float32 logits (higher = more real).
+      [B] float32 logits (higher = more real); with `classify_pitch`, also [B, num_pitches] pitch logits.
     """
     downsampling = self.stride ** self.num_layers
     if audio.shape[1] % downsampling:
@@ -64,7 +69,11 @@ class Discriminator(nn.Module):
     logit = nn.SpectralNorm(nn.Dense(1, name='linear'), name='linear_sn')(h, update_stats=train)[:, 0]
     embedding = nn.Embed(self.num_pitches, h.shape[-1], name='pitch_embedding')
     projection = nn.SpectralNorm(embedding, name='pitch_embedding_sn')(pitch, update_stats=train)
-    return logit + jnp.sum(projection * h, axis=-1)
+    logit = logit + jnp.sum(projection * h, axis=-1)
+    if not self.classify_pitch:
+      return logit
+    head = nn.Dense(self.num_pitches, name='pitch_classifier')
+    return logit, nn.SpectralNorm(head, name='pitch_classifier_sn')(h, update_stats=train)
 
 
 class AuxDiscriminator(nn.Module):
@@ -91,7 +100,7 @@ def make_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
   m = config.model
   return Discriminator(dim=m.discriminator_dim, num_pitches=config_lib.num_pitches(config),
                        kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers,
-                       phase_shuffle=m.phase_shuffle)
+                       phase_shuffle=m.phase_shuffle, classify_pitch=config.train.pitch_classification_weight > 0)
 
 
 def make_aux_discriminator(config: ml_collections.ConfigDict) -> AuxDiscriminator:

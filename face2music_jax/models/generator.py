@@ -1,4 +1,9 @@
-"""The conditional WaveGAN generator G(f(x), pitch): a face embedding and a pitch class -> a note's waveform."""
+"""The generators G(f(x), pitch): a face embedding and a pitch class -> a note's waveform.
+
+Two are selectable with `config.model.generator`: the paper's conditional WaveGAN ('wavegan'), and a
+harmonic-plus-noise synthesiser driven by a small network ('harmonic', DDSP-style), which is in tune by
+construction. Both take the same inputs, write the same [B, length] audio and train with the same step.
+"""
 
 import flax.linen as nn
 import jax
@@ -6,6 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from face2music_jax import config_lib
+from face2music_jax.audio import synthesis
 from face2music_jax.models.layers import ConditionalBatchNorm
 from face2music_jax.models.layers import ConvTranspose1D
 
@@ -20,6 +26,11 @@ class Generator(nn.Module):
   [2048, d] -> [8192, 1]. Every block but the output one ends in conditional batch norm on the pitch and ReLU;
   the output block ends in tanh. The transposed convolutions are the polyphase form of `nn.ConvTranspose` (layers.py).
 
+  Options against the faults of this generator on our data (docs/experiments.md): `upsample='nearest'` or
+  'linear' replaces each transposed convolution by that upsampling and a stride-1 convolution (no checkerboard
+  pattern at the layers' frame rates); `pitch_input` feeds a learned pitch embedding to the first layer beside the
+  face embedding; `post_filter` > 0 adds WaveGAN's learned post-processing FIR filter of that many taps.
+
   Variables: 'params' and 'batch_stats' (running statistics of the batch norms; mutable when `train`).
 
   Attributes:
@@ -29,6 +40,9 @@ class Generator(nn.Module):
     kernel_size: taps of each transposed convolution.
     stride: upsampling factor of each transposed convolution.
     num_layers: number of transposed convolutions.
+    upsample: 'transposed', 'nearest' or 'linear'.
+    pitch_input: concatenate a learned pitch embedding (dim channels) to the face embedding.
+    post_filter: taps of the output FIR filter; 0 = none.
   """
   dim: int
   num_pitches: int
@@ -36,6 +50,9 @@ class Generator(nn.Module):
   kernel_size: int = 25
   stride: int = 4
   num_layers: int = 5
+  upsample: str = 'transposed'
+  pitch_input: bool = False
+  post_filter: int = 0
 
   @nn.compact
   def __call__(self, z: jax.Array, pitch: jax.Array, train: bool) -> jax.Array:
@@ -53,20 +70,121 @@ class Generator(nn.Module):
     if self.length % upsampling:
       raise ValueError(f'Generator length {self.length} must be divisible by stride**num_layers = {upsampling}.')
     channels = self.dim * 2 ** (self.num_layers - 1)
+    if self.pitch_input:
+      z = jnp.concatenate([z, nn.Embed(self.num_pitches, self.dim, name='pitch_embedding')(pitch)], axis=-1)
     # No biases before batch norm: its mean subtraction would cancel them.
     x = nn.Dense(self.length // upsampling * channels, use_bias=False, name='project')(z)
     x = x.reshape(z.shape[0], self.length // upsampling, channels)
     x = nn.relu(ConditionalBatchNorm(self.num_pitches, name='project_norm')(x, pitch, not train))
     for i in range(self.num_layers - 1):
       channels //= 2
-      x = ConvTranspose1D(channels, self.kernel_size, self.stride, use_bias=False, name=f'upconv{i}')(x)
+      x = self._upconv(x, channels, False, f'upconv{i}')
       x = nn.relu(ConditionalBatchNorm(self.num_pitches, name=f'upconv{i}_norm')(x, pitch, not train))
-    x = ConvTranspose1D(1, self.kernel_size, self.stride, name=f'upconv{self.num_layers - 1}')(x)
-    return jnp.tanh(x[..., 0])
+    x = jnp.tanh(self._upconv(x, 1, True, f'upconv{self.num_layers - 1}'))
+    if self.post_filter:
+      x = nn.Conv(1, (self.post_filter,), name='post_filter')(x)
+    return x[..., 0]
+
+  def _upconv(self, x: jax.Array, features: int, use_bias: bool, name: str) -> jax.Array:
+    """[B, L, C] -> [B, L * stride, features]."""
+    if self.upsample == 'transposed':
+      return ConvTranspose1D(features, self.kernel_size, self.stride, use_bias=use_bias, name=name)(x)
+    if self.upsample == 'nearest':
+      x = jnp.repeat(x, self.stride, axis=1)
+    elif self.upsample == 'linear':
+      x = jax.image.resize(x, (x.shape[0], x.shape[1] * self.stride, x.shape[2]), 'linear')
+    else:
+      raise ValueError(f'Unknown upsampling {self.upsample!r}.')
+    return nn.Conv(features, (self.kernel_size,), use_bias=use_bias, name=name)(x)
 
 
-def make_generator(config: ml_collections.ConfigDict) -> Generator:
-  """The generator of `config.model`, producing `config.audio.length` samples."""
+class HarmonicGenerator(nn.Module):
+  """A harmonic-plus-noise synthesiser whose controls a network predicts from the face and the pitch.
+
+  The fundamental is set exactly from the requested pitch (f0 = 440 * 2**((midi - 69) / 12) Hz); from the face
+  embedding and the pitch the network predicts, for each control frame of `hop` samples, the overall amplitude,
+  the distribution of `num_harmonics` harmonics and the magnitude response of filtered noise in `noise_bands`
+  bands (audio/synthesis.py). The network: an MLP maps [f(x); pitch embedding; (midi - 60) / 24] to a
+  conditioning vector c; a dense layer turns c into `length / hop / 2**num_blocks` coarse frames, and
+  `num_blocks` blocks (nearest upsampling x2, 5-tap conv, layer norm, FiLM by c, LeakyReLU) bring them to the
+  frame rate, where three dense heads give the controls. The pitch therefore enters every block and sets f0,
+  so the output cannot ignore it; the face sets the timbre and the envelope.
+
+  Initially the notes are quiet (amplitude ~0.1) with noise ~90 dB below the harmonics; the GAN raises it when
+  real notes call for it. Variables: 'params' only.
+
+  Attributes:
+    num_pitches: number of pitch classes.
+    pitch_min: MIDI pitch of class 0.
+    length: output samples; divisible by hop * 2**num_blocks.
+    sample_rate: Hz.
+    hidden: width of the conditioning MLP.
+    channels: width of the frame-rate blocks.
+    num_harmonics: partials k f0, k = 1..num_harmonics (those at or above Nyquist are silent).
+    noise_bands: bands of the noise filter, from 0 to Nyquist.
+    hop: samples per control frame.
+    num_blocks: upsampling blocks from the coarse frames to the frame rate.
+  """
+  num_pitches: int
+  pitch_min: int
+  length: int
+  sample_rate: int
+  hidden: int = 128
+  channels: int = 64
+  num_harmonics: int = 64
+  noise_bands: int = 32
+  hop: int = 64
+  num_blocks: int = 3
+
+  @nn.compact
+  def __call__(self, z: jax.Array, pitch: jax.Array, train: bool) -> jax.Array:
+    """Generates one note per face.
+
+    Args:
+      z: [B, E] float32 face embeddings.
+      pitch: [B] int32 pitch class indices in [0, num_pitches).
+      train: unused (the network has no batch statistics); kept for the generators' common signature.
+
+    Returns:
+      [B, length] float32 waveforms.
+    """
+    del train
+    frames = self.length // self.hop
+    coarse = frames // 2 ** self.num_blocks
+    if self.length % self.hop or coarse * 2 ** self.num_blocks != frames:
+      raise ValueError(f'HarmonicGenerator length {self.length} must be divisible by hop * 2**num_blocks = '
+                       f'{self.hop * 2 ** self.num_blocks}.')
+    midi = (pitch + self.pitch_min).astype(jnp.float32)
+    c = jnp.concatenate([z, nn.Embed(self.num_pitches, self.hidden, name='pitch_embedding')(pitch),
+                         ((midi - 60.0) / 24.0)[:, None]], axis=-1)
+    for i in range(2):
+      c = nn.leaky_relu(nn.Dense(self.hidden, name=f'condition{i}')(c), 0.2)
+    x = nn.Dense(coarse * self.channels, name='project')(c).reshape(z.shape[0], coarse, self.channels)
+    for i in range(self.num_blocks):
+      x = jnp.repeat(x, 2, axis=1)
+      x = nn.Conv(self.channels, (5,), name=f'conv{i}')(x)
+      x = nn.LayerNorm(use_scale=False, use_bias=False, name=f'norm{i}')(x)
+      scale, shift = jnp.split(nn.Dense(2 * self.channels, name=f'film{i}')(c)[:, None], 2, axis=-1)
+      x = nn.leaky_relu(x * (1.0 + scale) + shift, 0.2)
+    amplitude = synthesis.exp_sigmoid(nn.Dense(1, bias_init=nn.initializers.constant(-1.0), name='amplitude')(x))
+    distribution = synthesis.exp_sigmoid(nn.Dense(self.num_harmonics, name='harmonics')(x))
+    noise = synthesis.exp_sigmoid(nn.Dense(self.noise_bands, bias_init=nn.initializers.constant(-5.0),
+                                           name='noise')(x))
+    noise = jax.image.resize(noise, (noise.shape[0], frames + 1, self.noise_bands), 'linear')
+    f0 = synthesis.midi_to_hz(midi)
+    harmonic = synthesis.harmonic_synth(f0, amplitude[..., 0], distribution, self.length, self.sample_rate)
+    return harmonic + synthesis.filtered_noise(noise, self.length, self.hop)
+
+
+def make_generator(config: ml_collections.ConfigDict) -> Generator | HarmonicGenerator:
+  """The generator `config.model.generator` of `config.model`, producing `config.audio.length` samples."""
   m = config.model
+  if m.generator == 'harmonic':
+    h = m.harmonic
+    return HarmonicGenerator(num_pitches=config_lib.num_pitches(config), pitch_min=config.audio.pitch_min,
+                             length=config.audio.length, sample_rate=config.audio.sample_rate, hidden=h.hidden,
+                             channels=h.channels, num_harmonics=h.num_harmonics, noise_bands=h.noise_bands,
+                             hop=h.hop, num_blocks=h.num_blocks)
   return Generator(dim=m.generator_dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
-                   kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers)
+                   kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=m.upsample,
+                   pitch_input=m.pitch_input, post_filter=m.post_filter)

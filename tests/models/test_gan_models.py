@@ -156,3 +156,36 @@ def test_make_from_config():
   pitch = jnp.array([0, 12], jnp.int32)
   audio = jax.eval_shape(lambda: generator.init_with_output(jax.random.key(0), z, pitch, train=False)[0])
   assert audio.shape == (2, config.audio.length)
+
+
+@pytest.mark.parametrize('upsample', ['nearest', 'linear'])
+def test_generator_upsampling_options(upsample):
+  """Upsampling + stride-1 convolution in place of the transposed convolutions, with the pitch input and the
+  post-processing filter: same output shape, finite gradients, and the pitch embedding reaches the output."""
+  generator = generator_lib.Generator(dim=2, num_pitches=NUM_PITCHES, length=LENGTH, upsample=upsample,
+                                      pitch_input=True, post_filter=64)
+  z, pitch = _inputs()
+  variables = _init(generator, z, pitch, train=False)
+  assert variables['params']['post_filter']['kernel'].shape == (64, 1, 1)
+  assert variables['params']['upconv0']['kernel'].shape == (25, 32, 16)  # Stock stride-1 conv kernel.
+  apply = jax.jit(lambda v, p: generator.apply(v, z, p, train=False))
+  audio = apply(variables, pitch)
+  assert audio.shape == (3, LENGTH) and bool(jnp.all(jnp.isfinite(audio)))
+  params = dict(variables['params'])
+  params['pitch_embedding'] = _random_params(params['pitch_embedding'])
+  variables = {**variables, 'params': params}
+  assert not np.allclose(apply(variables, pitch), apply(variables, (pitch + 1) % NUM_PITCHES))
+  grads = jax.jit(jax.grad(lambda p: jnp.sum(jnp.square(generator.apply({**variables, 'params': p}, z, pitch,
+                                                                         train=False)))))(variables['params'])
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+  assert float(jnp.abs(grads['pitch_embedding']['embedding']).max()) > 0
+
+
+def test_discriminator_pitch_head_classifies_and_is_spectrally_normalised():
+  discriminator = discriminator_lib.Discriminator(dim=2, num_pitches=NUM_PITCHES, classify_pitch=True)
+  _, pitch = _inputs()
+  audio = jnp.tanh(jax.random.normal(jax.random.key(2), (3, LENGTH)))
+  variables = _init(discriminator, audio, pitch, train=False)
+  assert 'pitch_classifier_sn' in variables['batch_stats']
+  logits, pitch_logits = jax.jit(lambda v: discriminator.apply(v, audio, pitch, train=False))(variables)
+  assert logits.shape == (3,) and pitch_logits.shape == (3, NUM_PITCHES)

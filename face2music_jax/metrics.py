@@ -1,0 +1,95 @@
+"""The paper's Table 1 measures, as pure functions of features, probabilities and embeddings (numpy / scipy).
+
+FID and the Inception Score take a frozen classifier's penultimate features and softmax outputs; the Pearson
+correlation of pairwise distances and the silhouette value take face embeddings and the audio metric phi(y) of
+their translations. `evaluate.py` computes them on a trained model; benchmarks and the device check reuse them.
+"""
+
+import warnings
+
+import numpy as np
+from scipy import linalg
+from scipy import stats
+from scipy.spatial import distance
+from sklearn import metrics as sk_metrics
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+  """Frechet distance between Gaussians fitted to two feature sets (FID when the features are a classifier's).
+
+  ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)).
+
+  Args:
+    features_a: [N, D] features of one set.
+    features_b: [M, D] features of the other.
+
+  Returns:
+    The distance, >= 0 up to round-off.
+  """
+  a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+  mu_a, mu_b = a.mean(0), b.mean(0)
+  cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+  # With fewer examples than features the covariances are singular: sqrtm warns and leaves round-off imaginary
+  # parts, which the real part drops.
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', linalg.LinAlgWarning)
+    covmean = np.real(linalg.sqrtm(cov_a @ cov_b))
+  return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
+
+
+def inception_score(probs: np.ndarray) -> float:
+  """Inception Score exp(E_x KL(p(c|x) || p(c))) of class probabilities: 1 (uninformative) to the class count.
+
+  Args:
+    probs: [N, C] softmax outputs of a classifier, rows summing to 1.
+  """
+  probs = np.asarray(probs, np.float64)
+  marginal = probs.mean(0, keepdims=True)
+  return float(np.exp(np.mean(stats.entropy(probs, np.broadcast_to(marginal, probs.shape), axis=1))))
+
+
+def distance_correlation(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+  """Pearson correlation between the pairwise L2 distances within x and within y (same rows, other spaces).
+
+  Args:
+    x: [N, Dx], e.g. face embeddings f(x_i).
+    y: [N, Dy], e.g. the audio metric phi(y_i) of their translations.
+
+  Returns:
+    (r, p-value) over the N (N - 1) / 2 pairs; NaN when the distances in one space are all equal.
+  """
+  if len(x) != len(y) or len(x) < 3:
+    raise ValueError(f'Need two sets of equally many (>= 3) rows, got {len(x)} and {len(y)}.')
+  dx, dy = distance.pdist(np.asarray(x, np.float64)), distance.pdist(np.asarray(y, np.float64))
+  if np.ptp(dx) == 0 or np.ptp(dy) == 0:
+    return float('nan'), float('nan')
+  result = stats.pearsonr(dx, dy)
+  return float(result.statistic), float(result.pvalue)
+
+
+def nearest_centroid_labels(points: np.ndarray, reference: np.ndarray, reference_labels: np.ndarray) -> np.ndarray:
+  """Labels each point with the label whose centroid (mean of its reference rows) is nearest in L2.
+
+  Args:
+    points: [N, D].
+    reference: [M, D] labelled points, e.g. phi of real notes.
+    reference_labels: [M] int labels, e.g. families; only labels present get a centroid.
+
+  Returns:
+    [N] int labels.
+  """
+  labels = np.unique(reference_labels)
+  centroids = np.stack([reference[reference_labels == label].mean(0) for label in labels])
+  return labels[np.argmin(distance.cdist(points, centroids), axis=1)]
+
+
+def silhouette_value(x: np.ndarray, labels: np.ndarray) -> float | None:
+  """Mean silhouette coefficient of rows x [N, D] under int labels [N] (sklearn's silhouette_score, L2).
+
+  Returns:
+    A value in [-1, 1], or None when it is undefined: fewer than 2 distinct labels, or every row its own label.
+  """
+  num_labels = len(np.unique(labels))
+  if num_labels < 2 or num_labels > len(x) - 1:
+    return None
+  return float(sk_metrics.silhouette_score(x, labels, metric='euclidean'))

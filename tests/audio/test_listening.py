@@ -1,0 +1,64 @@
+"""The listening measures: they hear real notes in tune and noise out of tune, and they can fail."""
+
+import numpy as np
+import pytest
+
+from face2music_jax import stages
+from face2music_jax.audio import listening
+
+SR, LENGTH = 16000, 8192
+PITCHES = np.repeat([36, 48, 60, 72], 2)
+
+
+def test_real_notes_are_in_tune_and_tonal(tiny_config):
+  notes = stages.load_notes(tiny_config, 'train')
+  midi = notes['pitch'] + tiny_config.audio.pitch_min
+  m = listening.measure(notes['audio'], midi, SR)
+  assert m['in_tune_50c'] >= 0.95, m
+  assert m['flatness']['median'] < 1e-3
+  assert 0.005 < m['rms']['median'] < 0.3
+
+
+def test_white_noise_is_out_of_tune_and_flat():
+  m = listening.measure(listening.white_noise(len(PITCHES), LENGTH), PITCHES, SR)
+  assert m['in_tune_50c'] <= 0.125, m
+  assert m['flatness']['median'] > 0.3
+
+
+def test_a_tone_a_semitone_off_is_out_of_tune_at_50_cents_and_in_at_one_semitone_of_the_quarter_tone():
+  tones = listening.harmonic_tone(PITCHES, LENGTH, SR)
+  assert listening.measure(tones, PITCHES, SR)['in_tune_50c'] == 1.0
+  sharp = listening.measure(tones, PITCHES - 1, SR)  # Played a semitone above what was asked.
+  assert sharp['in_tune_50c'] == 0.0
+  quarter = listening.harmonic_tone(PITCHES + 0.75, LENGTH, SR)  # 75 cents sharp.
+  m = listening.measure(quarter, PITCHES, SR)
+  assert m['in_tune_50c'] == 0.0 and m['in_tune_100c'] == 1.0
+  assert m['abs_cents'] == pytest.approx(75, abs=3)
+  assert set(m['per_pitch']) == {36, 48, 60, 72}
+
+
+def test_flatness_orders_tone_noisy_tone_and_noise():
+  clean = listening.spectral_flatness(listening.harmonic_tone(PITCHES, LENGTH, SR))
+  noisy = listening.spectral_flatness(listening.harmonic_tone(PITCHES, LENGTH, SR, noise_db=20))
+  noise = listening.spectral_flatness(listening.white_noise(len(PITCHES), LENGTH))
+  assert np.all(clean < 1e-5) and np.all(noisy > 1e-3) and np.all(noise > 0.3)
+
+
+def test_distinctness_is_zero_for_identical_translations_and_about_one_for_real_notes(tiny_config):
+  notes = stages.load_notes(tiny_config, 'train')
+  midi = notes['pitch'] + tiny_config.audio.pitch_min
+  p = np.bincount(midi).argmax()
+  real = notes['audio'][midi == p]
+  same = np.repeat(real[:1], 4, axis=0)
+  d = listening.distinctness(same, np.full(4, p), np.arange(4), real, np.full(len(real), p), SR)
+  assert d['mean'] == pytest.approx(0.0, abs=1e-6)
+  d = listening.distinctness(real, np.full(len(real), p), np.arange(len(real)), real, np.full(len(real), p), SR)
+  assert d['mean'] == pytest.approx(1.0)
+  # Pairs within one group do not count: two groups of identical clips are as distinct as the two clips.
+  pair = np.concatenate([np.repeat(real[:1], 3, axis=0), np.repeat(real[1:2], 3, axis=0)])
+  d = listening.distinctness(pair, np.full(6, p), np.repeat([0, 1], 3), real, np.full(len(real), p), SR)
+  expected = (np.linalg.norm(np.subtract(*listening.mfcc_means(real[:2], SR))) /
+              listening.mean_distance_between_groups(listening.mfcc_means(real, SR)))
+  assert d['mean'] == pytest.approx(expected, rel=1e-6)
+  with pytest.raises(ValueError, match='reference'):
+    listening.distinctness(real, np.full(len(real), p), np.arange(len(real)), real[:1], np.array([p]), SR)

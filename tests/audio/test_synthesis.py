@@ -1,0 +1,145 @@
+"""The harmonic-plus-noise synthesiser: in tune, nothing above Nyquist, noise as specified, differentiable."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from face2music_jax.audio import listening
+from face2music_jax.audio import synthesis
+from face2music_jax.models import generator as g_lib
+from tests import helpers
+
+SR, LENGTH = 16000, 8192
+
+
+def _energy_off_harmonics(audio: np.ndarray, f0: float, width_hz: float = 20.0) -> float:
+  """Fraction of the (Hann-windowed) spectrum's energy farther than width_hz from every multiple of f0."""
+  spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)))) ** 2
+  freqs = np.fft.rfftfreq(len(audio), 1 / SR)
+  nearest = np.round(freqs / f0) * f0
+  off = (np.abs(freqs - nearest) > width_hz) | (nearest == 0)
+  return float(spectrum[off].sum() / spectrum.sum())
+
+
+@pytest.mark.parametrize('midi', [36, 48, 60, 72])
+def test_harmonic_synth_plays_the_requested_pitch(midi):
+  frames, k = LENGTH // 64, 20
+  rng = np.random.default_rng(midi)
+  # A timbre constant over the note (a distribution changing every frame would modulate it into sidebands).
+  distribution = jnp.broadcast_to(jnp.asarray(rng.uniform(0, 1, k) / np.arange(1, k + 1), jnp.float32),
+                                  (1, frames, k))
+  amplitudes = jnp.full((1, frames), 0.1)
+  f0 = synthesis.midi_to_hz(jnp.array([float(midi)]))
+  audio = np.asarray(synthesis.harmonic_synth(f0, amplitudes, distribution, LENGTH, SR))
+  m = listening.measure(audio, [midi], SR)
+  assert m['in_tune_50c'] == 1.0 and m['abs_cents'] < 5, m
+  assert _energy_off_harmonics(audio[0], float(f0[0])) < 1e-3
+
+
+def test_partials_at_or_above_nyquist_are_silent():
+  """f0 = 3000 Hz with 8 partials: only 3000 and 6000 Hz may sound; 9000 Hz would alias to 7000 Hz, 12000 to
+  4000 Hz, 15000 to 1000 Hz."""
+  frames = LENGTH // 64
+  f0 = jnp.array([3000.0])
+  audio = np.asarray(synthesis.harmonic_synth(f0, jnp.full((1, frames), 0.5), jnp.ones((1, frames, 8)), LENGTH, SR))
+  assert _energy_off_harmonics(audio[0], 3000.0) < 1e-4
+  spectrum = np.abs(np.fft.rfft(audio[0] * np.hanning(LENGTH))) ** 2
+  freqs = np.fft.rfftfreq(LENGTH, 1 / SR)
+  for alias in (1000.0, 4000.0, 7000.0):
+    near = np.abs(freqs - alias) < 50
+    assert spectrum[near].sum() < 1e-6 * spectrum.sum(), alias
+  # The two audible partials share the amplitude equally (the distribution is renormalised over them).
+  for f in (3000.0, 6000.0):
+    assert spectrum[np.abs(freqs - f) < 50].sum() > 0.4 * spectrum.sum()
+
+
+def test_amplitudes_ramp_linearly_between_frames():
+  """A sine whose amplitude goes from 0 to 1 over one frame follows the ramp sample by sample."""
+  frames = LENGTH // 64
+  amplitudes = jnp.zeros((1, frames)).at[0, 1:].set(1.0)
+  f0 = jnp.array([250.0])
+  audio = np.asarray(synthesis.harmonic_synth(f0, amplitudes, jnp.ones((1, frames, 1)), LENGTH, SR))[0]
+  n = np.arange(LENGTH)
+  envelope = np.clip(n / 64.0, 0.0, 1.0)
+  np.testing.assert_allclose(audio, envelope * np.sin(2 * np.pi * 250.0 * n / SR), atol=1e-4)
+
+
+def test_filtered_noise_level_and_band_limit():
+  hop, frames = 64, LENGTH // 64 + 1
+  flat = np.asarray(synthesis.filtered_noise(jnp.full((1, frames, 65), 0.2), LENGTH, hop))[0]
+  assert 0.8 * 0.2 < flat.std() < 0.95 * 0.2  # ~0.87 m for a constant response m
+  low = np.zeros((1, frames, 65), np.float32)
+  low[..., :17] = 1.0  # Bins 0-16 of 65: up to 2 kHz; linear interpolation leaves bin 17 at 0.
+  audio = np.asarray(synthesis.filtered_noise(jnp.asarray(low), LENGTH, hop))[0]
+  spectrum = np.abs(np.fft.rfft(audio)) ** 2
+  freqs = np.fft.rfftfreq(LENGTH, 1 / SR)
+  # The Hann-windowed frames leak a little past the band edge; above 3 kHz almost nothing remains.
+  assert spectrum[freqs > 3000].sum() < 1e-3 * spectrum.sum()
+  with pytest.raises(ValueError, match='frames'):
+    synthesis.filtered_noise(jnp.ones((1, frames - 1, 65)), LENGTH, hop)
+
+
+def test_synthesis_gradients_are_finite_and_nonzero():
+  frames = LENGTH // 64
+
+  def loss(amplitudes, distribution, noise):
+    f0 = jnp.array([110.0, 440.0])
+    audio = (synthesis.harmonic_synth(f0, amplitudes, distribution, LENGTH, SR) +
+             synthesis.filtered_noise(noise, LENGTH, 64))
+    return jnp.sum(jnp.square(audio[:, 100:2000]))
+
+  grads = jax.grad(loss, argnums=(0, 1, 2))(jnp.full((2, frames), 0.3), jnp.ones((2, frames, 16)),
+                                              jnp.full((2, frames + 1, 33), 0.01))
+  for grad in grads:
+    assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).max()) > 0
+
+
+def _harmonic_config():
+  config = helpers.tiny_config('aux')
+  config.model.generator = 'harmonic'
+  return config
+
+
+def test_harmonic_generator_is_in_tune_for_every_face_and_pitch():
+  """With controls held constant over the note (the frame-rate convolutions zeroed, so each block passes on only
+  its FiLM shift, a function of face and pitch), a note's energy lies on multiples of the requested f0: the
+  network sets timbre, never the pitch."""
+  config = _harmonic_config()
+  generator = g_lib.make_generator(config)
+  assert isinstance(generator, g_lib.HarmonicGenerator)
+  z = jax.random.normal(jax.random.key(0), (4, config.data.embedding_dim))
+  pitch = jnp.array([0, 4, 8, 12])  # MIDI 48, 52, 56, 60 in the tiny config.
+  variables = generator.init(jax.random.key(1), z, pitch, train=False)
+  assert set(variables) == {'params'}
+  audio = np.asarray(generator.apply(variables, z, pitch, train=True))
+  assert audio.shape == (4, config.audio.length) and np.all(np.isfinite(audio))
+  params = dict(variables['params'])
+  for i in range(config.model.harmonic.num_blocks):
+    params[f'conv{i}'] = jax.tree.map(jnp.zeros_like, params[f'conv{i}'])
+  steady = np.asarray(generator.apply({'params': params}, z, pitch, train=True))
+  for clip, p in zip(steady, np.asarray(pitch)):
+    f0 = float(listening.midi_to_hz(p + config.audio.pitch_min))
+    assert _energy_off_harmonics(clip, f0) < 1e-3
+  assert listening.measure(steady, np.asarray(pitch) + config.audio.pitch_min, SR)['in_tune_50c'] == 1.0
+  # The face changes the note: two faces at one pitch differ.
+  other = np.asarray(generator.apply(variables, -z, pitch, train=True))
+  assert np.abs(other - audio).max() > 1e-3 * np.abs(audio).max()
+
+
+def test_harmonic_generator_gradients_reach_every_parameter():
+  config = _harmonic_config()
+  generator = g_lib.make_generator(config)
+  z = jax.random.normal(jax.random.key(0), (4, config.data.embedding_dim))
+  pitch = jnp.array([0, 3, 6, 9])
+  params = generator.init(jax.random.key(1), z, pitch, train=False)['params']
+  grads = jax.grad(lambda p: jnp.sum(jnp.square(generator.apply({'params': p}, z, pitch, train=True))))(params)
+  for path, grad in jax.tree_util.tree_flatten_with_path(grads)[0]:
+    assert np.all(np.isfinite(grad)), path
+    assert float(jnp.abs(grad).max()) > 0, jax.tree_util.keystr(path)
+
+
+def test_harmonic_generator_rejects_a_length_its_frames_cannot_tile():
+  generator = g_lib.HarmonicGenerator(num_pitches=4, pitch_min=60, length=8000, sample_rate=SR)
+  with pytest.raises(ValueError, match='divisible'):
+    generator.init(jax.random.key(0), jnp.zeros((1, 8)), jnp.zeros((1,), jnp.int32), train=False)
