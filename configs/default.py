@@ -2,7 +2,8 @@
 
 `configs/baseline.py`, `configs/metric.py` and `configs/aux.py` import this file and flip the loss switches. The
 string after the colon selects a size: `--config=configs/aux.py:tiny` (tests), `:small` (default, trains on
-2 CPU cores in minutes) or `:paper` (the paper's model sizes, for a GPU or a TPU pod). Any field can be overridden
+2 CPU cores in minutes, with the harmonic-plus-noise generator) or `:paper` (the paper's model sizes and its
+WaveGAN generator, for a GPU or a TPU pod). Any field can be overridden
 on the command line, e.g. `--config.train.batch_size=32`.
 """
 
@@ -196,6 +197,9 @@ def _small(c: ml_collections.ConfigDict) -> None:
   c.model.audio_embedding_dim = 32
   c.model.audio_embedding_channels = 16
   c.model.classifier_channels = 16
+  # The harmonic generator makes in-tune, tonal notes within this CPU budget; the WaveGAN does not
+  # (docs/experiments.md). `--config.model.generator=wavegan` trains the paper's generator at this size.
+  c.model.generator = 'harmonic'
   c.model.harmonic.hidden = 128
   c.model.harmonic.channels = 64
   c.model.harmonic.num_harmonics = 64

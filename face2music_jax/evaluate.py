@@ -29,7 +29,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import soundfile
 from absl import logging
 from PIL import Image
 
@@ -43,6 +42,7 @@ from face2music_jax import stages
 from face2music_jax import train
 from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.audio import listening
+from face2music_jax.audio import wav as wav_lib
 from face2music_jax.data import audio as audio_data
 from face2music_jax.data import faces as face_data
 from face2music_jax.data import sampling
@@ -338,8 +338,7 @@ def _write_listening_examples(directory: str, config: ml_collections.ConfigDict,
     for j in np.flatnonzero(listened['face_index'] == face):
       midi = int(listened['midi_pitch'][j])
       wav = f'listening/face_{len(rows):02d}_midi{midi}.wav'
-      soundfile.write(os.path.join(directory, wav), listened['audio'][j], config.audio.sample_rate,
-                      subtype='PCM_16')
+      wav_lib.write_wav(os.path.join(directory, wav), listened['audio'][j], config.audio.sample_rate)
       f0, cents = listened['f0_hz'][j], listened['cents'][j]
       notes.append(report.ListeningNote(audio=wav, midi_pitch=midi, f0_hz=None if np.isnan(f0) else float(f0),
                                         cents=None if np.isnan(cents) else float(cents),
@@ -359,8 +358,7 @@ def _write_examples(directory: str, config: ml_collections.ConfigDict, faces: di
     face, wav = f'faces/face_{i:03d}.png', f'audio/translation_{i:03d}.wav'
     image = np.clip(faces['image'][face_index[i]] * 255, 0, 255).round().astype(np.uint8)
     Image.fromarray(image).save(os.path.join(directory, face))
-    # 16-bit PCM: every browser plays it (float WAV is not universally supported).
-    soundfile.write(os.path.join(directory, wav), audio[i], config.audio.sample_rate, subtype='PCM_16')
+    wav_lib.write_wav(os.path.join(directory, wav), audio[i], config.audio.sample_rate)
     examples.append(report.Example(face=face, audio=wav, name=str(faces['name'][face_index[i]]),
                                    split=str(faces['split'][face_index[i]]),
                                    midi_pitch=int(pitch[i]) + config.audio.pitch_min,

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 import numpy as np
-import soundfile
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -27,6 +26,7 @@ from PIL import UnidentifiedImageError
 from face2music_jax import checkpoint
 from face2music_jax import evaluate
 from face2music_jax import stages
+from face2music_jax.audio import wav as wav_lib
 from face2music_jax.data.face_embedding import DlibFaceEmbedder, NoFaceError
 
 DEFAULT_PITCH = 60
@@ -116,7 +116,7 @@ def translate(config: ml_collections.ConfigDict, workdir: str, images: Sequence[
   audio = stages.batched(generate, z, np.full(len(z), pitch, np.int32), batch_size=config.eval.batch_size)
   os.makedirs(output_dir, exist_ok=True)
   for path, clip in zip(paths, audio):
-    soundfile.write(path, clip, config.audio.sample_rate, subtype='PCM_16')
+    wav_lib.write_wav(path, clip, config.audio.sample_rate)
   return paths
 
 

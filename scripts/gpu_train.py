@@ -6,9 +6,11 @@ run there reads everything from one .npz bundle made here from a trained workdir
   # here (the full install): the notes, face embeddings, audio metric phi, classifiers and statistics of a workdir
   python scripts/gpu_train.py bundle --workdir=~/.cache/face2music_jax/work/aux_small --out=.devdata/bundle.npz
   # there: train each generator at a size for a wall-clock budget, then measure it; results under --out
-  python scripts/gpu_train.py run --bundle=.devdata/bundle.npz --out=$OUT --runs=wavegan:paper:240,harmonic:paper:120
+  python scripts/gpu_train.py run --bundle=.devdata/bundle.npz --out=$OUT --deadline=540 \
+      --runs='wavegan:paper:240,wavegan:paper:120:model.upsample=nearest;train.g_lr=2e-4,harmonic:paper:60'
 
-`run` trains the `aux` config (adversarial + metric preservation + auxiliary D) with the project's own jitted
+Each run is `generator:size:seconds[:field=value;...]` (config overrides, values as Python literals). `run` trains
+the `aux` config (adversarial + metric preservation + auxiliary D) with the project's own jitted
 train step, at the size named (G and D widths, batch), keeping the bundle's phi, classifiers and statistics (those
 of the workdir it came from), for the given seconds of training after compilation. Then it measures the model as
 `run_eval.py` does: the listening measures of held-out faces at the listening pitches (with the real test notes
@@ -19,6 +21,7 @@ with short gaps) and a spectrogram PNG of it.
 """
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -40,6 +43,7 @@ from face2music_jax import parallel
 from face2music_jax import train_step
 from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.audio import listening
+from face2music_jax.audio import wav as wav_lib
 from face2music_jax.data import sampling
 from face2music_jax.models.classifiers import AudioClassifier
 
@@ -91,7 +95,8 @@ def make_bundle(workdir: str, out: str) -> None:
   print(f'Wrote {out} ({os.path.getsize(out) / 2**20:.1f} MiB).')
 
 
-def _config(bundle_config: ml_collections.ConfigDict, generator: str, size: str) -> ml_collections.ConfigDict:
+def _config(bundle_config: ml_collections.ConfigDict, generator: str, size: str,
+            overrides: dict[str, object]) -> ml_collections.ConfigDict:
   config = default.get_config(size, name='aux')
   for field in _KEPT_FIELDS:
     parts = field.split('.')
@@ -101,11 +106,32 @@ def _config(bundle_config: ml_collections.ConfigDict, generator: str, size: str)
     dst[parts[-1]] = src[parts[-1]]
   config.model.generator = generator
   config.train.log_every = 100
+  for field, value in overrides.items():
+    *parents, leaf = field.split('.')
+    node = config
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
   return config_lib.validate(config)
 
 
-def _train(config, bundle, seconds: float, log) -> tuple[train_step.TrainState, train_step.Models, dict]:
-  """Trains for `seconds` after compilation; returns the state and the timing figures."""
+def _parse_run(spec: str) -> tuple[str, str, float, dict[str, object]]:
+  """'generator:size:seconds[:field=value;...]' -> its parts (values parsed as Python literals)."""
+  generator, size, seconds, *rest = spec.split(':', 3)
+  overrides = {}
+  for item in filter(None, (rest[0] if rest else '').split(';')):
+    field, value = item.split('=', 1)
+    try:
+      overrides[field] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      overrides[field] = value
+  return generator, size, float(seconds), overrides
+
+
+def _train(config, bundle, seconds: float, deadline: float, log) -> tuple[train_step.TrainState, train_step.Models,
+                                                                        dict]:
+  """Trains for `seconds` after compilation, or until the wall clock `deadline` (time.time()); returns the state
+  and the timing figures."""
   mesh = parallel.make_mesh()
   models = train_step.Models(config)
   root = jax.random.key(config.seed)
@@ -133,7 +159,7 @@ def _train(config, bundle, seconds: float, log) -> tuple[train_step.TrainState, 
   step, history = 1, []
   start = time.perf_counter()
   next_batch = batch(1)
-  while time.perf_counter() - start < seconds:
+  while time.perf_counter() - start < seconds and time.time() < deadline:
     state, m = step_fn(state, next_batch, metric, stats, root)
     step += 1
     next_batch = batch(step)
@@ -207,7 +233,6 @@ def _measure(config, bundle, models, state) -> tuple[dict, np.ndarray, np.ndarra
 def _write_listening(path_wav: str, path_png: str, fake: np.ndarray, face_index: np.ndarray, sr: int,
                      title: str) -> None:
   """4 faces, each at every listening pitch, with 0.1 s gaps; and its spectrogram."""
-  import soundfile  # pylint: disable=g-import-not-at-top
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -215,7 +240,7 @@ def _write_listening(path_wav: str, path_png: str, fake: np.ndarray, face_index:
   gap = np.zeros(sr // 10, np.float32)
   clips = [c for f in faces for i in np.flatnonzero(face_index == f) for c in (fake[i], gap)]
   audio = np.concatenate(clips)
-  soundfile.write(path_wav, np.clip(audio, -1, 1), sr, subtype='PCM_16')
+  wav_lib.write_wav(path_wav, audio, sr)
   fig, ax = plt.subplots(figsize=(12, 4))
   ax.specgram(audio, NFFT=1024, Fs=sr, noverlap=768, cmap='magma')
   ax.set(title=title, xlabel='s', ylabel='Hz')
@@ -224,8 +249,15 @@ def _write_listening(path_wav: str, path_png: str, fake: np.ndarray, face_index:
   plt.close(fig)
 
 
-def run(bundle_path: str, out: str, runs: str) -> dict:
-  """Trains and measures each `generator:size:seconds` of `runs` (comma-separated); writes out/results.json."""
+# Seconds kept free after each run's training for its measures and files.
+_MEASURE_RESERVE = 50
+
+
+def run(bundle_path: str, out: str, runs: str, deadline_seconds: float = 0) -> dict:
+  """Trains and measures each run of `runs` (comma-separated specs, module docstring); writes out/results.json
+  after each. With `deadline_seconds`, training stops early, and later runs are skipped, so that everything ends
+  within that many seconds of the start."""
+  end = time.time() + deadline_seconds if deadline_seconds else float('inf')
   os.makedirs(out, exist_ok=True)
   bundle = dict(np.load(bundle_path))
   bundle_config = ml_collections.ConfigDict(json.loads(str(bundle['config_json'])))
@@ -241,11 +273,15 @@ def run(bundle_path: str, out: str, runs: str) -> dict:
   test_midi = bundle['test_pitch'] + bundle_config.audio.pitch_min
   results['real_test_notes'] = listening.measure(bundle['test_audio'].astype(np.float32), test_midi,
                                                  bundle_config.audio.sample_rate)
-  for spec in runs.split(','):
-    generator, size, seconds = spec.split(':')
-    config = _config(bundle_config, generator, size)
-    log(f'{generator} {size}: training for {seconds} s on {results["device"]} (batch {config.train.batch_size})')
-    state, models, timing = _train(config, bundle, float(seconds), log)
+  for i, spec in enumerate(runs.split(',')):
+    generator, size, seconds, overrides = _parse_run(spec)
+    if time.time() > end - 2 * _MEASURE_RESERVE:
+      log(f'Skipping {spec}: too little time left before the deadline.')
+      results['runs'].append({'spec': spec, 'skipped': 'deadline'})
+      continue
+    config = _config(bundle_config, generator, size, overrides)
+    log(f'{spec}: training for {seconds} s on {results["device"]} (batch {config.train.batch_size})')
+    state, models, timing = _train(config, bundle, seconds, end - _MEASURE_RESERVE, log)
     log(f'  {timing["steps"]} steps, {timing["steps_per_second"]:.2f} steps/s, compile {timing["compile_seconds"]:.1f} s')
     start = time.perf_counter()
     measures, fake, face_index = _measure(config, bundle, models, state)
@@ -253,16 +289,22 @@ def run(bundle_path: str, out: str, runs: str) -> dict:
     log(f'  in tune {t["in_tune_50c"]:.2f}, flatness {t["flatness"]["median"]:.2g}, distinctness '
         f'{t["distinctness"]["mean"]:.2f}, FID-pitch {measures["fid_pitch"]:.1f}, IS-pitch '
         f'{measures["inception_score_pitch"]:.2f}, Pearson {measures["pearson_mean"]:.3f}')
-    name = f'{generator}_{size}'
+    name = f'run{i}_{generator}_{size}'
     _write_listening(os.path.join(out, f'{name}.wav'), os.path.join(out, f'{name}.png'), fake, face_index,
                      config.audio.sample_rate, f'{name}, aux, step {timing["steps"]}')
     params = sum(x.size for x in jax.tree.leaves(state.g['params']))
-    results['runs'].append({'generator': generator, 'size': size, 'config': 'aux', 'budget_seconds': float(seconds),
+    results['runs'].append({'spec': spec, 'generator': generator, 'size': size, 'config': 'aux', 'overrides': overrides,
+                            'budget_seconds': seconds,
                             'batch_size': config.train.batch_size, 'generator_params': int(params), **timing,
                             'measure_seconds': time.perf_counter() - start, 'measures': measures})
-    with open(os.path.join(out, 'results.json'), 'w') as f:
-      json.dump(results, f, indent=1, default=float)
+    _write_results(out, results)
+  _write_results(out, results)
   return results
+
+
+def _write_results(out: str, results: dict) -> None:
+  with open(os.path.join(out, 'results.json'), 'w') as f:
+    json.dump(results, f, indent=1, default=float)
 
 
 def main() -> None:
@@ -275,12 +317,13 @@ def main() -> None:
   r.add_argument('--bundle', required=True)
   r.add_argument('--out', required=True)
   r.add_argument('--runs', default='wavegan:paper:240,harmonic:paper:120',
-                 help='comma-separated generator:size:seconds')
+                 help='comma-separated generator:size:seconds[:field=value;...]')
+  r.add_argument('--deadline', type=float, default=0, help='end everything within this many seconds (0 = none)')
   args = parser.parse_args()
   if args.command == 'bundle':
     make_bundle(os.path.expanduser(args.workdir), args.out)
   else:
-    run(args.bundle, args.out, args.runs)
+    run(args.bundle, args.out, args.runs, args.deadline)
 
 
 if __name__ == '__main__':
