@@ -21,9 +21,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope='module')
 def trained(tiny_data_dir, tmp_path_factory):
-  """A tiny aux model trained for its 4 steps, and image files: the astronaut (a face), a flat grey image, a text
-  file named like an image."""
+  """A tiny aux model with the harmonic generator (the `small` default) trained for its 4 steps, and image files:
+  the astronaut (a face), a flat grey image, a text file named like an image."""
   config = helpers.tiny_config('aux')
+  config.model.generator = 'harmonic'
   config.data_dir = tiny_data_dir
   root = tmp_path_factory.mktemp('translate')
   workdir = str(root / 'workdir')
