@@ -13,6 +13,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from face2music_jax import cli
+from face2music_jax import config_lib
 from face2music_jax import evaluate
 
 FLAGS = flags.FLAGS
@@ -29,7 +30,7 @@ def main(argv):
   if FLAGS.config is None and FLAGS.workdir is None:
     raise app.UsageError('Pass --config, --workdir or both.')
   workdir = FLAGS.workdir or FLAGS.config.workdir
-  config = evaluate.load_config(workdir, FLAGS.config)
+  config = config_lib.load_config(workdir, FLAGS.config)
   logging.info('Config %s (%s), workdir %s', config.name, config.size, workdir)
   summary = evaluate.evaluate(config, workdir, overwrite=FLAGS.overwrite)
   print(json.dumps(summary, indent=2))

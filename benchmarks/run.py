@@ -39,6 +39,7 @@ from absl import flags
 from absl import logging
 
 from face2music_jax import cli
+from face2music_jax import config_lib
 from face2music_jax import evaluate
 from face2music_jax import losses
 from face2music_jax import parallel
@@ -368,7 +369,7 @@ def run() -> dict[str, Any]:
     eval_workdir = eval_workdir or workdir
   if FLAGS.eval_translations and eval_workdir:
     logging.info('Evaluation of %s.', eval_workdir)
-    eval_config = evaluate.load_config(eval_workdir)
+    eval_config = config_lib.load_config(eval_workdir)
     if FLAGS.data_dir:
       eval_config.data_dir = FLAGS.data_dir
     results['evaluation'] = evaluation_benchmark(eval_config, eval_workdir, FLAGS.eval_translations)

@@ -1,8 +1,11 @@
 """Checks a configuration once at start, so that a bad value fails with a message naming its field."""
 
+import json
 import os
+from typing import Any
 
 import ml_collections
+from absl import logging
 
 AUDIO_SOURCES = ('soundfont_notes', 'nsynth')
 FACE_SOURCES = ('lfw_subset', 'tfrecords')
@@ -19,7 +22,56 @@ NSYNTH_FAMILIES = ('bass', 'brass', 'flute', 'guitar', 'keyboard', 'mallet', 'or
 
 
 class ConfigError(ValueError):
-  """A configuration value is out of range; the message names the field."""
+  """A configuration value is out of range, or a config cannot be found; the message names the field or file."""
+
+
+# Fields added after work directories were first written, with the values that reproduce the behaviour of the
+# versions that lacked them: a `config.json` written before a field existed loads as the model was trained.
+ADDED_FIELDS = {
+    'model.generator': 'wavegan',
+    'model.upsample': 'transposed',
+    'model.pitch_input': False,
+    'model.post_filter': 0,
+    'train.pitch_classification_weight': 0.0,
+    'train.metric_warmup_steps': 0,
+    'eval.listening_pitches': (36, 48, 60, 72),
+    'eval.listening_faces': 40,
+}
+
+
+def load_config(workdir: str, config: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+  """`config` if given, else the resolved config that training wrote to `<workdir>/config.json`.
+
+  Fields of ADDED_FIELDS missing from an older config.json get the values its model was trained with.
+  """
+  if config is not None:
+    return config
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise ConfigError(f'No --config given and no {path}: pass the config the model was trained with.')
+  try:
+    with open(path) as f:
+      loaded = _tuples(json.load(f))
+  except json.JSONDecodeError as e:
+    raise ConfigError(f'{path} is not valid JSON ({e}): pass the config the model was trained with.') from e
+  for field, value in ADDED_FIELDS.items():
+    *parents, leaf = field.split('.')
+    node = loaded
+    for part in parents:
+      node = node.setdefault(part, {})
+    if leaf not in node:
+      logging.info('%s has no %s (written by an older version): using %r.', path, field, value)
+      node[leaf] = value
+  return ml_collections.ConfigDict(loaded)
+
+
+def _tuples(value: Any) -> Any:
+  """JSON lists back to the tuples the config files use (membership tests such as notes.exclude need tuples)."""
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
 
 
 def num_pitches(config: ml_collections.ConfigDict) -> int:

@@ -56,26 +56,6 @@ class EvaluationError(RuntimeError):
   """Evaluation cannot run: its output exists already, or an input is unusable; the message says which."""
 
 
-def load_config(workdir: str, config: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
-  """`config` if given, else the resolved config that training wrote to `<workdir>/config.json`."""
-  if config is not None:
-    return config
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise EvaluationError(f'No --config given and no {path}: pass the config the model was trained with.')
-  with open(path) as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
-
-
-def _tuples(value: Any) -> Any:
-  """JSON lists back to the tuples the config files use (membership tests such as notes.exclude need tuples)."""
-  if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
-  if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
-  return value
-
-
 def restore_generator(config: ml_collections.ConfigDict, workdir: str) -> tuple[Models, dict[str, Any], int]:
   """The generator's variables at the latest GAN checkpoint of `workdir`.
 

@@ -24,6 +24,7 @@ from PIL import Image
 from PIL import UnidentifiedImageError
 
 from face2music_jax import checkpoint
+from face2music_jax import config_lib
 from face2music_jax import evaluate
 from face2music_jax import stages
 from face2music_jax.audio import wav as wav_lib
@@ -135,10 +136,10 @@ def _define_flags() -> None:
 
 def main(argv: Sequence[str]) -> None:
   try:
-    config = evaluate.load_config(FLAGS.workdir, FLAGS.config)
+    config = config_lib.load_config(FLAGS.workdir, FLAGS.config)
     paths = translate(config, FLAGS.workdir, argv[1:], midi_pitch=FLAGS.pitch, output_dir=FLAGS.output_dir,
                       overwrite=FLAGS.overwrite)
-  except (TranslationError, checkpoint.CheckpointError, evaluate.EvaluationError, PermissionError) as e:
+  except (TranslationError, checkpoint.CheckpointError, config_lib.ConfigError, PermissionError) as e:
     sys.exit(f'Error: {e}')
   for path in paths:
     print(path)

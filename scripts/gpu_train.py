@@ -29,7 +29,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import traverse_util
@@ -66,7 +65,7 @@ def make_bundle(workdir: str, out: str) -> None:
   """Writes the .npz bundle of a trained workdir (its config.json, stage artefacts and data). Needs TF/TFDS."""
   from face2music_jax import evaluate  # pylint: disable=g-import-not-at-top
   from face2music_jax import stages  # pylint: disable=g-import-not-at-top
-  config = evaluate.load_config(workdir)
+  config = config_lib.load_config(workdir)
   metric = stages.ensure_audio_embedding(config, workdir)
   classifiers = stages.ensure_classifiers(config, workdir)
   stats = stages.ensure_statistics(config, workdir, metric)

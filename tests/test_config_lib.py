@@ -1,0 +1,62 @@
+"""Config checks and loading: bad values name their field; an older config.json loads as its model was trained."""
+
+import json
+import os
+
+import pytest
+
+from configs import aux
+from face2music_jax import config_lib
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('model.generator', 'vocoder', 'model.generator'),
+    ('model.upsample', 'cubic', 'model.upsample'),
+    ('model.post_filter', -1, 'model.post_filter'),
+    ('model.harmonic.hop', 100, 'model.harmonic.hop/num_blocks'),
+    ('model.harmonic.num_harmonics', 0, 'model.harmonic.num_harmonics'),
+    ('train.pitch_classification_weight', -1.0, 'train.pitch_classification_weight'),
+    ('train.metric_warmup_steps', -5, 'train.metric_warmup_steps'),
+    ('eval.listening_pitches', (12, 100), 'eval.listening_pitches'),
+])
+def test_bad_values_of_the_new_fields_name_them(field, value, message):
+  config = aux.get_config('small')
+  *parents, leaf = field.split('.')
+  node = config
+  for part in parents:
+    node = node[part]
+  node[leaf] = value
+  with pytest.raises(config_lib.ConfigError, match=message.replace('.', r'\.')):
+    config_lib.validate(config)
+
+
+def test_listening_pitches_keep_those_in_the_trained_range():
+  config = aux.get_config('tiny')  # MIDI 48..60
+  assert config_lib.listening_pitches(config) == (48, 60)
+  assert config_lib.listening_pitches(aux.get_config('small')) == (36, 48, 60, 72)
+
+
+def test_an_older_config_json_loads_with_the_values_its_model_was_trained_with(tmp_path):
+  config = aux.get_config('small')
+  written = json.loads(config.to_json())
+  for field in config_lib.ADDED_FIELDS:
+    section, leaf = field.split('.')
+    del written[section][leaf]
+  (tmp_path / 'config.json').write_text(json.dumps(written))
+  loaded = config_lib.load_config(str(tmp_path))
+  assert loaded.model.generator == 'wavegan'  # What every model was before the harmonic generator existed.
+  assert loaded.model.upsample == 'transposed' and loaded.train.pitch_classification_weight == 0.0
+  assert loaded.eval.listening_pitches == (36, 48, 60, 72)
+  assert loaded.notes.exclude == ((66, 64),)  # JSON lists come back as the config's tuples.
+  config_lib.validate(loaded)
+  # A current config.json keeps its own values.
+  (tmp_path / 'config.json').write_text(config.to_json())
+  assert config_lib.load_config(str(tmp_path)).model.generator == 'harmonic'
+
+
+def test_a_missing_or_corrupt_config_json_is_named(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match='config.json'):
+    config_lib.load_config(str(tmp_path))
+  (tmp_path / 'config.json').write_text('{"name": "aux", ')
+  with pytest.raises(config_lib.ConfigError, match=os.path.join(str(tmp_path), 'config.json')):
+    config_lib.load_config(str(tmp_path))
