@@ -13,7 +13,6 @@ from absl import logging
 from ml_collections import config_flags
 
 from face2music_jax import cli
-from face2music_jax import config_lib
 from face2music_jax import evaluate
 
 FLAGS = flags.FLAGS
@@ -23,14 +22,12 @@ flags.DEFINE_string('workdir', None, 'Work directory of the trained model (defau
 flags.DEFINE_bool('overwrite', False, 'Replace an existing <workdir>/eval/.')
 
 
+@cli.reports_known_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
-  if FLAGS.config is None and FLAGS.workdir is None:
-    raise app.UsageError('Pass --config, --workdir or both.')
-  workdir = FLAGS.workdir or FLAGS.config.workdir
-  config = config_lib.load_config(workdir, FLAGS.config)
+  config, workdir = cli.config_and_workdir(FLAGS.config, FLAGS.workdir)
   logging.info('Config %s (%s), workdir %s', config.name, config.size, workdir)
   summary = evaluate.evaluate(config, workdir, overwrite=FLAGS.overwrite)
   print(json.dumps(summary, indent=2))

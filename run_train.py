@@ -28,6 +28,7 @@ flags.DEFINE_integer('heartbeat_timeout', 60, 'Multi-process runs: seconds witho
 flags.mark_flags_as_required(['config'])
 
 
+@cli.reports_known_errors
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')

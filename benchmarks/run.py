@@ -41,6 +41,7 @@ from absl import logging
 from face2music_jax import cli
 from face2music_jax import config_lib
 from face2music_jax import evaluate
+from face2music_jax import gan
 from face2music_jax import losses
 from face2music_jax import parallel
 from face2music_jax import stages
@@ -116,7 +117,7 @@ def _timed_part(fn: Callable[..., Any], args: tuple, repeats: int, ceiling: floa
 def train_step_benchmark(config: ml_collections.ConfigDict, timed_steps: int, ceiling: float) -> dict[str, Any]:
   """One config's jitted step on synthetic data of its batch size, over all devices."""
   mesh = parallel.make_mesh()
-  models = train_step.Models(config)
+  models = gan.Models(config)
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(jax.random.key(0))
   batch = parallel.global_batch(mesh, synthetic.batch(config, config.train.batch_size, 0))
   metric = parallel.replicate(mesh, synthetic.audio_metric(config))
@@ -142,7 +143,7 @@ def train_step_benchmark(config: ml_collections.ConfigDict, timed_steps: int, ce
 def step_profile(config: ml_collections.ConfigDict, repeats: int, ceiling: float,
                  step_seconds: float) -> dict[str, Any]:
   """The aux step's parts timed alone (one device, the step's batch): where its time goes."""
-  models = train_step.Models(config)
+  models = gan.Models(config)
   state = jax.jit(models.init)(jax.random.key(0))
   data = synthetic.batch(config, config.train.batch_size, 0)
   z, audio, pitch = (jnp.asarray(data[k][-1]) for k in ('embedding', 'audio', 'pitch'))

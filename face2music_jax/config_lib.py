@@ -79,6 +79,17 @@ def num_pitches(config: ml_collections.ConfigDict) -> int:
   return config.audio.pitch_max - config.audio.pitch_min + 1
 
 
+def family_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The instrument families that the notes' `family` indexes: those rendered, or all 11 of NSynth for real nsynth."""
+  if config.data.audio_source == 'soundfont_notes':
+    return tuple(f for f in NSYNTH_FAMILIES if f in config.notes.programs)
+  return NSYNTH_FAMILIES
+
+
+def num_families(config: ml_collections.ConfigDict) -> int:
+  return len(family_names(config))
+
+
 def listening_pitches(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   """The MIDI pitches of config.eval.listening_pitches within audio.pitch_min..pitch_max."""
   a = config.audio

@@ -1,6 +1,6 @@
 """Evaluation of a trained face2music model: the paper's Table 1 metrics, its Figures 2 and 3, and an HTML page.
 
-`evaluate(config, workdir)` restores the latest GAN checkpoint of `workdir`, translates N faces
+`evaluate(config, workdir)` restores the generator of the latest GAN checkpoint of `workdir`, translates N faces
 (N = config.eval.num_translations; the test faces first, then the training faces, cycled when there are fewer
 than N) at pitches drawn with the real notes (seeded with config.eval.seed), and writes `<workdir>/eval/`:
 
@@ -20,6 +20,7 @@ Evaluation runs in one process; the generator, phi and the classifiers are jitte
 config.eval.batch_size.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -32,21 +33,20 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from face2music_jax import checkpoint
 from face2music_jax import config_lib
+from face2music_jax import files
+from face2music_jax import gan
+from face2music_jax import loops
 from face2music_jax import metrics
-from face2music_jax import parallel
 from face2music_jax import plots
 from face2music_jax import report
 from face2music_jax import stages
-from face2music_jax import train
 from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.audio import listening
 from face2music_jax.audio import wav as wav_lib
-from face2music_jax.data import audio as audio_data
 from face2music_jax.data import faces as face_data
 from face2music_jax.data import sampling
-from face2music_jax.train_step import Models
+from face2music_jax.models.classifiers import make_classifier
 
 EVAL_DIR = 'eval'
 METRICS_FILE = 'metrics.json'
@@ -54,31 +54,6 @@ METRICS_FILE = 'metrics.json'
 
 class EvaluationError(RuntimeError):
   """Evaluation cannot run: its output exists already, or an input is unusable; the message says which."""
-
-
-def restore_generator(config: ml_collections.ConfigDict, workdir: str) -> tuple[Models, dict[str, Any], int]:
-  """The generator's variables at the latest GAN checkpoint of `workdir`.
-
-  Returns:
-    (models, generator variables {'params', 'batch_stats'}, checkpoint step).
-
-  Raises:
-    checkpoint.CheckpointError: no checkpoint, or one written with another config.
-  """
-  directory = os.path.join(workdir, 'checkpoints')
-  # Checked first: the manager would create the directory.
-  step = None
-  if os.path.isdir(directory):
-    manager = checkpoint.manager(directory, config.train.keep_checkpoints)
-    step = manager.latest_step()
-  if step is None:
-    raise checkpoint.CheckpointError(f'No GAN checkpoint in {directory}: train first, e.g. python run_train.py '
-                                     f'--config=configs/{config.name}.py:{config.size} --workdir={workdir}')
-  mesh = parallel.make_mesh()
-  models = Models(config)
-  like = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(jax.random.key(config.seed))
-  state = train.restore_state(manager, step, like)
-  return models, state.g, step
 
 
 def load_faces(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
@@ -120,8 +95,8 @@ def listen(config: ml_collections.ConfigDict, generate: Any, faces: dict[str, np
   index = sampling.round_robin_by_identity(faces['name'], config.eval.listening_faces)
   face_index = np.tile(index, len(pitches))
   midi = np.repeat(pitches, len(index))
-  audio = stages.batched(generate, faces['embedding'][face_index], (midi - pitch_min).astype(np.int32),
-                         batch_size=config.eval.batch_size)
+  audio = loops.batched(generate, faces['embedding'][face_index], (midi - pitch_min).astype(np.int32),
+                        batch_size=config.eval.batch_size)
   notes = [stages.load_notes(config, split) for split in ('train', 'valid', 'test')]
   ref_midi = np.concatenate([n['pitch'] for n in notes]) + pitch_min
   keep = np.isin(ref_midi, pitches)
@@ -155,14 +130,14 @@ def listen(config: ml_collections.ConfigDict, generate: Any, faces: dict[str, np
 def _classify(config: ml_collections.ConfigDict, kind: str, params: Any, audio: np.ndarray) -> tuple[np.ndarray,
                                                                                                      np.ndarray]:
   """(softmax [N, C], penultimate features [N, F]) of a frozen classifier."""
-  model = stages.classifier_model(config, kind)
+  model = make_classifier(config, kind)
 
   @jax.jit
   def apply(a):
     logits, features = model.apply({'params': params}, a)
     return jax.nn.softmax(logits), features
 
-  return stages.batched(apply, audio, batch_size=config.eval.batch_size)
+  return loops.batched(apply, audio, batch_size=config.eval.batch_size)
 
 
 class _PhaseTimer:
@@ -202,15 +177,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   out_dir = os.path.join(workdir, EVAL_DIR)
   if os.path.exists(out_dir) and not overwrite:
     raise EvaluationError(f'{out_dir} exists already: pass --overwrite (overwrite=True) to replace it.')
-  stages.check_writable(workdir, 'work directory')  # Before the work, not at the first figure.
+  files.check_writable(workdir, 'work directory')  # Before the work, not at the first figure.
   timer = _PhaseTimer()
-  models, g_vars, step = restore_generator(config, workdir)
+  generator, g_vars, step = gan.restore_generator(config, workdir)
   logging.info('Evaluating the checkpoint at step %d of %s.', step, workdir)
 
   stages.ensure_data(config)
   metric = stages.ensure_audio_embedding(config, workdir)
   classifiers = stages.ensure_classifiers(config, workdir)
-  families = audio_data.family_names(config)
+  families = config_lib.family_names(config)
   n = e.num_translations
   rng = np.random.default_rng(e.seed)
 
@@ -224,12 +199,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   z = faces['embedding'][face_index]
   timer.lap('inputs')  # Checkpoint, prerequisite artefacts, faces and notes.
 
-  generate = jax.jit(lambda zz, p: models.generate(g_vars, zz, p, train=False)[0])
-  fake_audio = stages.batched(generate, z, pitch, batch_size=e.batch_size)
+  generate = functools.partial(gan.make_generate(generator), g_vars)
+  fake_audio = loops.batched(generate, z, pitch, batch_size=e.batch_size)
   timer.lap('translation')
   phi = jax.jit(lambda a: embedding_lib.phi(metric, a, config))
-  real_phi = stages.batched(phi, real_audio, batch_size=e.batch_size)
-  fake_phi = stages.batched(phi, fake_audio, batch_size=e.batch_size)
+  real_phi = loops.batched(phi, real_audio, batch_size=e.batch_size)
+  fake_phi = loops.batched(phi, fake_audio, batch_size=e.batch_size)
   timer.lap('audio_metric')
 
   result: dict[str, Any] = {}

@@ -1,4 +1,7 @@
-"""The GAN training loop: prerequisite stages, data, the jitted step (train_step.py), logging, checkpoints."""
+"""The GAN training loop: prerequisite stages, data, the jitted step (train_step.py), logging, checkpoints.
+
+The GAN itself (its state, networks and eval-mode generator) is in gan.py.
+"""
 
 import json
 import os
@@ -8,16 +11,17 @@ import time
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 import soundfile
 from absl import logging
 from clu import metric_writers
 
 from face2music_jax import checkpoint
 from face2music_jax import config_lib
+from face2music_jax import files
 from face2music_jax import parallel
 from face2music_jax import stages
-from face2music_jax.train_step import Models, TrainState, compile_train_step, to_host
+from face2music_jax.gan import Models, TrainState, make_generate, to_host
+from face2music_jax.train_step import compile_train_step
 from face2music_jax.data import faces as face_data
 from face2music_jax.data import sampling
 from face2music_jax.data.sampling import EpochSampler
@@ -98,10 +102,7 @@ def _truncate_jsonl(path: str, step: int) -> None:
         continue
       if record['step'] <= step:
         kept.append(json.dumps(record) + '\n')
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    f.writelines(kept)
-  os.replace(tmp, path)
+  files.write_text(path, ''.join(kept))
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -111,12 +112,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   Returns the final state.
   """
   config_lib.validate(config)
-  stages.check_writable(workdir, 'work directory')
+  files.check_writable(workdir, 'work directory')
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   if is_main:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    files.write_text(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
 
   stages.ensure_data(config)
   metric = stages.ensure_audio_embedding(config, workdir)
@@ -132,7 +132,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   saver = checkpoint.Saver(manager)
   latest = manager.latest_step()
   if latest is not None:
-    state = restore_state(manager, latest, state)
+    state = checkpoint.restore(manager, latest, state)
     logging.info('Resumed from the checkpoint at step %d.', latest)
   start_step = int(to_host(state.step))
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
@@ -151,7 +151,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
       sample_faces), 1)))
   sample_pitch = parallel.replicate(mesh, (sample_midi - config.audio.pitch_min).astype(np.int32))
   sample_names = [f'face_{i % len(sample_faces):02d}_midi{m}' for i, m in enumerate(sample_midi)]
-  sample_fn = jax.jit(lambda g, z, p: models.generate(g, z, p, train=False)[0])
+  generate = make_generate(models.g)
   # TensorBoard on process 0 only; the progress line below is the log.
   writer = metric_writers.SummaryWriter(workdir) if is_main else metric_writers.MultiWriter([])
   preemption = _Preemption()
@@ -184,7 +184,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
                      rate)
         timer_start, timer_step = time.time(), done
       if done % t.sample_every == 0 or done == t.num_steps:
-        clips = to_host(sample_fn(state.g, sample_z, sample_pitch))
+        clips = to_host(generate(state.g, sample_z, sample_pitch))
         if is_main:
           write_sample_wavs(os.path.join(workdir, 'samples', f'step_{done}'), clips, sample_names,
                             config.audio.sample_rate)
@@ -206,13 +206,3 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     preemption.restore()
   return state
 
-
-def restore_state(manager: ocp.CheckpointManager, step: int, like: TrainState) -> TrainState:
-  """Restores `step` into the shapes and shardings of `like`; another config's checkpoint fails clearly."""
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
-  try:
-    return manager.restore(step, args=ocp.args.StandardRestore(abstract))
-  except (ValueError, KeyError) as e:
-    where = os.path.join(str(manager.directory), str(step))
-    raise checkpoint.CheckpointError(f'The checkpoint {where} does not fit the model of this config (was it written '
-                                     f'with another config? Use another --workdir): {e}') from e

@@ -9,88 +9,21 @@ devices; parameters are replicated, so batch statistics and gradients are reduce
 import functools
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
-import numpy as np
 import optax
 
+from face2music_jax import gan
 from face2music_jax import losses
 from face2music_jax import parallel
 from face2music_jax.audio import embedding as embedding_lib
-from face2music_jax.models import discriminator as d_lib
-from face2music_jax.models import generator as g_lib
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything that changes during GAN training. Variables are flax collections ({'params': ..., ...})."""
-  step: jax.Array
-  g: dict[str, Any]
-  d: dict[str, Any]
-  aux: dict[str, Any]
-  g_opt: Any
-  d_opt: Any
-  aux_opt: Any
-  skipped: jax.Array  # Updates dropped because a loss or gradient was not finite (config.train.nonfinite='skip').
-
-
-class Models:
-  """The config's networks and optimisers (static: they hold no arrays)."""
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
-    self.g = g_lib.make_generator(config)
-    self.d = d_lib.make_discriminator(config)
-    self.aux = d_lib.make_aux_discriminator(config) if config.train.use_aux_discriminator else None
-    t = config.train
-    self.g_tx = optax.adam(t.g_lr, t.adam_b1, t.adam_b2, t.adam_eps)
-    self.d_tx = optax.adam(t.d_lr, t.adam_b1, t.adam_b2, t.adam_eps)
-    self.aux_tx = optax.adam(t.aux_lr, t.adam_b1, t.adam_b2, t.adam_eps)
-
-  def init(self, rng: jax.Array) -> TrainState:
-    """Fresh state: rng is the run's root key."""
-    c = self.config
-    k_g, k_d, k_a, k_p = jax.random.split(rng, 4)
-    z = jnp.zeros((2, c.data.embedding_dim), jnp.float32)
-    pitch = jnp.zeros((2,), jnp.int32)
-    audio = jnp.zeros((2, c.audio.length), jnp.float32)
-    g = dict(self.g.init(k_g, z, pitch, train=False))
-    d = dict(self.d.init({'params': k_d, 'phase_shuffle': k_p}, audio, pitch, train=False))
-    aux = dict(self.aux.init(k_a, jnp.zeros((2, embedding_lib.phi_dim(c))))) if self.aux else {}
-    return TrainState(step=jnp.zeros((), jnp.int32), g=g, d=d, aux=aux, g_opt=self.g_tx.init(g['params']),
-                      d_opt=self.d_tx.init(d['params']), aux_opt=self.aux_tx.init(aux['params']) if aux else {},
-                      skipped=jnp.zeros((), jnp.int32))
-
-  def generate(self, g_vars: dict[str, Any], z: jax.Array, pitch: jax.Array, train: bool):
-    """G(f(x), pitch): [B, E], [B] -> audio [B, L] and the updated non-parameter collections."""
-    others = [k for k in g_vars if k != 'params']
-    if train and others:
-      return self.g.apply(g_vars, z, pitch, train=True, mutable=others)
-    return self.g.apply(g_vars, z, pitch, train=train), {k: g_vars[k] for k in others}
-
-  def discriminate(self, d_vars: dict[str, Any], audio: jax.Array, pitch: jax.Array, rng: jax.Array):
-    """D(y, pitch) in training mode (phase shuffle, spectral-norm power iteration).
-
-    Returns:
-      (logits [B], pitch logits [B, P] or None without the pitch head, updated non-parameter collections).
-    """
-    others = [k for k in d_vars if k != 'params']
-    rngs = {'phase_shuffle': rng}
-    if others:
-      out, new = self.d.apply(d_vars, audio, pitch, train=True, rngs=rngs, mutable=others)
-    else:
-      out, new = self.d.apply(d_vars, audio, pitch, train=True, rngs=rngs), {}
-    logits, pitch_logits = out if isinstance(out, tuple) else (out, None)
-    return logits, pitch_logits, new
 
 
 def _with(variables: dict[str, Any], params: Any, others: dict[str, Any]) -> dict[str, Any]:
   return {**variables, **others, 'params': params}
 
 
-def make_train_step(models: Models):
+def make_train_step(models: gan.Models):
   """Returns the pure train step `(state, batch, metric, stats, rng) -> (state, metrics)`.
 
   batch: one sub-batch per discriminator update (D = config.train.d_steps), each of B examples:
@@ -105,8 +38,8 @@ def make_train_step(models: Models):
   use_pitch_head = c.pitch_classification_weight > 0
   config = models.config
 
-  def train_step(state: TrainState, batch: dict[str, jax.Array], metric: Any, stats: dict[str, jax.Array],
-                 rng: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+  def train_step(state: gan.TrainState, batch: dict[str, jax.Array], metric: Any, stats: dict[str, jax.Array],
+                 rng: jax.Array) -> tuple[gan.TrainState, dict[str, jax.Array]]:
     rng = jax.random.fold_in(rng, state.step)
     metrics = {}
     phi = functools.partial(embedding_lib.phi, metric, config=config)
@@ -195,8 +128,8 @@ def make_train_step(models: Models):
                    d_param_norm=optax.tree.norm(d_vars['params']))
 
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
-    new = TrainState(step=state.step + 1, g=g_vars, d=d_vars, aux=aux_vars, g_opt=g_opt, d_opt=d_opt,
-                     aux_opt=aux_opt, skipped=state.skipped)
+    new = gan.TrainState(step=state.step + 1, g=g_vars, d=d_vars, aux=aux_vars, g_opt=g_opt, d_opt=d_opt,
+                         aux_opt=aux_opt, skipped=state.skipped)
     if c.nonfinite == 'skip':
       kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
       new = kept.replace(step=state.step + 1, skipped=state.skipped + (1 - finite.astype(jnp.int32)))
@@ -207,14 +140,9 @@ def make_train_step(models: Models):
   return train_step
 
 
-def compile_train_step(models: Models, mesh: jax.sharding.Mesh):
+def compile_train_step(models: gan.Models, mesh: jax.sharding.Mesh):
   """jax.jit of the train step over the mesh: batch sharded along 'data' (its axis 1), everything else replicated."""
   repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   return jax.jit(make_train_step(models), in_shardings=(repl, data, repl, repl, repl),
                  out_shardings=(repl, repl), donate_argnums=(0,))
 
-
-def to_host(tree: Any) -> Any:
-  """Replicated global arrays -> numpy (works on every process of a multi-host run)."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x),
-                      tree)

@@ -22,6 +22,7 @@ with short gaps) and a spectrogram PNG of it.
 
 import argparse
 import ast
+import functools
 import json
 import os
 import platform
@@ -37,6 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import default  # pylint: disable=g-import-not-at-top
 from face2music_jax import config_lib
+from face2music_jax import gan
+from face2music_jax import loops
 from face2music_jax import metrics
 from face2music_jax import parallel
 from face2music_jax import train_step
@@ -50,6 +53,7 @@ from face2music_jax.models.classifiers import AudioClassifier
 _KEPT_FIELDS = ('audio', 'mfcc', 'eval.listening_pitches', 'eval.listening_faces', 'model.audio_embedding_dim',
                 'model.audio_embedding_channels', 'model.classifier_channels', 'data.embedding_dim')
 _NUM_FID = 400
+_BATCH = 64  # Translations, phi and classifiers run over batches of this size.
 
 
 def _flat(prefix: str, tree) -> dict[str, np.ndarray]:
@@ -127,12 +131,11 @@ def _parse_run(spec: str) -> tuple[str, str, float, dict[str, object]]:
   return generator, size, float(seconds), overrides
 
 
-def _train(config, bundle, seconds: float, deadline: float, log) -> tuple[train_step.TrainState, train_step.Models,
-                                                                        dict]:
+def _train(config, bundle, seconds: float, deadline: float, log) -> tuple[gan.TrainState, gan.Models, dict]:
   """Trains for `seconds` after compilation, or until the wall clock `deadline` (time.time()); returns the state
   and the timing figures."""
   mesh = parallel.make_mesh()
-  models = train_step.Models(config)
+  models = gan.Models(config)
   root = jax.random.key(config.seed)
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(root)
   step_fn = train_step.compile_train_step(models, mesh)
@@ -163,7 +166,7 @@ def _train(config, bundle, seconds: float, deadline: float, log) -> tuple[train_
     step += 1
     next_batch = batch(step)
     if step % config.train.log_every == 0:
-      values = {k: float(v) for k, v in train_step.to_host(m).items()}
+      values = {k: float(v) for k, v in gan.to_host(m).items()}
       history.append({'step': step, **values})
       log(f'  step {step}  d_loss {values["d_loss"]:.3f}  g_loss {values["g_loss"]:.3f}  '
           f'{(step - 1) / (time.perf_counter() - start):.2f} steps/s')
@@ -176,27 +179,17 @@ def _train(config, bundle, seconds: float, deadline: float, log) -> tuple[train_
                          'examples_per_second': (step - 1) * b / elapsed, 'history': history}
 
 
-def _batched(fn, *arrays, batch_size=64):
-  out = []
-  for i in range(0, len(arrays[0]), batch_size):
-    chunk = [a[i:i + batch_size] for a in arrays]
-    n = len(chunk[0])
-    chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - n, 0)]) for c in chunk]
-    out.append(jax.tree.map(lambda o, n=n: np.asarray(o)[:n], fn(*chunk)))
-  return jax.tree.map(lambda *o: np.concatenate(o), *out)
-
-
 def _measure(config, bundle, models, state) -> tuple[dict, np.ndarray, np.ndarray]:
   """Listening measures, FID / IS and Pearson of a trained state (as evaluate.py computes them)."""
   sr, pmin = config.audio.sample_rate, config.audio.pitch_min
-  g_vars = jax.tree.map(np.asarray, train_step.to_host(state.g))
-  generate = jax.jit(lambda z, p: models.generate(g_vars, z, p, train=False)[0])
+  g_vars = jax.tree.map(np.asarray, gan.to_host(state.g))
+  generate = functools.partial(gan.make_generate(models.g), g_vars)
   pitches = np.asarray(config_lib.listening_pitches(config))
   names = bundle['test_face_names']
   index = sampling.round_robin_by_identity(names, config.eval.listening_faces)
   face_index, midi = np.tile(index, len(pitches)), np.repeat(pitches, len(index))
   z = bundle['test_faces'][face_index]
-  fake = _batched(generate, z, (midi - pmin).astype(np.int32))
+  fake = loops.batched(generate, z, (midi - pmin).astype(np.int32), batch_size=_BATCH)
   ref_audio, ref_midi = bundle['ref_audio'].astype(np.float32), bundle['ref_midi']
   result = {'translations': listening.measure(fake, midi, sr)}
   result['translations']['distinctness'] = listening.distinctness(fake, midi, names[face_index], ref_audio, ref_midi,
@@ -205,7 +198,7 @@ def _measure(config, bundle, models, state) -> tuple[dict, np.ndarray, np.ndarra
   metric = {'params': _unflat(bundle, 'metric')['params'], 'mfcc_mean': bundle['metric_mfcc_mean'],
             'mfcc_std': bundle['metric_mfcc_std']}
   phi = jax.jit(lambda a: embedding_lib.phi(metric, a, config))
-  fake_phi = _batched(phi, fake)
+  fake_phi = loops.batched(phi, fake, batch_size=_BATCH)
   per_pitch = [metrics.distance_correlation(z[midi == p], fake_phi[midi == p])[0] for p in pitches]
   result['pearson_per_pitch'] = dict(zip(pitches.tolist(), map(float, per_pitch)))
   result['pearson_mean'] = float(np.nanmean(per_pitch))
@@ -215,14 +208,14 @@ def _measure(config, bundle, models, state) -> tuple[dict, np.ndarray, np.ndarra
   real = bundle['train_audio'][real_index].astype(np.float32)
   real_pitch = bundle['train_pitch'][real_index].astype(np.int32)
   faces = bundle['train_faces'][np.arange(len(real_index)) % len(bundle['train_faces'])]
-  gen = _batched(generate, faces, real_pitch)
+  gen = loops.batched(generate, faces, real_pitch, batch_size=_BATCH)
   for kind, classes in (('pitch', config_lib.num_pitches(config)), ('family', int(bundle['train_family'].max()) + 1)):
     model = AudioClassifier(classes, config.model.classifier_channels)
     params = _unflat(bundle, f'{kind}_classifier')
     apply = jax.jit(lambda a, model=model, params=params: (lambda o: (jax.nn.softmax(o[0]), o[1]))(
         model.apply({'params': params}, a)))
-    real_probs, real_feats = _batched(apply, real)
-    fake_probs, fake_feats = _batched(apply, gen)
+    real_probs, real_feats = loops.batched(apply, real, batch_size=_BATCH)
+    fake_probs, fake_feats = loops.batched(apply, gen, batch_size=_BATCH)
     result[f'fid_{kind}'] = metrics.frechet_distance(real_feats, fake_feats)
     result[f'inception_score_{kind}'] = metrics.inception_score(fake_probs)
     result[f'inception_score_{kind}_real'] = metrics.inception_score(real_probs)

@@ -98,7 +98,7 @@ def test_run_eval_cli_overwrites_only_when_asked(trained):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
   command = [sys.executable, os.path.join(ROOT, 'run_eval.py'), f'--workdir={workdir}']  # Config from config.json.
   refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert refused.returncode != 0 and 'exists already' in refused.stderr
+  assert refused.returncode == 2 and 'Error: ' in refused.stderr and 'exists already' in refused.stderr
   before = os.path.getmtime(os.path.join(workdir, 'eval', 'metrics.json'))
   done = subprocess.run(command + ['--overwrite'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]

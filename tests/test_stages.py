@@ -1,23 +1,9 @@
-"""Helpers of the prerequisite stages: batched application and the pairwise distance statistics."""
+"""Helpers of the prerequisite stages: the pairwise distance statistics."""
 
 import numpy as np
 from scipy.spatial.distance import pdist
 
 from face2music_jax import stages
-
-
-def test_batched_equals_one_call_and_compiles_one_shape():
-  shapes = set()
-
-  def fn(x):
-    shapes.add(x.shape)
-    return 2 * x, x.sum(1)
-
-  x = np.arange(14.0).reshape(7, 2)
-  doubled, sums = stages.batched(fn, x, batch_size=3)
-  np.testing.assert_array_equal(doubled, 2 * x)
-  np.testing.assert_array_equal(sums, x.sum(1))
-  assert shapes == {(3, 2)}
 
 
 def test_pairwise_distance_stats_estimate_the_mean_and_std_over_all_pairs():

@@ -15,6 +15,7 @@ import pytest
 import soundfile
 
 from face2music_jax import config_lib
+from face2music_jax import gan
 from face2music_jax import train
 from face2music_jax import train_step
 
@@ -22,13 +23,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _params(state):
-  return jax.tree_util.tree_flatten_with_path(train_step.to_host((state.g, state.d, state.aux, state.g_opt)))[0]
+  return jax.tree_util.tree_flatten_with_path(gan.to_host((state.g, state.d, state.aux, state.g_opt)))[0]
 
 
 def test_train_writes_checkpoints_logs_and_samples(tiny_config):
   state = train.train(tiny_config, tiny_config.workdir)
   w = tiny_config.workdir
-  assert int(train_step.to_host(state.step)) == tiny_config.train.num_steps
+  assert int(gan.to_host(state.step)) == tiny_config.train.num_steps
   assert sorted(os.listdir(os.path.join(w, 'checkpoints'))) == ['2', '4']
   assert glob.glob(os.path.join(w, 'events.out.tfevents.*'))
   lines = [json.loads(l) for l in open(os.path.join(w, 'metrics.jsonl'))]
@@ -142,8 +143,8 @@ def test_non_finite_updates_are_skipped_and_counted_when_configured(tiny_config,
   tiny_config.train.nonfinite = 'skip'
   tiny_config.train.num_steps = 2
   state = train.train(tiny_config, tiny_config.workdir)
-  assert int(train_step.to_host(state.step)) == 2 and int(train_step.to_host(state.skipped)) == 2
-  fresh = jax.jit(train_step.Models(tiny_config).init)(jax.random.key(tiny_config.seed))
+  assert int(gan.to_host(state.step)) == 2 and int(gan.to_host(state.skipped)) == 2
+  fresh = jax.jit(gan.Models(tiny_config).init)(jax.random.key(tiny_config.seed))
   for (k, a), (_, b) in zip(_params(state), _params(fresh)):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(k))
   lines = [json.loads(l) for l in open(os.path.join(tiny_config.workdir, 'metrics.jsonl'))]

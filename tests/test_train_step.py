@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from face2music_jax import gan
 from face2music_jax import losses
 from face2music_jax import parallel
 from face2music_jax import train_step
@@ -20,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _run_steps(config, num_steps, batch_seed=0):
   mesh = parallel.make_mesh()
-  models = train_step.Models(config)
+  models = gan.Models(config)
   root = jax.random.key(config.seed)
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(root)
   step = train_step.compile_train_step(models, mesh)
@@ -31,7 +32,7 @@ def _run_steps(config, num_steps, batch_seed=0):
   history = []
   for _ in range(num_steps):
     state, metrics = step(state, batch, metric, stats, root)
-    history.append({k: float(v) for k, v in train_step.to_host(metrics).items()})
+    history.append({k: float(v) for k, v in gan.to_host(metrics).items()})
   return state, history
 
 
@@ -39,7 +40,7 @@ def _run_steps(config, num_steps, batch_seed=0):
 def test_each_config_step_runs_with_finite_losses(name):
   config = helpers.tiny_config(name)
   state, history = _run_steps(config, 2)
-  assert int(train_step.to_host(state.step)) == 2
+  assert int(gan.to_host(state.step)) == 2
   for m in history:
     assert m['finite'] == 1.0 and all(np.isfinite(v) for v in m.values())
   assert ('metric_loss' in history[0]) == (name != 'baseline')
@@ -49,7 +50,7 @@ def test_each_config_step_runs_with_finite_losses(name):
 def test_generator_update_equals_backpropagation_through_a_second_generator_pass():
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective."""
   config = helpers.tiny_config('aux')
-  models = train_step.Models(config)
+  models = gan.Models(config)
   root = jax.random.key(config.seed)
   state = jax.jit(models.init)(root)
   batch = helpers.synthetic_batch(config, config.train.batch_size, 0)
@@ -100,7 +101,7 @@ def test_each_discriminator_update_sees_its_own_sub_batch():
   """With d_steps = 2 the step takes two sub-batches: changing the real notes of either changes D's update."""
   config = helpers.tiny_config('aux')
   config.train.d_steps = 2
-  models = train_step.Models(config)
+  models = gan.Models(config)
   root = jax.random.key(config.seed)
   state = jax.jit(models.init)(root)
   batch = helpers.synthetic_batch(config, config.train.batch_size, 0)
@@ -108,7 +109,7 @@ def test_each_discriminator_update_sees_its_own_sub_batch():
   assert not np.array_equal(batch['audio'][0], batch['audio'][1])
   metric, stats = helpers.random_metric(config), {k: np.float32(1.0) for k in losses.STATS_KEYS}
   step = jax.jit(train_step.make_train_step(models))
-  d_params = lambda b: train_step.to_host(step(state, b, metric, stats, root)[0].d['params'])
+  d_params = lambda b: gan.to_host(step(state, b, metric, stats, root)[0].d['params'])
   reference = d_params(batch)
   for k in range(2):
     changed = {**batch, 'audio': batch['audio'].copy()}
@@ -130,7 +131,7 @@ SCRIPT = r"""
 import sys, numpy as np, jax
 sys.path.insert(0, {root!r})
 from tests import test_train_step, helpers
-from face2music_jax import train_step
+from face2music_jax import gan
 from face2music_jax.audio import embedding as embedding_lib
 config = helpers.tiny_config({name!r})
 # Adam's first updates are lr * g / (|g| + eps): with the default eps a gradient element that is ~0 up to rounding
@@ -140,7 +141,7 @@ config = helpers.tiny_config({name!r})
 # gradient (seen: 1e-3 let 20 of 32768 generator weights differ by 2e-5), hence 1e-2.
 config.train.adam_eps = 1e-2
 state, history = test_train_step._run_steps(config, 2)
-leaves = jax.tree_util.tree_flatten_with_path(train_step.to_host((state.g, state.d, state.aux)))[0]
+leaves = jax.tree_util.tree_flatten_with_path(gan.to_host((state.g, state.d, state.aux)))[0]
 losses = {{'loss_' + k: v for k, v in history[0].items()}}
 np.savez({out!r}, **{{jax.tree_util.keystr(k): v for k, v in leaves}}, **losses, devices=jax.device_count())
 """

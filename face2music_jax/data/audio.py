@@ -7,7 +7,7 @@ downloaded). Both have TFDS nsynth's features, and every example becomes
   audio:      [length] float32, 16 kHz, `config.audio.length` samples from the note onset (zero-padded);
   pitch:      int32 class index, MIDI pitch - config.audio.pitch_min (notes outside pitch_min..pitch_max are
               dropped);
-  family:     int32 index into `family_names(config)`;
+  family:     int32 index into `config_lib.family_names(config)`;
   velocity:   int32 MIDI velocity;
   instrument: int32 NSynth instrument label.
 
@@ -38,17 +38,6 @@ _USED_FEATURES = {'audio': True, 'pitch': True, 'velocity': True, 'instrument': 
 
 class DataError(ValueError):
   """Prepared data is missing, malformed or corrupt; the message names the file or feature."""
-
-
-def family_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The instrument families that `family` indexes: those rendered, or all 11 of NSynth for real nsynth."""
-  if config.data.audio_source == 'soundfont_notes':
-    return tuple(f for f in config_lib.NSYNTH_FAMILIES if f in config.notes.programs)
-  return config_lib.NSYNTH_FAMILIES
-
-
-def num_families(config: ml_collections.ConfigDict) -> int:
-  return len(family_names(config))
 
 
 def _check_features(builder: tfds.core.DatasetBuilder, config: ml_collections.ConfigDict) -> None:
@@ -104,7 +93,7 @@ def _examples(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
               seed: int) -> tf.data.Dataset:
   """Unbatched examples of `split` (a name or a TFDS sub-split) in the pitch range, cropped from the onset."""
   a = config.audio
-  families = family_names(config)
+  families = config_lib.family_names(config)
   family_index = tf.constant([families.index(f) if f in families else -1 for f in config_lib.NSYNTH_FAMILIES],
                              tf.int32)
   # No TFDS auto-cache: it would hold whole 4 s notes in memory where the pipeline keeps `length` samples.

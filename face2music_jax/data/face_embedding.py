@@ -104,36 +104,71 @@ class DlibFaceEmbedder:
     self._landmarks = dlib.shape_predictor(dlib_model_file('shape_predictor_5_face_landmarks.dat'))
     self._network = dlib.face_recognition_model_v1(dlib_model_file('dlib_face_recognition_resnet_model_v1.dat'))
 
-  def _face_box(self, image: np.ndarray, index: int) -> dlib.rectangle:
+  def _face_boxes(self, image: np.ndarray, index: int) -> list[dlib.rectangle]:
     height, width = image.shape[:2]
     if self.assume_cropped:
-      return dlib.rectangle(0, 0, width - 1, height - 1)
+      return [dlib.rectangle(0, 0, width - 1, height - 1)]
     # Upsampling once more finds faces down to about 40 pixels, at 4x the cost, so it is only a second try.
-    boxes = self._detector(image, 0) or self._detector(image, 1)
+    boxes = list(self._detector(image, 0) or self._detector(image, 1))
     if not boxes:
       raise NoFaceError(f'No face found in image {index} ({height}x{width} pixels) by the HOG face detector; pass '
                         'assume_cropped=True if the images are tight face crops.', index)
-    return max(boxes, key=lambda box: box.area())
+    return boxes
 
-  def face_chips(self, images: np.ndarray) -> np.ndarray:
-    """Aligned faces: uint8 [N, H, W, 3] -> uint8 [N, 150, 150, 3]. Raises NoFaceError in detection mode."""
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-      raise ValueError(f'Expected uint8 RGB images [N, H, W, 3], got {images.dtype} {images.shape}.')
-    chips = []
-    for index, image in enumerate(images):
-      image = _upscale(image, _CHIP_SIZE)
-      landmarks = self._landmarks(image, self._face_box(image, index))
-      chips.append(dlib.get_face_chip(image, landmarks, size=_CHIP_SIZE, padding=0.25))
-    return np.stack(chips) if chips else np.zeros((0, _CHIP_SIZE, _CHIP_SIZE, 3), np.uint8)
+  def _chip(self, image: np.ndarray, box: dlib.rectangle) -> np.ndarray:
+    landmarks = self._landmarks(image, box)
+    return dlib.get_face_chip(image, landmarks, size=_CHIP_SIZE, padding=0.25)
 
-  def __call__(self, images: np.ndarray) -> np.ndarray:
-    """Embeds faces: uint8 [N, H, W, 3] RGB -> float32 [N, 128]. Raises NoFaceError in detection mode."""
-    chips = self.face_chips(images)
+  def _embed_chips(self, chips: np.ndarray) -> np.ndarray:
     if not len(chips):
       return np.zeros((0, self.dim), np.float32)
     descriptors = self._network.compute_face_descriptor(list(chips), self.num_jitters)
     return np.asarray([np.asarray(d) for d in descriptors], np.float32)
+
+  @staticmethod
+  def _check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+      raise ValueError(f'Expected uint8 RGB images [N, H, W, 3], got {images.dtype} {images.shape}.')
+    return images
+
+  def face_chips(self, images: np.ndarray) -> np.ndarray:
+    """Aligned faces, the largest of each image: uint8 [N, H, W, 3] -> uint8 [N, 150, 150, 3]. Raises NoFaceError
+    in detection mode."""
+    chips = []
+    for index, image in enumerate(self._check_images(images)):
+      image = _upscale(image, _CHIP_SIZE)
+      chips.append(self._chip(image, max(self._face_boxes(image, index), key=lambda box: box.area())))
+    return np.stack(chips) if chips else np.zeros((0, _CHIP_SIZE, _CHIP_SIZE, 3), np.uint8)
+
+  def __call__(self, images: np.ndarray) -> np.ndarray:
+    """Embeds the largest face of each image: uint8 [N, H, W, 3] RGB -> float32 [N, 128]. Raises NoFaceError in
+    detection mode."""
+    return self._embed_chips(self.face_chips(images))
+
+  def all_faces(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every face of one image, left to right (by the left edge of its box).
+
+    Args:
+      image: uint8 [H, W, 3] RGB.
+
+    Returns:
+      (embeddings float32 [K, 128], boxes int32 [K, 4]: each face's (left, top, right, bottom) in the image's
+      pixels, as the detector placed it, right and bottom inclusive, clipped to the image).
+
+    Raises:
+      NoFaceError: the detector found no face (detection mode).
+    """
+    (image,) = self._check_images(np.asarray(image)[None])
+    upscaled = _upscale(image, _CHIP_SIZE)
+    boxes = sorted(self._face_boxes(upscaled, 0), key=lambda box: box.left())
+    chips = np.stack([self._chip(upscaled, box) for box in boxes])
+    # Boxes in the upscaled image -> the image's own pixels.
+    height, width = image.shape[:2]
+    scale = np.array([width, height, width, height]) / np.array([upscaled.shape[1], upscaled.shape[0]] * 2)
+    corners = np.array([[box.left(), box.top(), box.right(), box.bottom()] for box in boxes]) * scale
+    corners = np.clip(np.round(corners), 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.int32)
+    return self._embed_chips(chips), corners
 
 
 def _parse_flags(argv: list[str]):

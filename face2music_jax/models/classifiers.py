@@ -7,7 +7,9 @@ features and the Inception Score from their softmax.
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 
+from face2music_jax import config_lib
 from face2music_jax.models.layers import SameConv1D
 
 
@@ -61,3 +63,9 @@ class AudioClassifier(nn.Module):
     h = AudioConvNet(self.channels, name='backbone')(audio)
     features = nn.relu(nn.Dense(self.feature_dim, name='penultimate')(h))
     return nn.Dense(self.num_classes, name='logits')(features), features
+
+
+def make_classifier(config: ml_collections.ConfigDict, kind: str) -> AudioClassifier:
+  """The config's pitch classifier (kind 'pitch') or instrument-family classifier (kind 'family')."""
+  num_classes = {'pitch': config_lib.num_pitches(config), 'family': config_lib.num_families(config)}[kind]
+  return AudioClassifier(num_classes, config.model.classifier_channels)

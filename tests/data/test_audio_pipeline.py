@@ -11,6 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import aux
+from face2music_jax import config_lib
 from face2music_jax.data import audio, notes
 
 NSYNTH = 'nsynth/gansynth_subset'
@@ -85,11 +86,11 @@ def test_batches_have_configured_shapes_dtypes_and_pitch_range(tiny):
     for key in ('pitch', 'family', 'velocity', 'instrument'):
       assert batch[key].shape == (8,) and batch[key].dtype == np.int32, key
     assert batch['pitch'].min() >= 0 and batch['pitch'].max() <= tiny.audio.pitch_max - tiny.audio.pitch_min
-    assert set(batch['family']) <= set(range(audio.num_families(tiny)))
+    assert set(batch['family']) <= set(range(config_lib.num_families(tiny)))
     assert np.all(batch['velocity'] == 100)
     # Cropped at the onset: the first samples already sound.
     assert np.all(np.max(np.abs(batch['audio'][:, :200]), axis=1) > 1e-3)
-  assert audio.family_names(tiny) == ('bass', 'flute', 'keyboard', 'string')
+  assert config_lib.family_names(tiny) == ('bass', 'flute', 'keyboard', 'string')
 
 
 def test_shuffle_is_seeded(tiny):
@@ -135,7 +136,7 @@ def test_real_nsynth_format_goes_through_the_same_code(nsynth_config):
     expected = _synthetic_note(pitch, onset)[onset:onset + length]
     np.testing.assert_array_equal(row[:len(expected)], expected)
     assert not np.any(row[len(expected):])  # Zero-padded when the note ends within `length` samples.
-  assert audio.num_families(nsynth_config) == 11
+  assert config_lib.num_families(nsynth_config) == 11
   batch = next(audio.note_batches(nsynth_config, 'valid', batch_size=2, shuffle=True, repeat=True, seed=0,
                                   process_index=0, process_count=1))
   assert batch['audio'].shape == (2, length) and batch['pitch'].dtype == np.int32

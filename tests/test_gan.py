@@ -1,0 +1,66 @@
+"""The GAN room: the generator restored alone from a checkpoint of the whole state, and G in eval mode."""
+
+import os
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from face2music_jax import checkpoint
+from face2music_jax import gan
+from face2music_jax.models import discriminator as d_lib
+from tests import helpers
+
+
+def _save_state(config, workdir: str, step: int = 4) -> gan.TrainState:
+  """A fresh state of `config` saved as the GAN checkpoint `step` of `workdir`, as training saves it."""
+  state = jax.jit(gan.Models(config).init)(jax.random.key(config.seed))
+  saver = checkpoint.Saver(checkpoint.manager(os.path.join(workdir, 'checkpoints'), keep=3))
+  saver.save(step, state)
+  saver.wait()
+  return state
+
+
+def test_restore_generator_reads_the_generator_alone(tmp_path, monkeypatch):
+  config = helpers.tiny_config('aux')
+  workdir = str(tmp_path / 'workdir')
+  state = _save_state(config, workdir)
+  with monkeypatch.context() as patch:
+    patch.setattr(d_lib, 'make_discriminator', lambda *args: pytest.fail('The discriminator was built.'))
+    patch.setattr(gan.Models, 'init', lambda *args: pytest.fail('The whole state was initialised.'))
+    generator, g_vars, step = gan.restore_generator(config, workdir)
+  assert step == 4 and set(g_vars) == {'params', 'batch_stats'}
+  expected = dict(jax.tree_util.tree_flatten_with_path(gan.to_host(state.g))[0])
+  got = dict(jax.tree_util.tree_flatten_with_path(gan.to_host(g_vars))[0])
+  assert got.keys() == expected.keys()
+  for key, value in expected.items():
+    np.testing.assert_array_equal(got[key], value, err_msg=jax.tree_util.keystr(key))
+  # G in eval mode, as training's own apply computes it.
+  z = np.random.default_rng(0).normal(size=(3, config.data.embedding_dim)).astype(np.float32)
+  pitch = np.array([0, 5, 12], np.int32)
+  audio = gan.make_generate(generator)(g_vars, z, pitch)
+  assert audio.shape == (3, config.audio.length)
+  np.testing.assert_allclose(audio, gan.Models(config).generate(state.g, z, pitch, train=False)[0], atol=1e-6)
+
+
+def test_restore_generator_names_a_missing_checkpoint_and_creates_nothing(tmp_path):
+  config = helpers.tiny_config('aux')
+  workdir = str(tmp_path / 'untrained')
+  message = (f'No GAN checkpoint in {workdir}/checkpoints: train first, e.g. python run_train.py '
+             f'--config=configs/aux.py:tiny --workdir={workdir}')
+  with pytest.raises(checkpoint.CheckpointError, match=re.escape(message)):
+    gan.restore_generator(config, workdir)
+  assert not os.path.exists(workdir)
+
+
+@pytest.mark.parametrize('field, saved, restored', [('generator_dim', 2, 4), ('post_filter', 5, 0)])
+def test_a_checkpoint_of_another_config_fails_clearly(tmp_path, field, saved, restored):
+  """Other shapes, or a generator with fewer arrays than the saved one (which a partial restore would accept)."""
+  config = helpers.tiny_config('aux')
+  config.model[field] = saved
+  workdir = str(tmp_path / 'workdir')
+  _save_state(config, workdir)
+  config.model[field] = restored
+  with pytest.raises(checkpoint.CheckpointError, match=r'another config\? Use another --workdir'):
+    gan.restore_generator(config, workdir)
