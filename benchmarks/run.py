@@ -279,8 +279,12 @@ def evaluation_benchmark(config: ml_collections.ConfigDict, workdir: str, n: int
   config.eval.num_translations = n
   start = time.perf_counter()
   summary = evaluate.evaluate(config, workdir, overwrite=True)
+  translations = summary['listening']['rows']['translations']
   return {'num_translations': n, 'seconds': time.perf_counter() - start,
-          'phase_seconds': summary['seconds'], 'workdir': workdir}
+          'phase_seconds': summary['seconds'], 'workdir': workdir,
+          'listening': {'clips': translations['num_clips'], 'in_tune_50c': translations['in_tune_50c'],
+                        'flatness_median': translations['flatness']['median'],
+                        'distinctness': translations['distinctness']['mean']}}
 
 
 def table(results: dict[str, Any]) -> str:
@@ -318,7 +322,9 @@ def table(results: dict[str, Any]) -> str:
     lines.append(f"default run ({r['steps']} steps): peak RSS {r['peak_rss_gib']:.2f} GiB, {r['wall_seconds']:.0f} s")
   if 'evaluation' in results:
     r = results['evaluation']
-    lines.append(f"evaluation, N={r['num_translations']}: {r['seconds']:.1f} s")
+    lines.append(f"evaluation, N={r['num_translations']}: {r['seconds']:.1f} s (listening measures of "
+                 f"{r['listening']['clips']} clips: {r['phase_seconds']['listening']:.1f} s; in tune "
+                 f"{r['listening']['in_tune_50c']:.0%}, flatness {r['listening']['flatness_median']:.1e})")
   return '\n'.join(lines)
 
 

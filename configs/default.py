@@ -110,8 +110,8 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.harmonic.channels = 128
   c.model.harmonic.num_harmonics = 100
   c.model.harmonic.noise_bands = 65
-  c.model.harmonic.hop = 64  # Samples per control frame (4 ms at 16 kHz).
-  c.model.harmonic.num_blocks = 3
+  c.model.harmonic.frames = 16  # Control frames over the note (8192 samples: one every 32 ms).
+  c.model.harmonic.num_blocks = 2
   c.model.audio_embedding_dim = 64  # Width of the triplet-trained audio embedding (before MFCC concatenation).
   c.model.audio_embedding_channels = 32
   c.model.classifier_channels = 32

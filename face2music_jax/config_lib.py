@@ -153,12 +153,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f'the generator and discriminator need a multiple of model.stride**model.num_layers = {upsampling}')
   if m.generator == 'harmonic':
     h = m.harmonic
-    for field in ('hidden', 'channels', 'num_harmonics', 'noise_bands', 'hop'):
+    for field in ('hidden', 'channels', 'num_harmonics', 'noise_bands', 'frames'):
       _positive(config, f'model.harmonic.{field}')
     _check(h.num_blocks >= 0, 'model.harmonic.num_blocks', h.num_blocks, 'expected >= 0')
-    block = h.hop * 2 ** h.num_blocks
-    _check(a.length % block == 0, 'model.harmonic.hop/num_blocks', (h.hop, h.num_blocks),
-           f'audio.length = {a.length} must be a multiple of hop * 2**num_blocks = {block}')
+    _check(a.length % h.frames == 0, 'model.harmonic.frames', h.frames,
+           f'audio.length = {a.length} must be a multiple of the number of frames')
   _check(m.kernel_size % 2 == 1, 'model.kernel_size', m.kernel_size, 'expected an odd kernel size')
   _check(config.data.max_default_faces >= 0, 'data.max_default_faces', config.data.max_default_faces, 'expected >= 0')
   _check(m.phase_shuffle >= 0, 'model.phase_shuffle', m.phase_shuffle, 'expected >= 0')

@@ -46,6 +46,7 @@ def test_benchmark_command_writes_every_section(tiny_data_dir, tmp_path):
   assert results['default_run']['steps'] == 2 and 0.1 < results['default_run']['peak_rss_gib'] < 24
   evaluation = results['evaluation']
   assert evaluation['num_translations'] == 12 and _positive(evaluation['seconds'])
+  assert evaluation['listening']['clips'] > 0 and 0 <= evaluation['listening']['in_tune_50c'] <= 1
   metrics = json.loads((tmp_path / 'bench' / 'default_run' / 'eval' / 'metrics.json').read_text())
   assert metrics['num_translations'] == 12 and metrics['checkpoint_step'] == 2
   assert 'train step' in proc.stdout and 'MFCC, 4 notes' in proc.stdout

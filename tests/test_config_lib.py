@@ -13,7 +13,7 @@ from face2music_jax import config_lib
     ('model.generator', 'vocoder', 'model.generator'),
     ('model.upsample', 'cubic', 'model.upsample'),
     ('model.post_filter', -1, 'model.post_filter'),
-    ('model.harmonic.hop', 100, 'model.harmonic.hop/num_blocks'),
+    ('model.harmonic.frames', 100, 'model.harmonic.frames'),
     ('model.harmonic.num_harmonics', 0, 'model.harmonic.num_harmonics'),
     ('train.pitch_classification_weight', -1.0, 'train.pitch_classification_weight'),
     ('train.metric_warmup_steps', -5, 'train.metric_warmup_steps'),

@@ -1,7 +1,7 @@
 """Differentiable harmonic-plus-noise synthesis in JAX (DDSP, Engel et al., 2020).
 
 A note is a sum of harmonics of an exactly known fundamental plus filtered noise, both shaped over time by
-control signals at a frame rate (one frame every `hop` samples):
+control signals at a frame rate (one frame every `hop` samples) and by a smooth attack-decay envelope:
 
   harmonic(n) = sum_k A_k(n) sin(2 pi k phase(n)),  phase(n) = sum_{m <= n} f0(m) / sample_rate  (cycles),
   noise       = overlap-add of frames of a fixed white noise, each filtered by that frame's magnitude response.
@@ -27,6 +27,24 @@ def midi_to_hz(midi: jax.Array) -> jax.Array:
 def exp_sigmoid(x: jax.Array, max_value: float = 2.0, exponent: float = 10.0, threshold: float = 1e-7) -> jax.Array:
   """DDSP's positive, bounded amplitude nonlinearity: max_value * sigmoid(x)**ln(exponent) + threshold."""
   return max_value * jax.nn.sigmoid(x) ** np.log(exponent) + threshold
+
+
+def attack_decay_envelope(attack_s: jax.Array, decay_s: jax.Array, sustain: jax.Array, length: int,
+                          sample_rate: int) -> jax.Array:
+  """A smooth note envelope: (1 - exp(-t / attack)) (sustain + (1 - sustain) exp(-t / decay)).
+
+  Args:
+    attack_s: [B, 1] attack time constants (s).
+    decay_s: [B, 1] decay time constants (s).
+    sustain: [B, 1] levels the decay tends to, in [0, 1].
+    length: samples.
+    sample_rate: Hz.
+
+  Returns:
+    [B, length] float32 in [0, 1].
+  """
+  t = jnp.arange(length, dtype=jnp.float32)[None, :] / sample_rate
+  return (1.0 - jnp.exp(-t / attack_s)) * (sustain + (1.0 - sustain) * jnp.exp(-t / decay_s))
 
 
 def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Array, length: int,

