@@ -133,7 +133,7 @@ def _listening_row(row: ListeningRow) -> str:
   for n in row.notes:
     heard = 'unvoiced' if n.f0_hz is None else f'{n.f0_hz:.1f} Hz, {n.cents:+.0f} cents'
     cells.append(f'<td>MIDI {n.midi_pitch}: {html.escape(heard)}<br>flatness {n.flatness:.2g}<br>'
-                 f'<audio controls preload="none" src="{html.escape(n.audio, quote=True)}"></audio></td>')
+                 f'<audio controls preload="metadata" src="{html.escape(n.audio, quote=True)}"></audio></td>')
   return (f'<tr><td><img src="{html.escape(row.face, quote=True)}" alt="face {html.escape(row.name)}" '
           f'class="face"><br>{html.escape(row.name)}</td>{"".join(cells)}</tr>')
 

@@ -150,9 +150,12 @@ def test_page_loads_its_images_and_audio_in_headless_chromium(trained, tmp_path)
   assert found, f'No check result in the DOM; Chromium stderr: {result.stderr[-3000:]}'
   loaded = json.loads(html.unescape(found.group(1)))
   num_examples = min(config.eval.num_page_examples, config.eval.num_translations)
-  assert len(loaded['images']) == num_examples + 3  # The faces and the 3 figures.
+  listening = len(re.findall(r'src="listening/face_\d+\.png"', page))  # Held-out faces, one row each.
+  num_pitches = len(json.load(open(os.path.join(out, 'metrics.json')))['listening']['pitches'])
+  assert listening >= 1
+  assert len(loaded['images']) == num_examples + listening + 3  # The faces, the listening faces, 3 figures.
   assert all(i['ok'] for i in loaded['images']), loaded['images']
-  assert len(loaded['audio']) == num_examples
+  assert len(loaded['audio']) == num_examples + listening * num_pitches
   for audio in loaded['audio']:
     assert audio['error'] is None and audio['ready'] >= 1, audio
     assert audio['duration'] == pytest.approx(config.audio.length / config.audio.sample_rate, abs=1e-3)
