@@ -149,6 +149,11 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # rather than an octave above it (docs/experiments.md).
   c.train.pitch_classification_weight = 1.0
   c.train.nonfinite = 'stop'  # 'stop' (keep last good checkpoint) or 'skip' (drop the update, count it).
+  # 'float32' or 'bfloat16': the dtype of G's and D's matmuls, convolutions and activations (mixed precision).
+  # Parameters, optimiser states, batch-norm and spectral-norm statistics, G's waveform, phi (MFCC and the audio
+  # embedding), A and every loss stay float32 either way. bfloat16 is meant for accelerators with bfloat16 matrix
+  # units (GPUs, TPUs).
+  c.train.dtype = 'float32'
   c.train.log_every = 50
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 3

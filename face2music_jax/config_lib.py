@@ -16,6 +16,7 @@ LOSSES = ('hinge', 'wgan-gp')
 UPSAMPLINGS = ('transposed', 'nearest', 'linear')
 MININGS = ('batch_hard', 'semi_hard')
 NONFINITE = ('stop', 'skip')
+DTYPES = ('float32', 'bfloat16')
 # TFDS nsynth's instrument family names, in its ClassLabel order.
 NSYNTH_FAMILIES = ('bass', 'brass', 'flute', 'guitar', 'keyboard', 'mallet', 'organ', 'reed', 'string',
                    'synth_lead', 'vocal')
@@ -36,6 +37,7 @@ ADDED_FIELDS = {
     'train.metric_warmup_steps': 0,
     'eval.listening_pitches': (36, 48, 60, 72),
     'eval.listening_faces': 40,
+    'train.dtype': 'float32',
 }
 
 
@@ -142,6 +144,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config, 'train.loss', LOSSES)
   _choice(config, 'audio_embedding.mining', MININGS)
   _choice(config, 'train.nonfinite', NONFINITE)
+  _choice(config, 'train.dtype', DTYPES)
 
   a = config.audio
   _check(0 <= a.pitch_min <= a.pitch_max <= 127, 'audio.pitch_min/pitch_max', (a.pitch_min, a.pitch_max),

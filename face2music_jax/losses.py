@@ -62,10 +62,12 @@ def pitch_classification_loss(pitch_logits: jax.Array, pitch: jax.Array) -> jax.
 def pairwise_distances(x: jax.Array) -> jax.Array:
   """Euclidean distances between all rows: x [B, D] -> [B, B].
 
-  The square root is clamped away from 0 so that the gradient stays finite on the diagonal.
+  The square root is clamped away from 0 so that the gradient stays finite on the diagonal. The Gram matrix asks
+  for full float32 precision: d2 is a difference of terms of order |x|^2, so the 1e-3 relative rounding that XLA's
+  default precision allows on accelerators (TF32 on NVIDIA GPUs) would swamp the distances of close points.
   """
   sq = jnp.sum(jnp.square(x), axis=-1)
-  d2 = sq[:, None] + sq[None, :] - 2.0 * x @ x.T
+  d2 = sq[:, None] + sq[None, :] - 2.0 * jnp.matmul(x, x.T, precision=jax.lax.Precision.HIGHEST)
   return jnp.sqrt(jnp.maximum(d2, 1e-12))
 
 

@@ -8,6 +8,10 @@ generator's output inside the training step.
 librosa clips the dB floor at `max - top_db` where the max is taken over the whole array it is given; a batched
 librosa call therefore differs from per-clip calls. Here the max is taken per clip, matching
 `[librosa.feature.mfcc(y=clip, ...) for clip in audio]`.
+
+Its two matrix products (mel filterbank, DCT) ask for full float32 precision: XLA's default precision may round
+float32 products' inputs to fewer bits on accelerators (TF32 on NVIDIA GPUs, bfloat16 passes on TPUs), about 1e-3
+relative, which is the tolerance of the comparison with librosa. They are a small part of phi.
 """
 
 import functools
@@ -22,6 +26,7 @@ import scipy.signal
 
 # power_to_db's defaults, as librosa.feature.mfcc uses them.
 _AMIN = 1e-10
+_FLOAT32 = jax.lax.Precision.HIGHEST
 
 
 @functools.lru_cache(maxsize=16)
@@ -45,7 +50,7 @@ def _mel_power(audio: jax.Array, window: np.ndarray, mel_basis: np.ndarray, n_ff
 
   def mel(frames):
     spectrum = jnp.fft.rfft(frames * window, axis=-1)
-    return (jnp.square(spectrum.real) + jnp.square(spectrum.imag)) @ mel_basis
+    return jnp.matmul(jnp.square(spectrum.real) + jnp.square(spectrum.imag), mel_basis, precision=_FLOAT32)
 
   if n_fft % hop_length:
     index = hop_length * np.arange(num_frames)[:, None] + np.arange(n_fft)[None, :]
@@ -94,7 +99,7 @@ def mfcc(audio: jax.Array, *, sample_rate: int, n_mfcc: int, n_fft: int, hop_len
     # Per-clip floor (librosa's is per array); ties in the max share its gradient, so it stays finite.
     floor = jnp.max(db, axis=(1, 2), keepdims=True) - top_db
     db = jnp.maximum(db, floor)
-  coefficients = jnp.swapaxes(db @ dct, 1, 2)
+  coefficients = jnp.swapaxes(jnp.matmul(db, dct, precision=_FLOAT32), 1, 2)
   return coefficients[0] if squeeze else coefficients
 
 

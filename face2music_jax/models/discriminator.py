@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+from flax.typing import Dtype
 
 from face2music_jax import config_lib
 from face2music_jax.models.layers import Conv1D
@@ -24,6 +25,11 @@ class Discriminator(nn.Module):
   With `classify_pitch`, a spectrally normalised linear head also classifies the pitch from h (an auxiliary
   classifier, as GANSynth's discriminator has), and the call returns (logits, pitch logits).
 
+  With a bfloat16 `dtype` the convolutions and their activations run in bfloat16 (mixed precision). The spectral
+  norms' power iteration runs on the float32 parameters and keeps float32 statistics; the normalised kernels are
+  cast for the convolutions. The heads run in float32 on h: each logit sums over all F features, and they are what
+  the losses see.
+
   Variables: 'params' and 'batch_stats' (the spectral norms' power-iteration vectors u and estimates sigma;
   mutable when `train`). `apply` needs the 'phase_shuffle' rng when `train` and phase_shuffle > 0.
 
@@ -35,6 +41,7 @@ class Discriminator(nn.Module):
     num_layers: number of strided convolutions.
     phase_shuffle: phase shuffle radius in samples (0 disables it).
     classify_pitch: add the auxiliary pitch classification head.
+    dtype: the computation's dtype of the convolutions (float32 or bfloat16).
   """
   dim: int
   num_pitches: int
@@ -43,6 +50,7 @@ class Discriminator(nn.Module):
   num_layers: int = 5
   phase_shuffle: int = 2
   classify_pitch: bool = False
+  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, audio: jax.Array, pitch: jax.Array, train: bool) -> jax.Array | tuple[jax.Array, jax.Array]:
@@ -61,11 +69,11 @@ class Discriminator(nn.Module):
       raise ValueError(f'Discriminator input length {audio.shape[1]} must be divisible by {downsampling}.')
     x = audio[..., None]
     for i in range(self.num_layers):
-      conv = Conv1D(self.dim * 2 ** i, self.kernel_size, self.stride, name=f'conv{i}')
+      conv = Conv1D(self.dim * 2 ** i, self.kernel_size, self.stride, dtype=self.dtype, name=f'conv{i}')
       x = nn.leaky_relu(nn.SpectralNorm(conv, name=f'conv{i}_sn')(x, update_stats=train), 0.2)
       if i < self.num_layers - 1:
         x = PhaseShuffle(self.phase_shuffle, name=f'phase_shuffle{i}')(x, train)
-    h = x.reshape(x.shape[0], -1)
+    h = x.reshape(x.shape[0], -1).astype(jnp.float32)
     logit = nn.SpectralNorm(nn.Dense(1, name='linear'), name='linear_sn')(h, update_stats=train)[:, 0]
     embedding = nn.Embed(self.num_pitches, h.shape[-1], name='pitch_embedding')
     projection = nn.SpectralNorm(embedding, name='pitch_embedding_sn')(pitch, update_stats=train)
@@ -96,11 +104,12 @@ class AuxDiscriminator(nn.Module):
 
 
 def make_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
-  """The main discriminator of `config.model`."""
+  """The main discriminator of `config.model`, computing its convolutions in `config.train.dtype`."""
   m = config.model
   return Discriminator(dim=m.discriminator_dim, num_pitches=config_lib.num_pitches(config),
                        kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers,
-                       phase_shuffle=m.phase_shuffle, classify_pitch=config.train.pitch_classification_weight > 0)
+                       phase_shuffle=m.phase_shuffle, classify_pitch=config.train.pitch_classification_weight > 0,
+                       dtype=jnp.dtype(config.train.dtype))
 
 
 def make_aux_discriminator(config: ml_collections.ConfigDict) -> AuxDiscriminator:

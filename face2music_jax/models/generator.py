@@ -3,12 +3,17 @@
 Two are selectable with `config.model.generator`: the paper's conditional WaveGAN ('wavegan'), and a
 harmonic-plus-noise synthesiser driven by a small network ('harmonic', DDSP-style), which is in tune by
 construction. Both take the same inputs, write the same [B, length] audio and train with the same step.
+
+Both take a computation `dtype` (config.train.dtype): with bfloat16, the network's matmuls, convolutions and
+activations run in bfloat16 while the parameters stay float32 (mixed precision); what they write, the waveform,
+is computed and returned in float32 (see each generator for where the switch happens).
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+from flax.typing import Dtype
 
 from face2music_jax import config_lib
 from face2music_jax.audio import synthesis
@@ -31,6 +36,11 @@ class Generator(nn.Module):
   pattern at the layers' frame rates); `pitch_input` feeds a learned pitch embedding to the first layer beside the
   face embedding; `post_filter` > 0 adds WaveGAN's learned post-processing FIR filter of that many taps.
 
+  With a bfloat16 `dtype` every block but the output one runs in bfloat16. The output block (the last
+  convolution, tanh and the post filter) runs in float32: bfloat16's 8-bit significand would put a quantisation
+  floor about 50 dB under each sample into the notes that D and phi hear, and that block is about 1% of G's work
+  at the paper size.
+
   Variables: 'params' and 'batch_stats' (running statistics of the batch norms; mutable when `train`).
 
   Attributes:
@@ -43,6 +53,7 @@ class Generator(nn.Module):
     upsample: 'transposed', 'nearest' or 'linear'.
     pitch_input: concatenate a learned pitch embedding (dim channels) to the face embedding.
     post_filter: taps of the output FIR filter; 0 = none.
+    dtype: the computation's dtype of every block but the output one (float32 or bfloat16).
   """
   dim: int
   num_pitches: int
@@ -53,6 +64,7 @@ class Generator(nn.Module):
   upsample: str = 'transposed'
   pitch_input: bool = False
   post_filter: int = 0
+  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array, pitch: jax.Array, train: bool) -> jax.Array:
@@ -73,29 +85,30 @@ class Generator(nn.Module):
     if self.pitch_input:
       z = jnp.concatenate([z, nn.Embed(self.num_pitches, self.dim, name='pitch_embedding')(pitch)], axis=-1)
     # No biases before batch norm: its mean subtraction would cancel them.
-    x = nn.Dense(self.length // upsampling * channels, use_bias=False, name='project')(z)
+    x = nn.Dense(self.length // upsampling * channels, use_bias=False, dtype=self.dtype, name='project')(z)
     x = x.reshape(z.shape[0], self.length // upsampling, channels)
-    x = nn.relu(ConditionalBatchNorm(self.num_pitches, name='project_norm')(x, pitch, not train))
+    x = nn.relu(ConditionalBatchNorm(self.num_pitches, dtype=self.dtype, name='project_norm')(x, pitch, not train))
     for i in range(self.num_layers - 1):
       channels //= 2
-      x = self._upconv(x, channels, False, f'upconv{i}')
-      x = nn.relu(ConditionalBatchNorm(self.num_pitches, name=f'upconv{i}_norm')(x, pitch, not train))
-    x = jnp.tanh(self._upconv(x, 1, True, f'upconv{self.num_layers - 1}'))
+      x = self._upconv(x, channels, False, self.dtype, f'upconv{i}')
+      x = nn.relu(ConditionalBatchNorm(self.num_pitches, dtype=self.dtype, name=f'upconv{i}_norm')(x, pitch,
+                                                                                                 not train))
+    x = jnp.tanh(self._upconv(x, 1, True, jnp.float32, f'upconv{self.num_layers - 1}'))
     if self.post_filter:
-      x = nn.Conv(1, (self.post_filter,), name='post_filter')(x)
+      x = nn.Conv(1, (self.post_filter,), dtype=jnp.float32, name='post_filter')(x)
     return x[..., 0]
 
-  def _upconv(self, x: jax.Array, features: int, use_bias: bool, name: str) -> jax.Array:
-    """[B, L, C] -> [B, L * stride, features]."""
+  def _upconv(self, x: jax.Array, features: int, use_bias: bool, dtype: Dtype, name: str) -> jax.Array:
+    """[B, L, C] -> [B, L * stride, features], computed in `dtype`."""
     if self.upsample == 'transposed':
-      return ConvTranspose1D(features, self.kernel_size, self.stride, use_bias=use_bias, name=name)(x)
+      return ConvTranspose1D(features, self.kernel_size, self.stride, use_bias=use_bias, dtype=dtype, name=name)(x)
     if self.upsample == 'nearest':
       x = jnp.repeat(x, self.stride, axis=1)
     elif self.upsample == 'linear':
       x = jax.image.resize(x, (x.shape[0], x.shape[1] * self.stride, x.shape[2]), 'linear')
     else:
       raise ValueError(f'Unknown upsampling {self.upsample!r}.')
-    return nn.Conv(features, (self.kernel_size,), use_bias=use_bias, name=name)(x)
+    return nn.Conv(features, (self.kernel_size,), use_bias=use_bias, dtype=dtype, name=name)(x)
 
 
 class HarmonicGenerator(nn.Module):
@@ -120,6 +133,11 @@ class HarmonicGenerator(nn.Module):
   Initially the notes are quiet (amplitude ~0.1) with noise ~90 dB below the harmonics; the GAN raises it when
   real notes call for it. Variables: 'params' only.
 
+  With a bfloat16 `dtype` only the control network's trunk (the conditioning MLP and the frame blocks) runs in
+  bfloat16. Its heads and the synthesiser (envelope, oscillator bank, phases, filtered noise) run in float32:
+  the phases must be exact to 1e-5 cycles for the upper partials to stay in tune, which bfloat16 (2-3 significant
+  digits) is far from, and the heads, exponentiated into amplitudes, cost next to nothing.
+
   Attributes:
     num_pitches: number of pitch classes.
     pitch_min: MIDI pitch of class 0.
@@ -131,6 +149,7 @@ class HarmonicGenerator(nn.Module):
     noise_bands: bands of the noise filter, from 0 to Nyquist.
     frames: control frames over the note.
     num_blocks: convolution blocks over the frames.
+    dtype: the computation's dtype of the control network's trunk (float32 or bfloat16).
   """
   num_pitches: int
   pitch_min: int
@@ -142,6 +161,7 @@ class HarmonicGenerator(nn.Module):
   noise_bands: int = 32
   frames: int = 16
   num_blocks: int = 2
+  dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array, pitch: jax.Array, train: bool) -> jax.Array:
@@ -161,14 +181,18 @@ class HarmonicGenerator(nn.Module):
     midi = (pitch + self.pitch_min).astype(jnp.float32)
     c = jnp.concatenate([z, nn.Embed(self.num_pitches, self.hidden, name='pitch_embedding')(pitch),
                          ((midi - 60.0) / 24.0)[:, None]], axis=-1)
+    dtype = self.dtype
     for i in range(2):
-      c = nn.leaky_relu(nn.Dense(self.hidden, name=f'condition{i}')(c), 0.2)
-    x = nn.Dense(self.frames * self.channels, name='project')(c).reshape(z.shape[0], self.frames, self.channels)
+      c = nn.leaky_relu(nn.Dense(self.hidden, dtype=dtype, name=f'condition{i}')(c), 0.2)
+    x = nn.Dense(self.frames * self.channels, dtype=dtype, name='project')(c)
+    x = x.reshape(z.shape[0], self.frames, self.channels)
     for i in range(self.num_blocks):
-      x = nn.Conv(self.channels, (3,), name=f'conv{i}')(x)
-      x = nn.LayerNorm(use_scale=False, use_bias=False, name=f'norm{i}')(x)
-      scale, shift = jnp.split(nn.Dense(2 * self.channels, name=f'film{i}')(c)[:, None], 2, axis=-1)
+      x = nn.Conv(self.channels, (3,), dtype=dtype, name=f'conv{i}')(x)
+      x = nn.LayerNorm(use_scale=False, use_bias=False, dtype=dtype, name=f'norm{i}')(x)
+      scale, shift = jnp.split(nn.Dense(2 * self.channels, dtype=dtype, name=f'film{i}')(c)[:, None], 2, axis=-1)
       x = nn.leaky_relu(x * (1.0 + scale) + shift, 0.2)
+    # The heads and the synthesis in float32 (class docstring).
+    x, c = x.astype(jnp.float32), c.astype(jnp.float32)
     amplitude = synthesis.exp_sigmoid(nn.Dense(1, bias_init=nn.initializers.constant(-1.0), name='amplitude')(x))
     distribution = synthesis.exp_sigmoid(nn.Dense(self.num_harmonics, name='harmonics')(x))
     noise = synthesis.exp_sigmoid(nn.Dense(self.noise_bands, bias_init=nn.initializers.constant(-5.0),
@@ -184,14 +208,15 @@ class HarmonicGenerator(nn.Module):
 
 
 def make_generator(config: ml_collections.ConfigDict) -> Generator | HarmonicGenerator:
-  """The generator `config.model.generator` of `config.model`, producing `config.audio.length` samples."""
+  """The generator `config.model.generator` of `config.model`, producing `config.audio.length` samples, computing
+  in `config.train.dtype`."""
   m = config.model
   if m.generator == 'harmonic':
     h = m.harmonic
     return HarmonicGenerator(num_pitches=config_lib.num_pitches(config), pitch_min=config.audio.pitch_min,
                              length=config.audio.length, sample_rate=config.audio.sample_rate, hidden=h.hidden,
                              channels=h.channels, num_harmonics=h.num_harmonics, noise_bands=h.noise_bands,
-                             frames=h.frames, num_blocks=h.num_blocks)
+                             frames=h.frames, num_blocks=h.num_blocks, dtype=jnp.dtype(config.train.dtype))
   return Generator(dim=m.generator_dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
                    kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=m.upsample,
-                   pitch_input=m.pitch_input, post_filter=m.post_filter)
+                   pitch_input=m.pitch_input, post_filter=m.post_filter, dtype=jnp.dtype(config.train.dtype))

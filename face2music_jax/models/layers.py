@@ -5,14 +5,26 @@ compute with 'SAME' padding, from one kernel parameter of the same shape and nam
 convolutions: XLA's CPU backend runs the stock lhs-dilated (transposed) and strided convolutions, above all their
 backward passes, one to two orders of magnitude below its matmul rate (shared/DESIGN.md). Both wrap cleanly in
 `flax.linen.SpectralNorm`, which sees the stock-shaped kernel.
+
+Each layer with parameters takes flax's `dtype` (the computation's: None promotes the inputs and the parameters, as
+flax's own layers do) and `param_dtype` (the parameters', float32 by default), so that the models can run their
+convolutions in bfloat16 while keeping float32 parameters (config.train.dtype).
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen import dtypes
+from flax.typing import Dtype
 from jax import lax
 
 _DIMENSIONS = ('NWC', 'WIO', 'NWC')
+
+
+def _with_bias(layer: nn.Module, y: jax.Array) -> jax.Array:
+  """y [..., features] plus the layer's 'bias' parameter, added in y's dtype."""
+  bias = layer.param('bias', layer.bias_init, (layer.features,), layer.param_dtype)
+  return y + bias.astype(y.dtype)
 
 
 def _transpose_same_padding(kernel_size: int, stride: int) -> int:
@@ -38,6 +50,8 @@ class ConvTranspose1D(nn.Module):
     use_bias: whether to add a bias.
     kernel_init: initializer of the stock-shaped kernel (flax's default for ConvTranspose).
     bias_init: initializer of the bias.
+    dtype: the computation's dtype (None: that of the input and the parameters, promoted).
+    param_dtype: the parameters' dtype.
   """
   features: int
   kernel_size: int = 25
@@ -45,12 +59,14 @@ class ConvTranspose1D(nn.Module):
   use_bias: bool = True
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [B, L, C_in] -> [B, L * stride, features]."""
     k, s = self.kernel_size, self.stride
-    kernel = self.param('kernel', self.kernel_init, (k, x.shape[-1], self.features))
+    kernel = self.param('kernel', self.kernel_init, (k, x.shape[-1], self.features), self.param_dtype)
     # With the dilated input's left padding `pad`, output sample s*q + p is sum_t kernel[s*t + pad - p] x[q + t]
     # over the t that index inside the kernel: t in [first_tap, last_tap].
     pad = _transpose_same_padding(k, s)
@@ -62,11 +78,10 @@ class ConvTranspose1D(nn.Module):
     phases = jnp.pad(kernel, ((left, s * taps - k - left), (0, 0), (0, 0)))
     phases = jnp.flip(phases.reshape(taps, s, x.shape[-1], self.features), axis=1)
     phases = phases.transpose(0, 2, 1, 3).reshape(taps, x.shape[-1], s * self.features)
+    x, phases = dtypes.promote_dtype(x, phases, dtype=self.dtype)
     y = lax.conv_general_dilated(x, phases, (1,), [(-first_tap, last_tap)], dimension_numbers=_DIMENSIONS)
     y = y.reshape(x.shape[0], x.shape[1] * s, self.features)
-    if self.use_bias:
-      y = y + self.param('bias', self.bias_init, (self.features,))
-    return y
+    return _with_bias(self, y) if self.use_bias else y
 
 
 class Conv1D(nn.Module):
@@ -84,6 +99,8 @@ class Conv1D(nn.Module):
     use_bias: whether to add a bias.
     kernel_init: initializer of the stock-shaped kernel (flax's default for Conv).
     bias_init: initializer of the bias.
+    dtype: the computation's dtype (None: that of the input and the parameters, promoted).
+    param_dtype: the parameters' dtype.
   """
   features: int
   kernel_size: int = 25
@@ -91,6 +108,8 @@ class Conv1D(nn.Module):
   use_bias: bool = True
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -99,7 +118,7 @@ class Conv1D(nn.Module):
     b, length, channels = x.shape
     if length % s:
       raise ValueError(f'Conv1D needs an input length divisible by the stride {s}; got {length}.')
-    kernel = self.param('kernel', self.kernel_init, (k, channels, self.features))
+    kernel = self.param('kernel', self.kernel_init, (k, channels, self.features), self.param_dtype)
     # 'SAME' pads `pad_left` zeros before the input; `shift` more zero taps in front of the kernel make that
     # a whole number of folded frames.
     pad_left = max(k - s, 0) // 2
@@ -108,11 +127,10 @@ class Conv1D(nn.Module):
     folded_kernel = jnp.pad(kernel, ((shift, s * taps - k - shift), (0, 0), (0, 0)))
     folded_kernel = folded_kernel.reshape(taps, s * channels, self.features)
     frames_left = (pad_left + shift) // s
+    x, folded_kernel = dtypes.promote_dtype(x, folded_kernel, dtype=self.dtype)
     y = lax.conv_general_dilated(x.reshape(b, length // s, s * channels), folded_kernel, (1,),
                                  [(frames_left, taps - 1 - frames_left)], dimension_numbers=_DIMENSIONS)
-    if self.use_bias:
-      y = y + self.param('bias', self.bias_init, (self.features,))
-    return y
+    return _with_bias(self, y) if self.use_bias else y
 
 
 class SameConv1D(nn.Module):
@@ -128,17 +146,22 @@ class SameConv1D(nn.Module):
     kernel_size: taps.
     kernel_init: initializer of the kernel (flax's default for Conv).
     bias_init: initializer of the bias.
+    dtype: the computation's dtype (None: that of the input and the parameters, promoted).
+    param_dtype: the parameters' dtype.
   """
   features: int
   kernel_size: int
   kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
   bias_init: nn.initializers.Initializer = nn.initializers.zeros
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [B, L, C_in] -> [B, L, features]."""
     k, length = self.kernel_size, x.shape[1]
-    kernel = self.param('kernel', self.kernel_init, (k, x.shape[-1], self.features))
+    kernel = self.param('kernel', self.kernel_init, (k, x.shape[-1], self.features), self.param_dtype)
+    x, kernel = dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     left = (k - 1) // 2
     if k <= length:
       y = lax.conv_general_dilated(x, kernel, (1,), [(left, k - 1 - left)], dimension_numbers=_DIMENSIONS)
@@ -146,7 +169,7 @@ class SameConv1D(nn.Module):
       padded = jnp.pad(x, ((0, 0), (left, k - 1 - left), (0, 0)))
       columns = jnp.concatenate([padded[:, t:t + length] for t in range(k)], axis=-1)  # [B, L, k * C_in]
       y = columns @ kernel.reshape(-1, self.features)
-    return y + self.param('bias', self.bias_init, (self.features,))
+    return _with_bias(self, y)
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -154,25 +177,32 @@ class ConditionalBatchNorm(nn.Module):
 
   Running statistics live in the 'batch_stats' collection. Under `jax.jit` with the batch sharded over a mesh,
   the batch mean and variance are computed over the global (logical) batch: XLA inserts the cross-device
-  reductions, so no `axis_name` is needed (that is only for `shard_map`/`pmap`).
+  reductions, so no `axis_name` is needed (that is only for `shard_map`/`pmap`). With a bfloat16 `dtype`, flax's
+  batch norm still computes the statistics (and keeps the running ones) in float32 and normalises in float32;
+  only its output and the per-class affine map are bfloat16.
 
   Attributes:
     num_classes: number of conditioning classes.
     momentum: decay of the running statistics.
     epsilon: added to the variance.
+    dtype: the computation's dtype (None: that of the input and the parameters, promoted).
+    param_dtype: the parameters' dtype.
   """
   num_classes: int
   momentum: float = 0.99
   epsilon: float = 1e-5
+  dtype: Dtype | None = None
+  param_dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, labels: jax.Array, use_running_average: bool) -> jax.Array:
     """x: [B, ..., C]; labels: [B] int32 in [0, num_classes) -> [B, ..., C]."""
     features = x.shape[-1]
+    types = {'dtype': self.dtype, 'param_dtype': self.param_dtype}
     x = nn.BatchNorm(use_running_average=use_running_average, momentum=self.momentum, epsilon=self.epsilon,
-                     use_bias=False, use_scale=False, name='norm')(x)
-    gamma = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.ones, name='gamma')(labels)
-    beta = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.zeros, name='beta')(labels)
+                     use_bias=False, use_scale=False, name='norm', **types)(x)
+    gamma = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.ones, name='gamma', **types)(labels)
+    beta = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.zeros, name='beta', **types)(labels)
     shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (features,)
     return x * gamma.reshape(shape) + beta.reshape(shape)
 
