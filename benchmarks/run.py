@@ -2,11 +2,14 @@ r"""Speed and memory of face2music_jax against this machine's limit and the obvi
 
   python -m benchmarks.run                      # everything; JSON to <cache>/benchmarks/results.json + a table
   python -m benchmarks.run --sizes=small --rss_steps=0 --eval_workdir=~/.cache/face2music_jax/work/aux_small
+  python -m benchmarks.run --sizes=paper --configs=aux --dtype=bfloat16 --train_step_only
 
 Sections (keys of the JSON):
-  ceiling         float32 matmul FLOP/s through XLA (median of repeats after warm-up).
-  train_step      per size and config: examples/s (median of timed steps, block_until_ready), compile time,
-                  the step's FLOPs from XLA's cost analysis and the achieved fraction of the ceiling.
+  ceiling         matmul FLOP/s through XLA in --dtype (median of repeats after warm-up).
+  train_step      per size and config, with config.train.dtype = --dtype: examples/s (median of timed steps,
+                  block_until_ready), compile time, the step's FLOPs from XLA's cost analysis and the achieved
+                  fraction of the ceiling, the compiled step's memory (XLA's memory analysis) and the device's
+                  peak memory in use where the backend reports it (GPUs, TPUs).
   step_profile    where the `aux` step's time goes: its parts (G, D, phi, A) timed alone, same batch.
   mfcc            the JAX MFCC on a batch of notes vs librosa.feature.mfcc clip by clip: ratio and error.
   metric_loss     the metric preservation loss with its gradient at several batch sizes, and its share of the
@@ -58,6 +61,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('out', None, 'JSON output (default: <cache>/benchmarks/results.json).')
 flags.DEFINE_list('sizes', ['small', 'paper'], 'Config sizes of the train-step section.')
 flags.DEFINE_list('configs', list(CONFIGS), 'Configs of the train-step section.')
+flags.DEFINE_enum('dtype', 'float32', list(config_lib.DTYPES), 'config.train.dtype of every config (the train-step '
+                  'section, the step profile) and the dtype of the ceiling matmul.')
+flags.DEFINE_bool('train_step_only', False, 'Only the ceiling and train-step sections (they need no data; '
+                  'scripts/device_check.sh).')
 flags.DEFINE_string('default_size', 'small', 'Size of the default run (input pipeline, memory, evaluation).')
 flags.DEFINE_string('data_dir', None, 'Override config.data_dir (the default data is built there if missing).')
 flags.DEFINE_integer('matmul_size', 2048, 'Side of the square matmul of the ceiling.')
@@ -94,17 +101,32 @@ def flops_of(compiled: jax.stages.Compiled) -> float:
 
 def get_config(name: str, size: str) -> ml_collections.ConfigDict:
   config = importlib.import_module(f'configs.{name}').get_config(size)
+  config.train.dtype = FLAGS.dtype
   if FLAGS.data_dir:
     config.data_dir = FLAGS.data_dir
   return config
 
 
-def matmul_ceiling(n: int, repeats: int) -> dict[str, float]:
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+def matmul_ceiling(n: int, repeats: int, dtype: str = 'float32') -> dict[str, Any]:
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
   product = jax.jit(jnp.matmul)
   seconds = median_seconds(lambda: product(a, b), repeats, warmup=2)
-  return {'size': n, 'seconds': seconds, 'flops_per_second': 2 * n ** 3 / seconds}
+  return {'size': n, 'dtype': dtype, 'seconds': seconds, 'flops_per_second': 2 * n ** 3 / seconds}
+
+
+def memory_of(compiled: jax.stages.Compiled) -> dict[str, float]:
+  """GiB of the compiled function's arguments, outputs and temporaries (XLA's memory analysis), and the first
+  device's peak bytes in use so far where the backend reports it (GPUs and TPUs do; the CPU does not)."""
+  result = {}
+  analysis = compiled.memory_analysis()
+  for key in ('argument_size_in_bytes', 'output_size_in_bytes', 'temp_size_in_bytes'):
+    if analysis is not None and hasattr(analysis, key):
+      result[key.replace('_in_bytes', '_gib')] = getattr(analysis, key) / 2 ** 30
+  stats = jax.local_devices()[0].memory_stats()
+  if stats and 'peak_bytes_in_use' in stats:
+    result['device_peak_gib'] = stats['peak_bytes_in_use'] / 2 ** 30
+  return result
 
 
 def _timed_part(fn: Callable[..., Any], args: tuple, repeats: int, ceiling: float) -> dict[str, float]:
@@ -135,6 +157,7 @@ def train_step_benchmark(config: ml_collections.ConfigDict, timed_steps: int, ce
 
   seconds = median_seconds(step, timed_steps)
   return {'batch_size': config.train.batch_size, 'generator_dim': config.model.generator_dim,
+          'dtype': config.train.dtype, 'memory': memory_of(compiled),
           'step_seconds': seconds, 'examples_per_second': config.train.batch_size / seconds,
           'compile_seconds': compile_seconds, 'gflops_per_step': flops / 1e9,
           'fraction_of_ceiling': flops / seconds / ceiling}
@@ -291,7 +314,7 @@ def table(results: dict[str, Any]) -> str:
   """A short plain-text summary of the results."""
   c = results['ceiling']
   lines = [f"{results['machine']}",
-           f"matmul ceiling: {c['flops_per_second'] / 1e9:.0f} GFLOP/s ({c['size']}^3 float32)", '',
+           f"matmul ceiling: {c['flops_per_second'] / 1e9:.0f} GFLOP/s ({c['size']}^3 {c['dtype']})", '',
            f"{'train step':18s} {'batch':>5s} {'ex/s':>8s} {'step s':>8s} {'compile s':>9s} {'GFLOP':>8s} "
            f"{'of ceiling':>10s}"]
   for size, per_config in results['train_step'].items():
@@ -303,6 +326,8 @@ def table(results: dict[str, Any]) -> str:
     lines += ['', f'aux:{size} step, parts timed alone (share of step, fraction of ceiling):']
     lines += [f'  {name:42s} {p["seconds"]:7.3f} s {p["share_of_step"]:6.1%} {p["fraction_of_ceiling"]:6.1%}'
               for name, p in parts.items()]
+  if 'mfcc' not in results:  # --train_step_only.
+    return '\n'.join(lines)
   m = results['mfcc']
   lines += ['', f"MFCC, {m['batch_size']} notes: JAX {m['jax_seconds'] * 1e3:.1f} ms, librosa per clip "
                 f"{m['librosa_seconds'] * 1e3:.0f} ms ({m['speedup_vs_librosa']:.0f}x), one batched librosa call "
@@ -332,9 +357,9 @@ def run() -> dict[str, Any]:
   results: dict[str, Any] = {
       'machine': f'{os.cpu_count()} CPU cores, {jax.device_count()} {jax.default_backend()} device(s), '
                  f'jax {jax.__version__}',
-      'default_size': FLAGS.default_size}
+      'default_size': FLAGS.default_size, 'dtype': FLAGS.dtype}
   logging.info('Ceiling.')
-  results['ceiling'] = matmul_ceiling(FLAGS.matmul_size, FLAGS.repeats)
+  results['ceiling'] = matmul_ceiling(FLAGS.matmul_size, FLAGS.repeats, FLAGS.dtype)
   ceiling = results['ceiling']['flops_per_second']
 
   results['train_step'], results['step_profile'] = {}, {}
@@ -343,10 +368,12 @@ def run() -> dict[str, Any]:
     for name in FLAGS.configs:
       logging.info('Train step %s:%s.', name, size)
       results['train_step'][size][name] = train_step_benchmark(get_config(name, size), FLAGS.timed_steps, ceiling)
-    if 'aux' in FLAGS.configs:
+    if 'aux' in FLAGS.configs and not FLAGS.train_step_only:
       logging.info('Profile of the aux:%s step.', size)
       results['step_profile'][size] = step_profile(get_config('aux', size), FLAGS.repeats, ceiling,
                                                    results['train_step'][size]['aux']['step_seconds'])
+  if FLAGS.train_step_only:
+    return results
 
   default_config = get_config('aux', FLAGS.default_size)
   logging.info('MFCC.')

@@ -19,8 +19,8 @@ from tests import helpers
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run_steps(config, num_steps, batch_seed=0):
-  mesh = parallel.make_mesh()
+def _run_steps(config, num_steps, batch_seed=0, mesh=None):
+  mesh = mesh or parallel.make_mesh()
   models = gan.Models(config)
   root = jax.random.key(config.seed)
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(root)
@@ -169,3 +169,15 @@ def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path, name):
         np.testing.assert_allclose(results[8][k], results[1][k], rtol=1e-4, err_msg=k)
     else:
       np.testing.assert_allclose(results[8][k], results[1][k], atol=1e-5, rtol=1e-5, err_msg=k)
+
+
+@pytest.mark.skipif(jax.device_count() < 2, reason='needs several devices (an accelerator host; the CPU variant is '
+                    'the test above)')
+def test_all_devices_and_one_device_give_the_same_parameters():
+  """The data-parallel step on this host's real devices (scripts/device_check.sh runs it on accelerators)."""
+  config = helpers.tiny_config('aux')
+  config.train.adam_eps = 1e-2  # As in SCRIPT above: Adam's sign amplification of gradients ~0 up to rounding.
+  config.train.batch_size = 8 * jax.device_count()
+  one = jax.make_mesh((1,), ('data',), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:1])
+  results = [gan.to_host((s.g, s.d, s.aux)) for s, _ in (_run_steps(config, 2, mesh=one), _run_steps(config, 2))]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, atol=1e-4, rtol=1e-4), *results)
