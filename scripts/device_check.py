@@ -5,7 +5,7 @@ r"""The body of scripts/device_check.sh (run that): tests, benchmarks and bounde
 Writes DIR/device_check.json after every part, so that a run cut short still leaves its figures:
   machine      the backend, devices, versions and the install step's outcome.
   tests        pytest on the device: the train step (and 1 vs all devices where there are several), mixed
-               precision, the MFCC vs librosa, stop-and-resume; exit status, pytest's summary line, seconds.
+               precision, the MFCC vs librosa, stop-and-resume; each test's outcome, pytest's summary line, seconds.
   benchmarks   `python -m benchmarks.run` at the paper size, aux config, ceiling and train-step sections only, in
                float32 and in bfloat16: examples/s, compile time, fraction of the measured matmul ceiling, memory.
   train        `scripts/gpu_train.py run` of the default config's generator at its size (harmonic:small) and of the
@@ -70,10 +70,14 @@ def machine(install: str) -> dict:
 
 
 def run_tests(out: str, budget: Budget) -> dict:
-  result = _run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', *TESTS, '-k', TEST_FILTER],
+  """pytest -v on the device; each test's outcome is read from the log, so a run cut short still reports some."""
+  result = _run([sys.executable, '-m', 'pytest', '-v', '-p', 'no:cacheprovider', *TESTS, '-k', TEST_FILTER],
                 min(TEST_SECONDS, budget.left()), os.path.join(out, 'tests.log'))
   with open(os.path.join(out, 'tests.log')) as log:
-    summaries = [line for line in log.read().splitlines() if re.search(r'\d+ (passed|failed|error)', line)]
+    lines = log.read().splitlines()
+  outcomes = [re.match(r'(\S+::\S+) (PASSED|FAILED|SKIPPED|ERROR)', line) for line in lines]
+  result['outcomes'] = {m.group(1): m.group(2) for m in outcomes if m}
+  summaries = [line for line in lines if re.search(r'\d+ (passed|failed|error)', line)]
   result['summary'] = summaries[-1].strip('= ') if summaries else None
   return result
 
