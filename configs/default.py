@@ -112,6 +112,9 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.harmonic.noise_bands = 65
   c.model.harmonic.frames = 16  # Control frames over the note (8192 samples: one every 32 ms).
   c.model.harmonic.num_blocks = 2
+  # Bound of each noise band's magnitude; with relative_noise, relative to the frame's harmonic amplitude.
+  c.model.harmonic.noise_max = 2.0
+  c.model.harmonic.relative_noise = False
   c.model.audio_embedding_dim = 64  # Width of the triplet-trained audio embedding (before MFCC concatenation).
   c.model.audio_embedding_channels = 32
   c.model.classifier_channels = 32

@@ -37,6 +37,8 @@ ADDED_FIELDS = {
     'train.metric_warmup_steps': 0,
     'eval.listening_pitches': (36, 48, 60, 72),
     'eval.listening_faces': 40,
+    'model.harmonic.noise_max': 2.0,
+    'model.harmonic.relative_noise': False,
     'train.dtype': 'float32',
 }
 
@@ -156,7 +158,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          f'the generator and discriminator need a multiple of model.stride**model.num_layers = {upsampling}')
   if m.generator == 'harmonic':
     h = m.harmonic
-    for field in ('hidden', 'channels', 'num_harmonics', 'noise_bands', 'frames'):
+    for field in ('hidden', 'channels', 'num_harmonics', 'noise_bands', 'frames', 'noise_max'):
       _positive(config, f'model.harmonic.{field}')
     _check(h.num_blocks >= 0, 'model.harmonic.num_blocks', h.num_blocks, 'expected >= 0')
     _check(a.length % h.frames == 0, 'model.harmonic.frames', h.frames,

@@ -149,6 +149,9 @@ class HarmonicGenerator(nn.Module):
     noise_bands: bands of the noise filter, from 0 to Nyquist.
     frames: control frames over the note.
     num_blocks: convolution blocks over the frames.
+    noise_max: upper bound of each noise band's magnitude (DDSP's 2).
+    relative_noise: scale the noise bands by the frame's harmonic amplitude, so that `noise_max` bounds the
+      noise relative to the harmonics (a note can never be more noise than tone) rather than absolutely.
     dtype: the computation's dtype of the control network's trunk (float32 or bfloat16).
   """
   num_pitches: int
@@ -161,6 +164,8 @@ class HarmonicGenerator(nn.Module):
   noise_bands: int = 32
   frames: int = 16
   num_blocks: int = 2
+  noise_max: float = 2.0
+  relative_noise: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -196,7 +201,9 @@ class HarmonicGenerator(nn.Module):
     amplitude = synthesis.exp_sigmoid(nn.Dense(1, bias_init=nn.initializers.constant(-1.0), name='amplitude')(x))
     distribution = synthesis.exp_sigmoid(nn.Dense(self.num_harmonics, name='harmonics')(x))
     noise = synthesis.exp_sigmoid(nn.Dense(self.noise_bands, bias_init=nn.initializers.constant(-5.0),
-                                           name='noise')(x))
+                                           name='noise')(x), max_value=self.noise_max)
+    if self.relative_noise:
+      noise = noise * amplitude
     noise = jax.image.resize(noise, (noise.shape[0], self.frames + 1, self.noise_bands), 'linear')
     attack, decay, sustain = jnp.split(jax.nn.sigmoid(nn.Dense(3, name='envelope')(c)), 3, axis=-1)
     envelope = synthesis.attack_decay_envelope(0.001 * 100.0 ** attack, 0.02 * 250.0 ** decay, sustain,
@@ -216,7 +223,8 @@ def make_generator(config: ml_collections.ConfigDict) -> Generator | HarmonicGen
     return HarmonicGenerator(num_pitches=config_lib.num_pitches(config), pitch_min=config.audio.pitch_min,
                              length=config.audio.length, sample_rate=config.audio.sample_rate, hidden=h.hidden,
                              channels=h.channels, num_harmonics=h.num_harmonics, noise_bands=h.noise_bands,
-                             frames=h.frames, num_blocks=h.num_blocks, dtype=jnp.dtype(config.train.dtype))
+                             frames=h.frames, num_blocks=h.num_blocks, noise_max=h.noise_max,
+                             relative_noise=h.relative_noise, dtype=jnp.dtype(config.train.dtype))
   return Generator(dim=m.generator_dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
                    kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=m.upsample,
                    pitch_input=m.pitch_input, post_filter=m.post_filter, dtype=jnp.dtype(config.train.dtype))
