@@ -40,13 +40,17 @@ def test_an_older_config_json_loads_with_the_values_its_model_was_trained_with(t
   config = aux.get_config('small')
   written = json.loads(config.to_json())
   for field in config_lib.ADDED_FIELDS:
-    section, leaf = field.split('.')
-    del written[section][leaf]
+    *parents, leaf = field.split('.')
+    node = written
+    for part in parents:
+      node = node[part]
+    del node[leaf]
   (tmp_path / 'config.json').write_text(json.dumps(written))
   loaded = config_lib.load_config(str(tmp_path))
   assert loaded.model.generator == 'wavegan'  # What every model was before the harmonic generator existed.
   assert loaded.model.upsample == 'transposed' and loaded.train.pitch_classification_weight == 0.0
   assert loaded.eval.listening_pitches == (36, 48, 60, 72)
+  assert loaded.train.dtype == 'float32' and loaded.model.harmonic.noise_max == 2.0
   assert loaded.notes.exclude == ((66, 64),)  # JSON lists come back as the config's tuples.
   config_lib.validate(loaded)
   # A current config.json keeps its own values.
