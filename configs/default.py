@@ -145,8 +145,9 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.train.use_aux_discriminator = True
   c.train.aux_weight = 0.1
   # Weight of the auxiliary pitch classification (AC-GAN) loss of D's pitch head on real notes, and of G's notes
-  # on it; 0 = no pitch head (the projection discriminator alone).
-  c.train.pitch_classification_weight = 0.0
+  # on it; 0 = no pitch head (the projection discriminator alone). With it, G is pushed to the requested pitch
+  # rather than an octave above it (docs/experiments.md).
+  c.train.pitch_classification_weight = 1.0
   c.train.nonfinite = 'stop'  # 'stop' (keep last good checkpoint) or 'skip' (drop the update, count it).
   c.train.log_every = 50
   c.train.checkpoint_every = 1000
@@ -203,7 +204,6 @@ def _paper(c: ml_collections.ConfigDict) -> None:
   c.model.upsample = 'nearest'
   c.model.pitch_input = True
   c.model.post_filter = 512
-  c.train.pitch_classification_weight = 1.0
   c.train.g_lr = 2e-4
   c.train.d_lr = 2e-4
   c.train.adam_b1 = 0.5

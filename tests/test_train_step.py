@@ -50,6 +50,7 @@ def test_each_config_step_runs_with_finite_losses(name):
 def test_generator_update_equals_backpropagation_through_a_second_generator_pass():
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective."""
   config = helpers.tiny_config('aux')
+  assert config.train.pitch_classification_weight > 0  # The default: D's pitch head is part of G's objective.
   models = gan.Models(config)
   root = jax.random.key(config.seed)
   state = jax.jit(models.init)(root)
@@ -62,10 +63,12 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
 
   def reference(g_params):  # G's objective against the updated discriminators (new.d, new.aux), from scratch.
     fake, _ = models.generate({**state.g, 'params': g_params}, z, pitch, train=True)
-    logits, _, _ = models.discriminate(new.d, fake, pitch, k_g)
+    logits, pitch_logits, _ = models.discriminate(new.d, fake, pitch, k_g)
     phi = embedding_lib.phi(metric, fake, config)
-    return (losses.hinge_g_loss(logits) + config.train.metric_weight * losses.metric_preservation_loss(z, phi, stats)
-            + config.train.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi)))
+    t = config.train
+    return (losses.hinge_g_loss(logits) + t.metric_weight * losses.metric_preservation_loss(z, phi, stats)
+            + t.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi))
+            + t.pitch_classification_weight * losses.pitch_classification_loss(pitch_logits, pitch))
 
   loss, grads = jax.jit(jax.value_and_grad(reference))(state.g['params'])
   np.testing.assert_allclose(float(metrics['g_loss']), float(loss), rtol=1e-5)
