@@ -4,6 +4,9 @@ r"""Trains face2music_jax: prerequisite stages when missing, then the GAN.
   python run_train.py --config=configs/metric.py:paper --workdir=/ckpt/metric --config.train.batch_size=64
   # several hosts (e.g. 2 processes on one machine):
   python run_train.py --config=configs/aux.py --coordinator_address=127.0.0.1:12345 --num_processes=2 --process_id=0
+
+Exit codes: 0 done, 2 a known error (one line `Error: ...`), 3 stopped by SIGTERM before the last step after saving
+a checkpoint (rerun to resume), 1 anything else.
 """
 
 from absl import app
@@ -13,6 +16,7 @@ from ml_collections import config_flags
 
 from face2music_jax import cli
 from face2music_jax import parallel
+from face2music_jax import preemption
 from face2music_jax import train
 
 FLAGS = flags.FLAGS
@@ -32,16 +36,17 @@ flags.mark_flags_as_required(['config'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  cli.quiet_library_logs()
-  parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                                        heartbeat_timeout=FLAGS.heartbeat_timeout)
-  config = FLAGS.config
-  workdir = FLAGS.workdir or config.workdir
-  logging.info('Config %s (%s), workdir %s', config.name, config.size, workdir)
-  with parallel.exit_at_once_on_error():
-    train.train(config, workdir)
+  with preemption.handling_sigterm():  # From the first moment; train.train handles it in its own way.
+    cli.quiet_library_logs()
+    parallel.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                                          heartbeat_timeout=FLAGS.heartbeat_timeout)
+    config = FLAGS.config
+    workdir = FLAGS.workdir or config.workdir
+    logging.info('Config %s (%s), workdir %s', config.name, config.size, workdir)
+    with parallel.exit_at_once_on_error():
+      train.train(config, workdir)
   logging.info('Done: checkpoints, TensorBoard logs, metrics.jsonl and samples/ are in %s', workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -14,6 +14,7 @@ from ml_collections import config_flags
 
 from face2music_jax import cli
 from face2music_jax import translate
+from face2music_jax.data import images
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/aux.py or configs/aux.py:tiny '
@@ -22,6 +23,8 @@ flags.DEFINE_string('workdir', None, 'Work directory of the trained model (defau
 flags.DEFINE_integer('pitch', translate.DEFAULT_PITCH, "MIDI pitch of the notes, within the config's pitch range.")
 flags.DEFINE_string('output_dir', '', 'Where the WAV files go (default: <workdir>/translations).')
 flags.DEFINE_bool('overwrite', False, 'Replace existing WAV files.')
+flags.DEFINE_integer('max_image_pixels', images.MAX_PIXELS, 'The largest photo accepted (width x height), checked '
+                     'from its header before it is decoded.')
 
 
 @cli.reports_known_errors
@@ -30,10 +33,10 @@ def main(argv):
   config, workdir = cli.config_and_workdir(FLAGS.config, FLAGS.workdir)
   logging.info('Config %s (%s), workdir %s', config.name, config.size, workdir)
   translations = translate.translate(config, workdir, argv[1:], midi_pitch=FLAGS.pitch, output_dir=FLAGS.output_dir,
-                                     overwrite=FLAGS.overwrite)
+                                     overwrite=FLAGS.overwrite, max_image_pixels=FLAGS.max_image_pixels)
   for t in translations:
     print(f'{t.wav}\t{t.image}\tface (left, top, right, bottom) = {t.box}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

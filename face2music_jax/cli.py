@@ -1,8 +1,15 @@
-"""Shared set-up of the command-line entry points (run_train.py, run_eval.py, run_translate.py): quiet library
-logs, the config and work directory from the flags, and one error policy."""
+"""Shared set-up of the command-line entry points (run_train.py, run_eval.py, run_translate.py): flag parsing, quiet
+library logs, the config and work directory from the flags, and one error policy with its exit codes:
+
+  0  done
+  1  a bad command line (absl's usage error), or an unexpected error (with its traceback)
+  2  a known error (KNOWN_ERRORS, a --config.<field> that the config lacks): one line `Error: <message>`
+  3  stopped by SIGTERM before the last step, after saving (preemption.EXIT_CODE): rerun to resume
+"""
 
 import functools
 import logging as py_logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -13,7 +20,10 @@ from absl import logging
 from face2music_jax import checkpoint
 from face2music_jax import config_lib
 from face2music_jax import evaluate
+from face2music_jax import files
+from face2music_jax import preemption
 from face2music_jax import translate
+from face2music_jax import workdir
 from face2music_jax.data import audio as audio_data
 from face2music_jax.data import face_embedding
 from face2music_jax.data import faces as face_data
@@ -22,7 +32,7 @@ from face2music_jax.data import notes as notes_data
 # Errors whose message says what is wrong and what to do: a command reports them in one line, without a traceback.
 KNOWN_ERRORS = (config_lib.ConfigError, checkpoint.CheckpointError, evaluate.EvaluationError,
                 translate.TranslationError, PermissionError, audio_data.DataError, face_data.FaceDataError,
-                face_embedding.NoFaceError, notes_data.SoundFontError)
+                face_embedding.NoFaceError, notes_data.SoundFontError, files.WriteError, workdir.WorkdirError)
 # The exit code of a known error (absl exits with 1 on a bad command line, Python with 1 on any other error).
 KNOWN_ERROR_EXIT_CODE = 2
 
@@ -35,22 +45,51 @@ class _QuietLibraries(py_logging.Filter):
         part in record.pathname for part in ('/orbax/', '/tensorflow_datasets/'))
 
 
+def _error(message: str) -> None:
+  """Reports a known error: the log lines before it, then one line on stderr; exits with KNOWN_ERROR_EXIT_CODE."""
+  logging.flush()
+  print(f'Error: {message}', file=sys.stderr, flush=True)
+  sys.exit(KNOWN_ERROR_EXIT_CODE)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (app.run's flags_parser), where a --config.<field> override of a field that the config
+  lacks is one line naming it (exit code 2) instead of ml_collections' traceback."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:  # ml_collections' errors for a missing field, at whichever level.
+    message = str(e)
+    suggestion = re.search(r'Did you mean \W*"(\w+)\W* instead of \W*"(\w+)', message)
+    unknown = suggestion.group(2) if suggestion else re.search(r"(\w+)", message).group(1)
+    for arg in argv[1:]:
+      parts = arg.split('=', 1)[0].removeprefix('--config.').split('.')
+      if arg.startswith('--config.') and unknown in parts:
+        parents = parts[:parts.index(unknown)]
+        field = '.'.join([*parents, unknown])
+        hint = f' (did you mean config.{".".join([*parents, suggestion.group(1)])}?)' if suggestion else ''
+        _error(f'{arg}: the config has no field {field}{hint}.')
+    _error(f'Unknown config field: {" ".join(message.split())}')
+
+
 def quiet_library_logs() -> None:
   logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
 def reports_known_errors(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
   """Decorates an absl `main`: a KNOWN_ERRORS exception prints `Error: <message>` to stderr and exits with code 2;
-  any other exception propagates with its traceback."""
+  a run stopped by SIGTERM prints `Stopped: <message>` and exits with code 3; any other exception propagates with
+  its traceback."""
 
   @functools.wraps(main)
   def wrapped(argv: Sequence[str]) -> None:
     try:
       main(argv)
     except KNOWN_ERRORS as e:
-      logging.flush()  # The log lines before the error, then the error.
-      print(f'Error: {e}', file=sys.stderr, flush=True)
-      sys.exit(KNOWN_ERROR_EXIT_CODE)
+      _error(str(e))
+    except preemption.Preempted as e:
+      logging.flush()
+      print(f'Stopped: {e}', file=sys.stderr, flush=True)
+      sys.exit(preemption.EXIT_CODE)
 
   return wrapped
 

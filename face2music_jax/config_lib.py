@@ -1,6 +1,7 @@
 """Checks a configuration once at start, so that a bad value fails with a message naming its field."""
 
 import json
+import math
 import os
 from typing import Any
 
@@ -20,6 +21,14 @@ DTYPES = ('float32', 'bfloat16')
 # TFDS nsynth's instrument family names, in its ClassLabel order.
 NSYNTH_FAMILIES = ('bass', 'brass', 'flute', 'guitar', 'keyboard', 'mallet', 'organ', 'reed', 'string',
                    'synth_lead', 'vocal')
+
+
+# The embedded default faces: 100 LFW crops and the astronaut, every DEFAULT_FACES_TEST_EVERY-th identity (sorted by
+# name) held out for the test split (data/faces.py).
+DEFAULT_FACE_IDENTITIES = 101
+DEFAULT_FACES_TEST_EVERY = 10
+# Seeds seed numpy's and JAX's generators, which take non-negative integers (and seed + 1 is used too).
+MAX_SEED = 2**31 - 2
 
 
 class ConfigError(ValueError):
@@ -109,11 +118,15 @@ def _check(ok: bool, field: str, value, expected: str) -> None:
     raise ConfigError(f'config.{field} = {value!r} is invalid: {expected}.')
 
 
+def _finite(value) -> bool:
+  return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def _positive(config, field: str) -> None:
   value = config
   for part in field.split('.'):
     value = value[part]
-  _check(isinstance(value, (int, float)) and value > 0, field, value, 'expected a positive number')
+  _check(_finite(value) and value > 0, field, value, 'expected a positive finite number')
 
 
 def _choice(config, field: str, choices: tuple[str, ...]) -> None:
@@ -148,6 +161,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config, 'train.nonfinite', NONFINITE)
   _choice(config, 'train.dtype', DTYPES)
 
+  for field, seed in (('seed', config.seed), ('eval.seed', config.eval.seed)):
+    _check(isinstance(seed, int) and 0 <= seed <= MAX_SEED, field, seed, f'expected an integer in 0..{MAX_SEED}')
   a = config.audio
   _check(0 <= a.pitch_min <= a.pitch_max <= 127, 'audio.pitch_min/pitch_max', (a.pitch_min, a.pitch_max),
          'expected 0 <= pitch_min <= pitch_max <= 127')
@@ -165,6 +180,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            f'audio.length = {a.length} must be a multiple of the number of frames')
   _check(m.kernel_size % 2 == 1, 'model.kernel_size', m.kernel_size, 'expected an odd kernel size')
   _check(config.data.max_default_faces >= 0, 'data.max_default_faces', config.data.max_default_faces, 'expected >= 0')
+  if config.data.face_source == 'lfw_subset':
+    limit, every = config.data.max_default_faces, DEFAULT_FACES_TEST_EVERY
+    _check(limit == 0 or every <= limit <= DEFAULT_FACE_IDENTITIES, 'data.max_default_faces', limit,
+           f'expected 0 (all {DEFAULT_FACE_IDENTITIES} default identities) or {every}..{DEFAULT_FACE_IDENTITIES}: '
+           f'there are {DEFAULT_FACE_IDENTITIES}, and every {every}th is held out for the test split')
   _check(m.phase_shuffle >= 0, 'model.phase_shuffle', m.phase_shuffle, 'expected >= 0')
   _check(m.post_filter >= 0, 'model.post_filter', m.post_filter, 'expected >= 0 taps')
   _check(len(m.aux_features) > 0 and m.aux_features[-1] == 1 and all(f > 0 for f in m.aux_features),
@@ -176,7 +196,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(config.train.batch_size >= 2, 'train.batch_size', config.train.batch_size,
          'the metric preservation loss needs at least 2 examples per batch')
   for field in ('metric_weight', 'aux_weight', 'gp_weight', 'pitch_classification_weight', 'metric_warmup_steps'):
-    _check(config.train[field] >= 0, f'train.{field}', config.train[field], 'expected >= 0')
+    _check(_finite(config.train[field]) and config.train[field] >= 0, f'train.{field}', config.train[field],
+           'expected a finite number >= 0')
   _check(0 <= config.train.adam_b1 < 1 and 0 <= config.train.adam_b2 < 1, 'train.adam_b1/adam_b2',
          (config.train.adam_b1, config.train.adam_b2), 'expected in [0, 1)')
   _check(bool(listening_pitches(config)), 'eval.listening_pitches', config.eval.listening_pitches,

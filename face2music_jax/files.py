@@ -1,13 +1,28 @@
-"""Files that commands write: checking a directory before any work, and writes that a reader never sees half done."""
+"""Files that commands write: checking a directory before any work, writes that a reader never sees half done, and
+one clear error for every write that fails (a full disk, a directory that is not writable)."""
 
+import contextlib
 import errno
+import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 from jax.experimental import multihost_utils
+
+# The key under which `write_json(..., checksum=True)` stores the SHA-256 of the rest of the object.
+CHECKSUM_KEY = 'sha256'
+
+
+class WriteError(RuntimeError):
+  """A file could not be written; the message names it and the likely cause (a full disk, or no permission)."""
+
+
+class CorruptFileError(ValueError):
+  """A file that a command wrote earlier does not read back as it was written; the message names it."""
 
 
 def check_writable(directory: str, what: str) -> None:
@@ -32,19 +47,99 @@ def check_writable(directory: str, what: str) -> None:
     raise PermissionError(f'The {what} {directory} is not writable: {e}') from e
 
 
-def write_text(path: str, text: str) -> None:
-  """Writes `path` atomically: the text goes to `<path>.tmp`, which then replaces `path` (a rename), so that a
-  process killed meanwhile leaves the old file or the new one, never a part. Creates the parent directory."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+@contextlib.contextmanager
+def writing(path: str, errors: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+  """Turns a failed write of `path` into one WriteError naming it and the likely cause.
+
+  Args:
+    path: the file (or directory) being written.
+    errors: exception types besides OSError that the writer raises for a failed write (e.g. TensorFlow's).
+  """
+  try:
+    yield
+  except (OSError, *errors) as e:
+    raise WriteError(f'Could not write {path} (is the disk full, or the directory not writable?): '
+                     f'{type(e).__name__}: {e}') from e
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """Writes `path` atomically: the data go to `<path>.tmp`, which then replaces `path` (a rename), so that a
+  process killed meanwhile leaves the old file or the new one, never a part. Creates the parent directory.
+
+  Raises:
+    WriteError: naming `path`, if it cannot be written (the temporary file is removed; `path` is unchanged).
+  """
   tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
+  with writing(path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+      with open(tmp, 'wb') as f:
+        f.write(data)
+      os.replace(tmp, path)
+    except OSError:
+      with contextlib.suppress(OSError):
+        os.remove(tmp)
+      raise
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` atomically (`write_bytes`)."""
+  write_bytes(path, text.encode())
+
+
+def append_text(path: str, text: str) -> None:
+  """Appends `text` to `path`; WriteError naming it if that fails (a reader must accept a partial last line)."""
+  with writing(path), open(path, 'a') as f:
     f.write(text)
-  os.replace(tmp, path)
 
 
-def write_json(path: str, obj: Any) -> None:
-  """Writes `obj` as indented JSON, atomically (`write_text`), on process 0; every process waits for it."""
+def _checksum(obj: Any) -> str:
+  return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def write_json(path: str, obj: Any, checksum: bool = False) -> None:
+  """Writes `obj` as indented JSON, atomically (`write_text`), on process 0; every process waits for it.
+
+  Args:
+    path: the file.
+    obj: a JSON-serialisable object; a dict if `checksum`.
+    checksum: store the SHA-256 of `obj` under CHECKSUM_KEY, which `read_json` verifies.
+  """
+  if checksum:
+    obj = {**obj, CHECKSUM_KEY: _checksum(obj)}
   if jax.process_index() == 0:
     write_text(path, json.dumps(obj, indent=2))
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f'write {path}')
+
+
+def read_json(path: str) -> Any:
+  """The object of a JSON file that `write_json` wrote, its checksum (if it has one) verified and removed.
+
+  Raises:
+    CorruptFileError: naming `path`, if it is not valid JSON or its contents differ from their checksum.
+  """
+  try:
+    with open(path, 'rb') as f:
+      obj = json.loads(f.read())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CorruptFileError(f'{path} is not valid JSON: {e}') from e
+  if isinstance(obj, dict) and CHECKSUM_KEY in obj:
+    stored = obj.pop(CHECKSUM_KEY)
+    if stored != _checksum(obj):
+      raise CorruptFileError(f'{path} does not match its checksum: its contents changed after it was written.')
+  return obj
+
+
+def set_aside(path: str, reason: str) -> str:
+  """Renames a corrupt file or directory to `<path>.corrupt-<reason>` (never deletes it) and returns the new name.
+
+  A name already taken gets a number: `<path>.corrupt-<reason>-2`, ...
+  """
+  target = f'{path}.corrupt-{reason}'
+  number = 1
+  while os.path.exists(target):
+    number += 1
+    target = f'{path}.corrupt-{reason}-{number}'
+  os.rename(path, target)
+  return target

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 
 from face2music_jax import checkpoint
 from face2music_jax import parallel
@@ -108,28 +109,41 @@ def make_generate(generator: nn.Module) -> Callable[[dict[str, Any], jax.Array, 
 
 
 def restore_generator(config: ml_collections.ConfigDict, workdir: str) -> tuple[nn.Module, dict[str, Any], int]:
-  """The generator of `config` and its variables at the latest GAN checkpoint of `workdir`, read alone.
+  """The generator of `config` and its variables at the newest GAN checkpoint of `workdir` that verifies, read alone.
 
-  Only the checkpoint's 'g' entry is read; the variables are replicated over a mesh of all devices.
+  Only the checkpoint's 'g' entry is read, and compared with the checksums saved with it; the variables are
+  replicated over a mesh of all devices. A checkpoint that does not load or verify is reported and the previous
+  one is used (it is left where it is: training sets it aside when it next runs, and a run may be saving now).
 
   Returns:
     (generator, generator variables {'params', 'batch_stats'}, checkpoint step).
 
   Raises:
-    checkpoint.CheckpointError: no checkpoint, or one written with another config.
+    checkpoint.CheckpointError: no checkpoint, none that verifies, or one written with another config.
   """
   directory = os.path.join(workdir, 'checkpoints')
   manager = checkpoint.reader(directory)
-  step = manager.latest_step()
-  if step is None:
+  steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
     raise checkpoint.CheckpointError(f'No GAN checkpoint in {directory}: train first, e.g. python run_train.py '
                                      f'--config=configs/{config.name}.py:{config.size} --workdir={workdir}')
   generator = g_lib.make_generator(config)
   shapes = jax.eval_shape(lambda: init_generator(generator, config, jax.random.key(0)))
   replicated = parallel.replicated(parallel.make_mesh())
   like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), shapes)
-  g_vars = checkpoint.restore_entry(manager, step, 'g', like)
-  return generator, g_vars, step
+  problems = []
+  for step in steps:
+    try:
+      g_vars = checkpoint.restore_entry(manager, step, 'g', like)
+    except checkpoint.CorruptCheckpointError as e:
+      logging.error('%s Trying the previous checkpoint.', e)
+      problems.append(str(e))
+      continue
+    if problems:
+      logging.warning('Using the checkpoint at step %d: the newer ones of %s are corrupt (rerun training to set them '
+                      'aside and retrain).', step, directory)
+    return generator, g_vars, step
+  raise checkpoint.CheckpointError(f'No GAN checkpoint in {directory} verifies: ' + ' '.join(problems))
 
 
 def to_host(tree: Any) -> Any:

@@ -14,6 +14,9 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from face2music_jax import config_lib
+from face2music_jax import preemption
+
 
 def maybe_initialize_distributed(coordinator_address: str = '', num_processes: int = 0, process_id: int = -1,
                                  initialization_timeout: int = 300, heartbeat_timeout: int = 60) -> None:
@@ -54,6 +57,8 @@ def exit_at_once_on_error() -> Iterator[None]:
   """
   try:
     yield
+  except preemption.Preempted:
+    raise  # Stopped by SIGTERM after saving, as the other processes were (a preemption stops them all).
   except Exception:  # Whatever stopped this process, the others must not wait for it.
     if jax.process_count() == 1:
       raise
@@ -88,10 +93,14 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def local_batch_size(global_batch_size: int) -> int:
-  """This process's share of the global batch; fails clearly when it does not divide over the devices."""
+  """This process's share of the global batch (config.train.batch_size).
+
+  Raises:
+    config_lib.ConfigError: naming the field, when the batch does not divide over the devices.
+  """
   if global_batch_size % jax.device_count():
-    raise ValueError(f'config.train.batch_size = {global_batch_size} must be divisible by the number of devices '
-                     f'({jax.device_count()}).')
+    raise config_lib.ConfigError(f'config.train.batch_size = {global_batch_size} is invalid: expected a multiple of '
+                                 f'the number of devices ({jax.device_count()}).')
   return global_batch_size // jax.process_count()
 
 

@@ -6,7 +6,9 @@
   statistics      -> <workdir>/statistics.json        (mu_x, sigma_x, mu_y, sigma_y of pairwise distances)
 
 `ensure_*` returns the artefact, running the stage first when the artefact is missing. Every process computes
-the same artefact (same data, same seed); Orbax writes it once.
+the same artefact (same data, same seed); Orbax writes it once. Artefacts carry checksums (of every array, or of
+the JSON); one that does not read back as written is set aside as `<artefact>.corrupt-<reason>` (never deleted)
+and its stage runs again.
 """
 
 import functools
@@ -79,17 +81,52 @@ def _train_audio_embedding(config: ml_collections.ConfigDict) -> embedding_lib.A
           'mfcc_std': (mfccs.std(0) + 1e-6).astype(np.float32)}
 
 
+def _set_aside(path: str, error: Exception, reason: str) -> None:
+  """Moves a corrupt artefact out of its stage's way (process 0; the others find it gone or fail on it too)."""
+  if jax.process_index() == 0 and os.path.exists(path):
+    moved = files.set_aside(path, reason)
+    logging.error('%s Set aside as %s; the stage runs again.', error, moved)
+
+
+def _restored(path: str, like: Any) -> Any | None:
+  """The array artefact at `path`; None if it is missing, or corrupt (then set aside, so that its stage reruns)."""
+  if not os.path.exists(path):
+    return None
+  try:
+    return checkpoint.restore_artefact(path, like)
+  except checkpoint.CorruptCheckpointError as e:
+    _set_aside(path, e, e.reason)
+    return None
+
+
+def _read_json(path: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
+  """The JSON artefact at `path`; None if it is missing, or corrupt or incomplete (then set aside)."""
+  if not os.path.exists(path):
+    return None
+  try:
+    obj = files.read_json(path)
+    missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
+    if missing:
+      raise files.CorruptFileError(f'{path} lacks {", ".join(missing)}.')
+    return obj
+  except files.CorruptFileError as e:
+    _set_aside(path, e, 'checksum')
+    return None
+
+
 def ensure_audio_embedding(config: ml_collections.ConfigDict, workdir: str) -> embedding_lib.AudioMetric:
-  """Stage 2a: the audio metric phi(y), trained when missing."""
+  """Stage 2a: the audio metric phi(y), trained when missing or corrupt."""
   path = os.path.join(workdir, 'audio_embedding')
-  if not os.path.isdir(path):
-    logging.info('Stage audio_embedding: training the triplet audio embedding (%d steps).',
-                 config.audio_embedding.num_steps)
-    checkpoint.save_artefact(path, _train_audio_embedding(config))
   model = embedding_lib.make_audio_embedding(config)
   like = {'params': model.init(jax.random.key(0), jnp.zeros((1, config.audio.length)))['params'],
           'mfcc_mean': np.zeros(config.mfcc.n_mfcc), 'mfcc_std': np.zeros(config.mfcc.n_mfcc)}
-  return checkpoint.restore_artefact(path, like)
+  metric = _restored(path, like)
+  if metric is None:
+    logging.info('Stage audio_embedding: training the triplet audio embedding (%d steps).',
+                 config.audio_embedding.num_steps)
+    checkpoint.save_artefact(path, _train_audio_embedding(config))
+    metric = checkpoint.restore_artefact(path, like)
+  return metric
 
 
 def _accuracy(model: AudioClassifier, params: Any, audio: np.ndarray, labels: np.ndarray) -> float:
@@ -99,7 +136,7 @@ def _accuracy(model: AudioClassifier, params: Any, audio: np.ndarray, labels: np
 
 
 def ensure_classifiers(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Stage 2b: the pitch and family classifiers (for FID / Inception Score), trained when missing.
+  """Stage 2b: the pitch and family classifiers (for FID / Inception Score), trained when missing or corrupt.
 
   Returns:
     {'pitch': params, 'family': params, 'metrics': {'pitch_test_accuracy': ..., 'family_test_accuracy': ...}}.
@@ -111,7 +148,8 @@ def ensure_classifiers(config: ml_collections.ConfigDict, workdir: str) -> dict[
     model = make_classifier(config, kind)
     like = model.init(jax.random.key(0), jnp.zeros((1, config.audio.length)))['params']
     path = os.path.join(root, kind)
-    if not os.path.isdir(path):
+    out[kind] = _restored(path, like)
+    if out[kind] is None:
       notes = load_notes(config, 'train')
       logging.info('Stage classifiers: training the %s classifier (%d steps).', kind, config.classifiers.num_steps)
 
@@ -125,16 +163,17 @@ def ensure_classifiers(config: ml_collections.ConfigDict, workdir: str) -> dict[
       checkpoint.save_artefact(path, params)
       if os.path.exists(metrics_path):
         os.remove(metrics_path)
-    out[kind] = checkpoint.restore_artefact(path, like)
-  if not os.path.exists(metrics_path):
+      out[kind] = checkpoint.restore_artefact(path, like)
+  accuracies = tuple(f'{k}_test_accuracy' for k in ('pitch', 'family'))
+  out['metrics'] = _read_json(metrics_path, accuracies)
+  if out['metrics'] is None:
     test = load_notes(config, 'test')
     metrics = {f'{k}_test_accuracy': _accuracy(make_classifier(config, k), out[k], test['audio'], test[k])
                for k in ('pitch', 'family')}
     metrics['num_test_notes'] = int(len(test['audio']))
-    files.write_json(metrics_path, metrics)
+    files.write_json(metrics_path, metrics, checksum=True)
     logging.info('Classifier test accuracies: %s', metrics)
-  with open(metrics_path) as f:
-    out['metrics'] = json.load(f)
+    out['metrics'] = metrics
   return out
 
 
@@ -153,7 +192,8 @@ def ensure_statistics(config: ml_collections.ConfigDict, workdir: str,
                       metric: embedding_lib.AudioMetric) -> dict[str, float]:
   """Stage 3: dataset-wide (mu, sigma) of pairwise distances in face space and in the audio metric space."""
   path = os.path.join(workdir, 'statistics.json')
-  if not os.path.exists(path):
+  stats = _read_json(path, losses.STATS_KEYS)
+  if stats is None:
     logging.info('Stage statistics: pairwise distance statistics over %d sampled pairs.', config.stats.num_pairs)
     faces = load_face_embeddings(config, 'train')[:config.stats.max_examples]
     audio = load_notes(config, 'train')['audio'][:config.stats.max_examples]
@@ -162,10 +202,8 @@ def ensure_statistics(config: ml_collections.ConfigDict, workdir: str,
     mu_y, sigma_y = pairwise_distance_stats(feats, config.stats.num_pairs, config.seed + 1)
     stats = {'mu_x': mu_x, 'sigma_x': sigma_x, 'mu_y': mu_y, 'sigma_y': sigma_y,
              'num_faces': int(len(faces)), 'num_notes': int(len(audio)), 'num_pairs': config.stats.num_pairs}
-    files.write_json(path, stats)
+    files.write_json(path, stats, checksum=True)
     logging.info('Statistics: %s', stats)
-  with open(path) as f:
-    stats = json.load(f)
   if min(stats['sigma_x'], stats['sigma_y']) <= 0:
     raise ValueError(f'{path}: a pairwise distance std is 0 (all examples identical?): {stats}')
   return {k: stats[k] for k in losses.STATS_KEYS}

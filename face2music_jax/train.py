@@ -1,17 +1,18 @@
-"""The GAN training loop: prerequisite stages, data, the jitted step (train_step.py), logging, checkpoints.
+"""The GAN training loop: prerequisite stages, data, the jitted step (train_step.py), logging, checkpoints, SIGTERM.
 
 The GAN itself (its state, networks and eval-mode generator) is in gan.py.
 """
 
+import contextlib
+import functools
 import json
 import os
-import signal
 import time
 
 import jax
 import ml_collections
 import numpy as np
-import soundfile
+import tensorflow as tf
 from absl import logging
 from clu import metric_writers
 
@@ -19,7 +20,10 @@ from face2music_jax import checkpoint
 from face2music_jax import config_lib
 from face2music_jax import files
 from face2music_jax import parallel
+from face2music_jax import preemption
 from face2music_jax import stages
+from face2music_jax import workdir as workdir_lib
+from face2music_jax.audio import wav as wav_lib
 from face2music_jax.gan import Models, TrainState, make_generate, to_host
 from face2music_jax.train_step import compile_train_step
 from face2music_jax.data import faces as face_data
@@ -63,26 +67,10 @@ class TrainingData:
     return {'embedding': self.faces[f], 'audio': self.audio[n], 'pitch': self.pitch[n]}
 
 
-class _Preemption:
-  """Turns SIGTERM into a flag that the loop checks after each step, so that it saves before exiting."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    logging.warning('SIGTERM received: saving a checkpoint and exiting.')
-    self.requested = True
-
-  def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
-
-
 def write_sample_wavs(directory: str, audio: np.ndarray, names: list[str], sample_rate: int) -> None:
-  os.makedirs(directory, exist_ok=True)
+  """Writes each clip as `<directory>/<name>.wav` (32-bit float, unclipped); WriteError naming a file that fails."""
   for name, clip in zip(names, audio):
-    soundfile.write(os.path.join(directory, f'{name}.wav'), clip, sample_rate, subtype='FLOAT')
+    wav_lib.write_wav(os.path.join(directory, f'{name}.wav'), clip, sample_rate, subtype='FLOAT')
 
 
 def _truncate_jsonl(path: str, step: int) -> None:
@@ -108,13 +96,50 @@ def _truncate_jsonl(path: str, step: int) -> None:
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Runs the missing prerequisite stages, then trains the GAN to config.train.num_steps, resuming if possible.
 
-  Writes to workdir: config.json, checkpoints/, TensorBoard events, metrics.jsonl, samples/step_<N>/*.wav.
-  Returns the final state.
+  Before anything is written, the config is checked (every field, and the batch size against the devices), the
+  work directory is locked (process 0) and the config is compared with the run the directory holds
+  (workdir.accept_run). Writes to workdir: run.json, config.json, checkpoints/, TensorBoard events, metrics.jsonl,
+  samples/step_<N>/*.wav. Resumes from the newest checkpoint that verifies (checkpoint.restore_latest).
+
+  Returns:
+    The final state.
+
+  Raises:
+    preemption.Preempted: SIGTERM stopped the run before its last step (in the training loop, after saving a
+      checkpoint).
+    workdir_lib.WorkdirError: another command holds the work directory, or it holds a run of another config.
+    files.WriteError: a file could not be written; the message says that the last checkpoint is intact.
   """
-  config_lib.validate(config)
-  files.check_writable(workdir, 'work directory')
-  os.makedirs(workdir, exist_ok=True)
+  with preemption.handling_sigterm() as sigterm:
+    config_lib.validate(config)
+    parallel.local_batch_size(config.train.batch_size)  # Divisible over the devices, before any stage runs.
+    files.check_writable(workdir, 'work directory')
+    os.makedirs(workdir, exist_ok=True)
+    # Process 0 speaks for the run: the others run with it or not at all.
+    with workdir_lib.locked(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+      return _train(config, workdir, sigterm)
+
+
+def _sample_inputs(config: ml_collections.ConfigDict, mesh) -> tuple[jax.Array, jax.Array, list[str]]:
+  """The sample notes' inputs: held-out faces of different identities, each at every listening pitch.
+
+  Returns:
+    (face embeddings [N, E] and pitch classes [N], replicated; the notes' names 'face_XX_midiYY').
+  """
+  test_faces = face_data.load_faces(face_data.face_files(config, 'test'), config.data.face_image_size,
+                                    embedding_dim=config.data.embedding_dim)
+  sample_faces = sampling.round_robin_by_identity(test_faces['name'], config.train.num_sample_faces)
+  sample_midi = np.repeat(config_lib.listening_pitches(config), len(sample_faces))
+  z = parallel.replicate(mesh, np.tile(test_faces['embedding'][sample_faces], (len(sample_midi) // len(
+      sample_faces), 1)))
+  pitch = parallel.replicate(mesh, (sample_midi - config.audio.pitch_min).astype(np.int32))
+  names = [f'face_{i % len(sample_faces):02d}_midi{m}' for i, m in enumerate(sample_midi)]
+  return z, pitch, names
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.Handler) -> TrainState:
   is_main = jax.process_index() == 0
+  identity = workdir_lib.accept_run(config, workdir)
   if is_main:
     files.write_text(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
 
@@ -130,9 +155,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(root)
   manager = checkpoint.manager(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
   saver = checkpoint.Saver(manager)
-  latest = manager.latest_step()
+  state, latest = checkpoint.restore_latest(manager, state, identity['verified_from'])
   if latest is not None:
-    state = checkpoint.restore(manager, latest, state)
     logging.info('Resumed from the checkpoint at step %d.', latest)
   start_step = int(to_host(state.step))
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
@@ -142,67 +166,72 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   step_fn = compile_train_step(models, mesh)
   metric_r = parallel.replicate(mesh, metric)
   stats_r = parallel.replicate(mesh, {k: np.float32(v) for k, v in stats.items()})
-  # Sample notes: held-out faces of different identities, each at every listening pitch.
-  test_faces = face_data.load_faces(face_data.face_files(config, 'test'), config.data.face_image_size,
-                                    embedding_dim=config.data.embedding_dim)
-  sample_faces = sampling.round_robin_by_identity(test_faces['name'], config.train.num_sample_faces)
-  sample_midi = np.repeat(config_lib.listening_pitches(config), len(sample_faces))
-  sample_z = parallel.replicate(mesh, np.tile(test_faces['embedding'][sample_faces], (len(sample_midi) // len(
-      sample_faces), 1)))
-  sample_pitch = parallel.replicate(mesh, (sample_midi - config.audio.pitch_min).astype(np.int32))
-  sample_names = [f'face_{i % len(sample_faces):02d}_midi{m}' for i, m in enumerate(sample_midi)]
+  sample_z, sample_pitch, sample_names = _sample_inputs(config, mesh)
   generate = make_generate(models.g)
   # TensorBoard on process 0 only; the progress line below is the log.
   writer = metric_writers.SummaryWriter(workdir) if is_main else metric_writers.MultiWriter([])
-  preemption = _Preemption()
+  # The summary writer's failed writes surface as TensorFlow errors, when it writes or flushes.
+  summaries = functools.partial(files.writing, os.path.join(workdir, 'events.out.tfevents.*'), (tf.errors.OpError,))
   t = config.train
   timer_start, timer_step = time.time(), start_step
   try:
-    batch = parallel.global_batch(mesh, data.batch(start_step)) if start_step < t.num_steps else None
-    for step in range(start_step, t.num_steps):
-      state, metrics = step_fn(state, batch, metric_r, stats_r, root)
-      done = step + 1
-      # Dispatch is asynchronous: the next batch is assembled while this step runs, before anything below waits
-      # for the step's results (the step never waits on its input).
-      if done < t.num_steps:
-        batch = parallel.global_batch(mesh, data.batch(done))
-      if t.nonfinite == 'stop' and not float(to_host(metrics['finite'])):
-        values = {k: float(v) for k, v in to_host(metrics).items()}
-        raise NonFiniteError(f'Non-finite loss or gradient at step {done}: {values}. The last good checkpoint is '
-                             f'kept (step {manager.latest_step()}); lower the learning rates or set '
-                             f"config.train.nonfinite='skip'.")
-      if done % t.log_every == 0 or done == t.num_steps:
-        values = {k: float(v) for k, v in to_host(metrics).items()}
-        rate = (done - timer_step) / (time.time() - timer_start)
-        values['steps_per_second'] = rate
-        writer.write_scalars(done, {f'train/{k}': v for k, v in values.items()})
-        if is_main:
-          with open(metrics_path, 'a') as f:
-            f.write(json.dumps({'step': done, **values}) + '\n')
-        logging.info('step %d/%d  d_loss %.4f  g_loss %.4f%s  %.2f steps/s', done, t.num_steps, values['d_loss'],
-                     values['g_loss'], f"  metric {values['metric_loss']:.4f}" if 'metric_loss' in values else '',
-                     rate)
-        timer_start, timer_step = time.time(), done
-      if done % t.sample_every == 0 or done == t.num_steps:
-        clips = to_host(generate(state.g, sample_z, sample_pitch))
-        if is_main:
-          write_sample_wavs(os.path.join(workdir, 'samples', f'step_{done}'), clips, sample_names,
-                            config.audio.sample_rate)
-      if done % t.checkpoint_every == 0 or done == t.num_steps or preemption.requested:
-        saver.save(done, state)
-      if preemption.requested:
-        saver.wait()
-        logging.warning('Stopped at step %d after SIGTERM; the checkpoint is saved. Rerun to resume.', done)
-        break
-    saver.wait()
-  except BaseException:
-    try:  # Let a save in flight complete; the error that stopped the loop is the one to report.
+    with sigterm.deferred():
+      batch = parallel.global_batch(mesh, data.batch(start_step)) if start_step < t.num_steps else None
+      for step in range(start_step, t.num_steps):
+        state, metrics = step_fn(state, batch, metric_r, stats_r, root)
+        done = step + 1
+        # Dispatch is asynchronous: the next batch is assembled while this step runs, before anything below waits
+        # for the step's results (the step never waits on its input).
+        if done < t.num_steps:
+          batch = parallel.global_batch(mesh, data.batch(done))
+        if t.nonfinite == 'stop' and not float(to_host(metrics['finite'])):
+          values = {k: float(v) for k, v in to_host(metrics).items()}
+          raise NonFiniteError(f'Non-finite loss or gradient at step {done}: {values}. The last good checkpoint is '
+                               f'kept (step {manager.latest_step()}); lower the learning rates or set '
+                               f"config.train.nonfinite='skip'.")
+        if done % t.log_every == 0 or done == t.num_steps:
+          values = {k: float(v) for k, v in to_host(metrics).items()}
+          rate = (done - timer_step) / (time.time() - timer_start)
+          values['steps_per_second'] = rate
+          with summaries():
+            writer.write_scalars(done, {f'train/{k}': v for k, v in values.items()})
+          if is_main:
+            files.append_text(metrics_path, json.dumps({'step': done, **values}) + '\n')
+          logging.info('step %d/%d  d_loss %.4f  g_loss %.4f%s  %.2f steps/s', done, t.num_steps,
+                       values['d_loss'], values['g_loss'],
+                       f"  metric {values['metric_loss']:.4f}" if 'metric_loss' in values else '', rate)
+          timer_start, timer_step = time.time(), done
+        if done % t.sample_every == 0 or done == t.num_steps:
+          clips = to_host(generate(state.g, sample_z, sample_pitch))
+          if is_main:
+            write_sample_wavs(os.path.join(workdir, 'samples', f'step_{done}'), clips, sample_names,
+                              config.audio.sample_rate)
+        if done % t.checkpoint_every == 0 or done == t.num_steps or sigterm.requested:
+          saver.save(done, state)
+        if sigterm.requested and done < t.num_steps:
+          saver.wait()
+          raise preemption.Preempted(f'Stopped at step {done} after SIGTERM; the checkpoint is saved. Rerun to '
+                                     'resume.')
       saver.wait()
-    except checkpoint.CheckpointError as e:
-      logging.error('%s', e)
+      with summaries():
+        writer.flush()
+  except files.WriteError as e:
+    _stopped(saver, writer)
+    raise files.WriteError(f'{e} Training stopped: {saver.last_complete()}.') from e
+  except BaseException:
+    _stopped(saver, writer)
     raise
-  finally:
-    writer.flush()
-    preemption.restore()
   return state
 
+
+def _stopped(saver: checkpoint.Saver, writer: metric_writers.MetricWriter) -> None:
+  """When the loop stopped on an error (or SIGTERM), which is the one to report: lets a save in flight complete
+  and flushes the summaries, reporting their failures in the log only."""
+  try:
+    saver.wait()
+  except checkpoint.CheckpointError as e:
+    logging.error('%s', e)
+  try:
+    writer.flush()
+  except (OSError, tf.errors.OpError) as e:
+    logging.error('Could not flush the TensorBoard summaries: %s', e)

@@ -1,7 +1,9 @@
 """Translates face photos into notes with a trained model: one WAV file per face (command line: run_translate.py).
 
-Each photo goes through dlib's HOG face detector and 128-d face-recognition network (config.data.face_embedding
-== 'dlib'); every face it finds, then the generator of the latest checkpoint of the work directory (eval mode),
+Each photo (turned upright by its EXIF orientation, 16-bit images scaled to 8 bits, one larger than
+`max_image_pixels` refused before decoding: data/images.py) goes through dlib's HOG face detector (on a copy
+shrunk to a few megapixels when larger) and 128-d face-recognition network (config.data.face_embedding == 'dlib');
+every face it finds, then the generator of the newest checkpoint of the work directory that verifies (eval mode),
 writes `config.audio.length` samples at `config.audio.sample_rate` (16-bit PCM) to `<output_dir>/<photo stem>.wav`
 when the photo shows one face, or to `<output_dir>/<photo stem>_face<k>.wav` (k = 0, 1, ... from left to right)
 when it shows several. Existing outputs are kept unless `overwrite` is given; every input is checked, and every
@@ -15,13 +17,12 @@ from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
-from PIL import Image
-from PIL import UnidentifiedImageError
 
 from face2music_jax import files
 from face2music_jax import gan
 from face2music_jax import loops
 from face2music_jax.audio import wav as wav_lib
+from face2music_jax.data import images as images_lib
 from face2music_jax.data.face_embedding import DlibFaceEmbedder, NoFaceError
 
 DEFAULT_PITCH = 60
@@ -45,12 +46,17 @@ class Translation:
   wav: str
 
 
-def read_image(path: str) -> np.ndarray:
-  """An image file as uint8 RGB [H, W, 3]; TranslationError naming the file if it is missing or not an image."""
+def read_image(path: str, max_pixels: int = images_lib.MAX_PIXELS) -> np.ndarray:
+  """An image file as upright uint8 RGB [H, W, 3] (EXIF orientation applied, 16-bit and other modes converted:
+  data/images.py).
+
+  Raises:
+    TranslationError: naming the file, if it is missing, not an image, or larger than `max_pixels` (checked from
+      its header, before decoding).
+  """
   try:
-    with Image.open(path) as image:
-      return np.asarray(image.convert('RGB'))
-  except (OSError, UnidentifiedImageError) as e:
+    return images_lib.read_rgb(path, max_pixels)
+  except images_lib.ImageError as e:
     raise TranslationError(f'Cannot read the image {path}: {e}') from e
 
 
@@ -89,24 +95,27 @@ def pitch_class(config: ml_collections.ConfigDict, midi_pitch: int) -> int:
   return midi_pitch - low
 
 
-def embed_faces(config: ml_collections.ConfigDict, images: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+def embed_faces(config: ml_collections.ConfigDict, image_files: Sequence[str],
+                max_pixels: int = images_lib.MAX_PIXELS) -> list[tuple[np.ndarray, np.ndarray]]:
   """Every face of each image file, left to right: per image, (embeddings f(x) [K, embedding_dim], boxes [K, 4]:
-  (left, top, right, bottom) pixels); TranslationError naming a file without a face."""
+  (left, top, right, bottom) pixels); TranslationError naming a file without a face, or one that cannot be read
+  (`read_image`)."""
   if config.data.face_embedding != 'dlib':
     raise TranslationError(f"translate embeds faces with dlib; config.data.face_embedding = "
                            f"{config.data.face_embedding!r} is not supported yet.")
   embedder = DlibFaceEmbedder()
   faces = []
-  for path in images:
+  for path in image_files:
     try:
-      faces.append(embedder.all_faces(read_image(path)))
+      faces.append(embedder.all_faces(read_image(path, max_pixels)))
     except NoFaceError as e:
       raise TranslationError(f'No usable face in {path}: the face detector found none.') from e
   return faces
 
 
 def translate(config: ml_collections.ConfigDict, workdir: str, images: Sequence[str], *,
-              midi_pitch: int = DEFAULT_PITCH, output_dir: str = '', overwrite: bool = False) -> list[Translation]:
+              midi_pitch: int = DEFAULT_PITCH, output_dir: str = '', overwrite: bool = False,
+              max_image_pixels: int = images_lib.MAX_PIXELS) -> list[Translation]:
   """Writes one WAV per face of each photo (module docstring) and returns where, photo by photo, left to right.
 
   Args:
@@ -116,10 +125,11 @@ def translate(config: ml_collections.ConfigDict, workdir: str, images: Sequence[
     midi_pitch: the MIDI pitch of every note, within config.audio.pitch_min..pitch_max.
     output_dir: where the WAV files go; '' = <workdir>/translations.
     overwrite: replace existing WAV files.
+    max_image_pixels: the largest image accepted (width x height), checked before decoding.
 
   Raises:
-    TranslationError: no images, an unreadable image, an image without a face, a pitch out of range, two faces
-      with one output file, or an existing output without `overwrite`.
+    TranslationError: no images, an unreadable or too large image, an image without a face, a pitch out of range,
+      two faces with one output file, or an existing output without `overwrite`.
     checkpoint.CheckpointError: no checkpoint in workdir, or one of another config.
     PermissionError: the output directory cannot be written.
   """
@@ -131,7 +141,7 @@ def translate(config: ml_collections.ConfigDict, workdir: str, images: Sequence[
     if not os.path.isfile(image):
       raise TranslationError(f'Cannot read the image {image}: no such file.')
   files.check_writable(output_dir, 'output directory')
-  faces = embed_faces(config, images)
+  faces = embed_faces(config, images, max_image_pixels)
   paths = output_paths(images, [len(boxes) for _, boxes in faces], output_dir, overwrite)
   generator, g_vars, _ = gan.restore_generator(config, workdir)
   z = np.concatenate([embeddings for embeddings, _ in faces])

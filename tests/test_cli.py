@@ -1,17 +1,27 @@
-"""The entry points' error policy: a known error is one line on stderr and exit code 2; others keep their traceback."""
+"""The entry points' error policy: a known error is one line on stderr and exit code 2, a run stopped by SIGTERM
+exits with code 3; others keep their traceback."""
+
+import os
+import subprocess
+import sys
 
 import pytest
 
 from face2music_jax import checkpoint
 from face2music_jax import cli
 from face2music_jax import config_lib
+from face2music_jax import files
+from face2music_jax import preemption
+from face2music_jax import workdir
 from face2music_jax.data import audio as audio_data
 
 
 @pytest.mark.parametrize('error', [config_lib.ConfigError('config.audio.length = 8000 is invalid'),
                                    checkpoint.CheckpointError('No GAN checkpoint in /w/checkpoints'),
                                    audio_data.DataError('corrupt.tfrecord is corrupt'),
-                                   PermissionError('The work directory /w is not writable')])
+                                   PermissionError('The work directory /w is not writable'),
+                                   files.WriteError('Could not write /w/samples/a.wav (is the disk full'),
+                                   workdir.WorkdirError('The work directory /w is in use by process 7')])
 def test_a_known_error_prints_one_line_and_exits_with_code_2(error, capsys):
 
   @cli.reports_known_errors
@@ -34,3 +44,26 @@ def test_another_error_keeps_its_traceback():
 
   with pytest.raises(ZeroDivisionError, match='a bug'):
     main(['run_x.py'])
+
+
+def test_a_run_stopped_by_sigterm_exits_with_its_own_code(capsys):
+
+  @cli.reports_known_errors
+  def main(argv):
+    del argv
+    raise preemption.Preempted('Stopped at step 3 after SIGTERM')
+
+  with pytest.raises(SystemExit) as exit_info:
+    main(['run_x.py'])
+  assert exit_info.value.code == preemption.EXIT_CODE == 3
+  assert capsys.readouterr().err == 'Stopped: Stopped at step 3 after SIGTERM\n'
+
+
+def test_an_unknown_config_field_is_one_line_naming_it():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run([sys.executable, 'run_eval.py', '--config=configs/aux.py:tiny', '--workdir=/nonexistent',
+                         '--config.train.g_lrr=1e-3'], cwd=root, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert done.returncode == 2, done.stderr[-3000:]
+  assert done.stderr.strip().splitlines()[-1] == (
+      'Error: --config.train.g_lrr=1e-3: the config has no field train.g_lrr (did you mean config.train.g_lr?).')

@@ -18,6 +18,12 @@ from face2music_jax import config_lib
     ('train.pitch_classification_weight', -1.0, 'train.pitch_classification_weight'),
     ('train.metric_warmup_steps', -5, 'train.metric_warmup_steps'),
     ('eval.listening_pitches', (12, 100), 'eval.listening_pitches'),
+    ('seed', -1, 'seed'),
+    ('eval.seed', 2**40, 'eval.seed'),
+    ('train.g_lr', float('inf'), 'train.g_lr'),
+    ('train.d_lr', float('nan'), 'train.d_lr'),
+    ('train.metric_weight', float('inf'), 'train.metric_weight'),
+    ('data.max_default_faces', 5, 'data.max_default_faces'),
 ])
 def test_bad_values_of_the_new_fields_name_them(field, value, message):
   config = aux.get_config('small')

@@ -64,3 +64,19 @@ def test_a_checkpoint_of_another_config_fails_clearly(tmp_path, field, saved, re
   config.model[field] = restored
   with pytest.raises(checkpoint.CheckpointError, match=r'another config\? Use another --workdir'):
     gan.restore_generator(config, workdir)
+
+
+def test_restore_generator_falls_back_to_the_previous_checkpoint_when_the_newest_is_damaged(tmp_path, caplog):
+  config = helpers.tiny_config('aux')
+  workdir = str(tmp_path / 'workdir')
+  _save_state(config, workdir, step=2)
+  _save_state(config, workdir, step=4)
+  newest = os.path.join(workdir, 'checkpoints', '4')
+  for root, _, names in os.walk(newest):
+    for name in names:
+      if os.path.basename(root) == 'd':  # Every array data file, cut in half.
+        os.truncate(os.path.join(root, name), os.path.getsize(os.path.join(root, name)) // 2)
+  _, _, step = gan.restore_generator(config, workdir)
+  assert step == 2
+  assert f'The checkpoint {newest} is corrupt' in caplog.text
+  assert os.path.isdir(newest)  # Left where it is: only training sets checkpoints aside.

@@ -1,5 +1,5 @@
-"""Injected faults: SIGKILL at a random moment and during a checkpoint save, a full disk while saving, one process
-of a multi-process run dying or hanging, an unwritable work directory.
+"""Injected faults: SIGKILL at a random moment and during a checkpoint save, a full disk while saving, a flipped bit
+in the newest checkpoint, one process of a multi-process run dying or hanging, an unwritable work directory.
 
 The kill and disk tests run `run_train.py` in subprocesses (as a user would) on the tiny config for NUM_STEPS
 steps, then rerun the same command and compare its final parameters with those of one uninterrupted run that
@@ -28,6 +28,7 @@ import pytest
 
 from face2music_jax import checkpoint
 from face2music_jax import train
+from tests import test_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_STEPS = 8
@@ -231,6 +232,23 @@ def test_a_full_disk_while_saving_stops_with_one_clear_error_and_the_rerun_resum
   rerun = _run(_command(workdir, tiny_data_dir, checkpoint_every=4), env)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   _assert_resumed_from(rerun, [4])
+  _assert_finished_like_the_reference(workdir, reference)
+
+
+def test_a_flipped_bit_in_the_newest_checkpoint_sets_it_aside_and_the_rerun_resumes_from_the_previous_one(
+    reference, tiny_data_dir, env, tmp_path):
+  workdir = str(tmp_path / 'workdir')
+  shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns('done'))
+  newest = os.path.join(workdir, 'checkpoints', str(NUM_STEPS))
+  test_checkpoint.flip_one_bit(newest)
+
+  rerun = _run(_command(workdir, tiny_data_dir), env)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert f'The checkpoint {newest} is corrupt' in rerun.stderr, rerun.stderr[-3000:]
+  assert f'Fell back to the checkpoint at step {NUM_STEPS - 1}' in rerun.stderr, rerun.stderr[-3000:]
+  _assert_resumed_from(rerun, [NUM_STEPS - 1])
+  aside = [n for n in os.listdir(os.path.join(workdir, 'checkpoints')) if n.startswith(f'{NUM_STEPS}.corrupt-')]
+  assert len(aside) == 1, os.listdir(os.path.join(workdir, 'checkpoints'))
   _assert_finished_like_the_reference(workdir, reference)
 
 

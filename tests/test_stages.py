@@ -1,9 +1,15 @@
-"""Helpers of the prerequisite stages: the pairwise distance statistics."""
+"""Helpers of the prerequisite stages: the pairwise distance statistics, corrupt artefacts set aside."""
+
+import glob
+import os
 
 import numpy as np
 from scipy.spatial.distance import pdist
 
+from face2music_jax import checkpoint
+from face2music_jax import files
 from face2music_jax import stages
+from tests import test_checkpoint
 
 
 def test_pairwise_distance_stats_estimate_the_mean_and_std_over_all_pairs():
@@ -13,3 +19,27 @@ def test_pairwise_distance_stats_estimate_the_mean_and_std_over_all_pairs():
   np.testing.assert_allclose(mu, exact.mean(), rtol=0.01)
   np.testing.assert_allclose(sigma, exact.std(), rtol=0.02)
   assert stages.pairwise_distance_stats(x, 1000, seed=3) == stages.pairwise_distance_stats(x, 1000, seed=3)
+
+
+def test_a_corrupt_artefact_is_set_aside_so_that_its_stage_runs_again(tmp_path, caplog):
+  path = str(tmp_path / 'classifiers' / 'pitch')
+  checkpoint.save_artefact(path, {'w': np.arange(5000, dtype=np.float32)})
+  like = {'w': np.zeros(5000, np.float32)}
+  np.testing.assert_array_equal(stages._restored(path, like)['w'], np.arange(5000))
+  test_checkpoint.flip_one_bit(path)
+  assert stages._restored(path, like) is None  # The stage reruns.
+  assert not os.path.exists(path) and len(glob.glob(f'{path}.corrupt-*')) == 1
+  assert f'{path}' in caplog.text and 'the stage runs again' in caplog.text
+
+  stats = str(tmp_path / 'statistics.json')
+  files.write_json(stats, {'mu_x': 1.0, 'sigma_x': 2.0}, checksum=True)
+  assert stages._read_json(stats, ('mu_x', 'sigma_x')) == {'mu_x': 1.0, 'sigma_x': 2.0}
+  assert stages._read_json(stats, ('mu_x', 'mu_y')) is None  # Incomplete: set aside.
+  files.write_json(stats, {'mu_x': 1.0, 'sigma_x': 2.0}, checksum=True)
+  with open(stats) as f:
+    text = f.read()
+  with open(stats, 'w') as f:
+    f.write(text.replace('2.0', '3.0'))
+  assert stages._read_json(stats, ('mu_x', 'sigma_x')) is None
+  assert sorted(os.listdir(tmp_path)) == ['classifiers', 'statistics.json.corrupt-checksum',
+                                          'statistics.json.corrupt-checksum-2']

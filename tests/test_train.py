@@ -16,6 +16,8 @@ import soundfile
 
 from face2music_jax import config_lib
 from face2music_jax import gan
+from face2music_jax import parallel
+from face2music_jax import preemption
 from face2music_jax import train
 from face2music_jax import train_step
 
@@ -89,6 +91,14 @@ def test_bad_config_values_fail_at_start_naming_the_field(tiny_config):
   tiny_config.audio.length = 8000
   with pytest.raises(config_lib.ConfigError, match='audio.length'):
     train.train(tiny_config, tiny_config.workdir)
+
+
+def test_a_batch_that_does_not_divide_over_the_devices_fails_before_any_stage(tiny_config, monkeypatch):
+  tiny_config.train.batch_size = 3
+  monkeypatch.setattr(parallel.jax, 'device_count', lambda: 2)
+  with pytest.raises(config_lib.ConfigError, match=r'config\.train\.batch_size = 3 is invalid: expected a multiple'):
+    train.train(tiny_config, tiny_config.workdir)
+  assert not os.path.exists(tiny_config.workdir)
 
 
 def test_a_checkpoint_from_another_config_fails_clearly(tiny_config):
@@ -165,10 +175,10 @@ def test_sigterm_saves_a_checkpoint_before_exit_and_the_rerun_resumes(tiny_confi
     time.sleep(0.5)
   proc.send_signal(signal.SIGTERM)
   out = proc.communicate(timeout=120)[0]
-  assert proc.returncode == 0, out[-3000:]
+  assert proc.returncode == preemption.EXIT_CODE == 3, out[-3000:]  # Not 0: the run is not finished.
   steps = os.listdir(os.path.join(workdir, 'checkpoints'))
   assert len(steps) == 1 and int(steps[0]) >= 3, steps
-  assert f'Stopped at step {steps[0]} after SIGTERM' in out
+  assert f'Stopped: Stopped at step {steps[0]} after SIGTERM' in out
   resumed = subprocess.run(args[:-2] + [f'--config.train.num_steps={int(steps[0]) + 1}'], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=300)
   assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -11,7 +11,11 @@ Each record is a `tf.train.Example` with these features:
   embedding/dim    int64    optional: D, the width of `embedding`
 
 Files are named `<split>-00000-of-00016.tfrecord`. Example order is shuffled (seeded) before sharding, so that
-every shard, and every shuffle buffer, mixes identities.
+every shard, and every shuffle buffer, mixes identities. Beside the shards, `<split>.shard_lengths.json` records
+the number of records of each (as TFDS's dataset_info.json does for its splits), and the reader verifies it: a
+shard that lost whole records (truncated at a record boundary, emptied, or deleted from a glob's match) is an
+error naming it, not a silently smaller dataset. Shards without it (converted by older versions) are read
+unverified.
 
 Convert a VGGFace2-style folder (`<input_dir>/<identity>/<image>.jpg`):
 
@@ -22,6 +26,8 @@ then set `--config.data.face_source=tfrecords --config.data.face_tfrecords='/dat
 """
 
 import contextlib
+import fnmatch
+import io
 import json
 import os
 import re
@@ -39,6 +45,8 @@ from absl.flags import argparse_flags
 from PIL import Image
 from skimage import data as skimage_data
 
+from face2music_jax import config_lib
+from face2music_jax.data import images as images_lib
 from face2music_jax.data.face_embedding import DlibFaceEmbedder, Embedder, NoFaceError
 
 IMAGE_KEY = 'image/encoded'
@@ -51,13 +59,18 @@ EMBEDDING_DIM_KEY = 'embedding/dim'
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 # A TFRecord frames each record with 16 bytes: its length (8), a CRC of the length (4) and a CRC of the data (4).
 _RECORD_FRAMING_BYTES = 16
-# skimage.data.lfw_subset(): the first 100 images are LFW face crops, the other 100 are not faces.
-_NUM_LFW_FACES = 100
+# skimage.data.lfw_subset(): the first 100 images are LFW face crops, the other 100 are not faces; with the
+# astronaut, config_lib.DEFAULT_FACE_IDENTITIES identities.
+_NUM_LFW_FACES = config_lib.DEFAULT_FACE_IDENTITIES - 1
 # The astronaut's face box as dlib's HOG detector finds it in skimage.data.astronaut(): rows 83-171, cols 179-267,
 # so the crop is framed like the LFW crops.
 _ASTRONAUT_FACE = (slice(83, 171), slice(179, 267))
 _DEFAULT_SHARDS = {'train': 16, 'test': 4}
-_TEST_EVERY = 10  # Every 10th identity (sorted by name) is a test identity: a 90/10 split.
+_TEST_EVERY = config_lib.DEFAULT_FACES_TEST_EVERY  # Every 10th identity (sorted by name) is a test identity.
+# The format of the default faces' directory: 2 records the shards' lengths. A directory of an earlier format
+# (`lfw_subset_v<views>`) is left as it is, and the faces are built anew under the current name.
+_DEFAULT_FACES_FORMAT = 2
+_SHARD_NAME = re.compile(r'(?P<split>.+)-\d{5}-of-\d{5}\.tfrecord')
 _JPEG_QUALITY = 95
 
 
@@ -89,6 +102,50 @@ def set_embedding(example: tf.train.Example, embedding: np.ndarray) -> None:
 
 def shard_paths(output_dir: str, split: str, num_shards: int) -> list[str]:
   return [os.path.join(output_dir, f'{split}-{i:05d}-of-{num_shards:05d}.tfrecord') for i in range(num_shards)]
+
+
+def shard_lengths_path(output_dir: str, split: str) -> str:
+  """The file of the number of records of each shard of a split: `<output_dir>/<split>.shard_lengths.json`."""
+  return os.path.join(output_dir, f'{split}.shard_lengths.json')
+
+
+def write_shard_lengths(output_dir: str, split: str, lengths: dict[str, int]) -> None:
+  """Records the number of records of each shard (by file name) of a split, atomically."""
+  path = shard_lengths_path(output_dir, split)
+  with tf.io.gfile.GFile(path + '.incomplete', 'w') as f:
+    json.dump({'split': split, 'shard_lengths': lengths, 'num_records': sum(lengths.values())}, f, indent=2)
+  tf.io.gfile.rename(path + '.incomplete', path, overwrite=True)
+
+
+def _recorded_lengths(directory: str, split: str) -> dict[str, int] | None:
+  """The shard lengths recorded for a split in `directory`; None if none are (shards of an older version)."""
+  path = shard_lengths_path(directory, split)
+  if not tf.io.gfile.exists(path):
+    return None
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      return {str(k): int(v) for k, v in json.load(f)['shard_lengths'].items()}
+  except (ValueError, KeyError, TypeError, AttributeError) as e:
+    raise FaceDataError(f'{path}, the record counts of the {split!r} shards, is corrupt: {e}') from e
+
+
+def expected_records(path: str) -> int | None:
+  """The number of records that a shard's writer recorded for it; None if its split has no record of them.
+
+  Raises:
+    FaceDataError: the split's shard lengths are corrupt or do not list this shard.
+  """
+  match = _SHARD_NAME.fullmatch(os.path.basename(path))
+  if not match:
+    return None
+  directory = os.path.dirname(path)
+  lengths = _recorded_lengths(directory, match['split'])
+  if lengths is None:
+    return None
+  if os.path.basename(path) not in lengths:
+    raise FaceDataError(f'Face TFRecord file {path} is not among the shards that '
+                        f'{shard_lengths_path(directory, match["split"])} lists: written by another conversion?')
+  return lengths[os.path.basename(path)]
 
 
 @contextlib.contextmanager
@@ -140,15 +197,29 @@ def list_identity_folder(input_dir: str) -> list[tuple[str, str]]:
   return images
 
 
-def read_image(path: str) -> tuple[bytes, np.ndarray]:
-  """JPEG bytes of an image file (other formats are re-encoded) and its pixels, uint8 [H, W, 3]."""
+def read_image(path: str, max_pixels: int = images_lib.MAX_PIXELS) -> tuple[bytes, np.ndarray]:
+  """JPEG bytes of an image file and its pixels, upright, uint8 [H, W, 3].
+
+  JPEGs are stored as they are, unless their EXIF orientation says that the pixels are stored turned; those and
+  other formats are re-encoded. TensorFlow decodes the pixels, as the reader (`face_dataset`) does; the size is
+  checked from the header first.
+
+  Raises:
+    FaceDataError: naming the file, if it does not decode or is larger than `max_pixels`.
+  """
   with tf.io.gfile.GFile(path, 'rb') as f:
     encoded = f.read()
   try:
+    with images_lib.open_checked(io.BytesIO(encoded), max_pixels) as header:
+      transpose = images_lib.orientation_transpose(header)
     pixels = tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
+  except images_lib.ImageError as e:
+    raise FaceDataError(f'Cannot decode image {path}: {e}') from e
   except tf.errors.InvalidArgumentError as e:
     raise FaceDataError(f'Cannot decode image {path}: {e.message}') from e
-  if not tf.io.is_jpeg(encoded):
+  if transpose is not None:
+    pixels = np.asarray(Image.fromarray(pixels).transpose(transpose))
+  if transpose is not None or not tf.io.is_jpeg(encoded):
     encoded = tf.io.encode_jpeg(pixels, quality=_JPEG_QUALITY).numpy()
   return encoded, pixels
 
@@ -190,12 +261,14 @@ def _check_output(output_dir: str, split: str, overwrite: bool) -> None:
                         'overwrite=True (--overwrite) to replace them.')
   for path in existing:
     tf.io.gfile.remove(path)
+  if tf.io.gfile.exists(shard_lengths_path(output_dir, split)):
+    tf.io.gfile.remove(shard_lengths_path(output_dir, split))
   tf.io.gfile.makedirs(output_dir)
 
 
 def convert_folder(input_dir: str, output_dir: str, split: str, num_shards: int, *, embedder: Embedder | None = None,
                    skip_bad_images: bool = False, overwrite: bool = False, seed: int = 0,
-                   batch_size: int = 32) -> list[str]:
+                   batch_size: int = 32, max_image_pixels: int = images_lib.MAX_PIXELS) -> list[str]:
   """Converts a VGGFace2-style folder `<input_dir>/<identity>/<image>.jpg` to sharded face TFRecords.
 
   Identities are sorted by name and numbered from 0 (stable labels); JPEG files are stored as they are.
@@ -211,9 +284,10 @@ def convert_folder(input_dir: str, output_dir: str, split: str, num_shards: int,
     overwrite: replace existing shards of this split in `output_dir`.
     seed: seeds the shuffle of the example order.
     batch_size: images given to the embedder at once.
+    max_image_pixels: the largest image accepted (width x height), checked from its header before decoding.
 
   Returns:
-    The paths of the written shards.
+    The paths of the written shards (their lengths are recorded beside them: `write_shard_lengths`).
   """
   images = list_identity_folder(input_dir)
   labels = {name: label for label, name in enumerate(sorted({identity for identity, _ in images}))}
@@ -224,15 +298,17 @@ def convert_folder(input_dir: str, output_dir: str, split: str, num_shards: int,
                input_dir, num_shards, split, output_dir, f' with {type(embedder).__name__}' if embedder else '')
   progress = _Progress(f'{split} shards', len(images))
   skipped = 0
+  lengths = {}
   for shard, path in enumerate(paths):
     shard_order = order[shard::num_shards]
+    lengths[os.path.basename(path)] = 0
     with _atomic_writer(path) as writer:
       for start in range(0, len(shard_order), batch_size):
         chunk = []  # (identity, filename, jpeg, pixels) of the images that decode
         for index in shard_order[start:start + batch_size]:
           identity, filename = images[index]
           try:
-            chunk.append((identity, filename, *read_image(os.path.join(input_dir, filename))))
+            chunk.append((identity, filename, *read_image(os.path.join(input_dir, filename), max_image_pixels)))
           except FaceDataError as e:
             if not skip_bad_images:
               raise
@@ -246,7 +322,9 @@ def convert_folder(input_dir: str, output_dir: str, split: str, num_shards: int,
             skipped += 1
             continue
           writer.write(make_example(jpeg, labels[identity], identity, filename, embedding).SerializeToString())
+          lengths[os.path.basename(path)] += 1
         progress.update(len(shard_order[start:start + batch_size]))
+  write_shard_lengths(output_dir, split, lengths)
   if skipped:
     logging.warning('Skipped %d of %d images of %s (see the warnings above).', skipped, len(images), input_dir)
   logging.info('Wrote %d %r records in %.1f s.', len(images) - skipped, split, time.time() - progress.start)
@@ -265,6 +343,7 @@ def resolve_files(file_pattern_or_files: str | Sequence[str]) -> list[str]:
       folder = os.path.dirname(pattern)
       missing = f' (the directory {folder} does not exist)' if folder and not tf.io.gfile.exists(folder) else ''
       raise FaceDataError(f'No face TFRecord files match {pattern!r}{missing}.')
+    _check_none_missing(pattern, files)
     return files
   files = list(file_pattern_or_files)
   if not files:
@@ -273,6 +352,18 @@ def resolve_files(file_pattern_or_files: str | Sequence[str]) -> list[str]:
     if not tf.io.gfile.exists(f):
       raise FaceDataError(f'Face TFRecord file {f} does not exist.')
   return files
+
+
+def _check_none_missing(pattern: str, files: list[str]) -> None:
+  """Raises FaceDataError naming a shard that the recorded shard lengths list, that the glob would match, and
+  that is gone."""
+  splits = {(os.path.dirname(f), m['split']) for f in files if (m := _SHARD_NAME.fullmatch(os.path.basename(f)))}
+  for directory, split in sorted(splits):
+    for name in sorted(_recorded_lengths(directory, split) or {}):
+      path = os.path.join(directory, name)
+      if fnmatch.fnmatch(path, pattern) and path not in files:
+        raise FaceDataError(f'Face TFRecord file {path} is missing: {shard_lengths_path(directory, split)} lists it '
+                            f'among the {split!r} shards.')
 
 
 def host_files(files: Sequence[str], process_index: int, process_count: int) -> list[str]:
@@ -284,12 +375,22 @@ def host_files(files: Sequence[str], process_index: int, process_count: int) -> 
 
 
 def read_records(path: str) -> Iterator[tf.train.Example]:
-  """The examples of one face TFRecord file, in order; FaceDataError naming the file if it is corrupt."""
+  """The examples of one face TFRecord file, in order; FaceDataError naming the file if it is corrupt or, once
+  read to its end, holds fewer or more records than its writer recorded (`expected_records`)."""
+  expected, count = expected_records(path), 0
   try:
     for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+      count += 1
       yield tf.train.Example.FromString(record)
   except tf.errors.DataLossError as e:
     raise FaceDataError(f'Face TFRecord file {path} is corrupt or truncated: {e.message}') from e
+  if expected is not None and count != expected:
+    raise FaceDataError(_wrong_count(path, count, expected))
+
+
+def _wrong_count(path: str, count: int, expected: int) -> str:
+  return (f'Face TFRecord file {path} holds {count} records, but its writer recorded {expected} (records are missing: '
+          'truncated?)')
 
 
 def stored_embedding_dim(files: Sequence[str]) -> int:
@@ -301,28 +402,38 @@ def stored_embedding_dim(files: Sequence[str]) -> int:
   return 0
 
 
-def _checked_records(path: tf.Tensor, size: tf.Tensor) -> tf.data.Dataset:
-  """The records of one file as (record, path); fails, naming the file, if it is corrupt or truncated.
+def _checked_records(path: tf.Tensor, size: tf.Tensor, expected: tf.Tensor) -> tf.data.Dataset:
+  """The records of one file as (record, path); fails, naming the file, if it is corrupt or truncated, or holds
+  another number of records than `expected` (-1: not recorded).
 
   TFRecordDataset's DataLossError does not name the file. So the file is read with errors ignored (reading stops
-  at the first bad record) and, after its last record, the bytes read are compared with the file's size.
+  at the first bad record) and, after its last record, the bytes read are compared with the file's size, and the
+  records read with the number its writer recorded: a file cut at a record boundary is complete in bytes.
   """
   records = tf.data.TFRecordDataset(path).ignore_errors().map(lambda record: (record, False))
   marked = records.concatenate(tf.data.Dataset.from_tensors((tf.constant(b''), True)))
 
-  def count_bytes(bytes_read, element):
+  def count(totals, element):
+    bytes_read, records_read = totals
     record, is_end = element
     length = tf.cast(tf.strings.length(record), tf.int64) + _RECORD_FRAMING_BYTES
     bytes_read += tf.where(is_end, tf.constant(0, tf.int64), length)
-    return bytes_read, (record, is_end, bytes_read)
+    records_read += tf.where(is_end, tf.constant(0, tf.int64), tf.constant(1, tf.int64))
+    return (bytes_read, records_read), (record, is_end, bytes_read, records_read)
 
-  def check_complete(record, is_end, bytes_read):
-    message = tf.strings.join(['Face TFRecord file ', path, ' is corrupt or truncated: its readable records end at '
+  def check_complete(record, is_end, bytes_read, records_read):
+    corrupt = tf.strings.join(['Face TFRecord file ', path, ' is corrupt or truncated: its readable records end at '
                                'byte ', tf.strings.as_string(bytes_read), ' of ', tf.strings.as_string(size), '.'])
-    with tf.control_dependencies([tf.debugging.Assert(tf.logical_or(~is_end, bytes_read == size), [message])]):
+    missing = tf.strings.join(['Face TFRecord file ', path, ' holds ', tf.strings.as_string(records_read),
+                               ' records, but its writer recorded ', tf.strings.as_string(expected),
+                               ' (records are missing: truncated?)'])
+    complete = tf.debugging.Assert(tf.logical_or(~is_end, bytes_read == size), [corrupt])
+    counted = tf.debugging.Assert(tf.logical_or(~is_end, (expected < 0) | (records_read == expected)), [missing])
+    with tf.control_dependencies([complete, counted]):
       return tf.identity(record), is_end
 
-  checked = marked.scan(tf.constant(0, tf.int64), count_bytes).map(check_complete)
+  zero = tf.constant(0, tf.int64)
+  checked = marked.scan((zero, zero), count).map(check_complete)
   return checked.filter(lambda record, is_end: ~is_end).map(lambda record, is_end: (record, path))
 
 
@@ -367,7 +478,8 @@ def _face_dataset(file_pattern_or_files: str | Sequence[str], *, image_size: int
     raise FaceDataError(f'Face TFRecords {files[0]} (and others) hold {found}; expected width {embedding_dim}. '
                         'Precompute them with `python -m face2music_jax.data.face_embedding`.')
   sizes = [tf.io.gfile.stat(f).length for f in files]
-  ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64)))
+  expected = [-1 if (n := expected_records(f)) is None else n for f in files]
+  ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(sizes, tf.int64), tf.constant(expected, tf.int64)))
   if shuffle:
     ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
   if repeat:
@@ -488,17 +600,30 @@ def prepare_default_faces(config: ml_collections.ConfigDict) -> dict[str, list[s
   written as JPEG into a temporary `<identity>/<view>.jpg` tree and converted by `convert_folder`, as VGGFace2 is.
 
   Returns:
-    {'train': [...], 'test': [...]}: files under `<config.data_dir>/faces/lfw_subset_v<face_views>/`.
+    {'train': [...], 'test': [...]}: files under `default_faces_dir(config)`.
+
+  Raises:
+    FaceDataError: naming the index `faces.json` of the built faces, if it is corrupt.
   """
-  limit = config.data.max_default_faces
-  suffix = f'_n{limit}' if limit else ''
-  root = os.path.join(config.data_dir, 'faces', f'lfw_subset_v{config.data.face_views}{suffix}')
+  root = default_faces_dir(config)
   manifest_path = os.path.join(root, 'faces.json')
   if not tf.io.gfile.exists(manifest_path):
-    _write_default_faces(root, config.data.face_views, limit)
-  with tf.io.gfile.GFile(manifest_path) as f:
-    manifest = json.load(f)
-  return {split: [os.path.join(root, name) for name in names] for split, names in manifest['files'].items()}
+    _write_default_faces(root, config.data.face_views, config.data.max_default_faces)
+  try:
+    with tf.io.gfile.GFile(manifest_path) as f:
+      manifest = json.load(f)
+    return {split: [os.path.join(root, name) for name in names] for split, names in manifest['files'].items()}
+  except (ValueError, KeyError, TypeError, AttributeError) as e:
+    raise FaceDataError(f'{manifest_path}, the index of the default faces, is corrupt ({type(e).__name__}: {e}); '
+                        f'delete {root} to build them again.') from e
+
+
+def default_faces_dir(config: ml_collections.ConfigDict) -> str:
+  """Where the default faces of `config` are built: `<data_dir>/faces/lfw_subset_f2_v<face_views>[_n<limit>]`."""
+  limit = config.data.max_default_faces
+  suffix = f'_n{limit}' if limit else ''
+  return os.path.join(config.data_dir, 'faces',
+                      f'lfw_subset_f{_DEFAULT_FACES_FORMAT}_v{config.data.face_views}{suffix}')
 
 
 def _write_default_faces(root: str, num_views: int, limit: int = 0) -> None:
@@ -548,7 +673,7 @@ def add_embeddings(file_pattern_or_files: str | Sequence[str], output_dir: str, 
     batch_size: images given to the embedder at once.
 
   Returns:
-    The written files.
+    The written files (with their lengths recorded beside them, when they are named as shards).
   """
   files = resolve_files(file_pattern_or_files)
   outputs = [os.path.join(output_dir, os.path.basename(f)) for f in files]
@@ -557,7 +682,9 @@ def add_embeddings(file_pattern_or_files: str | Sequence[str], output_dir: str, 
       raise FaceDataError(f'add_embeddings would overwrite its input {source}; choose another output_dir.')
   tf.io.gfile.makedirs(output_dir)
   start, total, dropped = time.time(), 0, 0
+  lengths: dict[str, dict[str, int]] = {}  # split -> shard file name -> records written
   for source, target in zip(files, outputs):
+    written = 0
     with _atomic_writer(target) as writer:
       examples = read_records(source)
       while chunk := [example for _, example in zip(range(batch_size), examples)]:
@@ -570,8 +697,13 @@ def add_embeddings(file_pattern_or_files: str | Sequence[str], output_dir: str, 
             continue
           set_embedding(example, embedding)
           writer.write(example.SerializeToString())
+          written += 1
         total += len(chunk)
+    if match := _SHARD_NAME.fullmatch(os.path.basename(target)):
+      lengths.setdefault(match['split'], {})[os.path.basename(target)] = written
     logging.info('%s: embedded (%d records so far, %.1f records/s).', target, total, total / (time.time() - start))
+  for split, split_lengths in lengths.items():
+    write_shard_lengths(output_dir, split, split_lengths)
   if dropped:
     logging.warning('Dropped %d of %d records without a detected face.', dropped, total)
   return outputs
@@ -593,13 +725,16 @@ def _parse_flags(argv: list[str]):
                        help='Skip (and count) images that do not decode or show no face, instead of failing.')
   convert.add_argument('--overwrite', action='store_true', help='Replace existing shards of this split.')
   convert.add_argument('--seed', type=int, default=0, help='Seeds the shuffle of the example order.')
+  convert.add_argument('--max_image_pixels', type=int, default=images_lib.MAX_PIXELS,
+                       help='The largest image accepted (width x height), checked before decoding.')
   return parser.parse_args(argv[1:])
 
 
 def main(args) -> None:
   embedder = DlibFaceEmbedder(assume_cropped=args.assume_cropped) if args.embed == 'dlib' else None
   convert_folder(args.input_dir, args.output_dir, args.split, args.num_shards, embedder=embedder,
-                 skip_bad_images=args.skip_bad_images, overwrite=args.overwrite, seed=args.seed)
+                 skip_bad_images=args.skip_bad_images, overwrite=args.overwrite, seed=args.seed,
+                 max_image_pixels=args.max_image_pixels)
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
 """Tests of the face TFRecords (format, converter, reader, default faces) and of dlib's face embedding, on real LFW
 faces from scikit-image."""
 
+import json
 import logging
 import os
 import shutil
@@ -190,7 +191,7 @@ def test_default_faces(tmp_path, monkeypatch):
   assert config.data.face_views == 2
   files = faces.prepare_default_faces(config)
   assert sorted(files) == ['test', 'train']
-  assert os.path.dirname(files['train'][0]) == os.path.join(str(tmp_path), 'faces', 'lfw_subset_v2')
+  assert os.path.dirname(files['train'][0]) == os.path.join(str(tmp_path), 'faces', 'lfw_subset_f2_v2')
   loaded = {split: faces.load_faces(paths, image_size=32, embedding_dim=128) for split, paths in files.items()}
   names = {split: set(out['name']) for split, out in loaded.items()}
   all_names = sorted(['astronaut'] + [f'lfw_{i:03d}' for i in range(20)])
@@ -291,3 +292,65 @@ def test_command_lines(folder, tmp_path):
       ['face_embedding', f'--input={plain[0]}', f'--output_dir={tmp_path}/dlib', '--assume_cropped']))
   embedded = faces.load_faces([f'{tmp_path}/dlib/{os.path.basename(plain[0])}'], image_size=8, embedding_dim=128)
   assert embedded['embedding'].shape == (NUM_IMAGES, 128)
+
+
+def _cut_at_the_last_record(path: str) -> None:
+  """Truncates a TFRecord file at the boundary before its last record: every byte left is a whole record."""
+  lengths = [len(r) + 16 for r in tf.data.TFRecordDataset(path).as_numpy_iterator()]  # 16 bytes of framing each.
+  os.truncate(path, sum(lengths[:-1]))
+
+
+@pytest.mark.parametrize('damage', ['last_record_cut', 'emptied', 'deleted'])
+def test_a_shard_that_lost_whole_records_is_an_error_naming_it(shards, tmp_path, damage):
+  directory = str(tmp_path / 'copy')
+  shutil.copytree(os.path.dirname(shards[0]), directory)
+  with open(faces.shard_lengths_path(directory, 'train')) as f:
+    assert json.load(f)['shard_lengths'] == {os.path.basename(p): 4 for p in shards}
+  copies = [os.path.join(directory, os.path.basename(p)) for p in shards]
+  damaged = copies[1]
+  if damage == 'deleted':
+    os.remove(damaged)
+    with pytest.raises(FaceDataError, match=f'{damaged} is missing: .*train.shard_lengths.json lists it'):
+      faces.resolve_files(os.path.join(directory, 'train-*.tfrecord'))
+    return
+  if damage == 'last_record_cut':
+    _cut_at_the_last_record(damaged)
+    message = f'{damaged} holds 3 records, but its writer recorded 4'
+  else:
+    open(damaged, 'w').close()
+    message = f'{damaged} holds 0 records, but its writer recorded 4'
+  with pytest.raises(FaceDataError, match=message):
+    faces.load_faces(copies, image_size=8)
+  ds = faces.face_dataset(copies, image_size=8, batch_size=2, shuffle=False, repeat=False, seed=0,
+                          process_index=0, process_count=1)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    for _ in ds:
+      pass
+  with pytest.raises(FaceDataError, match=message):
+    faces.add_embeddings(copies, str(tmp_path / 'embedded'), BandMeans())
+
+
+def _photo(lfw: np.ndarray) -> np.ndarray:
+  """A real face, enlarged, as uint8 RGB [100, 100, 3]."""
+  return np.asarray(Image.fromarray(rgb(lfw[:1])[0]).resize((100, 100)))
+
+
+def test_images_are_read_upright_in_8_bits_and_their_size_is_checked_first(lfw, tmp_path):
+  upright = _photo(lfw)
+  # A photo stored sideways (turned 90 degrees clockwise) with an EXIF tag saying how to turn it back.
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(tmp_path / 'sideways.jpg', quality=98,
+                                                                       exif=exif)
+  _, pixels = faces.read_image(str(tmp_path / 'sideways.jpg'))
+  assert pixels.shape == upright.shape
+  assert np.abs(pixels.astype(float) - upright).mean() < 4
+  # A 16-bit greyscale PNG: scaled to 8 bits, not clipped to white.
+  grey = upright[..., 0].astype(np.uint16) * 257
+  Image.fromarray(grey).save(tmp_path / 'deep.png')
+  assert Image.open(tmp_path / 'deep.png').mode.startswith('I')
+  _, pixels = faces.read_image(str(tmp_path / 'deep.png'))
+  assert np.abs(pixels[..., 0].astype(float) - upright[..., 0]).max() <= 3
+  # Refused from its header, before decoding.
+  with pytest.raises(FaceDataError, match=r'deep.png: it is 100x100 pixels .* more than the limit'):
+    faces.read_image(str(tmp_path / 'deep.png'), max_pixels=5000)

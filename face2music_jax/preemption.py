@@ -1,0 +1,60 @@
+"""SIGTERM (a preemption, a scheduler's stop): a run asked to stop saves what it can and ends with EXIT_CODE.
+
+From the moment `handling_sigterm()` is entered (the first thing `run_train.py` and `train.train` do), SIGTERM
+raises `Preempted` at once, in the prerequisite stages or while the model is built: nothing there needs saving
+(each stage's artefact is written whole or not at all). Inside `Handler.deferred()` (the GAN's training loop) it
+only sets a flag, which the loop checks after each step, so that it saves a checkpoint and then raises `Preempted`.
+A command stopped so exits with EXIT_CODE, which tells a finished run (0) from a stopped one.
+"""
+
+import contextlib
+import signal
+from collections.abc import Iterator
+
+from absl import logging
+
+# The exit code of a run that SIGTERM stopped before its last step (1 and 2 are errors: face2music_jax.cli).
+EXIT_CODE = 3
+
+
+class Preempted(Exception):
+  """SIGTERM stopped the run before its last step; the message says what was saved and that a rerun resumes."""
+
+
+class Handler:
+  """The SIGTERM handler while installed; see the module docstring."""
+
+  def __init__(self):
+    self.requested = False
+    self._deferred = False
+
+  def __call__(self, signum, frame) -> None:
+    del signum, frame
+    self.requested = True
+    if self._deferred:
+      logging.warning('SIGTERM received: saving a checkpoint and exiting.')
+      return
+    raise Preempted('SIGTERM received before training started: stopped. What was complete is kept (the stages '
+                    'write their artefacts whole); rerun the command to go on.')
+
+  @contextlib.contextmanager
+  def deferred(self) -> Iterator[None]:
+    """Inside, SIGTERM only sets `requested`; a SIGTERM received before this block raises at its start."""
+    if self.requested:
+      raise Preempted('SIGTERM received before training started: stopped; rerun the command to go on.')
+    self._deferred = True
+    try:
+      yield
+    finally:
+      self._deferred = False
+
+
+@contextlib.contextmanager
+def handling_sigterm() -> Iterator[Handler]:
+  """Installs a `Handler` for SIGTERM (from the main thread) for the duration, then restores the previous one."""
+  handler = Handler()
+  previous = signal.signal(signal.SIGTERM, handler)
+  try:
+    yield handler
+  finally:
+    signal.signal(signal.SIGTERM, previous)

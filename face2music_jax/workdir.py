@@ -1,0 +1,182 @@
+"""Guards of a training work directory: one command at a time (a lock) and one run per directory (its identity).
+
+`locked(workdir)` holds `<workdir>/lock` while training runs: an exclusive `flock` on the file, which the kernel
+releases when its process ends however it ends, so a lock left by a killed process is stale by construction and
+the next command takes it over (saying so); the file names the holder's PID and host for the message of a second
+command, which fails at once.
+
+`accept_run(config, workdir)` compares the config with the run that the work directory holds before anything is
+written: `<workdir>/run.json` records every field that defines the run (all but RESUMABLE_FIELDS and the sections
+of RESUMABLE_SECTIONS, which may change when a run is resumed) and their fingerprint. A different config is one
+error naming the fields that differ; a work directory written before run.json existed is judged by its
+config.json.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import ml_collections
+from absl import logging
+from jax.experimental import multihost_utils
+
+from face2music_jax import config_lib
+from face2music_jax import files
+
+LOCK_FILE = 'lock'
+IDENTITY_FILE = 'run.json'
+# Fields that may change when a run is resumed: how long it trains, how often it logs, samples and saves, where
+# its files are (the data are a function of the other fields) and how it is evaluated.
+RESUMABLE_FIELDS = ('train.num_steps', 'train.log_every', 'train.checkpoint_every', 'train.sample_every',
+                    'train.keep_checkpoints', 'workdir', 'data_dir', 'data.tfds_data_dir')
+RESUMABLE_SECTIONS = ('eval',)
+
+
+class WorkdirError(RuntimeError):
+  """The work directory is in use by another command, or holds a run of another config; the message says which."""
+
+
+def _holder(path: str) -> str:
+  """Who holds (or held) a lock file, in words, from its contents."""
+  try:
+    with open(path) as f:
+      holder = json.load(f)
+    return f"process {holder['pid']} on {holder['host']} (since {holder['since']})"
+  except (OSError, ValueError, KeyError, TypeError):
+    return 'a process that has not written its PID yet'
+
+
+@contextlib.contextmanager
+def locked(workdir: str) -> Iterator[None]:
+  """Holds the lock of `workdir` (created if need be) while the block runs.
+
+  Raises:
+    WorkdirError: another live process holds it; the message names its PID and host.
+  """
+  path = os.path.join(workdir, LOCK_FILE)
+  os.makedirs(workdir, exist_ok=True)
+  while True:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      os.close(fd)
+      raise WorkdirError(f'The work directory {workdir} is in use by {_holder(path)}, whose lock is {path}: wait for '
+                         'that command to end (or stop it), or use another --workdir.') from None
+    # The holder before us may have deleted the file while we opened it: a lock on a deleted file guards nothing.
+    try:
+      same = os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+      same = False
+    if same:
+      break
+    os.close(fd)
+  try:
+    if os.fstat(fd).st_size:
+      logging.warning('Cleared the stale lock of %s, which ended without releasing it.', _holder(path))
+    holder = {'pid': os.getpid(), 'host': socket.gethostname(), 'since': time.strftime('%Y-%m-%d %H:%M:%S')}
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps(holder).encode())
+    yield
+  finally:
+    # Deleted while still held, so that no other process can lock this file after we let go of it.
+    with contextlib.suppress(OSError):
+      os.remove(path)
+    os.close(fd)
+
+
+def _resumable(field: str) -> bool:
+  return field in RESUMABLE_FIELDS or field.split('.')[0] in RESUMABLE_SECTIONS
+
+
+def run_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The fields that define a run, flattened ('train.g_lr' -> 1e-4), with JSON values (lists for tuples)."""
+  flat = {}
+
+  def walk(node: dict[str, Any], prefix: str) -> None:
+    for key, value in node.items():
+      name = f'{prefix}{key}'
+      if _resumable(name):
+        continue
+      if isinstance(value, dict):
+        walk(value, f'{name}.')
+      else:
+        flat[name] = value
+
+  walk(json.loads(config.to_json_best_effort()), '')
+  return flat
+
+
+def fingerprint(fields: dict[str, Any]) -> str:
+  """SHA-256 of the fields that define a run."""
+  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _differences(here: dict[str, Any], there: dict[str, Any]) -> list[str]:
+  """'config.<field> = <here> here, <there> in the work directory' for every field that differs."""
+  for field, value in config_lib.ADDED_FIELDS.items():  # What runs of older versions had.
+    if not _resumable(field):
+      there.setdefault(field, list(value) if isinstance(value, tuple) else value)
+  absent = '(absent)'
+  return [f'config.{k} = {here.get(k, absent)!r} here, {there.get(k, absent)!r} in the work directory'
+          for k in sorted(here.keys() | there.keys()) if here.get(k, absent) != there.get(k, absent)]
+
+
+def _checkpoint_steps(workdir: str) -> list[int]:
+  directory = os.path.join(workdir, 'checkpoints')
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  return sorted(int(n) for n in names if n.isdigit())
+
+
+def accept_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Accepts `config` for `workdir` if it is the config of the run there (or there is none), before anything of the
+  run is written; records the run's identity in a new work directory. Every process must call this.
+
+  Returns:
+    The identity record: {'fingerprint', 'fields', 'verified_from'}: 'verified_from' is the first checkpoint step
+    that must carry checksums (checkpoints of older versions, already there when the record was made, need not).
+
+  Raises:
+    WorkdirError: the work directory holds a run of another config; the message names every differing field.
+    config_lib.ConfigError: an older work directory's config.json is unreadable.
+  """
+  path = os.path.join(workdir, IDENTITY_FILE)
+  fields = run_fields(config)
+  record = None
+  if os.path.exists(path):
+    try:
+      record = files.read_json(path)
+      there = record['fields']
+    except (files.CorruptFileError, KeyError, TypeError) as e:
+      raise WorkdirError(f'{path}, the identity of the run in {workdir}, is corrupt ({e}); move it away to accept '
+                         'this config as the run of this directory.') from e
+    where = path
+  elif os.path.exists(os.path.join(workdir, 'config.json')):  # Written before run.json existed.
+    there = run_fields(config_lib.load_config(workdir))
+    where = os.path.join(workdir, 'config.json')
+  else:
+    there = fields
+    where = None
+  differences = _differences(fields, dict(there))
+  if differences:
+    raise WorkdirError(f'The work directory {workdir} holds a run of another config ({where}): '
+                       f'{"; ".join(differences)}. Use another --workdir, or the config of that run (only '
+                       f'{", ".join(RESUMABLE_FIELDS)} and {", ".join(f"{s}.*" for s in RESUMABLE_SECTIONS)} may '
+                       'change when a run is resumed).')
+  if jax.process_count() > 1:  # Every process has read what was there before process 0 writes.
+    multihost_utils.sync_global_devices(f'read {path}')
+  if record is None:
+    steps = _checkpoint_steps(workdir)
+    if steps and where is None:
+      logging.warning('%s holds checkpoints but no config.json or %s: taking them to be of this config.', workdir,
+                      IDENTITY_FILE)
+    record = {'fingerprint': fingerprint(fields), 'fields': fields, 'verified_from': steps[-1] + 1 if steps else 0}
+    files.write_json(path, record, checksum=True)
+  return record

@@ -1,0 +1,61 @@
+"""Images as a person sees them: EXIF orientation applied, 16-bit modes scaled to 8 bits, size checked first."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from face2music_jax import translate
+from face2music_jax.data import images
+
+
+def _picture() -> np.ndarray:
+  """uint8 RGB [60, 80, 3]: a bright top-left corner, so that a turn or flip shows."""
+  pixels = np.full((60, 80, 3), 40, np.uint8)
+  pixels[:20, :30] = 220
+  return pixels
+
+
+@pytest.mark.parametrize('orientation, stored', [
+    (3, lambda im: im.transpose(Image.Transpose.ROTATE_180)),
+    (6, lambda im: im.transpose(Image.Transpose.ROTATE_90)),
+    (8, lambda im: im.transpose(Image.Transpose.ROTATE_270)),
+])
+def test_the_exif_orientation_is_applied(tmp_path, orientation, stored):
+  exif = Image.Exif()
+  exif[0x0112] = orientation
+  path = str(tmp_path / 'photo.jpg')
+  stored(Image.fromarray(_picture())).save(path, quality=98, exif=exif)
+  pixels = images.read_rgb(path)
+  assert pixels.shape == (60, 80, 3)
+  assert np.abs(pixels.astype(float) - _picture()).mean() < 4
+
+
+@pytest.mark.parametrize('deep, name', [
+    (lambda grey: Image.fromarray(grey.astype(np.uint16) * 257), 'deep.png'),  # 16-bit greyscale ('I;16')
+    (lambda grey: Image.fromarray(grey.astype(np.int32) * 257, mode='I'), 'deep.tif'),  # 32-bit integer greyscale
+])
+def test_16_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path, deep, name):
+  grey = _picture()[..., 0]
+  path = str(tmp_path / name)
+  deep(grey).save(path)
+  pixels = images.read_rgb(path)
+  assert pixels.shape == (60, 80, 3) and pixels.dtype == np.uint8
+  assert np.abs(pixels[..., 1].astype(float) - grey).max() <= 1
+
+
+def test_a_too_large_image_is_refused_from_its_header_naming_the_file(tmp_path):
+  path = str(tmp_path / 'huge.png')
+  Image.new('1', (9000, 9000)).save(path)  # 81 megapixels in a few kB, over the default limit of 80.
+  with pytest.raises(translate.TranslationError, match=f'{path}: it is 9000x9000 pixels .* limit of 80 megapixels'):
+    translate.read_image(path)
+  small = str(tmp_path / 'small.png')
+  Image.fromarray(_picture()).save(small)
+  with pytest.raises(translate.TranslationError, match='limit of 0.001 megapixels'):
+    translate.read_image(small, max_pixels=1000)
+
+
+def test_an_unreadable_image_names_the_file(tmp_path):
+  path = tmp_path / 'broken.jpg'
+  path.write_bytes(b'\xff\xd8 not really a JPEG')
+  with pytest.raises(translate.TranslationError, match=f'Cannot read the image {path}'):
+    translate.read_image(str(path))

@@ -1,0 +1,106 @@
+"""One command at a time per work directory (a lock), and one run per work directory (its identity)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from face2music_jax import files
+from face2music_jax import train
+from face2music_jax import workdir
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_a_second_command_gets_a_clear_error_naming_the_holder(tmp_path):
+  path = str(tmp_path / 'workdir')
+  with workdir.locked(path):
+    with pytest.raises(workdir.WorkdirError, match=f'in use by process {os.getpid()} on '):
+      with workdir.locked(path):
+        pass
+  with workdir.locked(path):  # Released when the first command ended.
+    pass
+  assert not os.path.exists(os.path.join(path, workdir.LOCK_FILE))
+
+
+def test_training_into_a_locked_work_directory_fails_before_writing_anything(tmp_path):
+  config = helpers.tiny_config()
+  path = str(tmp_path / 'workdir')
+  with workdir.locked(path):
+    with pytest.raises(workdir.WorkdirError, match=f'in use by process {os.getpid()}'):
+      train.train(config, path)
+  assert os.listdir(path) == []
+
+
+def test_a_stale_lock_of_a_killed_process_is_detected_and_cleared(tmp_path, caplog):
+  path = str(tmp_path / 'workdir')
+  code = ('import os, signal, sys; from face2music_jax import workdir\n'
+          f'with workdir.locked({path!r}):\n'
+          '  print(os.getpid(), flush=True); os.kill(os.getpid(), signal.SIGKILL)\n')
+  killed = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr
+  pid = int(killed.stdout)
+  with open(os.path.join(path, workdir.LOCK_FILE)) as f:
+    assert json.load(f)['pid'] == pid  # Left behind.
+  with workdir.locked(path):
+    pass
+  assert f'Cleared the stale lock of process {pid}' in caplog.text
+
+
+def test_the_same_run_is_accepted_with_another_length_and_intervals(tmp_path):
+  path = str(tmp_path)
+  config = helpers.tiny_config()
+  first = workdir.accept_run(config, path)
+  assert first['verified_from'] == 0
+  config.train.num_steps *= 3
+  config.train.checkpoint_every = 7
+  config.train.log_every = 3
+  config.eval.seed = 7
+  assert workdir.accept_run(config, path)['fingerprint'] == first['fingerprint']
+
+
+@pytest.mark.parametrize('changes, fields', [
+    ({'seed': 1}, ['config.seed']),
+    ({'train.g_lr': 2e-3, 'train.d_lr': 3e-3}, ['config.train.d_lr', 'config.train.g_lr']),
+    ({'name': 'metric', 'train.use_aux_discriminator': False}, ['config.name', 'config.train.use_aux_discriminator']),
+])
+def test_another_run_is_refused_naming_the_fields_that_differ(tmp_path, changes, fields):
+  path = str(tmp_path)
+  workdir.accept_run(helpers.tiny_config(), path)
+  config = helpers.tiny_config()
+  for field, value in changes.items():
+    section, _, name = field.rpartition('.')
+    (config[section] if section else config)[name] = value
+  with pytest.raises(workdir.WorkdirError, match='holds a run of another config') as error:
+    workdir.accept_run(config, path)
+  named = re.findall(r'(config\.[\w.]+) = ', str(error.value))
+  assert named == fields, str(error.value)
+
+
+def test_a_refused_run_leaves_config_json_as_it_was(tmp_path):
+  path = str(tmp_path / 'workdir')
+  config = helpers.tiny_config()
+  workdir.accept_run(config, path)
+  files.write_text(os.path.join(path, 'config.json'), config.to_json_best_effort(indent=2))
+  before = open(os.path.join(path, 'config.json')).read()
+  config.seed = 5
+  with pytest.raises(workdir.WorkdirError, match=r'config\.seed = 5 here, 0 in the work directory'):
+    train.train(config, path)
+  assert open(os.path.join(path, 'config.json')).read() == before
+
+
+def test_a_work_directory_of_an_older_version_is_judged_by_its_config_json(tmp_path):
+  path = str(tmp_path)
+  config = helpers.tiny_config()
+  files.write_text(os.path.join(path, 'config.json'), config.to_json_best_effort(indent=2))
+  os.makedirs(os.path.join(path, 'checkpoints', '4'))
+  assert workdir.accept_run(config, path)['verified_from'] == 5  # Its checkpoints have no checksums.
+  os.remove(os.path.join(path, workdir.IDENTITY_FILE))
+  config.train.g_lr *= 2
+  with pytest.raises(workdir.WorkdirError, match=r'config\.train\.g_lr'):
+    workdir.accept_run(config, path)
