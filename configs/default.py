@@ -112,9 +112,12 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.harmonic.noise_bands = 65
   c.model.harmonic.frames = 16  # Control frames over the note (8192 samples: one every 32 ms).
   c.model.harmonic.num_blocks = 2
-  # Bound of each noise band's magnitude; with relative_noise, relative to the frame's harmonic amplitude.
-  c.model.harmonic.noise_max = 2.0
-  c.model.harmonic.relative_noise = False
+  # Bound of each noise band's magnitude, relative to the frame's harmonic amplitude (relative_noise): the noise
+  # stays below the tone whatever the GAN learns. With DDSP's absolute bound (noise_max 2, relative_noise False)
+  # 2 of 3 seeds drifted to notes whose low-frequency noise made pyin call a third to half of MIDI 48 and 60
+  # unvoiced (docs/experiments.md rows 11-14).
+  c.model.harmonic.noise_max = 0.05
+  c.model.harmonic.relative_noise = True
   c.model.audio_embedding_dim = 64  # Width of the triplet-trained audio embedding (before MFCC concatenation).
   c.model.audio_embedding_channels = 32
   c.model.classifier_channels = 32

@@ -131,7 +131,7 @@ class HarmonicGenerator(nn.Module):
   the timbre and the envelope.
 
   Initially the notes are quiet (amplitude ~0.1) with noise ~90 dB below the harmonics; the GAN raises it when
-  real notes call for it. Variables: 'params' only.
+  real notes call for it, up to `noise_max` (the config's default bounds it relative to the harmonics). Variables: 'params' only.
 
   With a bfloat16 `dtype` only the control network's trunk (the conditioning MLP and the frame blocks) runs in
   bfloat16. Its heads and the synthesiser (envelope, oscillator bank, phases, filtered noise) run in float32:
