@@ -159,16 +159,7 @@ def restore(checkpoint_manager: ocp.CheckpointManager, step: int, like: Any, ver
                                  f'from step {verified_from} on was written with.', 'unchecksummed')
   _check_fits(directory, step, like, where)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
-  try:
-    restored = checkpoint_manager.restore(step, args=ocp.args.StandardRestore(abstract))
-  except Exception as e:  # Orbax and TensorStore raise several types for missing or damaged files.
-    raise CorruptCheckpointError(f'The checkpoint {where} is corrupt: it does not load: {type(e).__name__}: {e}',
-                                 'unreadable') from e
-  if stored is None:
-    logging.warning('The checkpoint %s was written without checksums (by an older version): not verified.', where)
-  else:
-    verify(stored, restored, where)
-  return restored
+  return _restore_verified(checkpoint_manager, step, ocp.args.StandardRestore(abstract), where, stored)
 
 
 def restore_latest(checkpoint_manager: ocp.CheckpointManager, like: Any,
@@ -236,16 +227,7 @@ def restore_entry(checkpoint_manager: ocp.CheckpointManager, step: int, name: st
   item = {name: like}
   args = ocp.args.PyTreeRestore(item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
                                 partial_restore=True)
-  try:
-    entry = checkpoint_manager.restore(step, args=args)[name]
-  except Exception as e:  # Orbax and TensorStore raise several types for missing or damaged files.
-    raise CorruptCheckpointError(f'The checkpoint {where} is corrupt: it does not load: {type(e).__name__}: {e}',
-                                 'unreadable') from e
-  if stored_sums is None:
-    logging.warning('The checkpoint %s was written without checksums (by an older version): not verified.', where)
-  else:
-    verify(stored_sums, entry, where, prefix=name)
-  return entry
+  return _restore_verified(checkpoint_manager, step, args, where, stored_sums, name)
 
 
 class Saver:
@@ -357,3 +339,24 @@ def _difference(expected: Any, found: Any) -> str | None:
     if np.shape(exp[name]) != np.shape(got[name]):
       return f'has {name} of shape {np.shape(got[name])} but the current config expects {np.shape(exp[name])}'
   return None
+
+
+def _restore_verified(checkpoint_manager: ocp.CheckpointManager, step: int, args: Any, where: str,
+                      stored: dict | None, name: str | None = None) -> Any:
+  """Restores `step` with `args` (entry `name` alone if given) and verifies it against the `stored` checksums.
+
+  A checkpoint that does not load is a CorruptCheckpointError; one without checksums (older versions) is
+  restored unverified, with a warning.
+  """
+  try:
+    restored = checkpoint_manager.restore(step, args=args)
+  except Exception as e:  # Orbax and TensorStore raise several types for missing or damaged files.
+    raise CorruptCheckpointError(f'The checkpoint {where} is corrupt: it does not load: {type(e).__name__}: {e}',
+                                 'unreadable') from e
+  if name is not None:
+    restored = restored[name]
+  if stored is None:
+    logging.warning('The checkpoint %s was written without checksums (by an older version): not verified.', where)
+  else:
+    verify(stored, restored, where, prefix=name or '')
+  return restored
