@@ -13,8 +13,13 @@ than N) at pitches drawn with the real notes (seeded with config.eval.seed), and
 Metrics: the pitch and family classifiers' test accuracies; FID (penultimate features) and Inception Score
 (softmax; its maximum is the number of classes) of the translations with each classifier, against N real notes;
 the Pearson correlation between pairwise face distances ||f_i - f_j|| and pairwise audio metric distances
-||phi(y_i) - phi(y_j)|| of the translations; the silhouette value of the faces in face space, each labelled with
-the family whose real-note centroid in phi space is nearest to its translation.
+||phi(y_i) - phi(y_j)|| of the translations, computed at one fixed pitch at a time over the held-out faces of the
+listening measures and averaged over the listening pitches (`pearson_correlation`; a pitch drawn per face would
+add audio distance that the faces cannot explain), and, for comparison, over the N translations at their drawn
+pitches with pairs of one face with itself left out (`pearson_correlation_random_pitch`); the silhouette value of
+the faces in face space, each labelled with the family whose real-note centroid in phi space is nearest to its
+translation. Reference rows (`reference_rows`): FID and IS of the real test notes, white noise and harmonic tones
+through the same classifiers, against the same N real notes: the floor and ceiling of each column.
 
 Evaluation runs in one process; the generator, phi and the classifiers are jitted over batches of
 config.eval.batch_size.
@@ -140,6 +145,29 @@ def _classify(config: ml_collections.ConfigDict, kind: str, params: Any, audio: 
   return loops.batched(apply, audio, batch_size=config.eval.batch_size)
 
 
+def _reference_audio(config: ml_collections.ConfigDict, pitch: np.ndarray) -> dict[str, np.ndarray]:
+  """The reference rows' audio for FID / IS: the real test notes, white noise, and harmonic tones at `pitch`
+  (pitch classes, those of the real notes the translations are compared with)."""
+  midi = pitch + config.audio.pitch_min
+  return {'real_test_notes': stages.load_notes(config, 'test')['audio'],
+          'white_noise': listening.white_noise(len(pitch), config.audio.length, seed=config.eval.seed),
+          'harmonic_tone': listening.harmonic_tone(midi, config.audio.length, config.audio.sample_rate)}
+
+
+def _pearson_per_pitch(embeddings: np.ndarray, listened: dict[str, Any], phi: np.ndarray) -> dict[int, float | None]:
+  """{MIDI pitch: Pearson correlation of pairwise face vs. audio-metric distances of the translations of the
+  listening faces at that pitch} (None where undefined); each face appears once per pitch."""
+  out = {}
+  for p in np.unique(listened['midi_pitch']):
+    at = listened['midi_pitch'] == p
+    if np.count_nonzero(at) < 3:
+      out[int(p)] = None
+      continue
+    r, _ = metrics.distance_correlation(embeddings[listened['face_index'][at]], phi[at])
+    out[int(p)] = _json_float(r)
+  return out
+
+
 class _PhaseTimer:
   """Wall seconds of consecutive phases, for metrics.json's 'seconds' entry."""
 
@@ -209,6 +237,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
 
   result: dict[str, Any] = {}
   notes_text = []
+  references = _reference_audio(config, pitch)
+  reference_rows: dict[str, dict[str, float]] = {row: {} for row in references}
   for kind in ('pitch', 'family'):
     real_probs, real_features = _classify(config, kind, classifiers[kind], real_audio)
     fake_probs, fake_features = _classify(config, kind, classifiers[kind], fake_audio)
@@ -217,6 +247,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
     result[f'inception_score_{kind}'] = metrics.inception_score(fake_probs)
     result[f'inception_score_{kind}_real'] = metrics.inception_score(real_probs)
     result[f'inception_score_{kind}_max'] = real_probs.shape[1]
+    for row, audio in references.items():
+      probs, features = _classify(config, kind, classifiers[kind], audio)
+      reference_rows[row][f'fid_{kind}'] = _json_float(metrics.frechet_distance(real_features, features))
+      reference_rows[row][f'inception_score_{kind}'] = _json_float(metrics.inception_score(probs))
   timer.lap('classifiers_fid_is')
 
   test_faces = {k: v[faces['split'] == 'test'] for k, v in faces.items()}
@@ -226,10 +260,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   result['distinctness'] = listening_measures['rows']['translations']['distinctness']['mean']
   timer.lap('listening')
 
-  r, p_value = metrics.distance_correlation(z, fake_phi)
-  result['pearson_correlation'], result['pearson_p_value'] = r, p_value
-  if not np.isfinite(r):
-    notes_text.append('pearson_correlation is undefined: all pairwise distances in one space are equal.')
+  per_pitch = _pearson_per_pitch(test_faces['embedding'], listened, loops.batched(
+      phi, listened['audio'], batch_size=e.batch_size))
+  finite = [r for r in per_pitch.values() if r is not None]
+  result['pearson_correlation'] = float(np.mean(finite)) if finite else None
+  r, p_value = metrics.distance_correlation(z, fake_phi, groups=face_index)
+  result['pearson_correlation_random_pitch'], result['pearson_random_pitch_p_value'] = r, p_value
+  if not finite:
+    notes_text.append('pearson_correlation is undefined: at every listening pitch, all pairwise distances in one '
+                      'space are equal.')
   assigned = metrics.nearest_centroid_labels(fake_phi, real_phi, real_family)
   result['silhouette_value'] = metrics.silhouette_value(z, assigned)
   counts = np.bincount(assigned, minlength=len(families))
@@ -245,6 +284,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
       'num_real_notes': int(len(notes['pitch'])),
       'metrics': {k: v if isinstance(v, int) else _json_float(v) for k, v in result.items()},
       'assigned_families': {families[i]: int(c) for i, c in enumerate(counts)},
+      'pearson_per_pitch': {str(p): r for p, r in per_pitch.items()},
+      'reference_rows': reference_rows,
       'listening': listening_measures,
       'notes': notes_text,
   }

@@ -48,19 +48,29 @@ def inception_score(probs: np.ndarray) -> float:
   return float(np.exp(np.mean(stats.entropy(probs, np.broadcast_to(marginal, probs.shape), axis=1))))
 
 
-def distance_correlation(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+def distance_correlation(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> tuple[float, float]:
   """Pearson correlation between the pairwise L2 distances within x and within y (same rows, other spaces).
 
   Args:
     x: [N, Dx], e.g. face embeddings f(x_i).
     y: [N, Dy], e.g. the audio metric phi(y_i) of their translations.
+    groups: optional [N] labels (e.g. the face each row translates); pairs of rows with equal labels are left
+      out. A face translated twice (at two pitches) is at distance 0 from itself in x but not in y: such pairs
+      measure the pitch, not the face.
 
   Returns:
-    (r, p-value) over the N (N - 1) / 2 pairs; NaN when the distances in one space are all equal.
+    (r, p-value) over the pairs kept (N (N - 1) / 2 without groups); NaN when the distances in one space are all
+    equal.
   """
   if len(x) != len(y) or len(x) < 3:
     raise ValueError(f'Need two sets of equally many (>= 3) rows, got {len(x)} and {len(y)}.')
   dx, dy = distance.pdist(np.asarray(x, np.float64)), distance.pdist(np.asarray(y, np.float64))
+  if groups is not None:
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    keep = distance.pdist(codes.reshape(-1, 1).astype(np.float64), 'hamming') > 0
+    dx, dy = dx[keep], dy[keep]
+    if len(dx) < 3:
+      raise ValueError(f'Need >= 3 pairs of rows from different groups, got {len(dx)}.')
   if np.ptp(dx) == 0 or np.ptp(dy) == 0:
     return float('nan'), float('nan')
   result = stats.pearsonr(dx, dy)
@@ -93,3 +103,28 @@ def silhouette_value(x: np.ndarray, labels: np.ndarray) -> float | None:
   if num_labels < 2 or num_labels > len(x) - 1:
     return None
   return float(sk_metrics.silhouette_score(x, labels, metric='euclidean'))
+
+
+def welch_interval(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float] | None:
+  """The difference of means mean(a) - mean(b) with its Welch t confidence interval (unequal variances).
+
+  Args:
+    a: values of one group (e.g. a measure over seeds).
+    b: values of the other.
+    confidence: of the two-sided interval.
+
+  Returns:
+    (difference, low, high), or None when either group has fewer than 2 values. With both variances 0 the
+    interval is the difference itself.
+  """
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if len(a) < 2 or len(b) < 2:
+    return None
+  difference = float(a.mean() - b.mean())
+  va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+  se = np.sqrt(va + vb)
+  if se == 0:
+    return difference, difference, difference
+  df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+  half = float(stats.t.ppf(0.5 + confidence / 2, df) * se)
+  return difference, difference - half, difference + half

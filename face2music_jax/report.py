@@ -21,8 +21,9 @@ _METRICS = (
      'real notes: {real_pitch}'),
     ('inception_score_family', 'Inception Score (family classifier)', 'higher is better; max = {max_family}, '
      'real notes: {real_family}'),
-    ('pearson_correlation', 'Pearson correlation of pairwise distances', 'faces f(x) vs translations phi(y); '
-     'p = {p_value}'),
+    ('pearson_correlation', 'Pearson correlation of pairwise distances', 'faces f(x) vs translations phi(y), '
+     'held-out faces at one fixed pitch, mean over the listening pitches; at N drawn pitches (no face paired with '
+     'itself): {random_pitch}'),
     ('silhouette_value', 'Silhouette value', 'faces in face space, labelled with the family assigned to their '
      'translation; -1 to 1'),
     ('in_tune_50c', 'In tune (held-out faces)', 'fraction within 50 cents of the requested pitch (librosa.pyin); '
@@ -92,7 +93,7 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
            'max_family': metrics.get('inception_score_family_max'),
            'real_pitch': _number(metrics.get('inception_score_pitch_real')),
            'real_family': _number(metrics.get('inception_score_family_real')),
-           'p_value': _number(metrics.get('pearson_p_value'))}
+           'random_pitch': _number(metrics.get('pearson_correlation_random_pitch'))}
   rows = [f'<tr><td>{html.escape(label)}</td><td>{html.escape(_number(metrics.get(key)))}</td>'
           f'<td>{html.escape(note.format(**fills))}</td></tr>' for key, label, note in _METRICS]
   return ('<table class="metrics"><tr><th>metric</th><th>value</th><th>note</th></tr>' + ''.join(rows) +

@@ -49,8 +49,10 @@ def _notes(config_json: str, split: str) -> dict[str, np.ndarray]:
 
 
 def load_notes(config: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:
-  """All notes of a split, cropped and filtered as the models see them (cached per process)."""
-  return _notes(config.to_json(), split)
+  """All notes of a split, cropped and filtered as the models see them (cached per process, keyed on the fields
+  that define the notes: runs that differ in seed or losses share one copy)."""
+  fields = ml_collections.ConfigDict({k: config[k] for k in ('data_dir', 'audio', 'data', 'notes')})
+  return _notes(fields.to_json(sort_keys=True), split)
 
 
 def load_face_embeddings(config: ml_collections.ConfigDict, split: str) -> np.ndarray:

@@ -22,7 +22,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 METRIC_KEYS = ('pitch_test_accuracy', 'family_test_accuracy', 'fid_pitch', 'fid_family', 'inception_score_pitch',
                'inception_score_family', 'inception_score_pitch_real', 'inception_score_family_real',
-               'inception_score_pitch_max', 'inception_score_family_max', 'pearson_correlation', 'pearson_p_value',
+               'inception_score_pitch_max', 'inception_score_family_max', 'pearson_correlation',
+               'pearson_correlation_random_pitch', 'pearson_random_pitch_p_value',
                'silhouette_value', 'in_tune_50c', 'flatness_median', 'distinctness')
 
 
@@ -59,6 +60,15 @@ def test_evaluate_writes_metrics_figures_and_page(trained):
   assert 1 - 1e-6 <= m['inception_score_pitch'] <= m['inception_score_pitch_max'] == 13
   assert 1 - 1e-6 <= m['inception_score_family'] <= m['inception_score_family_max'] == 4
   assert -1 <= m['pearson_correlation'] <= 1
+  # Pearson at one fixed pitch at a time over the held-out faces, averaged over the listening pitches.
+  per_pitch = written['pearson_per_pitch']
+  assert set(per_pitch) == {'48', '60'}
+  assert m['pearson_correlation'] == pytest.approx(np.mean([r for r in per_pitch.values() if r is not None]))
+  # Reference rows through the same classifiers: every FID >= 0, every IS within [1, the class count].
+  assert set(written['reference_rows']) == {'real_test_notes', 'white_noise', 'harmonic_tone'}
+  for row in written['reference_rows'].values():
+    assert row['fid_pitch'] >= -1e-6 and row['fid_family'] >= -1e-6
+    assert 1 - 1e-6 <= row['inception_score_pitch'] <= 13 and 1 - 1e-6 <= row['inception_score_family'] <= 4
   assert sum(written['assigned_families'].values()) == config.eval.num_translations
   for name in ('tsne_audio.png', 'tsne_faces.png', 'faces_by_family.png', 'index.html'):
     assert os.path.getsize(os.path.join(out, name)) > 1000, name

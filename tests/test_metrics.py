@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn import metrics as sk_metrics
 
 from face2music_jax import metrics
@@ -34,6 +35,25 @@ def test_pearson_of_identical_distances_is_one():
   assert np.isnan(metrics.distance_correlation(x, np.ones((20, 3)))[0])  # Undefined: all distances 0.
 
 
+def test_pearson_leaves_out_the_pairs_of_a_face_with_itself():
+  # 10 faces, each translated at 2 pitches: the audio is the face plus a pitch offset. A face paired with itself is
+  # at distance 0 in face space and at the pitch offset in audio space: a pair that measures the pitch alone.
+  rng = np.random.default_rng(4)
+  faces = rng.normal(size=(10, 3))
+  face_index = np.tile(np.arange(10), 2)
+  x = faces[face_index]
+  y = x + np.repeat([[0.0, 0, 0], [4.0, 0, 0]], 10, axis=0)
+  r, _ = metrics.distance_correlation(x, y, groups=face_index)
+  pairs = [(i, j) for i in range(20) for j in range(i + 1, 20) if face_index[i] != face_index[j]]
+  expected = np.corrcoef([np.linalg.norm(x[i] - x[j]) for i, j in pairs],
+                         [np.linalg.norm(y[i] - y[j]) for i, j in pairs])[0, 1]
+  assert len(pairs) == 20 * 19 // 2 - 10
+  assert r == pytest.approx(expected, abs=1e-12)
+  assert metrics.distance_correlation(x, y)[0] < r - 0.05  # With the self-pairs the faces explain less.
+  with pytest.raises(ValueError, match='different groups'):
+    metrics.distance_correlation(x[:3], y[:3], groups=np.array([0, 0, 1]))
+
+
 def test_silhouette_matches_sklearn_and_is_none_when_undefined():
   rng = np.random.default_rng(3)
   labels = np.repeat([0, 1, 2], 10)
@@ -48,3 +68,16 @@ def test_nearest_centroid_labels():
   reference = np.array([[0.0, 0.0], [0.0, 2.0], [10.0, 0.0], [10.0, 2.0]])
   labels = metrics.nearest_centroid_labels(np.array([[1.0, 1.0], [9.0, 5.0]]), reference, np.array([3, 3, 7, 7]))
   np.testing.assert_array_equal(labels, [3, 7])
+
+
+def test_welch_interval_matches_scipy_and_needs_two_values_per_group():
+  a, b = np.array([0.41, 0.44, 0.36, 0.40]), np.array([0.08, 0.15, 0.02])
+  difference, low, high = metrics.welch_interval(a, b)
+  interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+  assert difference == pytest.approx(a.mean() - b.mean())
+  assert (low, high) == pytest.approx((interval.low, interval.high))
+  assert low < difference < high and low > 0  # These two groups differ.
+  _, low, high = metrics.welch_interval(np.array([1.0, 2.0]), np.array([1.5, 1.4]))
+  assert low < 0 < high  # These do not, at 2 seeds.
+  assert metrics.welch_interval(np.array([1.0, 1.0]), np.array([0.0, 0.0])) == (1.0, 1.0, 1.0)
+  assert metrics.welch_interval(np.array([1.0]), b) is None

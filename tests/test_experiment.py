@@ -1,0 +1,117 @@
+"""The experiment command (configs x seeds -> results/table1.json): interrupted and rerun, it resumes and trains no
+cell twice; its JSON has the documented schema; the README block is written from it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from face2music_jax import config_lib
+from face2music_jax import experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 6
+
+
+def _command(tiny_data_dir: str, tmp_path, *extra: str) -> list[str]:
+  return [sys.executable, os.path.join(ROOT, 'run_experiment.py'), '--size=tiny', '--seeds=0,1',
+          '--configs=baseline,aux', f'--set=data_dir={tiny_data_dir!r}', f'--set=train.num_steps={STEPS}',
+          '--set=train.checkpoint_every=2', f'--experiment_dir={tmp_path / "experiment"}',
+          f'--results_dir={tmp_path / "results"}', *extra]
+
+
+@pytest.mark.slow
+def test_an_interrupted_experiment_resumes_trains_no_cell_twice_and_writes_its_table(tiny_data_dir, tmp_path):
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  experiment_dir = tmp_path / 'experiment'
+  first_cell = experiment_dir / 'baseline_seed0'
+  log = open(tmp_path / 'first.log', 'w')
+  process = subprocess.Popen(_command(tiny_data_dir, tmp_path), cwd=ROOT, env=env, stdout=log,
+                             stderr=subprocess.STDOUT)
+  deadline = time.time() + 600
+  while not (first_cell / experiment.CELL_FILE).exists():
+    assert process.poll() is None, open(tmp_path / 'first.log').read()[-3000:]
+    assert time.time() < deadline
+    time.sleep(0.2)
+  process.send_signal(signal.SIGTERM)  # While the second cell starts.
+  assert process.wait(timeout=300) == 3, open(tmp_path / 'first.log').read()[-3000:]
+  with open(tmp_path / 'results' / 'table1.json') as f:  # The table so far: the first cell.
+    partial = json.load(f)
+  assert not partial['complete'] and [c['cell'] for c in partial['cells']] == ['baseline_seed0']
+  assert 'Partial: 1 of 4 cells' in (tmp_path / 'results' / 'table1.md').read_text()
+  first_mtime = os.path.getmtime(first_cell / experiment.CELL_FILE)
+
+  readme = tmp_path / 'README.md'
+  readme.write_text(f'# Results\n{experiment.README_BEGIN}\nold table\n{experiment.README_END}\nafter\n')
+  rerun = subprocess.run(_command(tiny_data_dir, tmp_path, f'--readme={readme}'), cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=900)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert 'baseline_seed0: finished earlier, skipped' in rerun.stderr
+  assert os.path.getmtime(first_cell / experiment.CELL_FILE) == first_mtime
+
+  # No cell trained twice: per cell, one 'trained' event; an interrupted one resumed where it stopped.
+  events = experiment.read_events(str(experiment_dir))
+  cells = ['baseline_seed0', 'aux_seed0', 'baseline_seed1', 'aux_seed1']
+  for cell in cells:
+    spans = [(e['from_step'], e['to_step']) for e in events if e.get('cell') == cell and e['event'] in (
+        'trained', 'stopped')]
+    assert [e['event'] for e in events if e.get('cell') == cell and e['event'] == 'trained'] == ['trained'], cell
+    assert spans[0][0] == 0 and spans[-1][1] == STEPS, (cell, spans)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), (cell, spans)  # Resumed where it stopped.
+    with open(experiment_dir / cell / 'metrics.jsonl') as f:
+      steps = [json.loads(line)['step'] for line in f]
+    assert len(steps) == len(set(steps)) and max(steps) == STEPS, (cell, steps)
+  assert [e['event'] for e in events if e.get('cell') == 'baseline_seed0'] == ['trained', 'evaluated']
+
+  with open(tmp_path / 'results' / 'table1.json') as f:
+    table = json.load(f)
+  assert table['schema_version'] == experiment.SCHEMA_VERSION and table['complete']
+  assert (table['configs'], table['seeds'], table['size']) == (['baseline', 'aux'], [0, 1], 'tiny')
+  assert [c['cell'] for c in table['cells']] == cells
+  generator = experiment.cell_config('aux', 'tiny', 0, {}, str(tmp_path)).model.generator
+  for cell in table['cells']:
+    assert cell['steps'] == STEPS and cell['generator'] == generator
+    assert set(cell['measures']) == {key for key, *_ in experiment.COLUMNS}
+    assert set(cell['in_tune_per_pitch']) == {'48', '60'}
+    assert cell['classifiers'] == {'pitch': table['classifiers']['pitch_test_accuracy'],
+                                   'family': table['classifiers']['family_test_accuracy']}
+    assert cell['seconds']['train'] > 0 and cell['seconds']['eval'] > 0
+  for config in ('baseline', 'aux'):
+    fid = table['summary'][config]['fid_pitch']
+    assert fid['n'] == 2 and fid['mean'] == pytest.approx(sum(fid['values']) / 2)
+  assert set(table['reference_rows']) == {'real_test_notes', 'white_noise', 'harmonic_tone'}
+  assert table['reference_rows']['harmonic_tone']['in_tune_50c'] == 1.0
+  assert table['reference_rows']['white_noise']['in_tune_50c'] <= 0.2
+  comparison = next(c for c in table['comparisons'] if (c['a'], c['b']) == ('aux', 'baseline'))
+  assert comparison['ci95'][0] <= comparison['difference'] <= comparison['ci95'][1]
+  assert comparison['verdict'] in ('holds', 'contradicted', 'the seeds cannot decide')
+  assert table['wall_seconds']['total'] >= sum(sum(c['seconds'].values()) for c in table['cells']) - 1
+  assert table['versions']['jax'] and table['machine']['cpu_count'] >= 1
+  markdown = (tmp_path / 'results' / 'table1.md').read_text()
+  assert '| **baseline** | 0,1 |' in markdown and '| **aux** | 0,1 |' in markdown
+  assert 'white noise (reference)' in markdown and 'IS pitch (max 13)' in markdown
+  text = readme.read_text()
+  assert 'old table' not in text and markdown in text and text.endswith(f'{experiment.README_END}\nafter\n')
+
+
+def test_bad_experiment_arguments_name_the_problem(tmp_path):
+  assert experiment.parse_override('train.num_steps=20') == ('train.num_steps', 20)
+  assert experiment.parse_override('model.generator=wavegan') == ('model.generator', 'wavegan')
+  with pytest.raises(config_lib.ConfigError, match='expected field=value'):
+    experiment.parse_override('train.num_steps')
+  with pytest.raises(config_lib.ConfigError, match='Unknown config .paper.'):
+    experiment.cell_config('paper', 'tiny', 0, {}, str(tmp_path))
+  with pytest.raises(config_lib.ConfigError, match='no field train.num_stepz'):
+    experiment.cell_config('aux', 'tiny', 0, {'train.num_stepz': 3}, str(tmp_path))
+  with pytest.raises(config_lib.ConfigError, match='train.num_steps'):  # Validated like any config.
+    experiment.cell_config('aux', 'tiny', 0, {'train.num_steps': -1}, str(tmp_path))
+  config = experiment.cell_config('metric', 'tiny', 2, {'train.num_steps': 7}, str(tmp_path))
+  assert (config.name, config.seed, config.train.num_steps, config.workdir) == ('metric', 2, 7, str(tmp_path))
+  with pytest.raises(config_lib.ConfigError, match='no block'):
+    readme = tmp_path / 'README.md'
+    readme.write_text('# no markers\n')
+    experiment.update_readme(str(readme), '| table |\n')
