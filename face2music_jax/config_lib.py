@@ -3,9 +3,11 @@
 import json
 import math
 import os
+import zipfile
 from typing import Any
 
 import ml_collections
+import numpy as np
 from absl import logging
 
 AUDIO_SOURCES = ('soundfont_notes', 'nsynth')
@@ -136,6 +138,32 @@ def _choice(config, field: str, choices: tuple[str, ...]) -> None:
   _check(value in choices, field, value, f'expected one of {choices}')
 
 
+# The variable of a face network weights file (models/face.py) whose last axis is the embedding width.
+_FACE_NETWORK_OUTPUT = 'params/last_linear/kernel'
+
+
+def face_network_dim(path: str) -> int:
+  """The embedding width of a face network weights file (models/face.py), read from its last layer alone; the
+  whole file is checked when the network is loaded (data/face_embedding.py: make_embedder).
+
+  Raises:
+    ConfigError: naming config.data.face_weights and the file, if it is missing, not an .npz or lacks the layer.
+  """
+  where = f'config.data.face_weights = {path!r}'
+  if not os.path.isfile(path):
+    raise ConfigError(f'{where}: no such file (expected the .npz weights of the face network; format in '
+                      'face2music_jax/models/face.py).')
+  try:
+    with np.load(path, allow_pickle=False) as weights:
+      kernel = weights[_FACE_NETWORK_OUTPUT]
+  except (OSError, ValueError, EOFError, KeyError, AttributeError, TypeError, zipfile.BadZipFile) as e:
+    raise ConfigError(f'{where}: not a readable face network weights file (an .npz holding '
+                      f'{_FACE_NETWORK_OUTPUT}): {type(e).__name__}: {e}') from e
+  if kernel.ndim != 2:
+    raise ConfigError(f'{where}: {_FACE_NETWORK_OUTPUT} has shape {kernel.shape}, expected [features, width].')
+  return int(kernel.shape[-1])
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first invalid field; returns the config unchanged otherwise."""
   for field in ('audio.sample_rate', 'audio.length', 'data.face_image_size', 'data.embedding_dim',
@@ -215,12 +243,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.data.face_source == 'tfrecords':
     _check(bool(config.data.face_tfrecords), 'data.face_tfrecords', config.data.face_tfrecords,
            "expected a glob of TFRecord files when data.face_source == 'tfrecords'")
-  if config.data.face_source == 'lfw_subset':
-    _check(config.data.face_embedding == 'dlib', 'data.face_embedding', config.data.face_embedding,
-           "the embedded default faces hold dlib embeddings: use 'dlib' or face_source='tfrecords'")
   if config.data.face_embedding == 'network':
     _check(bool(config.data.face_weights), 'data.face_weights', config.data.face_weights,
            "expected a .npz weights file for face_embedding='network'")
+    dim = face_network_dim(config.data.face_weights)
+    _check(config.data.embedding_dim == dim, 'data.embedding_dim', config.data.embedding_dim,
+           f'the face network of data.face_weights = {config.data.face_weights!r} gives {dim}-d embeddings')
   if config.data.face_embedding == 'dlib':
     _check(config.data.embedding_dim == 128, 'data.embedding_dim', config.data.embedding_dim,
            "dlib's face embedding is 128-d")

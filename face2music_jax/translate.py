@@ -2,12 +2,13 @@
 
 Each photo (turned upright by its EXIF orientation, 16-bit images scaled to 8 bits, one larger than
 `max_image_pixels` refused before decoding: data/images.py) goes through dlib's HOG face detector (on a copy
-shrunk to a few megapixels when larger) and 128-d face-recognition network (config.data.face_embedding == 'dlib');
-every face it finds, then the generator of the newest checkpoint of the work directory that verifies (eval mode),
-writes `config.audio.length` samples at `config.audio.sample_rate` (16-bit PCM) to `<output_dir>/<photo stem>.wav`
-when the photo shows one face, or to `<output_dir>/<photo stem>_face<k>.wav` (k = 0, 1, ... from left to right)
-when it shows several. Existing outputs are kept unless `overwrite` is given; every input is checked, and every
-face found, before anything is written.
+shrunk to a few megapixels when larger); every face it finds is aligned and embedded by the config's face embedder
+(data/face_embedding.py: make_embedder; dlib's 128-d network, or the Flax network of config.data.face_weights when
+config.data.face_embedding == 'network'), then the generator of the newest checkpoint of the work directory that
+verifies (eval mode) writes `config.audio.length` samples at `config.audio.sample_rate` (16-bit PCM) to
+`<output_dir>/<photo stem>.wav` when the photo shows one face, or to `<output_dir>/<photo stem>_face<k>.wav`
+(k = 0, 1, ... from left to right) when it shows several. Existing outputs are kept unless `overwrite` is given;
+every input is checked, and every face found, before anything is written.
 """
 
 import dataclasses
@@ -22,8 +23,9 @@ from face2music_jax import files
 from face2music_jax import gan
 from face2music_jax import loops
 from face2music_jax.audio import wav as wav_lib
+from face2music_jax.data import face_embedding
 from face2music_jax.data import images as images_lib
-from face2music_jax.data.face_embedding import DlibFaceEmbedder, NoFaceError
+from face2music_jax.data.face_embedding import NoFaceError
 
 DEFAULT_PITCH = 60
 
@@ -98,12 +100,14 @@ def pitch_class(config: ml_collections.ConfigDict, midi_pitch: int) -> int:
 def embed_faces(config: ml_collections.ConfigDict, image_files: Sequence[str],
                 max_pixels: int = images_lib.MAX_PIXELS) -> list[tuple[np.ndarray, np.ndarray]]:
   """Every face of each image file, left to right: per image, (embeddings f(x) [K, embedding_dim], boxes [K, 4]:
-  (left, top, right, bottom) pixels); TranslationError naming a file without a face, or one that cannot be read
-  (`read_image`)."""
-  if config.data.face_embedding != 'dlib':
-    raise TranslationError(f"translate embeds faces with dlib; config.data.face_embedding = "
-                           f"{config.data.face_embedding!r} is not supported yet.")
-  embedder = DlibFaceEmbedder()
+  (left, top, right, bottom) pixels), by the config's face embedder (`face_embedding.make_embedder`).
+
+  Raises:
+    TranslationError: naming a file without a face, or one that cannot be read (`read_image`).
+    config_lib.ConfigError: naming config.data.face_weights or embedding_dim, if the network's weights file is
+      missing or unreadable or gives embeddings of another width.
+  """
+  embedder = face_embedding.make_embedder(config)
   faces = []
   for path in image_files:
     try:
@@ -130,6 +134,8 @@ def translate(config: ml_collections.ConfigDict, workdir: str, images: Sequence[
   Raises:
     TranslationError: no images, an unreadable or too large image, an image without a face, a pitch out of range,
       two faces with one output file, or an existing output without `overwrite`.
+    config_lib.ConfigError: the face network's weights file is missing or unreadable, or gives embeddings of
+      another width than config.data.embedding_dim.
     checkpoint.CheckpointError: no checkpoint in workdir, or one of another config.
     PermissionError: the output directory cannot be written.
   """

@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from configs import aux
@@ -70,3 +71,31 @@ def test_a_missing_or_corrupt_config_json_is_named(tmp_path):
   (tmp_path / 'config.json').write_text('{"name": "aux", ')
   with pytest.raises(config_lib.ConfigError, match=os.path.join(str(tmp_path), 'config.json')):
     config_lib.load_config(str(tmp_path))
+
+
+def test_the_face_network_is_checked_at_start(tmp_path):
+  config = aux.get_config('tiny')
+  config.data.face_embedding = 'network'
+  config.data.embedding_dim = 512
+  with pytest.raises(config_lib.ConfigError, match='config.data.face_weights'):
+    config_lib.validate(config)  # No weights file named.
+  config.data.face_weights = str(tmp_path / 'missing.npz')
+  with pytest.raises(config_lib.ConfigError, match=r"config.data.face_weights = '.*missing.npz': no such file"):
+    config_lib.validate(config)
+  (tmp_path / 'junk.npz').write_bytes(b'not a zip file')
+  config.data.face_weights = str(tmp_path / 'junk.npz')
+  with pytest.raises(config_lib.ConfigError, match=r"config.data.face_weights = '.*junk.npz': not a readable"):
+    config_lib.validate(config)
+  # The width is read from the last layer alone (the whole file is checked when the network is loaded).
+  np.savez(tmp_path / 'face.npz', **{'params/last_linear/kernel': np.zeros((224, 512), np.float32)})
+  config.data.face_weights = str(tmp_path / 'face.npz')
+  assert config_lib.face_network_dim(config.data.face_weights) == 512
+  config_lib.validate(config)  # The default faces (face_source 'lfw_subset') may be embedded by the network too.
+  config.data.embedding_dim = 128
+  with pytest.raises(config_lib.ConfigError, match=r'config.data.embedding_dim = 128 is invalid: the face network '
+                     r".*face.npz' gives 512-d embeddings"):
+    config_lib.validate(config)
+  np.savez(tmp_path / 'other.npz', x=np.zeros(3))
+  config.data.face_weights = str(tmp_path / 'other.npz')
+  with pytest.raises(config_lib.ConfigError, match='params/last_linear/kernel'):
+    config_lib.validate(config)

@@ -1,10 +1,15 @@
-"""Face embeddings f(x): the `Embedder` protocol, dlib's 128-d face-recognition ResNet, and a tool that adds them
-to existing face TFRecords.
+"""Face embeddings f(x): the `Embedder` protocol, dlib's 128-d face-recognition ResNet, the Flax face network on
+the same aligned faces, the choice between them from a config, and a tool that adds embeddings to existing face
+TFRecords.
 
 Any callable that maps uint8 images [N, H, W, 3] to float32 embeddings [N, D] and has a `.dim` attribute is an
-`Embedder` and can be given to the converter (`faces.convert_folder`) or to `faces.add_embeddings`; dlib's network
-(`DlibFaceEmbedder`, 128-d, ships offline) embeds the default faces, the Flax 512-d network of
-`face2music_jax/models/face.py` embeds VGGFace2.
+`Embedder` and can be given to the converter (`faces.convert_folder`) or to `faces.add_embeddings`. Two are here,
+both on faces found and aligned by dlib (`FaceAligner`): dlib's network (`DlibFaceEmbedder`, 128-d, ships
+offline) and the Flax Inception-ResNet-v1 of `face2music_jax/models/face.py` (`FaceNetworkEmbedder`, 512-d with
+the VGGFace2 weights). `make_embedder(config)` picks one from config.data.face_embedding and face_weights: the
+default faces, the converter, this tool and translation all embed with it. Each embedder has a `tag` ('dlib', or
+'network:<fingerprint of the weights file>') that the records and the default faces' directory carry, so that
+embeddings of one embedder are never read as another's (faces.face_files checks it).
 
 Measured on LFW crops (skimage.data.lfw_subset, 25x25 upscaled to 150x150): a face and its mirror image lie about
 0.22 apart, two different people about 0.70 (dlib's own same-person threshold is 0.6).
@@ -13,18 +18,24 @@ Command line, to precompute embeddings into face TFRecords (for example your own
 `python -m face2music_jax.data.faces convert`):
 
   python -m face2music_jax.data.face_embedding --input='/data/faces/train-*.tfrecord' \
-      --output_dir=/data/faces_dlib [--assume_cropped] [--skip_no_face]
+      --output_dir=/data/faces_dlib [--embed=network --face_weights=vggface2.npz] [--assume_cropped] [--skip_no_face]
 """
 
+import functools
+import hashlib
 import importlib.util
 import os
 from typing import Protocol
 
 import dlib
+import ml_collections
 import numpy as np
 from absl import app
 from absl.flags import argparse_flags
 from PIL import Image
+
+from face2music_jax import config_lib
+from face2music_jax.models import face as face_model
 
 
 class Embedder(Protocol):
@@ -32,6 +43,8 @@ class Embedder(Protocol):
 
   Attributes:
     dim: width D of the embedding.
+    tag: optional (the embedders here have one): names the embedder, and the weights of a network, in the records
+      that hold its embeddings, so that embeddings of another embedder are not taken for its own.
   """
 
   dim: int
@@ -54,6 +67,8 @@ class NoFaceError(ValueError):
 
 # dlib aligns every face to a 150x150 chip; the landmark predictor needs about as many pixels to place the eyes.
 _CHIP_SIZE = 150
+# The Flax network's chips: its input size (the VGGFace2 weights were trained on 160x160 crops).
+NETWORK_CHIP_SIZE = face_model.DEFAULT_IMAGE_SIZE
 # The detector looks at a copy of a larger photo shrunk to this many pixels: its cost grows with the pixels (an
 # 8000x8000 photo took 54 s and 3.8 GB), and a face that fills a useful part of a photo stays above its 40-80
 # pixel minimum. Landmarks and chips are taken from the photo itself.
@@ -86,27 +101,26 @@ def _upscale(image: np.ndarray, min_side: int) -> np.ndarray:
   return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
 
 
-class DlibFaceEmbedder:
-  """dlib's face-recognition ResNet (128-d, trained on about 3 million faces; LFW accuracy 99.38%).
+class FaceAligner:
+  """Finds faces and aligns each to a square chip by its 5 landmarks (dlib), for either embedder.
 
-  Each face is located (HOG detector, or the whole image with `assume_cropped`), its 5 landmarks are found, it is
-  aligned to a 150x150 chip (`dlib.get_face_chip`) and embedded. Costs about 0.1-0.15 s per face on one core.
+  Each face is located (HOG detector, or the whole image with `assume_cropped`), its 5 landmarks are found and it
+  is turned upright and scaled to a `chip_size` square (`dlib.get_face_chip`). Images smaller than the chip are
+  upscaled first.
 
   Attributes:
-    dim: 128.
     assume_cropped: treat each whole image as the face box instead of running the detector; for tight face crops
       too small for the detector, such as the 25x25 LFW crops of the embedded default faces.
-    num_jitters: if > 0, average over this many randomly jittered copies of each chip (slower, slightly better).
+    chip_size: side of the aligned chips (pixels).
+    padding: margin around the landmarks' face region, as a fraction of its side (dlib's default is 0.25).
   """
 
-  dim = 128
-
-  def __init__(self, assume_cropped: bool = False, num_jitters: int = 0):
+  def __init__(self, assume_cropped: bool = False, chip_size: int = _CHIP_SIZE, padding: float = 0.25):
     self.assume_cropped = assume_cropped
-    self.num_jitters = num_jitters
+    self.chip_size = chip_size
+    self.padding = padding
     self._detector = dlib.get_frontal_face_detector()
     self._landmarks = dlib.shape_predictor(dlib_model_file('shape_predictor_5_face_landmarks.dat'))
-    self._network = dlib.face_recognition_model_v1(dlib_model_file('dlib_face_recognition_resnet_model_v1.dat'))
 
   def _face_boxes(self, image: np.ndarray, index: int) -> list[dlib.rectangle]:
     height, width = image.shape[:2]
@@ -129,50 +143,32 @@ class DlibFaceEmbedder:
 
   def _chip(self, image: np.ndarray, box: dlib.rectangle) -> np.ndarray:
     landmarks = self._landmarks(image, box)
-    return dlib.get_face_chip(image, landmarks, size=_CHIP_SIZE, padding=0.25)
-
-  def _embed_chips(self, chips: np.ndarray) -> np.ndarray:
-    if not len(chips):
-      return np.zeros((0, self.dim), np.float32)
-    descriptors = self._network.compute_face_descriptor(list(chips), self.num_jitters)
-    return np.asarray([np.asarray(d) for d in descriptors], np.float32)
-
-  @staticmethod
-  def _check_images(images: np.ndarray) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-      raise ValueError(f'Expected uint8 RGB images [N, H, W, 3], got {images.dtype} {images.shape}.')
-    return images
+    return dlib.get_face_chip(image, landmarks, size=self.chip_size, padding=self.padding)
 
   def face_chips(self, images: np.ndarray) -> np.ndarray:
-    """Aligned faces, the largest of each image: uint8 [N, H, W, 3] -> uint8 [N, 150, 150, 3]. Raises NoFaceError
-    in detection mode."""
+    """Aligned faces, the largest of each image: uint8 [N, H, W, 3] -> uint8 [N, chip_size, chip_size, 3]. Raises
+    NoFaceError in detection mode."""
     chips = []
-    for index, image in enumerate(self._check_images(images)):
-      image = _upscale(image, _CHIP_SIZE)
+    for index, image in enumerate(_check_images(images)):
+      image = _upscale(image, self.chip_size)
       chips.append(self._chip(image, max(self._face_boxes(image, index), key=lambda box: box.area())))
-    return np.stack(chips) if chips else np.zeros((0, _CHIP_SIZE, _CHIP_SIZE, 3), np.uint8)
+    return np.stack(chips) if chips else np.zeros((0, self.chip_size, self.chip_size, 3), np.uint8)
 
-  def __call__(self, images: np.ndarray) -> np.ndarray:
-    """Embeds the largest face of each image: uint8 [N, H, W, 3] RGB -> float32 [N, 128]. Raises NoFaceError in
-    detection mode."""
-    return self._embed_chips(self.face_chips(images))
-
-  def all_faces(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  def all_face_chips(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every face of one image, left to right (by the left edge of its box).
 
     Args:
       image: uint8 [H, W, 3] RGB.
 
     Returns:
-      (embeddings float32 [K, 128], boxes int32 [K, 4]: each face's (left, top, right, bottom) in the image's
-      pixels, as the detector placed it, right and bottom inclusive, clipped to the image).
+      (chips uint8 [K, chip_size, chip_size, 3], boxes int32 [K, 4]: each face's (left, top, right, bottom) in the
+      image's pixels, as the detector placed it, right and bottom inclusive, clipped to the image).
 
     Raises:
       NoFaceError: the detector found no face (detection mode).
     """
-    (image,) = self._check_images(np.asarray(image)[None])
-    upscaled = _upscale(image, _CHIP_SIZE)
+    (image,) = _check_images(np.asarray(image)[None])
+    upscaled = _upscale(image, self.chip_size)
     boxes = sorted(self._face_boxes(upscaled, 0), key=lambda box: box.left())
     chips = np.stack([self._chip(upscaled, box) for box in boxes])
     # Boxes in the upscaled image -> the image's own pixels.
@@ -180,25 +176,244 @@ class DlibFaceEmbedder:
     scale = np.array([width, height, width, height]) / np.array([upscaled.shape[1], upscaled.shape[0]] * 2)
     corners = np.array([[box.left(), box.top(), box.right(), box.bottom()] for box in boxes]) * scale
     corners = np.clip(np.round(corners), 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.int32)
-    return self._embed_chips(chips), corners
+    return chips, corners
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+  images = np.asarray(images)
+  if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+    raise ValueError(f'Expected uint8 RGB images [N, H, W, 3], got {images.dtype} {images.shape}.')
+  return images
+
+
+class _AlignedEmbedder:
+  """An embedder of aligned face chips: `FaceAligner` first, then `_embed_chips`.
+
+  Attributes:
+    dim: width D of the embedding.
+    tag: names the embedder (and its weights) in the records and directories that hold its embeddings.
+  """
+
+  dim: int
+  tag: str
+
+  def __init__(self, aligner: FaceAligner):
+    self._aligner = aligner
+
+  @property
+  def assume_cropped(self) -> bool:
+    return self._aligner.assume_cropped
+
+  def _embed_chips(self, chips: np.ndarray) -> np.ndarray:
+    raise NotImplementedError
+
+  def face_chips(self, images: np.ndarray) -> np.ndarray:
+    """Aligned faces, the largest of each image (`FaceAligner.face_chips`)."""
+    return self._aligner.face_chips(images)
+
+  def __call__(self, images: np.ndarray) -> np.ndarray:
+    """Embeds the largest face of each image: uint8 [N, H, W, 3] RGB -> float32 [N, dim]. Raises NoFaceError in
+    detection mode."""
+    return self._embed_chips(self.face_chips(images))
+
+  def all_faces(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every face of one image, left to right: (embeddings float32 [K, dim], boxes int32 [K, 4]) (boxes as
+    `FaceAligner.all_face_chips`); NoFaceError if the detector finds none (detection mode)."""
+    chips, boxes = self._aligner.all_face_chips(image)
+    return self._embed_chips(chips), boxes
+
+
+class DlibFaceEmbedder(_AlignedEmbedder):
+  """dlib's face-recognition ResNet (128-d, trained on about 3 million faces; LFW accuracy 99.38%).
+
+  Faces are aligned to 150x150 chips (`FaceAligner`) and embedded. Costs about 0.1-0.15 s per face on one core.
+
+  Attributes:
+    dim: 128.
+    tag: 'dlib'.
+    assume_cropped: treat each whole image as the face box instead of running the detector (`FaceAligner`).
+    num_jitters: if > 0, average over this many randomly jittered copies of each chip (slower, slightly better).
+  """
+
+  dim = 128
+  tag = 'dlib'
+
+  def __init__(self, assume_cropped: bool = False, num_jitters: int = 0):
+    super().__init__(FaceAligner(assume_cropped, _CHIP_SIZE))
+    self.num_jitters = num_jitters
+    self._network = dlib.face_recognition_model_v1(dlib_model_file('dlib_face_recognition_resnet_model_v1.dat'))
+
+  def _embed_chips(self, chips: np.ndarray) -> np.ndarray:
+    if not len(chips):
+      return np.zeros((0, self.dim), np.float32)
+    descriptors = self._network.compute_face_descriptor(list(chips), self.num_jitters)
+    return np.asarray([np.asarray(d) for d in descriptors], np.float32)
+
+
+def face_weights_fingerprint(path: str) -> str:
+  """The first 16 hex digits of the SHA-256 of a weights file's bytes (cached while its size and time stay).
+
+  Raises:
+    FileNotFoundError: naming the file.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'Face network weights file not found: {path}')
+  stat = os.stat(path)
+  return _fingerprint(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _fingerprint(path: str, size: int, mtime_ns: int) -> str:
+  del size, mtime_ns  # Part of the cache key only.
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    while block := f.read(1 << 20):
+      digest.update(block)
+  return digest.hexdigest()[:16]
+
+
+def network_tag(weights: str) -> str:
+  """The tag of the face network with these weights: 'network:<fingerprint of the weights file>'."""
+  return f'network:{face_weights_fingerprint(weights)}'
+
+
+class FaceNetworkEmbedder(_AlignedEmbedder):
+  """The Flax Inception-ResNet-v1 of `models/face.py` (512-d with the VGGFace2 weights) on dlib-aligned chips.
+
+  Faces are found and aligned as for dlib's network (`FaceAligner`), to 160x160 chips, the network's input size,
+  so that the faces of the face data, of refinement (`python -m face2music_jax.models.face refine`) and of
+  translation are all framed alike. The network runs in eval mode.
+
+  Attributes:
+    dim: the network's embedding width (512 for the VGGFace2 weights).
+    tag: 'network:<the first 16 hex digits of the SHA-256 of the weights file>'.
+    weights: the weights file.
+  """
+
+  def __init__(self, weights: str, assume_cropped: bool = False, batch_size: int = 32):
+    """Loads the network.
+
+    Args:
+      weights: a weights file (format in `models/face.py`).
+      assume_cropped: treat each whole image as the face box (`FaceAligner`).
+      batch_size: chips per forward pass.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: naming the file, if it is not a readable weights file of the network.
+    """
+    super().__init__(FaceAligner(assume_cropped, NETWORK_CHIP_SIZE))
+    self.weights = weights
+    self.tag = network_tag(weights)
+    self._network = face_model.FaceNetEmbedder(weights, image_size=NETWORK_CHIP_SIZE, batch_size=batch_size)
+    self.dim = self._network.dim
+
+  def _embed_chips(self, chips: np.ndarray) -> np.ndarray:
+    return self._network(chips)
+
+
+def embedder_for(kind: str, face_weights: str = '', *, assume_cropped: bool = False,
+                 num_jitters: int = 0) -> Embedder:
+  """The embedder of a kind: 'dlib' (`DlibFaceEmbedder`) or 'network' (`FaceNetworkEmbedder` with `face_weights`).
+
+  Raises:
+    ValueError: an unknown kind, or 'network' without weights.
+    FileNotFoundError, ValueError: from loading the weights, naming the file.
+  """
+  if kind == 'dlib':
+    return DlibFaceEmbedder(assume_cropped=assume_cropped, num_jitters=num_jitters)
+  if kind == 'network':
+    if not face_weights:
+      raise ValueError("The 'network' face embedding needs a weights file (.npz; format in models/face.py).")
+    return FaceNetworkEmbedder(face_weights, assume_cropped=assume_cropped)
+  raise ValueError(f'Unknown face embedding {kind!r}: expected one of {config_lib.FACE_EMBEDDINGS}.')
+
+
+def embedder_tag(config: ml_collections.ConfigDict) -> str:
+  """The tag of the embedder of `config` (see `make_embedder`), without loading it: 'dlib' or
+  'network:<fingerprint>'.
+
+  Raises:
+    config_lib.ConfigError: naming config.data.face_weights, if the file is missing.
+  """
+  if config.data.face_embedding != 'network':
+    return DlibFaceEmbedder.tag
+  try:
+    return network_tag(config.data.face_weights)
+  except FileNotFoundError as e:
+    raise config_lib.ConfigError(f'config.data.face_weights = {config.data.face_weights!r}: {e}') from e
+
+
+def make_embedder(config: ml_collections.ConfigDict, *, assume_cropped: bool = False) -> Embedder:
+  """The face embedder of `config`, the one that every path uses (default faces, translation): dlib's network for
+  config.data.face_embedding == 'dlib', the Flax network with config.data.face_weights for 'network'.
+
+  Args:
+    config: the config.
+    assume_cropped: the images are tight face crops: skip face detection (`FaceAligner`).
+
+  Raises:
+    config_lib.ConfigError: naming config.data.face_weights if the weights file is missing or unreadable, or
+      config.data.embedding_dim if the embedder gives embeddings of another width.
+  """
+  kind, weights = config.data.face_embedding, config.data.face_weights
+  try:
+    embedder = embedder_for(kind, weights, assume_cropped=assume_cropped)
+  except (FileNotFoundError, ValueError) as e:
+    raise config_lib.ConfigError(f'config.data.face_weights = {weights!r} (face_embedding={kind!r}): {e}') from e
+  if embedder.dim != config.data.embedding_dim:
+    raise config_lib.ConfigError(f'config.data.embedding_dim = {config.data.embedding_dim} is invalid: the '
+                                 f'{kind!r} face embedding gives {embedder.dim}-d embeddings.')
+  return embedder
 
 
 def _parse_flags(argv: list[str]):
-  parser = argparse_flags.ArgumentParser(description='Adds dlib face embeddings to face TFRecords.')
+  parser = argparse_flags.ArgumentParser(description='Adds face embeddings to face TFRecords.')
   parser.add_argument('--input', required=True, help="Glob of face TFRecords, e.g. '/data/faces/train-*.tfrecord'.")
   parser.add_argument('--output_dir', required=True, help='Where the files, with embeddings, are written.')
+  add_embedder_flags(parser)
   parser.add_argument('--assume_cropped', action='store_true',
                       help='Images are tight face crops: skip face detection.')
   parser.add_argument('--skip_no_face', action='store_true',
                       help='Drop (and count) images without a detected face instead of failing.')
-  parser.add_argument('--num_jitters', type=int, default=0)
-  return parser.parse_args(argv[1:])
+  parser.add_argument('--num_jitters', type=int, default=0, help='With --embed=dlib: jittered copies to average.')
+  args = parser.parse_args(argv[1:])
+  check_embedder_flags(parser, args)
+  return args
+
+
+def add_embedder_flags(parser, choices: tuple[str, ...] = config_lib.FACE_EMBEDDINGS, default: str = 'dlib') -> None:
+  """--embed and --face_weights, as config.data.face_embedding and config.data.face_weights."""
+  parser.add_argument('--embed', choices=choices, default=default,
+                      help="The face embedding (as config.data.face_embedding): 'dlib' (128-d) or 'network' (the "
+                      'Flax network of models/face.py with --face_weights).')
+  parser.add_argument('--face_weights', default='',
+                      help='With --embed=network: its weights file (.npz, as config.data.face_weights).')
+
+
+def check_embedder_flags(parser, args) -> None:
+  """A parser error unless --face_weights is given exactly with --embed=network."""
+  if args.embed == 'network' and not args.face_weights:
+    parser.error('--embed=network needs --face_weights=<weights .npz>.')
+  if args.embed != 'network' and args.face_weights:
+    parser.error(f'--face_weights is only used with --embed=network, not --embed={args.embed}.')
+
+
+def embedder_from_flags(args, num_jitters: int = 0) -> Embedder | None:
+  """The embedder of --embed and --face_weights (None for --embed=none); app.UsageError naming a weights file that
+  is missing or unreadable."""
+  if args.embed == 'none':
+    return None
+  try:
+    return embedder_for(args.embed, args.face_weights, assume_cropped=args.assume_cropped, num_jitters=num_jitters)
+  except (FileNotFoundError, ValueError) as e:
+    raise app.UsageError(f'--face_weights={args.face_weights}: {e}') from e
 
 
 def main(args) -> None:
   # faces.py imports this module (for the Embedder protocol), so the command line imports it late.
   from face2music_jax.data import faces  # pylint: disable=g-import-not-at-top
-  embedder = DlibFaceEmbedder(assume_cropped=args.assume_cropped, num_jitters=args.num_jitters)
+  embedder = embedder_from_flags(args, args.num_jitters)
   faces.add_embeddings(args.input, args.output_dir, embedder, skip_no_face=args.skip_no_face)
 
 

@@ -9,6 +9,8 @@ Each record is a `tf.train.Example` with these features:
   identity/name    bytes    the identity's name, e.g. VGGFace2's 'n000002'
   embedding        float[D] optional: the precomputed face embedding f(x)
   embedding/dim    int64    optional: D, the width of `embedding`
+  embedding/embedder bytes  optional: the embedder's tag, 'dlib' or 'network:<fingerprint of its weights file>'
+                            (data/face_embedding.py); `face_files` checks it against the config's embedder
 
 Files are named `<split>-00000-of-00016.tfrecord`. Example order is shuffled (seeded) before sharding, so that
 every shard, and every shuffle buffer, mixes identities. Beside the shards, `<split>.shard_lengths.json` records
@@ -20,7 +22,7 @@ unverified.
 Convert a VGGFace2-style folder (`<input_dir>/<identity>/<image>.jpg`):
 
   python -m face2music_jax.data.faces convert --input_dir=/data/vggface2/train --output_dir=/data/vggface2_tfr \
-      --split=train --num_shards=256 [--embed=dlib] [--skip_bad_images]
+      --split=train --num_shards=256 [--embed=dlib | --embed=network --face_weights=vggface2.npz] [--skip_bad_images]
 
 then set `--config.data.face_source=tfrecords --config.data.face_tfrecords='/data/vggface2_tfr/{split}-*.tfrecord'`.
 """
@@ -46,8 +48,9 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from face2music_jax import config_lib
+from face2music_jax.data import face_embedding
 from face2music_jax.data import images as images_lib
-from face2music_jax.data.face_embedding import DlibFaceEmbedder, Embedder, NoFaceError
+from face2music_jax.data.face_embedding import Embedder, NoFaceError
 
 IMAGE_KEY = 'image/encoded'
 FILENAME_KEY = 'image/filename'
@@ -55,6 +58,7 @@ LABEL_KEY = 'identity/label'
 NAME_KEY = 'identity/name'
 EMBEDDING_KEY = 'embedding'
 EMBEDDING_DIM_KEY = 'embedding/dim'
+EMBEDDER_KEY = 'embedding/embedder'
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 # A TFRecord frames each record with 16 bytes: its length (8), a CRC of the length (4) and a CRC of the data (4).
@@ -78,9 +82,10 @@ class FaceDataError(ValueError):
   """Face data is missing, malformed or inconsistent; the message names the file or pattern."""
 
 
-def make_example(jpeg: bytes, label: int, name: str, filename: str,
-                 embedding: np.ndarray | None = None) -> tf.train.Example:
-  """One face record (feature keys in the module docstring); embedding: float [D] or None."""
+def make_example(jpeg: bytes, label: int, name: str, filename: str, embedding: np.ndarray | None = None,
+                 embedder: str | None = None) -> tf.train.Example:
+  """One face record (feature keys in the module docstring); embedding: float [D] or None; embedder: the tag of
+  the embedder that computed it, or None."""
   feature = {
       IMAGE_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
       FILENAME_KEY: tf.train.Feature(bytes_list=tf.train.BytesList(value=[filename.encode()])),
@@ -89,15 +94,22 @@ def make_example(jpeg: bytes, label: int, name: str, filename: str,
   }
   example = tf.train.Example(features=tf.train.Features(feature=feature))
   if embedding is not None:
-    set_embedding(example, embedding)
+    set_embedding(example, embedding, embedder)
   return example
 
 
-def set_embedding(example: tf.train.Example, embedding: np.ndarray) -> None:
-  """Stores (or replaces) the embedding, float [D], of a face record."""
+def set_embedding(example: tf.train.Example, embedding: np.ndarray, embedder: str | None = None) -> None:
+  """Stores (or replaces) the embedding, float [D], of a face record, and the tag of its embedder (an earlier tag
+  is removed when `embedder` is None)."""
   embedding = np.asarray(embedding, np.float32).reshape(-1)
-  example.features.feature[EMBEDDING_KEY].float_list.value[:] = embedding.tolist()
-  example.features.feature[EMBEDDING_DIM_KEY].int64_list.value[:] = [embedding.size]
+  feature = example.features.feature
+  feature[EMBEDDING_KEY].float_list.value[:] = embedding.tolist()
+  feature[EMBEDDING_DIM_KEY].int64_list.value[:] = [embedding.size]
+  if embedder is None:
+    if EMBEDDER_KEY in feature:
+      del feature[EMBEDDER_KEY]
+  else:
+    feature[EMBEDDER_KEY].bytes_list.value[:] = [embedder.encode()]
 
 
 def shard_paths(output_dir: str, split: str, num_shards: int) -> list[str]:
@@ -278,7 +290,8 @@ def convert_folder(input_dir: str, output_dir: str, split: str, num_shards: int,
     output_dir: where `<split>-0000i-of-<num_shards>.tfrecord` are written.
     split: the split name in the file names, e.g. 'train'.
     num_shards: number of files; at least the number of hosts that will read them.
-    embedder: if given, each record also stores its face embedding (e.g. `DlibFaceEmbedder()`).
+    embedder: if given, each record also stores its face embedding and the embedder's `tag`, if it has one (e.g.
+      `face_embedding.make_embedder(config)`).
     skip_bad_images: skip (with a warning per file and a count) images that do not decode or, with an embedder
       that detects faces, show no face; otherwise the first one raises FaceDataError / NoFaceError naming it.
     overwrite: replace existing shards of this split in `output_dir`.
@@ -297,6 +310,7 @@ def convert_folder(input_dir: str, output_dir: str, split: str, num_shards: int,
   logging.info('Converting %d images of %d identities from %s into %d %r shards in %s%s.', len(images), len(labels),
                input_dir, num_shards, split, output_dir, f' with {type(embedder).__name__}' if embedder else '')
   progress = _Progress(f'{split} shards', len(images))
+  tag = getattr(embedder, 'tag', None)
   skipped = 0
   lengths = {}
   for shard, path in enumerate(paths):
@@ -321,7 +335,8 @@ def convert_folder(input_dir: str, output_dir: str, split: str, num_shards: int,
           if embedder is not None and embedding is None:
             skipped += 1
             continue
-          writer.write(make_example(jpeg, labels[identity], identity, filename, embedding).SerializeToString())
+          writer.write(make_example(jpeg, labels[identity], identity, filename, embedding,
+                                    tag).SerializeToString())
           lengths[os.path.basename(path)] += 1
         progress.update(len(shard_order[start:start + batch_size]))
   write_shard_lengths(output_dir, split, lengths)
@@ -393,13 +408,53 @@ def _wrong_count(path: str, count: int, expected: int) -> str:
           'truncated?)')
 
 
-def stored_embedding_dim(files: Sequence[str]) -> int:
-  """Width D of the embeddings in the first record of `files`; 0 if the records hold none (or all files are empty)."""
+def _first_record(files: Sequence[str]) -> tuple[str, tf.train.Example] | None:
+  """(file, record) of the first record of `files`; None if all are empty."""
   for path in files:
     for example in read_records(path):
-      dim = example.features.feature[EMBEDDING_DIM_KEY].int64_list.value
-      return int(dim[0]) if dim else 0
-  return 0
+      return path, example
+  return None
+
+
+def stored_embedding_dim(files: Sequence[str]) -> int:
+  """Width D of the embeddings in the first record of `files`; 0 if the records hold none (or all files are empty)."""
+  first = _first_record(files)
+  dim = first[1].features.feature[EMBEDDING_DIM_KEY].int64_list.value if first else []
+  return int(dim[0]) if dim else 0
+
+
+def stored_embedder(files: Sequence[str]) -> str | None:
+  """The embedder tag of the first record of `files` ('dlib', 'network:<fingerprint>'); None if it has none."""
+  first = _first_record(files)
+  tag = first[1].features.feature[EMBEDDER_KEY].bytes_list.value if first else []
+  return tag[0].decode() if tag else None
+
+
+def check_embedder(files: Sequence[str], expected: str, fix: str) -> None:
+  """Checks that face records hold embeddings of the expected embedder (by the first record's tag).
+
+  Records without embeddings pass (the reader's width check reports them); records without a tag (written by an
+  earlier version, or by an embedder without one) pass with a warning.
+
+  Args:
+    files: face TFRecords.
+    expected: the embedder's tag (`face_embedding.embedder_tag`).
+    fix: what to do about a mismatch, for the message.
+
+  Raises:
+    FaceDataError: naming the first file, its embedder and the expected one.
+  """
+  first = _first_record(files)
+  if first is None or not first[1].features.feature[EMBEDDING_DIM_KEY].int64_list.value:
+    return
+  path, example = first
+  tag = example.features.feature[EMBEDDER_KEY].bytes_list.value
+  if not tag:
+    logging.warning('Face TFRecord file %s does not name the embedder of its embeddings (written by an earlier '
+                    'version?): they are taken to be of %s.', path, expected)
+  elif tag[0].decode() != expected:
+    raise FaceDataError(f'Face TFRecord file {path} holds embeddings of the face embedder {tag[0].decode()!r}, but the '
+                        f'config embeds faces with {expected!r}: {fix}')
 
 
 def _checked_records(path: tf.Tensor, size: tf.Tensor, expected: tf.Tensor) -> tf.data.Dataset:
@@ -554,13 +609,24 @@ def load_faces(files: str | Sequence[str], image_size: int, embedding_dim: int |
 
 
 def face_files(config: ml_collections.ConfigDict, split: str) -> list[str]:
-  """The face TFRecords of a split: config.data.face_tfrecords with '{split}' filled in, or the embedded default."""
+  """The face TFRecords of a split: config.data.face_tfrecords with '{split}' filled in, or the embedded default.
+
+  Raises:
+    FaceDataError: the files are missing, or their embeddings are of another embedder than the config's
+      (`check_embedder`; the default faces are built per embedder: `default_faces_dir`).
+    config_lib.ConfigError: naming config.data.face_weights, if it is missing.
+  """
   if config.data.face_source == 'tfrecords':
     pattern = config.data.face_tfrecords
     if '{split}' not in pattern:
       raise FaceDataError(f"config.data.face_tfrecords = {pattern!r} needs a '{{split}}' placeholder, e.g. "
                           "'/data/vggface2/{split}-*.tfrecord'.")
-    return resolve_files(pattern.replace('{split}', split))
+    files = resolve_files(pattern.replace('{split}', split))
+    check_embedder(files, face_embedding.embedder_tag(config),
+                   'embed them again with `python -m face2music_jax.data.face_embedding --embed=... '
+                   '[--face_weights=...]` as config.data.face_embedding and face_weights say, or set those to the '
+                   'embedder of the records.')
+    return files
   files = prepare_default_faces(config)
   if split not in files:
     raise FaceDataError(f'The default faces have splits {sorted(files)}, not {split!r}.')
@@ -593,40 +659,61 @@ def _default_identities() -> dict[str, np.ndarray]:
 
 
 def prepare_default_faces(config: ml_collections.ConfigDict) -> dict[str, list[str]]:
-  """Writes the embedded default faces once, with dlib embeddings (128-d), and returns their files per split.
+  """Writes the embedded default faces once, with the config's face embeddings, and returns their files per split.
 
   101 identities (100 real LFW crops, each taken as its own identity, and the astronaut) with
   config.data.face_views augmented views each, split 90/10 by identity into 'train' and 'test'. The views are
-  written as JPEG into a temporary `<identity>/<view>.jpg` tree and converted by `convert_folder`, as VGGFace2 is.
+  written as JPEG into a temporary `<identity>/<view>.jpg` tree and converted by `convert_folder`, as VGGFace2 is,
+  with the embedder of `face_embedding.make_embedder(config)` (dlib's 128-d network, or the Flax network with
+  config.data.face_weights) on the whole crops (they are tight and too small for the face detector).
 
   Returns:
-    {'train': [...], 'test': [...]}: files under `default_faces_dir(config)`.
+    {'train': [...], 'test': [...]}: files under `default_faces_dir(config)`, a directory of their embedder.
 
   Raises:
-    FaceDataError: naming the index `faces.json` of the built faces, if it is corrupt.
+    FaceDataError: naming the index `faces.json` of the built faces, if it is corrupt or names another embedder.
+    config_lib.ConfigError: naming config.data.face_weights or embedding_dim, if the weights file is missing or
+      unreadable or gives embeddings of another width.
   """
   root = default_faces_dir(config)
   manifest_path = os.path.join(root, 'faces.json')
+  expected = face_embedding.embedder_tag(config)
   if not tf.io.gfile.exists(manifest_path):
-    _write_default_faces(root, config.data.face_views, config.data.max_default_faces)
+    _write_default_faces(root, config.data.face_views, config.data.max_default_faces,
+                         face_embedding.make_embedder(config, assume_cropped=True))
   try:
     with tf.io.gfile.GFile(manifest_path) as f:
       manifest = json.load(f)
-    return {split: [os.path.join(root, name) for name in names] for split, names in manifest['files'].items()}
+    files = {split: [os.path.join(root, name) for name in names] for split, names in manifest['files'].items()}
+    built_with = manifest.get('embedder', manifest['embedding'])  # Manifests of dlib faces had no 'embedder'.
   except (ValueError, KeyError, TypeError, AttributeError) as e:
     raise FaceDataError(f'{manifest_path}, the index of the default faces, is corrupt ({type(e).__name__}: {e}); '
                         f'delete {root} to build them again.') from e
+  if built_with != expected:
+    raise FaceDataError(f'The default faces in {root} hold embeddings of the face embedder {built_with!r} '
+                        f'({manifest_path}), but the config embeds faces with {expected!r}; delete {root} to build '
+                        'them again.')
+  return files
 
 
 def default_faces_dir(config: ml_collections.ConfigDict) -> str:
-  """Where the default faces of `config` are built: `<data_dir>/faces/lfw_subset_f2_v<face_views>[_n<limit>]`."""
+  """Where the default faces of `config` are built:
+  `<data_dir>/faces/lfw_subset_f2_v<face_views>[_n<limit>][_network-<fingerprint>]`, the last part for the Flax
+  network's embeddings (the fingerprint of its weights file: `face_embedding.embedder_tag`).
+
+  Raises:
+    config_lib.ConfigError: naming config.data.face_weights, if it is missing.
+  """
   limit = config.data.max_default_faces
   suffix = f'_n{limit}' if limit else ''
+  tag = face_embedding.embedder_tag(config)
+  if tag != face_embedding.DlibFaceEmbedder.tag:  # dlib's faces keep the name they had before the network's.
+    suffix += '_' + tag.replace(':', '-')
   return os.path.join(config.data_dir, 'faces',
                       f'lfw_subset_f{_DEFAULT_FACES_FORMAT}_v{config.data.face_views}{suffix}')
 
 
-def _write_default_faces(root: str, num_views: int, limit: int = 0) -> None:
+def _write_default_faces(root: str, num_views: int, limit: int, embedder: Embedder) -> None:
   """Builds the default faces in a fresh directory renamed to `root` when complete, so that a crash leaves no
   partial `root` and processes preparing them at once (e.g. hosts sharing a disk) do not mix their files."""
   start = time.time()
@@ -636,7 +723,6 @@ def _write_default_faces(root: str, num_views: int, limit: int = 0) -> None:
   names = sorted(identities)[:limit or None]
   splits = {'train': [n for i, n in enumerate(names) if i % _TEST_EVERY != _TEST_EVERY - 1],
             'test': [n for i, n in enumerate(names) if i % _TEST_EVERY == _TEST_EVERY - 1]}
-  embedder = DlibFaceEmbedder(assume_cropped=True)  # The crops are tight and too small for the face detector.
   files = {}
   with tempfile.TemporaryDirectory() as tmp:
     for split, split_names in splits.items():
@@ -648,7 +734,10 @@ def _write_default_faces(root: str, num_views: int, limit: int = 0) -> None:
       paths = convert_folder(os.path.join(tmp, split), build, split, _DEFAULT_SHARDS[split], embedder=embedder)
       files[split] = [os.path.basename(p) for p in paths]
   manifest = {'files': files, 'identities': {s: len(n) for s, n in splits.items()}, 'views': num_views,
-              'embedding': 'dlib', 'embedding_dim': embedder.dim, 'seconds': round(time.time() - start, 1)}
+              'embedding': embedder.tag.split(':')[0], 'embedder': embedder.tag, 'embedding_dim': embedder.dim,
+              'seconds': round(time.time() - start, 1)}
+  if isinstance(embedder, face_embedding.FaceNetworkEmbedder):
+    manifest['face_weights'] = embedder.weights
   with tf.io.gfile.GFile(os.path.join(build, 'faces.json'), 'w') as f:
     json.dump(manifest, f, indent=2)
   try:
@@ -668,7 +757,8 @@ def add_embeddings(file_pattern_or_files: str | Sequence[str], output_dir: str, 
   Args:
     file_pattern_or_files: a glob or a list of face TFRecords.
     output_dir: must differ from the inputs' directory.
-    embedder: maps uint8 [N, H, W, 3] images to float32 [N, D].
+    embedder: maps uint8 [N, H, W, 3] images to float32 [N, D]; its `tag`, if it has one, is stored with each
+      embedding (and an earlier tag removed if it has none).
     skip_no_face: drop (with a count) records in which the embedder finds no face, instead of raising NoFaceError.
     batch_size: images given to the embedder at once.
 
@@ -682,6 +772,7 @@ def add_embeddings(file_pattern_or_files: str | Sequence[str], output_dir: str, 
       raise FaceDataError(f'add_embeddings would overwrite its input {source}; choose another output_dir.')
   tf.io.gfile.makedirs(output_dir)
   start, total, dropped = time.time(), 0, 0
+  tag = getattr(embedder, 'tag', None)
   lengths: dict[str, dict[str, int]] = {}  # split -> shard file name -> records written
   for source, target in zip(files, outputs):
     written = 0
@@ -695,7 +786,7 @@ def add_embeddings(file_pattern_or_files: str | Sequence[str], output_dir: str, 
           if embedding is None:
             dropped += 1
             continue
-          set_embedding(example, embedding)
+          set_embedding(example, embedding, tag)
           writer.write(example.SerializeToString())
           written += 1
         total += len(chunk)
@@ -717,21 +808,22 @@ def _parse_flags(argv: list[str]):
   convert.add_argument('--output_dir', required=True)
   convert.add_argument('--split', default='train')
   convert.add_argument('--num_shards', type=int, default=16, help='At least the number of hosts that will read.')
-  convert.add_argument('--embed', choices=('none', 'dlib'), default='none',
-                       help='Precompute face embeddings into the records.')
+  face_embedding.add_embedder_flags(convert, ('none', *config_lib.FACE_EMBEDDINGS), default='none')
   convert.add_argument('--assume_cropped', action='store_true',
-                       help='With --embed=dlib: the images are tight face crops, skip face detection.')
+                       help='With --embed: the images are tight face crops, skip face detection.')
   convert.add_argument('--skip_bad_images', action='store_true',
                        help='Skip (and count) images that do not decode or show no face, instead of failing.')
   convert.add_argument('--overwrite', action='store_true', help='Replace existing shards of this split.')
   convert.add_argument('--seed', type=int, default=0, help='Seeds the shuffle of the example order.')
   convert.add_argument('--max_image_pixels', type=int, default=images_lib.MAX_PIXELS,
                        help='The largest image accepted (width x height), checked before decoding.')
-  return parser.parse_args(argv[1:])
+  args = parser.parse_args(argv[1:])
+  face_embedding.check_embedder_flags(convert, args)
+  return args
 
 
 def main(args) -> None:
-  embedder = DlibFaceEmbedder(assume_cropped=args.assume_cropped) if args.embed == 'dlib' else None
+  embedder = face_embedding.embedder_from_flags(args)
   convert_folder(args.input_dir, args.output_dir, args.split, args.num_shards, embedder=embedder,
                  skip_bad_images=args.skip_bad_images, overwrite=args.overwrite, seed=args.seed,
                  max_image_pixels=args.max_image_pixels)

@@ -15,10 +15,15 @@ e.g. `params/conv2d_1a/conv/kernel` [3, 3, 3, 32] and `batch_stats/last_bn/var` 
 network: the block repeat counts, the width and the embedding size are read from the keys and shapes. Write one
 with `save_face_weights`, or convert facenet-pytorch's state dict:
   python -m face2music_jax.models.face convert --torch_state_dict=20180402-114759-vggface2.pt --output=vggface2.npz
+and refine it on face TFRecords (models/face_refine.py):
+  python -m face2music_jax.models.face refine --weights=vggface2.npz --records='/data/faces/train-*.tfrecord' \
+      --output=refined.npz --steps=2000
 
-`FaceNetEmbedder` turns uint8 face crops into embeddings (the protocol of the dlib embedder in
-`face2music_jax/data/face_embedding.py`, so either can precompute embeddings into the face TFRecords), and
-`refine_face_network` fine-tunes the network with a triplet loss on face identities, as the paper does.
+`FaceNetEmbedder` turns uint8 face crops into embeddings, and `refine_face_network` fine-tunes the network with a
+triplet loss on face identities, as the paper does. The data pipeline, training and translation use the network
+on dlib-aligned 160x160 chips (`face2music_jax/data/face_embedding.py: FaceNetworkEmbedder`, picked by
+`make_embedder` for `--config.data.face_embedding=network --config.data.face_weights=<file>
+--config.data.embedding_dim=512`).
 """
 
 from collections.abc import Mapping
@@ -341,8 +346,9 @@ class FaceNetEmbedder:
     n = len(images)
     if n == 0:
       return np.zeros((0, self.dim), np.float32)
-    # One batch shape (the last batch zero-padded), so one compilation.
-    batch = min(self._batch_size, n)
+    # Batches of min(batch_size, n rounded up to a power of 2), the last zero-padded: a few shapes, so a few
+    # compilations, however many faces come at a time (the converter gives one at a time when sizes differ).
+    batch = min(self._batch_size, 1 << (n - 1).bit_length())
     out = []
     for start in range(0, n, batch):
       chunk = images[start:start + batch]

@@ -15,6 +15,9 @@ indices written `_i` in Flax:
 
 Usage (PyTorch needed only here; it is not a dependency of the rest of the project):
   python -m face2music_jax.models.face convert --torch_state_dict=20180402-114759-vggface2.pt --output=vggface2.npz
+
+The same command refines a weights file on face TFRecords (`python -m face2music_jax.models.face refine ...`,
+models/face_refine.py).
 """
 
 import argparse
@@ -110,14 +113,23 @@ def convert_file(torch_state_dict: str | os.PathLike, output: str | os.PathLike)
 
 
 def main(argv: Sequence[str]) -> int:
-  """Command line: `convert --torch_state_dict=in.pt --output=out.npz`."""
+  """Command line: `convert --torch_state_dict=in.pt --output=out.npz`, or `refine --weights=in.npz
+  --records='DIR/train-*.tfrecord' --output=out.npz --steps=N` (models/face_refine.py)."""
+  # Here, not at the top: refinement reads face TFRecords (TensorFlow, dlib), which conversion does not need.
+  from face2music_jax.models import face_refine  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(prog='python -m face2music_jax.models.face',
                                    description='Face embedding network tools.')
   commands = parser.add_subparsers(dest='command', required=True)
   convert = commands.add_parser('convert', help='facenet-pytorch InceptionResnetV1 state dict -> Flax .npz')
   convert.add_argument('--torch_state_dict', required=True, help='e.g. 20180402-114759-vggface2.pt')
   convert.add_argument('--output', required=True, help='Flax weights file to write (.npz).')
+  face_refine.add_parser(commands)
   args = parser.parse_args(argv)
-  convert_file(args.torch_state_dict, args.output)
+  if args.command == 'refine':
+    if args.steps < 1:
+      parser.error(f'--steps={args.steps}: expected at least 1.')
+    face_refine.run(args)
+  else:
+    convert_file(args.torch_state_dict, args.output)
   print(f'Wrote {args.output}')
   return 0
