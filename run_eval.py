@@ -16,8 +16,9 @@ from face2music_jax import cli
 from face2music_jax import evaluate
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/aux.py or configs/aux.py:tiny '
-                                '(default: <workdir>/config.json).', lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', None, 'Config file, e.g. configs/aux.py or configs/aux.py:tiny '
+    '(default: <workdir>/config.json).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Work directory of the trained model (default: config.workdir).')
 flags.DEFINE_bool('overwrite', False, 'Replace an existing <workdir>/eval/.')
 

@@ -26,9 +26,10 @@ flags.DEFINE_string('workdir', None, 'Work directory (default: config.workdir).'
 flags.DEFINE_string('coordinator_address', '', 'host:port of process 0, for multi-process runs.')
 flags.DEFINE_integer('num_processes', 0, 'Number of processes in a multi-process run.')
 flags.DEFINE_integer('process_id', -1, 'Index of this process in a multi-process run.')
-flags.DEFINE_integer('heartbeat_timeout', 60, 'Multi-process runs: seconds without heartbeats after which a '
-                     'process counts as dead (killed or hung) and the others exit with an error instead of '
-                     "waiting for it (JAX's default is 100).")
+flags.DEFINE_integer(
+    'heartbeat_timeout', 60, 'Multi-process runs: seconds without heartbeats after which a '
+    'process counts as dead (killed or hung) and the others exit with an error instead of '
+    "waiting for it (JAX's default is 100).")
 flags.mark_flags_as_required(['config'])
 
 

@@ -17,8 +17,9 @@ from face2music_jax import translate
 from face2music_jax.data import images
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/aux.py or configs/aux.py:tiny '
-                                '(default: <workdir>/config.json).', lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', None, 'Config file, e.g. configs/aux.py or configs/aux.py:tiny '
+    '(default: <workdir>/config.json).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Work directory of the trained model (default: config.workdir).')
 flags.DEFINE_integer('pitch', translate.DEFAULT_PITCH, "MIDI pitch of the notes, within the config's pitch range.")
 flags.DEFINE_string('output_dir', '', 'Where the WAV files go (default: <workdir>/translations).')

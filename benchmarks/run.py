@@ -61,8 +61,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('out', None, 'JSON output (default: <cache>/benchmarks/results.json).')
 flags.DEFINE_list('sizes', ['small', 'paper'], 'Config sizes of the train-step section.')
 flags.DEFINE_list('configs', list(CONFIGS), 'Configs of the train-step section.')
-flags.DEFINE_enum('dtype', 'float32', list(config_lib.DTYPES), 'config.train.dtype of every config (the train-step '
-                  'section, the step profile) and the dtype of the ceiling matmul.')
+flags.DEFINE_enum(
+    'dtype', 'float32', list(config_lib.DTYPES), 'config.train.dtype of every config (the train-step '
+    'section, the step profile) and the dtype of the ceiling matmul.')
 flags.DEFINE_bool('train_step_only', False, 'Only the ceiling and train-step sections (they need no data; '
                   'scripts/device_check.sh).')
 flags.DEFINE_string('default_size', 'small', 'Size of the default run (input pipeline, memory, evaluation).')
@@ -75,8 +76,9 @@ flags.DEFINE_list('metric_batches', ['64', '512'], 'Batch sizes of the metric lo
 flags.DEFINE_integer('pipeline_batches', 200, 'Batches drawn in the input pipeline section.')
 flags.DEFINE_integer('rss_steps', 300, 'GAN steps of the default run whose peak memory is measured (0: skip).')
 flags.DEFINE_integer('eval_translations', 2000, 'N of the evaluation section (0: skip).')
-flags.DEFINE_string('eval_workdir', None, 'Trained workdir to evaluate (default: the default run of this '
-                    'benchmark; needed when --rss_steps=0).')
+flags.DEFINE_string(
+    'eval_workdir', None, 'Trained workdir to evaluate (default: the default run of this '
+    'benchmark; needed when --rss_steps=0).')
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
@@ -112,7 +114,7 @@ def matmul_ceiling(n: int, repeats: int, dtype: str = 'float32') -> dict[str, An
   b = jax.random.normal(jax.random.key(1), (n, n), dtype)
   product = jax.jit(jnp.matmul)
   seconds = median_seconds(lambda: product(a, b), repeats, warmup=2)
-  return {'size': n, 'dtype': dtype, 'seconds': seconds, 'flops_per_second': 2 * n ** 3 / seconds}
+  return {'size': n, 'dtype': dtype, 'seconds': seconds, 'flops_per_second': 2 * n**3 / seconds}
 
 
 def memory_of(compiled: jax.stages.Compiled) -> dict[str, float]:
@@ -122,10 +124,10 @@ def memory_of(compiled: jax.stages.Compiled) -> dict[str, float]:
   analysis = compiled.memory_analysis()
   for key in ('argument_size_in_bytes', 'output_size_in_bytes', 'temp_size_in_bytes'):
     if analysis is not None and hasattr(analysis, key):
-      result[key.replace('_in_bytes', '_gib')] = getattr(analysis, key) / 2 ** 30
+      result[key.replace('_in_bytes', '_gib')] = getattr(analysis, key) / 2**30
   stats = jax.local_devices()[0].memory_stats()
   if stats and 'peak_bytes_in_use' in stats:
-    result['device_peak_gib'] = stats['peak_bytes_in_use'] / 2 ** 30
+    result['device_peak_gib'] = stats['peak_bytes_in_use'] / 2**30
   return result
 
 
@@ -156,11 +158,17 @@ def train_step_benchmark(config: ml_collections.ConfigDict, timed_steps: int, ce
     return metrics
 
   seconds = median_seconds(step, timed_steps)
-  return {'batch_size': config.train.batch_size, 'generator_dim': config.model.generator_dim,
-          'dtype': config.train.dtype, 'memory': memory_of(compiled),
-          'step_seconds': seconds, 'examples_per_second': config.train.batch_size / seconds,
-          'compile_seconds': compile_seconds, 'gflops_per_step': flops / 1e9,
-          'fraction_of_ceiling': flops / seconds / ceiling}
+  return {
+      'batch_size': config.train.batch_size,
+      'generator_dim': config.model.generator_dim,
+      'dtype': config.train.dtype,
+      'memory': memory_of(compiled),
+      'step_seconds': seconds,
+      'examples_per_second': config.train.batch_size / seconds,
+      'compile_seconds': compile_seconds,
+      'gflops_per_step': flops / 1e9,
+      'fraction_of_ceiling': flops / seconds / ceiling
+  }
 
 
 def step_profile(config: ml_collections.ConfigDict, repeats: int, ceiling: float,
@@ -181,8 +189,7 @@ def step_profile(config: ml_collections.ConfigDict, repeats: int, ceiling: float
     return jax.grad(lambda p: jnp.mean(g_forward(p)))(g_params)
 
   def d_params_forward_backward(d_params):  # The D update: real and fake notes, gradient w.r.t. D's weights.
-    return jax.grad(lambda p: jnp.mean(models.discriminate({**state.d, 'params': p}, audio2, pitch2, key)[0]))(
-        d_params)
+    return jax.grad(lambda p: jnp.mean(models.discriminate({**state.d, 'params': p}, audio2, pitch2, key)[0]))(d_params)
 
   def d_input_forward_backward(x):  # D inside the G update: gradient w.r.t. the generated notes.
     return jax.grad(lambda x: jnp.mean(models.discriminate(state.d, x, pitch, key)[0]))(x)
@@ -226,10 +233,15 @@ def mfcc_benchmark(config: ml_collections.ConfigDict, notes: np.ndarray, repeats
   # One librosa call on the whole batch is faster but not equal: its top_db floor is the batch's, not the clip's.
   batched_seconds = median_seconds(lambda: librosa_batched(notes, params), reference_repeats)
   error = mfcc_lib.relative_error(np.asarray(jax_mfcc(x)), mfcc_lib.librosa_mfcc(notes, **params))
-  return {'batch_size': len(notes), 'jax_seconds': jax_seconds, 'librosa_seconds': librosa_seconds,
-          'speedup_vs_librosa': librosa_seconds / jax_seconds, 'max_relative_error': error,
-          'librosa_one_batched_call_seconds': batched_seconds,
-          'speedup_vs_librosa_batched_call': batched_seconds / jax_seconds}
+  return {
+      'batch_size': len(notes),
+      'jax_seconds': jax_seconds,
+      'librosa_seconds': librosa_seconds,
+      'speedup_vs_librosa': librosa_seconds / jax_seconds,
+      'max_relative_error': error,
+      'librosa_one_batched_call_seconds': batched_seconds,
+      'speedup_vs_librosa_batched_call': batched_seconds / jax_seconds
+  }
 
 
 def librosa_batched(notes: np.ndarray, params: dict[str, Any]) -> np.ndarray:
@@ -245,8 +257,11 @@ def metric_loss_benchmark(config: ml_collections.ConfigDict, batch_size: int, re
   phi = jnp.asarray(rng.normal(size=(batch_size, embedding_lib.phi_dim(config))), jnp.float32)
   stats = synthetic.statistics()
   fn = jax.jit(jax.value_and_grad(lambda p: losses.metric_preservation_loss(z, p, stats)))
-  return {'batch_size': batch_size, 'pairs': batch_size * (batch_size - 1) // 2,
-          'seconds': median_seconds(lambda: fn(phi), repeats)}
+  return {
+      'batch_size': batch_size,
+      'pairs': batch_size * (batch_size - 1) // 2,
+      'seconds': median_seconds(lambda: fn(phi), repeats)
+  }
 
 
 def input_pipeline_benchmark(config: ml_collections.ConfigDict, num_batches: int) -> dict[str, Any]:
@@ -261,8 +276,12 @@ def input_pipeline_benchmark(config: ml_collections.ConfigDict, num_batches: int
   for step in range(1, num_batches + 1):
     jax.block_until_ready(parallel.global_batch(mesh, data.batch(step)))
   seconds = (time.perf_counter() - start) / num_batches
-  return {'batch_size': config.train.batch_size, 'load_seconds': load_seconds, 'seconds_per_batch': seconds,
-          'examples_per_second': config.train.batch_size / seconds}
+  return {
+      'batch_size': config.train.batch_size,
+      'load_seconds': load_seconds,
+      'seconds_per_batch': seconds,
+      'examples_per_second': config.train.batch_size / seconds
+  }
 
 
 # Runs a command and writes its peak RSS (kilobytes, ru_maxrss of this small process's children) to argv[1]. The
@@ -279,8 +298,11 @@ sys.exit(code)
 
 def default_run(config_name: str, size: str, workdir: str, steps: int) -> dict[str, Any]:
   """`run_train.py` in a child process, and its peak resident set size as the kernel counts it."""
-  args = [sys.executable, os.path.join(ROOT, 'run_train.py'), f'--config=configs/{config_name}.py:{size}',
-          f'--workdir={workdir}', f'--config.train.num_steps={steps}']
+  args = [
+      sys.executable,
+      os.path.join(ROOT, 'run_train.py'), f'--config=configs/{config_name}.py:{size}', f'--workdir={workdir}',
+      f'--config.train.num_steps={steps}'
+  ]
   if FLAGS.data_dir:
     args.append(f'--config.data_dir={FLAGS.data_dir}')
   start = time.perf_counter()
@@ -294,8 +316,12 @@ def default_run(config_name: str, size: str, workdir: str, steps: int) -> dict[s
         raise RuntimeError(f'{" ".join(args)} failed ({code}):\n{log.read()[-3000:]}')
     with open(peak_file) as f:
       peak_kib = int(f.read())  # Linux reports kilobytes.
-  return {'command': ' '.join(args[1:]), 'steps': steps, 'wall_seconds': time.perf_counter() - start,
-          'peak_rss_gib': peak_kib * 1024 / 2 ** 30}
+  return {
+      'command': ' '.join(args[1:]),
+      'steps': steps,
+      'wall_seconds': time.perf_counter() - start,
+      'peak_rss_gib': peak_kib * 1024 / 2**30
+  }
 
 
 def evaluation_benchmark(config: ml_collections.ConfigDict, workdir: str, n: int) -> dict[str, Any]:
@@ -303,20 +329,29 @@ def evaluation_benchmark(config: ml_collections.ConfigDict, workdir: str, n: int
   start = time.perf_counter()
   summary = evaluate.evaluate(config, workdir, overwrite=True)
   translations = summary['listening']['rows']['translations']
-  return {'num_translations': n, 'seconds': time.perf_counter() - start,
-          'phase_seconds': summary['seconds'], 'workdir': workdir,
-          'listening': {'clips': translations['num_clips'], 'in_tune_50c': translations['in_tune_50c'],
-                        'flatness_median': translations['flatness']['median'],
-                        'distinctness': translations['distinctness']['mean']}}
+  return {
+      'num_translations': n,
+      'seconds': time.perf_counter() - start,
+      'phase_seconds': summary['seconds'],
+      'workdir': workdir,
+      'listening': {
+          'clips': translations['num_clips'],
+          'in_tune_50c': translations['in_tune_50c'],
+          'flatness_median': translations['flatness']['median'],
+          'distinctness': translations['distinctness']['mean']
+      }
+  }
 
 
 def table(results: dict[str, Any]) -> str:
   """A short plain-text summary of the results."""
   c = results['ceiling']
-  lines = [f"{results['machine']}",
-           f"matmul ceiling: {c['flops_per_second'] / 1e9:.0f} GFLOP/s ({c['size']}^3 {c['dtype']})", '',
-           f"{'train step':18s} {'batch':>5s} {'ex/s':>8s} {'step s':>8s} {'compile s':>9s} {'GFLOP':>8s} "
-           f"{'of ceiling':>10s}"]
+  lines = [
+      f"{results['machine']}",
+      f"matmul ceiling: {c['flops_per_second'] / 1e9:.0f} GFLOP/s ({c['size']}^3 {c['dtype']})", '',
+      f"{'train step':18s} {'batch':>5s} {'ex/s':>8s} {'step s':>8s} {'compile s':>9s} {'GFLOP':>8s} "
+      f"{'of ceiling':>10s}"
+  ]
   for size, per_config in results['train_step'].items():
     for name, r in per_config.items():
       lines.append(f"{name + ':' + size:18s} {r['batch_size']:5d} {r['examples_per_second']:8.1f} "
@@ -324,24 +359,28 @@ def table(results: dict[str, Any]) -> str:
                    f"{r['fraction_of_ceiling']:10.1%}")
   for size, parts in results.get('step_profile', {}).items():
     lines += ['', f'aux:{size} step, parts timed alone (share of step, fraction of ceiling):']
-    lines += [f'  {name:42s} {p["seconds"]:7.3f} s {p["share_of_step"]:6.1%} {p["fraction_of_ceiling"]:6.1%}'
-              for name, p in parts.items()]
+    lines += [
+        f'  {name:42s} {p["seconds"]:7.3f} s {p["share_of_step"]:6.1%} {p["fraction_of_ceiling"]:6.1%}'
+        for name, p in parts.items()
+    ]
   if 'mfcc' not in results:  # --train_step_only.
     return '\n'.join(lines)
   m = results['mfcc']
-  lines += ['', f"MFCC, {m['batch_size']} notes: JAX {m['jax_seconds'] * 1e3:.1f} ms, librosa per clip "
-                f"{m['librosa_seconds'] * 1e3:.0f} ms ({m['speedup_vs_librosa']:.0f}x), one batched librosa call "
-                f"{m['librosa_one_batched_call_seconds'] * 1e3:.0f} ms ({m['speedup_vs_librosa_batched_call']:.0f}x);"
-                f" max relative error {m['max_relative_error']:.1e}"]
+  lines += [
+      '', f"MFCC, {m['batch_size']} notes: JAX {m['jax_seconds'] * 1e3:.1f} ms, librosa per clip "
+      f"{m['librosa_seconds'] * 1e3:.0f} ms ({m['speedup_vs_librosa']:.0f}x), one batched librosa call "
+      f"{m['librosa_one_batched_call_seconds'] * 1e3:.0f} ms ({m['speedup_vs_librosa_batched_call']:.0f}x);"
+      f" max relative error {m['max_relative_error']:.1e}"
+  ]
   for r in results['metric_loss']:
     shares = ', '.join(f'{v:.2%} of aux:{k}' for k, v in r.get('share_of_aux_step', {}).items())
-    lines.append(f"metric loss + grad, batch {r['batch_size']}: {r['seconds'] * 1e3:.2f} ms"
-                 + (f' ({shares})' if shares else ''))
+    lines.append(f"metric loss + grad, batch {r['batch_size']}: {r['seconds'] * 1e3:.2f} ms" +
+                 (f' ({shares})' if shares else ''))
   p = results['input_pipeline']
   lines.append(f"input pipeline: {p['examples_per_second']:.0f} examples/s vs the aux:{results['default_size']} "
                f"step's {p['step_examples_per_second']:.0f} ({p['pipeline_to_step_ratio']:.0f}x); "
-               f"loading the host's share {p['load_seconds']:.1f} s" if 'pipeline_to_step_ratio' in p else
-               f"input pipeline: {p['examples_per_second']:.0f} examples/s")
+               f"loading the host's share {p['load_seconds']:.1f} s" if 'pipeline_to_step_ratio' in
+               p else f"input pipeline: {p['examples_per_second']:.0f} examples/s")
   if 'default_run' in results:
     r = results['default_run']
     lines.append(f"default run ({r['steps']} steps): peak RSS {r['peak_rss_gib']:.2f} GiB, {r['wall_seconds']:.0f} s")
@@ -357,7 +396,9 @@ def run() -> dict[str, Any]:
   results: dict[str, Any] = {
       'machine': f'{os.cpu_count()} CPU cores, {jax.device_count()} {jax.default_backend()} device(s), '
                  f'jax {jax.__version__}',
-      'default_size': FLAGS.default_size, 'dtype': FLAGS.dtype}
+      'default_size': FLAGS.default_size,
+      'dtype': FLAGS.dtype
+  }
   logging.info('Ceiling.')
   results['ceiling'] = matmul_ceiling(FLAGS.matmul_size, FLAGS.repeats, FLAGS.dtype)
   ceiling = results['ceiling']['flops_per_second']
@@ -382,9 +423,11 @@ def run() -> dict[str, Any]:
   results['metric_loss'] = []
   for b in FLAGS.metric_batches:
     r = metric_loss_benchmark(default_config, int(b), FLAGS.repeats)
-    r['share_of_aux_step'] = {size: r['seconds'] / steps['aux']['step_seconds']
-                              for size, steps in results['train_step'].items()
-                              if 'aux' in steps and steps['aux']['batch_size'] == int(b)}
+    r['share_of_aux_step'] = {
+        size: r['seconds'] / steps['aux']['step_seconds']
+        for size, steps in results['train_step'].items()
+        if 'aux' in steps and steps['aux']['batch_size'] == int(b)
+    }
     results['metric_loss'].append(r)
   logging.info('Input pipeline.')
   results['input_pipeline'] = pipeline = input_pipeline_benchmark(default_config, FLAGS.pipeline_batches)

@@ -59,8 +59,7 @@ def reader(directory: str) -> ocp.CheckpointManager:
   # Not Orbax's read_only option, which logs warnings about itself at every use; this manager never saves.
   options = ocp.CheckpointManagerOptions(create=False)
   # The pytree handler reads the saved tree's metadata, which `restore_entry` checks before reading any array.
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
-                               item_handlers=ocp.PyTreeCheckpointHandler())
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_handlers=ocp.PyTreeCheckpointHandler())
 
 
 def _another_config(where: str, problem: Any) -> CheckpointError:
@@ -118,8 +117,9 @@ def _stored_checksums(checkpoint_manager: ocp.CheckpointManager, step: int, wher
   try:
     custom = checkpoint_manager.metadata(step).custom_metadata
   except Exception as e:  # Orbax raises several types for an unreadable metadata file.
-    raise CorruptCheckpointError(f'The checkpoint {where} is corrupt: its metadata cannot be read: '
-                                 f'{type(e).__name__}: {e}', 'unreadable') from e
+    raise CorruptCheckpointError(
+        f'The checkpoint {where} is corrupt: its metadata cannot be read: '
+        f'{type(e).__name__}: {e}', 'unreadable') from e
   return (custom or {}).get('checksums')
 
 
@@ -129,8 +129,9 @@ def _check_fits(directory: str, step: int, like: Any, where: str) -> None:
   try:
     stored = reader(directory).item_metadata(step).tree
   except Exception as e:  # Orbax raises several types for unreadable metadata.
-    raise CorruptCheckpointError(f'The checkpoint {where} is corrupt: the description of its arrays cannot be read: '
-                                 f'{type(e).__name__}: {e}', 'unreadable') from e
+    raise CorruptCheckpointError(
+        f'The checkpoint {where} is corrupt: the description of its arrays cannot be read: '
+        f'{type(e).__name__}: {e}', 'unreadable') from e
   problem = _difference(like, jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), stored))
   if problem:
     raise _another_config(where, f'it {problem}')
@@ -155,8 +156,9 @@ def restore(checkpoint_manager: ocp.CheckpointManager, step: int, like: Any, ver
   where = os.path.join(directory, str(step))
   stored = _stored_checksums(checkpoint_manager, step, where)
   if stored is None and step >= verified_from:
-    raise CorruptCheckpointError(f'The checkpoint {where} has no checksums, which every checkpoint of this run '
-                                 f'from step {verified_from} on was written with.', 'unchecksummed')
+    raise CorruptCheckpointError(
+        f'The checkpoint {where} has no checksums, which every checkpoint of this run '
+        f'from step {verified_from} on was written with.', 'unchecksummed')
   _check_fits(directory, step, like, where)
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
   return _restore_verified(checkpoint_manager, step, ocp.args.StandardRestore(abstract), where, stored)
@@ -215,8 +217,9 @@ def restore_entry(checkpoint_manager: ocp.CheckpointManager, step: int, name: st
   try:
     stored = checkpoint_manager.item_metadata(step).tree
   except Exception as e:  # Orbax raises several types for unreadable metadata.
-    raise CorruptCheckpointError(f'The checkpoint {where} is corrupt: the description of its arrays cannot be read: '
-                                 f'{type(e).__name__}: {e}', 'unreadable') from e
+    raise CorruptCheckpointError(
+        f'The checkpoint {where} is corrupt: the description of its arrays cannot be read: '
+        f'{type(e).__name__}: {e}', 'unreadable') from e
   if name not in stored:
     raise _another_config(where, f'it has no entry {name!r}')
   # Orbax's partial restore skips the stored arrays missing from the target without a word, so a target that lacks
@@ -341,8 +344,8 @@ def _difference(expected: Any, found: Any) -> str | None:
   return None
 
 
-def _restore_verified(checkpoint_manager: ocp.CheckpointManager, step: int, args: Any, where: str,
-                      stored: dict | None, name: str | None = None) -> Any:
+def _restore_verified(checkpoint_manager: ocp.CheckpointManager, step: int, args: Any, where: str, stored: dict | None,
+                      name: str | None = None) -> Any:
   """Restores `step` with `args` (entry `name` alone if given) and verifies it against the `stored` checksums.
 
   A checkpoint that does not load is a CorruptCheckpointError; one without checksums (older versions) is

@@ -41,8 +41,8 @@ class _QuietLibraries(py_logging.Filter):
   """Keeps Orbax's and TFDS's per-file INFO lines out of the progress log (their warnings still show)."""
 
   def filter(self, record: py_logging.LogRecord) -> bool:
-    return record.levelno >= py_logging.WARNING or not any(
-        part in record.pathname for part in ('/orbax/', '/tensorflow_datasets/'))
+    return record.levelno >= py_logging.WARNING or not any(part in record.pathname
+                                                           for part in ('/orbax/', '/tensorflow_datasets/'))
 
 
 def _error(message: str) -> None:
@@ -94,8 +94,8 @@ def reports_known_errors(main: Callable[[Sequence[str]], None]) -> Callable[[Seq
   return wrapped
 
 
-def config_and_workdir(config: ml_collections.ConfigDict | None, workdir: str | None
-                       ) -> tuple[ml_collections.ConfigDict, str]:
+def config_and_workdir(config: ml_collections.ConfigDict | None,
+                       workdir: str | None) -> tuple[ml_collections.ConfigDict, str]:
   """The config and work directory of a command on a trained model, from its --config and --workdir flags.
 
   Without --workdir, it is the config's; without --config, the config is the one training wrote to

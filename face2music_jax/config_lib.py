@@ -21,9 +21,8 @@ MININGS = ('batch_hard', 'semi_hard')
 NONFINITE = ('stop', 'skip')
 DTYPES = ('float32', 'bfloat16')
 # TFDS nsynth's instrument family names, in its ClassLabel order.
-NSYNTH_FAMILIES = ('bass', 'brass', 'flute', 'guitar', 'keyboard', 'mallet', 'organ', 'reed', 'string',
-                   'synth_lead', 'vocal')
-
+NSYNTH_FAMILIES = ('bass', 'brass', 'flute', 'guitar', 'keyboard', 'mallet', 'organ', 'reed', 'string', 'synth_lead',
+                   'vocal')
 
 # The embedded default faces: 100 LFW crops and the astronaut, every DEFAULT_FACES_TEST_EVERY-th identity (sorted by
 # name) held out for the test split (data/faces.py).
@@ -166,17 +165,16 @@ def face_network_dim(path: str) -> int:
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first invalid field; returns the config unchanged otherwise."""
-  for field in ('audio.sample_rate', 'audio.length', 'data.face_image_size', 'data.embedding_dim',
-                'data.face_views', 'data.shuffle_buffer', 'model.generator_dim', 'model.discriminator_dim',
-                'model.kernel_size', 'model.stride', 'model.num_layers', 'model.audio_embedding_dim',
-                'model.audio_embedding_channels', 'model.classifier_channels', 'mfcc.n_mfcc', 'mfcc.n_fft',
-                'mfcc.hop_length', 'mfcc.n_mels', 'train.batch_size', 'train.num_steps', 'train.d_steps',
-                'train.g_lr', 'train.d_lr', 'train.aux_lr', 'train.adam_eps', 'train.log_every', 'train.checkpoint_every',
-                'train.keep_checkpoints', 'train.sample_every', 'train.num_sample_faces',
-                'audio_embedding.num_steps', 'audio_embedding.batch_size', 'audio_embedding.lr',
-                'audio_embedding.margin', 'classifiers.num_steps', 'classifiers.batch_size', 'classifiers.lr',
-                'stats.num_pairs', 'stats.max_examples', 'eval.num_translations', 'eval.batch_size',
-                'eval.listening_faces'):
+  for field in ('audio.sample_rate', 'audio.length', 'data.face_image_size', 'data.embedding_dim', 'data.face_views',
+                'data.shuffle_buffer', 'model.generator_dim', 'model.discriminator_dim', 'model.kernel_size',
+                'model.stride', 'model.num_layers', 'model.audio_embedding_dim', 'model.audio_embedding_channels',
+                'model.classifier_channels', 'mfcc.n_mfcc', 'mfcc.n_fft', 'mfcc.hop_length', 'mfcc.n_mels',
+                'train.batch_size', 'train.num_steps', 'train.d_steps', 'train.g_lr', 'train.d_lr', 'train.aux_lr',
+                'train.adam_eps', 'train.log_every', 'train.checkpoint_every', 'train.keep_checkpoints',
+                'train.sample_every', 'train.num_sample_faces', 'audio_embedding.num_steps',
+                'audio_embedding.batch_size', 'audio_embedding.lr', 'audio_embedding.margin', 'classifiers.num_steps',
+                'classifiers.batch_size', 'classifiers.lr', 'stats.num_pairs', 'stats.max_examples',
+                'eval.num_translations', 'eval.batch_size', 'eval.listening_faces'):
     _positive(config, field)
   _choice(config, 'data.audio_source', AUDIO_SOURCES)
   _choice(config, 'data.face_source', FACE_SOURCES)
@@ -196,7 +194,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          'expected 0 <= pitch_min <= pitch_max <= 127')
   _check(a.length <= 4 * a.sample_rate, 'audio.length', a.length, 'NSynth notes hold 4 s of audio')
   m = config.model
-  upsampling = m.stride ** m.num_layers
+  upsampling = m.stride**m.num_layers
   _check(a.length % upsampling == 0, 'audio.length', a.length,
          f'the generator and discriminator need a multiple of model.stride**model.num_layers = {upsampling}')
   if m.generator == 'harmonic':
@@ -210,13 +208,15 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(config.data.max_default_faces >= 0, 'data.max_default_faces', config.data.max_default_faces, 'expected >= 0')
   if config.data.face_source == 'lfw_subset':
     limit, every = config.data.max_default_faces, DEFAULT_FACES_TEST_EVERY
-    _check(limit == 0 or every <= limit <= DEFAULT_FACE_IDENTITIES, 'data.max_default_faces', limit,
-           f'expected 0 (all {DEFAULT_FACE_IDENTITIES} default identities) or {every}..{DEFAULT_FACE_IDENTITIES}: '
-           f'there are {DEFAULT_FACE_IDENTITIES}, and every {every}th is held out for the test split')
+    _check(
+        limit == 0 or every <= limit <= DEFAULT_FACE_IDENTITIES, 'data.max_default_faces', limit,
+        f'expected 0 (all {DEFAULT_FACE_IDENTITIES} default identities) or {every}..{DEFAULT_FACE_IDENTITIES}: '
+        f'there are {DEFAULT_FACE_IDENTITIES}, and every {every}th is held out for the test split')
   _check(m.phase_shuffle >= 0, 'model.phase_shuffle', m.phase_shuffle, 'expected >= 0')
   _check(m.post_filter >= 0, 'model.post_filter', m.post_filter, 'expected >= 0 taps')
-  _check(len(m.aux_features) > 0 and m.aux_features[-1] == 1 and all(f > 0 for f in m.aux_features),
-         'model.aux_features', m.aux_features, 'expected positive widths ending in 1')
+  _check(
+      len(m.aux_features) > 0 and m.aux_features[-1] == 1 and all(f > 0 for f in m.aux_features), 'model.aux_features',
+      m.aux_features, 'expected positive widths ending in 1')
   _check(config.mfcc.n_fft <= a.length, 'mfcc.n_fft', config.mfcc.n_fft, 'expected n_fft <= audio.length')
   _check(0 <= config.mfcc.fmin < config.mfcc.fmax <= a.sample_rate / 2, 'mfcc.fmin/fmax',
          (config.mfcc.fmin, config.mfcc.fmax), 'expected 0 <= fmin < fmax <= sample_rate / 2')
@@ -224,8 +224,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(config.train.batch_size >= 2, 'train.batch_size', config.train.batch_size,
          'the metric preservation loss needs at least 2 examples per batch')
   for field in ('metric_weight', 'aux_weight', 'gp_weight', 'pitch_classification_weight', 'metric_warmup_steps'):
-    _check(_finite(config.train[field]) and config.train[field] >= 0, f'train.{field}', config.train[field],
-           'expected a finite number >= 0')
+    _check(
+        _finite(config.train[field]) and config.train[field] >= 0, f'train.{field}', config.train[field],
+        'expected a finite number >= 0')
   _check(0 <= config.train.adam_b1 < 1 and 0 <= config.train.adam_b2 < 1, 'train.adam_b1/adam_b2',
          (config.train.adam_b1, config.train.adam_b2), 'expected in [0, 1)')
   _check(bool(listening_pitches(config)), 'eval.listening_pitches', config.eval.listening_pitches,
@@ -234,10 +235,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(0 <= n.pitch_min <= n.pitch_max <= 127, 'notes.pitch_min/pitch_max', (n.pitch_min, n.pitch_max),
          'expected 0 <= pitch_min <= pitch_max <= 127')
   _check(n.pitch_step > 0, 'notes.pitch_step', n.pitch_step, 'expected a positive number')
-  _check(len(n.velocities) > 0 and all(0 < v <= 127 for v in n.velocities), 'notes.velocities', n.velocities,
-         'expected MIDI velocities in 1..127')
-  _check(len(n.programs) > 0 and all(len(p) > 0 and all(1 <= x <= 128 for x in p) for p in n.programs.values()),
-         'notes.programs', dict(n.programs), 'expected, per family, 1-based General MIDI programs in 1..128')
+  _check(
+      len(n.velocities) > 0 and all(0 < v <= 127 for v in n.velocities), 'notes.velocities', n.velocities,
+      'expected MIDI velocities in 1..127')
+  _check(
+      len(n.programs) > 0 and all(len(p) > 0 and all(1 <= x <= 128 for x in p) for p in n.programs.values()),
+      'notes.programs', dict(n.programs), 'expected, per family, 1-based General MIDI programs in 1..128')
   unknown = sorted(set(n.programs) - set(NSYNTH_FAMILIES))
   _check(not unknown, 'notes.programs', unknown, f'expected NSynth family names {NSYNTH_FAMILIES}')
   if config.data.face_source == 'tfrecords':

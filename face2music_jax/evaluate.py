@@ -67,8 +67,12 @@ def load_faces(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
   for split in ('test', 'train'):
     faces = face_data.load_faces(face_data.face_files(config, split), config.data.face_image_size,
                                  embedding_dim=config.data.embedding_dim)
-    parts.append({'embedding': faces['embedding'], 'image': faces['image'], 'name': faces['name'],
-                  'split': np.full(len(faces['name']), split)})
+    parts.append({
+        'embedding': faces['embedding'],
+        'image': faces['image'],
+        'name': faces['name'],
+        'split': np.full(len(faces['name']), split)
+    })
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -76,8 +80,8 @@ def load_faces(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
 _REFERENCE_CLIPS = 8
 
 
-def listen(config: ml_collections.ConfigDict, generate: Any, faces: dict[str, np.ndarray]) -> tuple[dict[str, Any],
-                                                                                                     dict[str, Any]]:
+def listen(config: ml_collections.ConfigDict, generate: Any,
+           faces: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
   """The listening measures (audio/listening.py) of translations of held-out faces, with reference rows.
 
   Every face of `faces` (up to config.eval.listening_faces, round-robin over identities) is translated at every
@@ -127,13 +131,17 @@ def listen(config: ml_collections.ConfigDict, generate: Any, faces: dict[str, np
   rows['white_noise'], _ = row(noise, ref_midi_rows, np.arange(len(ref_midi_rows)))
   tones = listening.harmonic_tone(ref_midi_rows, config.audio.length, sr)
   rows['harmonic_tone'], _ = row(tones, ref_midi_rows, np.arange(len(ref_midi_rows)))
-  measures = {'pitches': pitches.tolist(), 'num_faces': int(len(index)),
-              'num_identities': int(len(set(faces['name'][index]))), 'rows': rows}
+  measures = {
+      'pitches': pitches.tolist(),
+      'num_faces': int(len(index)),
+      'num_identities': int(len(set(faces['name'][index]))),
+      'rows': rows
+  }
   return measures, {'audio': audio, 'face_index': face_index, **clips}
 
 
-def _classify(config: ml_collections.ConfigDict, kind: str, params: Any, audio: np.ndarray) -> tuple[np.ndarray,
-                                                                                                     np.ndarray]:
+def _classify(config: ml_collections.ConfigDict, kind: str, params: Any,
+              audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """(softmax [N, C], penultimate features [N, F]) of a frozen classifier."""
   model = make_classifier(config, kind)
 
@@ -149,9 +157,11 @@ def _reference_audio(config: ml_collections.ConfigDict, pitch: np.ndarray) -> di
   """The reference rows' audio for FID / IS: the real test notes, white noise, and harmonic tones at `pitch`
   (pitch classes, those of the real notes the translations are compared with)."""
   midi = pitch + config.audio.pitch_min
-  return {'real_test_notes': stages.load_notes(config, 'test')['audio'],
-          'white_noise': listening.white_noise(len(pitch), config.audio.length, seed=config.eval.seed),
-          'harmonic_tone': listening.harmonic_tone(midi, config.audio.length, config.audio.sample_rate)}
+  return {
+      'real_test_notes': stages.load_notes(config, 'test')['audio'],
+      'white_noise': listening.white_noise(len(pitch), config.audio.length, seed=config.eval.seed),
+      'harmonic_tone': listening.harmonic_tone(midi, config.audio.length, config.audio.sample_rate)
+  }
 
 
 def _pearson_per_pitch(embeddings: np.ndarray, listened: dict[str, Any], phi: np.ndarray) -> dict[int, float | None]:
@@ -260,8 +270,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   result['distinctness'] = listening_measures['rows']['translations']['distinctness']['mean']
   timer.lap('listening')
 
-  per_pitch = _pearson_per_pitch(test_faces['embedding'], listened, loops.batched(
-      phi, listened['audio'], batch_size=e.batch_size))
+  per_pitch = _pearson_per_pitch(test_faces['embedding'], listened,
+                                 loops.batched(phi, listened['audio'], batch_size=e.batch_size))
   finite = [r for r in per_pitch.values() if r is not None]
   result['pearson_correlation'] = float(np.mean(finite)) if finite else None
   r, p_value = metrics.distance_correlation(z, fake_phi, groups=face_index)
@@ -279,12 +289,23 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   timer.lap('pearson_silhouette')
 
   summary = {
-      'checkpoint_step': step, 'config_name': config.name, 'config_size': config.size, 'workdir': workdir,
-      'num_translations': n, 'seed': e.seed, 'num_faces': len(faces['name']),
+      'checkpoint_step': step,
+      'config_name': config.name,
+      'config_size': config.size,
+      'workdir': workdir,
+      'num_translations': n,
+      'seed': e.seed,
+      'num_faces': len(faces['name']),
       'num_real_notes': int(len(notes['pitch'])),
-      'metrics': {k: v if isinstance(v, int) else _json_float(v) for k, v in result.items()},
-      'assigned_families': {families[i]: int(c) for i, c in enumerate(counts)},
-      'pearson_per_pitch': {str(p): r for p, r in per_pitch.items()},
+      'metrics': {
+          k: v if isinstance(v, int) else _json_float(v) for k, v in result.items()
+      },
+      'assigned_families': {
+          families[i]: int(c) for i, c in enumerate(counts)
+      },
+      'pearson_per_pitch': {
+          str(p): r for p, r in per_pitch.items()
+      },
       'reference_rows': reference_rows,
       'listening': listening_measures,
       'notes': notes_text,
@@ -336,9 +357,10 @@ def _write_listening_examples(directory: str, config: ml_collections.ConfigDict,
       wav = f'listening/face_{len(rows):02d}_midi{midi}.wav'
       wav_lib.write_wav(os.path.join(directory, wav), listened['audio'][j], config.audio.sample_rate)
       f0, cents = listened['f0_hz'][j], listened['cents'][j]
-      notes.append(report.ListeningNote(audio=wav, midi_pitch=midi, f0_hz=None if np.isnan(f0) else float(f0),
-                                        cents=None if np.isnan(cents) else float(cents),
-                                        flatness=float(listened['flatness'][j])))
+      notes.append(
+          report.ListeningNote(audio=wav, midi_pitch=midi, f0_hz=None if np.isnan(f0) else float(f0),
+                               cents=None if np.isnan(cents) else float(cents),
+                               flatness=float(listened['flatness'][j])))
     rows.append(report.ListeningRow(face=image_path, name=name, notes=sorted(notes, key=lambda n: n.midi_pitch)))
   return rows
 
@@ -355,8 +377,8 @@ def _write_examples(directory: str, config: ml_collections.ConfigDict, faces: di
     image = np.clip(faces['image'][face_index[i]] * 255, 0, 255).round().astype(np.uint8)
     Image.fromarray(image).save(os.path.join(directory, face))
     wav_lib.write_wav(os.path.join(directory, wav), audio[i], config.audio.sample_rate)
-    examples.append(report.Example(face=face, audio=wav, name=str(faces['name'][face_index[i]]),
-                                   split=str(faces['split'][face_index[i]]),
-                                   midi_pitch=int(pitch[i]) + config.audio.pitch_min,
-                                   family=families[assigned[i]]))
+    examples.append(
+        report.Example(face=face, audio=wav, name=str(faces['name'][face_index[i]]),
+                       split=str(faces['split'][face_index[i]]), midi_pitch=int(pitch[i]) + config.audio.pitch_min,
+                       family=families[assigned[i]]))
   return examples

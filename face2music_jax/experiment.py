@@ -77,8 +77,11 @@ CLAIMS = (
 # The paper's Table 1, to print beside ours. Its numbers could not be read in this project's workplace (no access
 # to the paper's PDF); None is printed as "n/a". The directions of its claims are in CLAIMS.
 PAPER_TABLE1: dict[str, dict[str, float | None]] = {
-    name: {key: None for key in ('fid_pitch', 'inception_score_pitch', 'fid_family', 'inception_score_family',
-                                 'pearson_correlation', 'silhouette_value')} for name in CONFIGS}
+    name: {
+        key: None for key in ('fid_pitch', 'inception_score_pitch', 'fid_family', 'inception_score_family',
+                              'pearson_correlation', 'silhouette_value')
+    } for name in CONFIGS
+}
 
 
 def cell_name(config_name: str, seed: int) -> str:
@@ -143,7 +146,10 @@ def _copy_artefacts(shared: str, workdir: str) -> None:
 
 def _log_event(experiment_dir: str, **event: Any) -> None:
   files.append_text(os.path.join(experiment_dir, PROGRESS_FILE),
-                    json.dumps({'time': round(time.time(), 3), **event}) + '\n')
+                    json.dumps({
+                        'time': round(time.time(), 3),
+                        **event
+                    }) + '\n')
 
 
 def read_events(experiment_dir: str) -> list[dict[str, Any]]:
@@ -154,8 +160,8 @@ def read_events(experiment_dir: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def _cell_record(config: ml_collections.ConfigDict, summary: dict[str, Any],
-                 events: list[dict[str, Any]]) -> dict[str, Any]:
+def _cell_record(config: ml_collections.ConfigDict, summary: dict[str, Any], events: list[dict[str,
+                                                                                               Any]]) -> dict[str, Any]:
   """What table1.json keeps of one cell: its identity, measures, classifier accuracies and seconds."""
   name = cell_name(config.name, config.seed)
   seconds = {'train': 0.0, 'eval': 0.0}
@@ -164,15 +170,29 @@ def _cell_record(config: ml_collections.ConfigDict, summary: dict[str, Any],
       seconds['eval' if event['event'] == 'evaluated' else 'train'] += event['seconds']
   rows = summary['listening']['rows']['translations']
   return {
-      'cell': name, 'config': config.name, 'seed': config.seed, 'size': config.size,
-      'generator': config.model.generator, 'steps': summary['checkpoint_step'],
-      'measures': {key: get(summary) for key, _, _, get in COLUMNS},
-      'in_tune_per_pitch': {str(p): v['in_tune_50c'] for p, v in rows['per_pitch'].items()},
+      'cell': name,
+      'config': config.name,
+      'seed': config.seed,
+      'size': config.size,
+      'generator': config.model.generator,
+      'steps': summary['checkpoint_step'],
+      'measures': {
+          key: get(summary) for key, _, _, get in COLUMNS
+      },
+      'in_tune_per_pitch': {
+          str(p): v['in_tune_50c'] for p, v in rows['per_pitch'].items()
+      },
       'pearson_per_pitch': summary['pearson_per_pitch'],
       'pearson_correlation_random_pitch': summary['metrics']['pearson_correlation_random_pitch'],
-      'classifiers': {k: summary['metrics'][f'{k}_test_accuracy'] for k in ('pitch', 'family')},
-      'inception_score_max': {k: summary['metrics'][f'inception_score_{k}_max'] for k in ('pitch', 'family')},
-      'seconds': {k: round(v, 1) for k, v in seconds.items()},
+      'classifiers': {
+          k: summary['metrics'][f'{k}_test_accuracy'] for k in ('pitch', 'family')
+      },
+      'inception_score_max': {
+          k: summary['metrics'][f'inception_score_{k}_max'] for k in ('pitch', 'family')
+      },
+      'seconds': {
+          k: round(v, 1) for k, v in seconds.items()
+      },
       'workdir': config.workdir,
   }
 
@@ -200,8 +220,9 @@ def run(configs: tuple[str, ...], seeds: tuple[int, ...], size: str, experiment_
     raise config_lib.ConfigError('An experiment needs at least one config and one seed.')
   cells = [(c, s) for s in seeds for c in configs]  # Seed by seed: every config has a first seed early.
   # Every config is checked before any work.
-  configs_by_cell = {(c, s): cell_config(c, size, s, overrides, os.path.join(experiment_dir, cell_name(c, s)))
-                     for c, s in cells}
+  configs_by_cell = {
+      (c, s): cell_config(c, size, s, overrides, os.path.join(experiment_dir, cell_name(c, s))) for c, s in cells
+  }
   os.makedirs(experiment_dir, exist_ok=True)
   files.check_writable(experiment_dir, 'experiment directory')
   os.makedirs(results_dir, exist_ok=True)
@@ -220,8 +241,13 @@ def run(configs: tuple[str, ...], seeds: tuple[int, ...], size: str, experiment_
     _log_event(experiment_dir, cell=SHARED, event='stages', seconds=round(time.time() - start, 1))
   logging.info('[experiment] classifiers (shared by every cell): %s', classifiers)
 
-  experiment_info = {'configs': list(configs), 'seeds': list(seeds), 'size': size, 'overrides': overrides,
-                     'experiment_dir': experiment_dir}
+  experiment_info = {
+      'configs': list(configs),
+      'seeds': list(seeds),
+      'size': size,
+      'overrides': overrides,
+      'experiment_dir': experiment_dir
+  }
   records = []
   for number, (c, s) in enumerate(cells, 1):
     config = configs_by_cell[(c, s)]
@@ -234,14 +260,14 @@ def run(configs: tuple[str, ...], seeds: tuple[int, ...], size: str, experiment_
     _copy_artefacts(shared, workdir)
     from_step = _checkpoint_step(workdir)
     if from_step < config.train.num_steps:
-      logging.info('[experiment] cell %d/%d %s: training %s from step %d to %d.', number, len(cells), name,
-                   config.name, from_step, config.train.num_steps)
+      logging.info('[experiment] cell %d/%d %s: training %s from step %d to %d.', number, len(cells), name, config.name,
+                   from_step, config.train.num_steps)
       start = time.time()
       try:
         train.train(config, workdir)
       except preemption.Preempted:
-        _log_event(experiment_dir, cell=name, event='stopped', from_step=from_step,
-                   to_step=_checkpoint_step(workdir), seconds=round(time.time() - start, 1))
+        _log_event(experiment_dir, cell=name, event='stopped', from_step=from_step, to_step=_checkpoint_step(workdir),
+                   seconds=round(time.time() - start, 1))
         raise
       _log_event(experiment_dir, cell=name, event='trained', from_step=from_step, to_step=config.train.num_steps,
                  seconds=round(time.time() - start, 1))
@@ -250,8 +276,10 @@ def run(configs: tuple[str, ...], seeds: tuple[int, ...], size: str, experiment_
     summary = evaluate.evaluate(config, workdir, overwrite=True)
     _log_event(experiment_dir, cell=name, event='evaluated', seconds=round(time.time() - start, 1))
     record = _cell_record(config, summary, read_events(experiment_dir))
-    files.write_json(os.path.join(workdir, CELL_FILE), {'record': record,
-                                                        'reference_rows': _reference_rows(summary)}, checksum=True)
+    files.write_json(os.path.join(workdir, CELL_FILE), {
+        'record': record,
+        'reference_rows': _reference_rows(summary)
+    }, checksum=True)
     records.append(record)
     logging.info('[experiment] cell %d/%d %s done: %s', number, len(cells), name, json.dumps(record['measures']))
     # The table so far, after every cell: an interrupted experiment still shows what it has.
@@ -267,8 +295,10 @@ def _write_results(records: list[dict[str, Any]], num_cells: int, classifiers: d
                    results_dir: str, info: dict[str, Any], readme: str | None) -> dict[str, Any]:
   """Writes table1.json and table1.md of the cells finished so far ('complete' says whether that is all)."""
   first = files.read_json(os.path.join(experiment_dir, records[0]['cell'], CELL_FILE))
-  table = _table(records, first['reference_rows'], classifiers, read_events(experiment_dir),
-                 {**info, 'complete': len(records) == num_cells, 'num_cells': num_cells})
+  table = _table(records, first['reference_rows'], classifiers, read_events(experiment_dir), {
+      **info, 'complete': len(records) == num_cells,
+      'num_cells': num_cells
+  })
   files.write_json(os.path.join(results_dir, 'table1.json'), table)
   markdown = to_markdown(table)
   files.write_text(os.path.join(results_dir, 'table1.md'), markdown)
@@ -282,16 +312,26 @@ def _reference_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
   rows = {}
   for row, classified in summary['reference_rows'].items():
     listened = summary['listening']['rows'][row]
-    rows[row] = {'in_tune_50c': listened['in_tune_50c'], 'flatness': listened['flatness']['median'],
-                 'rms': listened['rms']['median'], 'distinctness': listened['distinctness']['mean'],
-                 'pearson_correlation': None, 'silhouette_value': None, **classified}
+    rows[row] = {
+        'in_tune_50c': listened['in_tune_50c'],
+        'flatness': listened['flatness']['median'],
+        'rms': listened['rms']['median'],
+        'distinctness': listened['distinctness']['mean'],
+        'pearson_correlation': None,
+        'silhouette_value': None,
+        **classified
+    }
   return rows
 
 
 def _stats(values: list[float | None]) -> dict[str, Any]:
   kept = [v for v in values if v is not None]
-  return {'mean': float(np.mean(kept)) if kept else None,
-          'sd': float(np.std(kept, ddof=1)) if len(kept) > 1 else None, 'n': len(kept), 'values': values}
+  return {
+      'mean': float(np.mean(kept)) if kept else None,
+      'sd': float(np.std(kept, ddof=1)) if len(kept) > 1 else None,
+      'n': len(kept),
+      'values': values
+  }
 
 
 def _verdict(interval: tuple[float, float, float] | None, sign: int) -> str:
@@ -314,8 +354,13 @@ def _machine() -> dict[str, Any]:
       cpu = re.search(r'model name\s*:\s*(.*)', f.read()).group(1)
   except (OSError, AttributeError):
     pass
-  return {'cpu': cpu, 'cpu_count': os.cpu_count(), 'platform': platform.platform(),
-          'devices': sorted({d.device_kind for d in jax.devices()}), 'num_devices': jax.device_count()}
+  return {
+      'cpu': cpu,
+      'cpu_count': os.cpu_count(),
+      'platform': platform.platform(),
+      'devices': sorted({d.device_kind for d in jax.devices()}),
+      'num_devices': jax.device_count()
+  }
 
 
 def _versions() -> dict[str, Any]:
@@ -327,9 +372,10 @@ def _versions() -> dict[str, Any]:
     except importlib.metadata.PackageNotFoundError:
       versions[package] = None
   try:
-    versions['face2music_jax_commit'] = subprocess.run(
-        ['git', 'rev-parse', 'HEAD'], cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
-        text=True, timeout=10, check=True).stdout.strip()
+    versions['face2music_jax_commit'] = subprocess.run(['git', 'rev-parse', 'HEAD'],
+                                                       cwd=os.path.dirname(os.path.abspath(__file__)),
+                                                       capture_output=True, text=True, timeout=10,
+                                                       check=True).stdout.strip()
   except (OSError, subprocess.SubprocessError):
     versions['face2music_jax_commit'] = None
   return versions
@@ -350,20 +396,35 @@ def _table(records: list[dict[str, Any]], reference_rows: dict[str, Any], classi
     if a in by_config and b in by_config:
       values = [[r['measures'][key] for r in by_config[c] if r['measures'][key] is not None] for c in (a, b)]
       interval = metrics.welch_interval(*values)
-      comparisons.append({'claim': claim, 'a': a, 'b': b, 'measure': key, 'predicted_sign': sign,
-                          'difference': None if interval is None else interval[0],
-                          'ci95': None if interval is None else list(interval[1:]),
-                          'verdict': _verdict(interval, sign)})
+      comparisons.append({
+          'claim': claim,
+          'a': a,
+          'b': b,
+          'measure': key,
+          'predicted_sign': sign,
+          'difference': None if interval is None else interval[0],
+          'ci95': None if interval is None else list(interval[1:]),
+          'verdict': _verdict(interval, sign)
+      })
   seconds = [e['seconds'] for e in events if e['event'] in ('stages', 'trained', 'stopped', 'evaluated')]
   return {
-      'schema_version': SCHEMA_VERSION, **experiment,
-      'machine': _machine(), 'versions': _versions(),
-      'wall_seconds': {'total': round(float(sum(seconds)), 1),
-                       'cells': {r['cell']: r['seconds'] for r in records}},
+      'schema_version': SCHEMA_VERSION,
+      **experiment,
+      'machine': _machine(),
+      'versions': _versions(),
+      'wall_seconds': {
+          'total': round(float(sum(seconds)), 1),
+          'cells': {
+              r['cell']: r['seconds'] for r in records
+          }
+      },
       'classifiers': classifiers,
       'inception_score_max': records[0]['inception_score_max'],
-      'cells': records, 'summary': summary, 'reference_rows': reference_rows,
-      'comparisons': comparisons, 'paper_table1': PAPER_TABLE1,
+      'cells': records,
+      'summary': summary,
+      'reference_rows': reference_rows,
+      'comparisons': comparisons,
+      'paper_table1': PAPER_TABLE1,
   }
 
 
@@ -383,8 +444,11 @@ def to_markdown(table: dict[str, Any]) -> str:
   """table1.json as markdown: the measures per config (mean +- sd over seeds), the reference rows, the paper's
   values, and the comparisons with their 95% intervals."""
   maxima = table['inception_score_max']
-  titles = [t.replace('IS pitch', f'IS pitch (max {maxima["pitch"]})').replace(
-      'IS family', f'IS family (max {maxima["family"]})') for _, t, _, _ in COLUMNS]
+  titles = [
+      t.replace('IS pitch', f'IS pitch (max {maxima["pitch"]})').replace('IS family',
+                                                                         f'IS family (max {maxima["family"]})')
+      for _, t, _, _ in COLUMNS
+  ]
   pitches = sorted({p for s in table['summary'].values() for p in s['in_tune_per_pitch']}, key=int)
   head = ['config', 'seeds', titles[0], f'in tune at {" / ".join(pitches)}', *titles[1:]]
   lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
@@ -405,13 +469,15 @@ def to_markdown(table: dict[str, Any]) -> str:
   partial = '' if table['complete'] else (f'**Partial: {len(table["cells"])} of {table["num_cells"]} cells '
                                           'finished** (rerun the command to go on). ')
   seeds = ', '.join(map(str, table['seeds']))
-  out = [f'{partial}Size `{table["size"]}`, seeds {seeds}; {machine["cpu_count"]} CPU cores '
-         f'({machine["cpu"]}), JAX devices: {machine["num_devices"]} x {", ".join(machine["devices"])}; '
-         f'wall time of all cells and the shared stages: {int(wall // 3600)}:{int(wall % 3600 // 60):02d}:'
-         f'{int(wall % 60):02d}. Classifiers (shared by every cell): pitch {c["pitch_test_accuracy"]:.3f}, family '
-         f'{c["family_test_accuracy"]:.3f} test accuracy. mean +- sd over seeds; the paper\'s numbers are n/a where '
-         'they could not be read here.', '', *lines, '',
-         '| claim (paper) | difference of means, 95% interval (Welch) | verdict |', '| --- | --- | --- |']
+  out = [
+      f'{partial}Size `{table["size"]}`, seeds {seeds}; {machine["cpu_count"]} CPU cores '
+      f'({machine["cpu"]}), JAX devices: {machine["num_devices"]} x {", ".join(machine["devices"])}; '
+      f'wall time of all cells and the shared stages: {int(wall // 3600)}:{int(wall % 3600 // 60):02d}:'
+      f'{int(wall % 60):02d}. Classifiers (shared by every cell): pitch {c["pitch_test_accuracy"]:.3f}, family '
+      f'{c["family_test_accuracy"]:.3f} test accuracy. mean +- sd over seeds; the paper\'s numbers are n/a where '
+      'they could not be read here.', '', *lines, '',
+      '| claim (paper) | difference of means, 95% interval (Welch) | verdict |', '| --- | --- | --- |'
+  ]
   for comparison in table['comparisons']:
     interval = ('n/a' if comparison['difference'] is None else
                 f'{comparison["a"]} - {comparison["b"]} = {comparison["difference"]:+.3g} '

@@ -68,9 +68,9 @@ class Models:
     g = init_generator(self.g, c, k_g)
     d = dict(self.d.init({'params': k_d, 'phase_shuffle': k_p}, audio, pitch, train=False))
     aux = dict(self.aux.init(k_a, jnp.zeros((2, embedding_lib.phi_dim(c))))) if self.aux else {}
-    return TrainState(step=jnp.zeros((), jnp.int32), g=g, d=d, aux=aux, g_opt=self.g_tx.init(g['params']),
-                      d_opt=self.d_tx.init(d['params']), aux_opt=self.aux_tx.init(aux['params']) if aux else {},
-                      skipped=jnp.zeros((), jnp.int32))
+    return TrainState(step=jnp.zeros(
+        (), jnp.int32), g=g, d=d, aux=aux, g_opt=self.g_tx.init(g['params']), d_opt=self.d_tx.init(d['params']),
+                      aux_opt=self.aux_tx.init(aux['params']) if aux else {}, skipped=jnp.zeros((), jnp.int32))
 
   def generate(self, g_vars: dict[str, Any], z: jax.Array, pitch: jax.Array, train: bool):
     """G(f(x), pitch): [B, E], [B] -> audio [B, L] and the updated non-parameter collections."""
@@ -140,13 +140,13 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str) -> tuple[
       problems.append(str(e))
       continue
     if problems:
-      logging.warning('Using the checkpoint at step %d: the newer ones of %s are corrupt (rerun training to set them '
-                      'aside and retrain).', step, directory)
+      logging.warning(
+          'Using the checkpoint at step %d: the newer ones of %s are corrupt (rerun training to set them '
+          'aside and retrain).', step, directory)
     return generator, g_vars, step
   raise checkpoint.CheckpointError(f'No GAN checkpoint in {directory} verifies: ' + ' '.join(problems))
 
 
 def to_host(tree: Any) -> Any:
   """Replicated global arrays -> numpy (works on every process of a multi-host run)."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x),
-                      tree)
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x), tree)

@@ -71,8 +71,7 @@ def pairwise_distances(x: jax.Array) -> jax.Array:
   return jnp.sqrt(jnp.maximum(d2, 1e-12))
 
 
-def metric_preservation_loss(face_embeddings: jax.Array, audio_features: jax.Array,
-                             stats: dict[str, Any]) -> jax.Array:
+def metric_preservation_loss(face_embeddings: jax.Array, audio_features: jax.Array, stats: dict[str, Any]) -> jax.Array:
   """The paper's Eq. 1, over all unordered pairs i < j of the batch (Z = B(B-1)/2 pairs).
 
   L = 1/Z sum_{i<j} |(||f_i - f_j|| - mu_x) / sigma_x - (||phi(y_i) - phi(y_j)|| - mu_y) / sigma_y|
@@ -93,8 +92,7 @@ def metric_preservation_loss(face_embeddings: jax.Array, audio_features: jax.Arr
   return jnp.mean(jnp.abs(z_x - z_y))
 
 
-def triplet_loss(embeddings: jax.Array, labels: jax.Array, margin: float,
-                 mining: str = 'batch_hard') -> jax.Array:
+def triplet_loss(embeddings: jax.Array, labels: jax.Array, margin: float, mining: str = 'batch_hard') -> jax.Array:
   """Triplet loss with online mining; positives share the label, negatives don't.
 
   'batch_hard' (Hermans et al. 2017): per anchor, the farthest positive and the closest negative.

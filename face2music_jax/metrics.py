@@ -34,7 +34,7 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', linalg.LinAlgWarning)
     covmean = np.real(linalg.sqrtm(cov_a @ cov_b))
-  return float(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
+  return float(np.sum((mu_a - mu_b)**2) + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
 
 
 def inception_score(probs: np.ndarray) -> float:
@@ -125,6 +125,6 @@ def welch_interval(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> tu
   se = np.sqrt(va + vb)
   if se == 0:
     return difference, difference, difference
-  df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+  df = (va + vb)**2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
   half = float(stats.t.ppf(0.5 + confidence / 2, df) * se)
   return difference, difference - half, difference + half

@@ -62,9 +62,10 @@ def exit_at_once_on_error() -> Iterator[None]:
   except Exception:  # Whatever stopped this process, the others must not wait for it.
     if jax.process_count() == 1:
       raise
-    logging.exception('Process %d of %d stopped on an error (if it is a failed collective, another process died '
-                      'or hung: see its log). Exiting now, without waiting for the other processes.',
-                      jax.process_index(), jax.process_count())
+    logging.exception(
+        'Process %d of %d stopped on an error (if it is a failed collective, another process died '
+        'or hung: see its log). Exiting now, without waiting for the other processes.', jax.process_index(),
+        jax.process_count())
     logging.flush()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -110,8 +110,7 @@ def face_grid(images: np.ndarray, assigned: np.ndarray, families: tuple[str, ...
         spine.set_visible(False)
       if col < len(members):
         ax.imshow(np.clip(images[members[col]], 0, 1))
-    axes[row, 0].set_ylabel(f'{families[label]}\n({len(members)})', rotation=0, ha='right', va='center',
-                            fontsize=9)
+    axes[row, 0].set_ylabel(f'{families[label]}\n({len(members)})', rotation=0, ha='right', va='center', fontsize=9)
   fig.suptitle('Faces grouped by the family of their translation')
   fig.savefig(path, dpi=_DPI, bbox_inches='tight')
   plt.close(fig)

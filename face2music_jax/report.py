@@ -89,15 +89,18 @@ def _number(value: Any) -> str:
 
 
 def _metrics_table(metrics: dict[str, Any]) -> str:
-  fills = {'max_pitch': metrics.get('inception_score_pitch_max'),
-           'max_family': metrics.get('inception_score_family_max'),
-           'real_pitch': _number(metrics.get('inception_score_pitch_real')),
-           'real_family': _number(metrics.get('inception_score_family_real')),
-           'random_pitch': _number(metrics.get('pearson_correlation_random_pitch'))}
-  rows = [f'<tr><td>{html.escape(label)}</td><td>{html.escape(_number(metrics.get(key)))}</td>'
-          f'<td>{html.escape(note.format(**fills))}</td></tr>' for key, label, note in _METRICS]
-  return ('<table class="metrics"><tr><th>metric</th><th>value</th><th>note</th></tr>' + ''.join(rows) +
-          '</table>')
+  fills = {
+      'max_pitch': metrics.get('inception_score_pitch_max'),
+      'max_family': metrics.get('inception_score_family_max'),
+      'real_pitch': _number(metrics.get('inception_score_pitch_real')),
+      'real_family': _number(metrics.get('inception_score_family_real')),
+      'random_pitch': _number(metrics.get('pearson_correlation_random_pitch'))
+  }
+  rows = [
+      f'<tr><td>{html.escape(label)}</td><td>{html.escape(_number(metrics.get(key)))}</td>'
+      f'<td>{html.escape(note.format(**fills))}</td></tr>' for key, label, note in _METRICS
+  ]
+  return ('<table class="metrics"><tr><th>metric</th><th>value</th><th>note</th></tr>' + ''.join(rows) + '</table>')
 
 
 def _example(example: Example) -> str:
@@ -125,8 +128,8 @@ def _listening_table(listening: dict[str, Any]) -> str:
                 f'<td>{_number(r["rms"]["median"])} ({_number(r["rms"]["p10"])}-{_number(r["rms"]["p90"])})</td>'
                 f'<td>{_number(r["distinctness"]["mean"])}</td></tr>')
   return ('<table class="metrics"><tr><th></th><th>in tune (&plusmn;50 cents)</th><th>&plusmn;1 semitone</th>'
-          f'{head}<th>spectral flatness (median)</th><th>RMS median (p10-p90)</th><th>distinctness</th></tr>'
-          + ''.join(rows) + '</table>')
+          f'{head}<th>spectral flatness (median)</th><th>RMS median (p10-p90)</th><th>distinctness</th></tr>' +
+          ''.join(rows) + '</table>')
 
 
 def _listening_row(row: ListeningRow) -> str:
@@ -163,8 +166,8 @@ def render_page(summary: dict[str, Any], examples: list[Example], figures: list[
     if listening_rows:
       listening += ('<h3>Held-out faces at every listening pitch</h3><table class="listening">' +
                     ''.join(_listening_row(r) for r in listening_rows) + '</table>')
-  details = html.escape(json.dumps({k: summary[k] for k in ('workdir', 'num_translations', 'seed', 'num_faces',
-                                                           'num_real_notes')}))
+  details = html.escape(
+      json.dumps({k: summary[k] for k in ('workdir', 'num_translations', 'seed', 'num_faces', 'num_real_notes')}))
   return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_STYLE}</style></head>
 <body>

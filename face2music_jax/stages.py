@@ -72,15 +72,21 @@ def _train_audio_embedding(config: ml_collections.ConfigDict) -> embedding_lib.A
   def loss_fn(p, batch):
     return losses.triplet_loss(model.apply({'params': p}, batch['audio']), batch['family'], ac.margin, ac.mining)
 
-  params = loops.fit(loss_fn, params, {'audio': notes['audio'], 'family': notes['family']}, steps=ac.num_steps,
-                     batch_size=ac.batch_size, lr=ac.lr, seed=config.seed, name='audio_embedding')
+  params = loops.fit(loss_fn, params, {
+      'audio': notes['audio'],
+      'family': notes['family']
+  }, steps=ac.num_steps, batch_size=ac.batch_size, lr=ac.lr, seed=config.seed, name='audio_embedding')
   spread = float(np.mean(np.std(np.asarray(jax.jit(model.apply)({'params': params}, notes['audio'][:256])), axis=0)))
   if spread < 1e-3:
-    logging.warning('The audio embedding collapsed (per-dimension std %.2g over 256 notes): phi(y) is then the MFCCs '
-                    "alone. Try config.audio_embedding.mining='semi_hard' or a lower lr.", spread)
+    logging.warning(
+        'The audio embedding collapsed (per-dimension std %.2g over 256 notes): phi(y) is then the MFCCs '
+        "alone. Try config.audio_embedding.mining='semi_hard' or a lower lr.", spread)
   mfccs = loops.batched(jax.jit(lambda a: embedding_lib.mfcc_summary(a, config)), notes['audio'], batch_size=256)
-  return {'params': jax.tree.map(np.asarray, params), 'mfcc_mean': mfccs.mean(0).astype(np.float32),
-          'mfcc_std': (mfccs.std(0) + 1e-6).astype(np.float32)}
+  return {
+      'params': jax.tree.map(np.asarray, params),
+      'mfcc_mean': mfccs.mean(0).astype(np.float32),
+      'mfcc_std': (mfccs.std(0) + 1e-6).astype(np.float32)
+  }
 
 
 def _set_aside(path: str, error: Exception, reason: str) -> None:
@@ -120,8 +126,11 @@ def ensure_audio_embedding(config: ml_collections.ConfigDict, workdir: str) -> e
   """Stage 2a: the audio metric phi(y), trained when missing or corrupt."""
   path = os.path.join(workdir, 'audio_embedding')
   model = embedding_lib.make_audio_embedding(config)
-  like = {'params': model.init(jax.random.key(0), jnp.zeros((1, config.audio.length)))['params'],
-          'mfcc_mean': np.zeros(config.mfcc.n_mfcc), 'mfcc_std': np.zeros(config.mfcc.n_mfcc)}
+  like = {
+      'params': model.init(jax.random.key(0), jnp.zeros((1, config.audio.length)))['params'],
+      'mfcc_mean': np.zeros(config.mfcc.n_mfcc),
+      'mfcc_std': np.zeros(config.mfcc.n_mfcc)
+  }
   metric = _restored(path, like)
   if metric is None:
     logging.info('Stage audio_embedding: training the triplet audio embedding (%d steps).',
@@ -159,9 +168,11 @@ def ensure_classifiers(config: ml_collections.ConfigDict, workdir: str) -> dict[
         logits = model.apply({'params': p}, batch['audio'])[0]
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch[kind]).mean()
 
-      params = loops.fit(loss_fn, like, {'audio': notes['audio'], kind: notes[kind]},
-                         steps=config.classifiers.num_steps, batch_size=config.classifiers.batch_size,
-                         lr=config.classifiers.lr, seed=config.seed, name=f'{kind}_classifier')
+      params = loops.fit(loss_fn, like, {
+          'audio': notes['audio'],
+          kind: notes[kind]
+      }, steps=config.classifiers.num_steps, batch_size=config.classifiers.batch_size, lr=config.classifiers.lr,
+                         seed=config.seed, name=f'{kind}_classifier')
       checkpoint.save_artefact(path, params)
       if os.path.exists(metrics_path):
         os.remove(metrics_path)
@@ -170,8 +181,10 @@ def ensure_classifiers(config: ml_collections.ConfigDict, workdir: str) -> dict[
   out['metrics'] = _read_json(metrics_path, accuracies)
   if out['metrics'] is None:
     test = load_notes(config, 'test')
-    metrics = {f'{k}_test_accuracy': _accuracy(make_classifier(config, k), out[k], test['audio'], test[k])
-               for k in ('pitch', 'family')}
+    metrics = {
+        f'{k}_test_accuracy': _accuracy(make_classifier(config, k), out[k], test['audio'], test[k])
+        for k in ('pitch', 'family')
+    }
     metrics['num_test_notes'] = int(len(test['audio']))
     files.write_json(metrics_path, metrics, checksum=True)
     logging.info('Classifier test accuracies: %s', metrics)
@@ -202,11 +215,17 @@ def ensure_statistics(config: ml_collections.ConfigDict, workdir: str,
     feats = loops.batched(jax.jit(lambda a: embedding_lib.phi(metric, a, config)), audio, batch_size=256)
     mu_x, sigma_x = pairwise_distance_stats(faces, config.stats.num_pairs, config.seed)
     mu_y, sigma_y = pairwise_distance_stats(feats, config.stats.num_pairs, config.seed + 1)
-    stats = {'mu_x': mu_x, 'sigma_x': sigma_x, 'mu_y': mu_y, 'sigma_y': sigma_y,
-             'num_faces': int(len(faces)), 'num_notes': int(len(audio)), 'num_pairs': config.stats.num_pairs}
+    stats = {
+        'mu_x': mu_x,
+        'sigma_x': sigma_x,
+        'mu_y': mu_y,
+        'sigma_y': sigma_y,
+        'num_faces': int(len(faces)),
+        'num_notes': int(len(audio)),
+        'num_pairs': config.stats.num_pairs
+    }
     files.write_json(path, stats, checksum=True)
     logging.info('Statistics: %s', stats)
   if min(stats['sigma_x'], stats['sigma_y']) <= 0:
     raise ValueError(f'{path}: a pairwise distance std is 0 (all examples identical?): {stats}')
   return {k: stats[k] for k in losses.STATS_KEYS}
-

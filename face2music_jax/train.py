@@ -130,8 +130,8 @@ def _sample_inputs(config: ml_collections.ConfigDict, mesh) -> tuple[jax.Array, 
                                     embedding_dim=config.data.embedding_dim)
   sample_faces = sampling.round_robin_by_identity(test_faces['name'], config.train.num_sample_faces)
   sample_midi = np.repeat(config_lib.listening_pitches(config), len(sample_faces))
-  z = parallel.replicate(mesh, np.tile(test_faces['embedding'][sample_faces], (len(sample_midi) // len(
-      sample_faces), 1)))
+  z = parallel.replicate(mesh, np.tile(test_faces['embedding'][sample_faces],
+                                       (len(sample_midi) // len(sample_faces), 1)))
   pitch = parallel.replicate(mesh, (sample_midi - config.audio.pitch_min).astype(np.int32))
   names = [f'face_{i % len(sample_faces):02d}_midi{m}' for i, m in enumerate(sample_midi)]
   return z, pitch, names
@@ -197,9 +197,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
             writer.write_scalars(done, {f'train/{k}': v for k, v in values.items()})
           if is_main:
             files.append_text(metrics_path, json.dumps({'step': done, **values}) + '\n')
-          logging.info('step %d/%d  d_loss %.4f  g_loss %.4f%s  %.2f steps/s', done, t.num_steps,
-                       values['d_loss'], values['g_loss'],
-                       f"  metric {values['metric_loss']:.4f}" if 'metric_loss' in values else '', rate)
+          logging.info('step %d/%d  d_loss %.4f  g_loss %.4f%s  %.2f steps/s', done, t.num_steps, values['d_loss'],
+                       values['g_loss'], f"  metric {values['metric_loss']:.4f}" if 'metric_loss' in values else '',
+                       rate)
           timer_start, timer_step = time.time(), done
         if done % t.sample_every == 0 or done == t.num_steps:
           clips = to_host(generate(state.g, sample_z, sample_pitch))

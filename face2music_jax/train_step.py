@@ -61,11 +61,11 @@ def make_train_step(models: gan.Models):
       d_others = {n: v for n, v in d_vars.items() if n != 'params'}
       aux_inputs = jnp.concatenate([phi(real), phi(fake)]) if use_aux else None
 
-      def d_objective(d_params, aux_params, d_others=d_others, k_d=k_d, k_gp=k_gp, k_agp=k_agp, real=real,
-                      fake=fake, real_pitch=real_pitch, aux_inputs=aux_inputs):
-        logits, pitch_logits, new_others = models.discriminate(
-            _with(d_vars, d_params, d_others), jnp.concatenate([real, fake]), jnp.concatenate([real_pitch,
-                                                                                              real_pitch]), k_d)
+      def d_objective(d_params, aux_params, d_others=d_others, k_d=k_d, k_gp=k_gp, k_agp=k_agp, real=real, fake=fake,
+                      real_pitch=real_pitch, aux_inputs=aux_inputs):
+        logits, pitch_logits, new_others = models.discriminate(_with(d_vars, d_params, d_others),
+                                                               jnp.concatenate([real, fake]),
+                                                               jnp.concatenate([real_pitch, real_pitch]), k_d)
         real_logits, fake_logits = jnp.split(logits, 2)
         d_loss = d_loss_fn(real_logits, fake_logits)
         m = {'d_loss': d_loss, 'd_real_logit': jnp.mean(real_logits), 'd_fake_logit': jnp.mean(fake_logits)}
@@ -87,8 +87,8 @@ def make_train_step(models: gan.Models):
         return total, (new_others, m)
 
       aux_params = aux_vars['params'] if use_aux else {}
-      (_, (d_others, m)), (d_grads, aux_grads) = jax.value_and_grad(d_objective, argnums=(0, 1), has_aux=True)(
-          d_vars['params'], aux_params)
+      (_, (d_others, m)), (d_grads, aux_grads) = jax.value_and_grad(d_objective, argnums=(0, 1),
+                                                                    has_aux=True)(d_vars['params'], aux_params)
       updates, d_opt = models.d_tx.update(d_grads, d_opt, d_vars['params'])
       d_vars = _with(d_vars, optax.apply_updates(d_vars['params'], updates), d_others)
       metrics.update(m, d_grad_norm=optax.tree.norm(d_grads))
@@ -143,6 +143,5 @@ def make_train_step(models: gan.Models):
 def compile_train_step(models: gan.Models, mesh: jax.sharding.Mesh):
   """jax.jit of the train step over the mesh: batch sharded along 'data' (its axis 1), everything else replicated."""
   repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  return jax.jit(make_train_step(models), in_shardings=(repl, data, repl, repl, repl),
-                 out_shardings=(repl, repl), donate_argnums=(0,))
-
+  return jax.jit(make_train_step(models), in_shardings=(repl, data, repl, repl, repl), out_shardings=(repl, repl),
+                 donate_argnums=(0,))

@@ -151,11 +151,10 @@ def translate(config: ml_collections.ConfigDict, workdir: str, images: Sequence[
   paths = output_paths(images, [len(boxes) for _, boxes in faces], output_dir, overwrite)
   generator, g_vars, _ = gan.restore_generator(config, workdir)
   z = np.concatenate([embeddings for embeddings, _ in faces])
-  audio = loops.batched(functools.partial(gan.make_generate(generator), g_vars), z,
-                        np.full(len(z), pitch, np.int32), batch_size=config.eval.batch_size)
+  audio = loops.batched(functools.partial(gan.make_generate(generator), g_vars), z, np.full(len(z), pitch, np.int32),
+                        batch_size=config.eval.batch_size)
   os.makedirs(output_dir, exist_ok=True)
   for path, clip in zip(paths, audio):
     wav_lib.write_wav(path, clip, config.audio.sample_rate)
-  boxes = [(image, tuple(int(v) for v in box)) for image, (_, image_boxes) in zip(images, faces)
-           for box in image_boxes]
+  boxes = [(image, tuple(int(v) for v in box)) for image, (_, image_boxes) in zip(images, faces) for box in image_boxes]
   return [Translation(image=image, box=box, wav=path) for (image, box), path in zip(boxes, paths)]

@@ -29,6 +29,7 @@ from jax.experimental import multihost_utils
 
 from face2music_jax import config_lib
 from face2music_jax import files
+from face2music_jax.data import face_embedding
 
 LOCK_FILE = 'lock'
 IDENTITY_FILE = 'run.json'
@@ -97,7 +98,8 @@ def _resumable(field: str) -> bool:
 
 
 def run_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The fields that define a run, flattened ('train.g_lr' -> 1e-4), with JSON values (lists for tuples)."""
+  """The fields that define a run, flattened ('train.g_lr' -> 1e-4), with JSON values (lists for tuples); for the
+  face network, 'data.face_embedder' also holds the fingerprint of its weights file."""
   flat = {}
 
   def walk(node: dict[str, Any], prefix: str) -> None:
@@ -111,6 +113,8 @@ def run_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
         flat[name] = value
 
   walk(json.loads(config.to_json_best_effort()), '')
+  if config.data.face_embedding == 'network':  # The weights themselves, not only their path, define the run.
+    flat['data.face_embedder'] = face_embedding.embedder_tag(config)
   return flat
 
 
@@ -125,8 +129,11 @@ def _differences(here: dict[str, Any], there: dict[str, Any]) -> list[str]:
     if not _resumable(field):
       there.setdefault(field, list(value) if isinstance(value, tuple) else value)
   absent = '(absent)'
-  return [f'config.{k} = {here.get(k, absent)!r} here, {there.get(k, absent)!r} in the work directory'
-          for k in sorted(here.keys() | there.keys()) if here.get(k, absent) != there.get(k, absent)]
+  return [
+      f'config.{k} = {here.get(k, absent)!r} here, {there.get(k, absent)!r} in the work directory'
+      for k in sorted(here.keys() | there.keys())
+      if here.get(k, absent) != there.get(k, absent)
+  ]
 
 
 def _checkpoint_steps(workdir: str) -> list[int]:

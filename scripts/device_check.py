@@ -57,16 +57,29 @@ def _run(args: list[str], timeout: float, log_path: str) -> dict:
       code = 'timeout'
   with open(log_path) as log:
     tail = log.read()[-2000:]
-  return {'command': ' '.join(args[1:]), 'exit': code, 'seconds': time.perf_counter() - start,
-          'log': os.path.basename(log_path), **({'output_tail': tail} if code != 0 else {})}
+  return {
+      'command': ' '.join(args[1:]),
+      'exit': code,
+      'seconds': time.perf_counter() - start,
+      'log': os.path.basename(log_path),
+      **({
+          'output_tail': tail
+      } if code != 0 else {})
+  }
 
 
 def machine(install: str) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   devices = jax.devices()
-  return {'backend': jax.default_backend(), 'device_kind': devices[0].device_kind, 'device_count': len(devices),
-          'devices': [str(d) for d in devices], 'jax': jax.__version__, 'python': platform.python_version(),
-          'install': install}
+  return {
+      'backend': jax.default_backend(),
+      'device_kind': devices[0].device_kind,
+      'device_count': len(devices),
+      'devices': [str(d) for d in devices],
+      'jax': jax.__version__,
+      'python': platform.python_version(),
+      'install': install
+  }
 
 
 def run_tests(out: str, budget: Budget) -> dict:
@@ -90,8 +103,10 @@ def run_benchmarks(out: str, budget: Budget) -> dict:
     if timeout < 30:
       results[dtype] = {'skipped': 'budget'}
       continue
-    r = _run([sys.executable, '-m', 'benchmarks.run', f'--sizes={BENCHMARK_SIZE}', '--configs=aux', f'--dtype={dtype}',
-              '--train_step_only', f'--out={path}'], timeout, os.path.join(out, f'benchmark_{dtype}.log'))
+    r = _run([
+        sys.executable, '-m', 'benchmarks.run', f'--sizes={BENCHMARK_SIZE}', '--configs=aux', f'--dtype={dtype}',
+        '--train_step_only', f'--out={path}'
+    ], timeout, os.path.join(out, f'benchmark_{dtype}.log'))
     if r['exit'] == 0:
       with open(path) as f:
         r['results'] = json.load(f)
@@ -107,8 +122,10 @@ def run_training(out: str, bundle: str, budget: Budget) -> dict:
     return {'skipped': f'budget ({seconds:.0f} s left)'}
   train_out = os.path.join(out, 'train')
   runs = ','.join(f'{spec}:{per_run:.0f}' for spec in TRAIN_RUNS)
-  r = _run([sys.executable, 'scripts/gpu_train.py', 'run', f'--bundle={bundle}', f'--out={train_out}',
-            f'--runs={runs}', f'--deadline={seconds - 10:.0f}'], seconds, os.path.join(out, 'train.log'))
+  r = _run([
+      sys.executable, 'scripts/gpu_train.py', 'run', f'--bundle={bundle}', f'--out={train_out}', f'--runs={runs}',
+      f'--deadline={seconds - 10:.0f}'
+  ], seconds, os.path.join(out, 'train.log'))
   results_path = os.path.join(train_out, 'results.json')
   if os.path.exists(results_path):
     with open(results_path) as f:

@@ -80,18 +80,24 @@ def make_bundle(workdir: str, out: str) -> None:
   faces = evaluate.load_faces(config)
   bundle = {
       'config_json': np.asarray(config.to_json()),
-      'train_audio': notes['train']['audio'].astype(np.float16), 'train_pitch': notes['train']['pitch'],
+      'train_audio': notes['train']['audio'].astype(np.float16),
+      'train_pitch': notes['train']['pitch'],
       'train_family': notes['train']['family'],
-      'test_audio': notes['test']['audio'].astype(np.float16), 'test_pitch': notes['test']['pitch'],
+      'test_audio': notes['test']['audio'].astype(np.float16),
+      'test_pitch': notes['test']['pitch'],
       'ref_audio': np.concatenate([notes[s]['audio'] for s in notes])[keep].astype(np.float16),
       'ref_midi': ref_midi[keep],
       'train_faces': faces['embedding'][faces['split'] == 'train'],
       'test_faces': faces['embedding'][faces['split'] == 'test'],
       'test_face_names': faces['name'][faces['split'] == 'test'],
-      **{f'stats/{k}': np.float32(v) for k, v in stats.items()},
+      **{
+          f'stats/{k}': np.float32(v) for k, v in stats.items()
+      },
       **_flat('metric', {'params': metric['params']}),
-      'metric_mfcc_mean': metric['mfcc_mean'], 'metric_mfcc_std': metric['mfcc_std'],
-      **_flat('pitch_classifier', classifiers['pitch']), **_flat('family_classifier', classifiers['family']),
+      'metric_mfcc_mean': metric['mfcc_mean'],
+      'metric_mfcc_std': metric['mfcc_std'],
+      **_flat('pitch_classifier', classifiers['pitch']),
+      **_flat('family_classifier', classifiers['family']),
   }
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   np.savez(out, **bundle)
@@ -139,8 +145,12 @@ def _train(config, bundle, seconds: float, deadline: float, log) -> tuple[gan.Tr
   root = jax.random.key(config.seed)
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(root)
   step_fn = train_step.compile_train_step(models, mesh)
-  metric = parallel.replicate(mesh, {'params': _unflat(bundle, 'metric')['params'],
-                                     'mfcc_mean': bundle['metric_mfcc_mean'], 'mfcc_std': bundle['metric_mfcc_std']})
+  metric = parallel.replicate(
+      mesh, {
+          'params': _unflat(bundle, 'metric')['params'],
+          'mfcc_mean': bundle['metric_mfcc_mean'],
+          'mfcc_std': bundle['metric_mfcc_std']
+      })
   stats = parallel.replicate(mesh, {k: bundle[f'stats/{k}'] for k in ('mu_x', 'sigma_x', 'mu_y', 'sigma_y')})
   audio, pitch, faces = bundle['train_audio'].astype(np.float32), bundle['train_pitch'].astype(np.int32), \
       bundle['train_faces']
@@ -174,9 +184,14 @@ def _train(config, bundle, seconds: float, deadline: float, log) -> tuple[gan.Tr
         break
   jax.block_until_ready(state)
   elapsed = time.perf_counter() - start
-  return state, models, {'steps': step, 'compile_seconds': compile_seconds, 'train_seconds': elapsed,
-                         'steps_per_second': (step - 1) / elapsed,
-                         'examples_per_second': (step - 1) * b / elapsed, 'history': history}
+  return state, models, {
+      'steps': step,
+      'compile_seconds': compile_seconds,
+      'train_seconds': elapsed,
+      'steps_per_second': (step - 1) / elapsed,
+      'examples_per_second': (step - 1) * b / elapsed,
+      'history': history
+  }
 
 
 def _measure(config, bundle, models, state) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -195,8 +210,11 @@ def _measure(config, bundle, models, state) -> tuple[dict, np.ndarray, np.ndarra
   result['translations']['distinctness'] = listening.distinctness(fake, midi, names[face_index], ref_audio, ref_midi,
                                                                   sr)
   # Pearson of face vs phi distances at each listening pitch (one pitch per face), averaged.
-  metric = {'params': _unflat(bundle, 'metric')['params'], 'mfcc_mean': bundle['metric_mfcc_mean'],
-            'mfcc_std': bundle['metric_mfcc_std']}
+  metric = {
+      'params': _unflat(bundle, 'metric')['params'],
+      'mfcc_mean': bundle['metric_mfcc_mean'],
+      'mfcc_std': bundle['metric_mfcc_std']
+  }
   phi = jax.jit(lambda a: embedding_lib.phi(metric, a, config))
   fake_phi = loops.batched(phi, fake, batch_size=_BATCH)
   per_pitch = [metrics.distance_correlation(z[midi == p], fake_phi[midi == p])[0] for p in pitches]
@@ -212,8 +230,8 @@ def _measure(config, bundle, models, state) -> tuple[dict, np.ndarray, np.ndarra
   for kind, classes in (('pitch', config_lib.num_pitches(config)), ('family', int(bundle['train_family'].max()) + 1)):
     model = AudioClassifier(classes, config.model.classifier_channels)
     params = _unflat(bundle, f'{kind}_classifier')
-    apply = jax.jit(lambda a, model=model, params=params: (lambda o: (jax.nn.softmax(o[0]), o[1]))(
-        model.apply({'params': params}, a)))
+    apply = jax.jit(lambda a, model=model, params=params: (lambda o: (jax.nn.softmax(o[0]), o[1]))
+                    (model.apply({'params': params}, a)))
     real_probs, real_feats = loops.batched(apply, real, batch_size=_BATCH)
     fake_probs, fake_feats = loops.batched(apply, gen, batch_size=_BATCH)
     result[f'fid_{kind}'] = metrics.frechet_distance(real_feats, fake_feats)
@@ -255,11 +273,20 @@ def run(bundle_path: str, out: str, runs: str, deadline_seconds: float = 0) -> d
   bundle_config = ml_collections.ConfigDict(json.loads(str(bundle['config_json'])))
   import flax  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  results = {'device': str(jax.devices()[0].device_kind), 'platform': jax.devices()[0].platform,
-             'device_count': jax.device_count(), 'python': platform.python_version(),
-             'versions': {'jax': jax.__version__, 'flax': flax.__version__, 'optax': optax.__version__,
-                          'numpy': np.__version__},
-             'bundle_config': f'{bundle_config.name}_{bundle_config.size}', 'runs': []}
+  results = {
+      'device': str(jax.devices()[0].device_kind),
+      'platform': jax.devices()[0].platform,
+      'device_count': jax.device_count(),
+      'python': platform.python_version(),
+      'versions': {
+          'jax': jax.__version__,
+          'flax': flax.__version__,
+          'optax': optax.__version__,
+          'numpy': np.__version__
+      },
+      'bundle_config': f'{bundle_config.name}_{bundle_config.size}',
+      'runs': []
+  }
   log = lambda s: print(s, flush=True)
   # The references, through the same measures.
   test_midi = bundle['test_pitch'] + bundle_config.audio.pitch_min
@@ -274,7 +301,8 @@ def run(bundle_path: str, out: str, runs: str, deadline_seconds: float = 0) -> d
     config = _config(bundle_config, generator, size, overrides)
     log(f'{spec}: training for {seconds} s on {results["device"]} (batch {config.train.batch_size})')
     state, models, timing = _train(config, bundle, seconds, end - _MEASURE_RESERVE, log)
-    log(f'  {timing["steps"]} steps, {timing["steps_per_second"]:.2f} steps/s, compile {timing["compile_seconds"]:.1f} s')
+    log(f'  {timing["steps"]} steps, {timing["steps_per_second"]:.2f} steps/s, compile {timing["compile_seconds"]:.1f} s'
+       )
     start = time.perf_counter()
     measures, fake, face_index = _measure(config, bundle, models, state)
     t = measures['translations']
@@ -285,10 +313,18 @@ def run(bundle_path: str, out: str, runs: str, deadline_seconds: float = 0) -> d
     _write_listening(os.path.join(out, f'{name}.wav'), os.path.join(out, f'{name}.png'), fake, face_index,
                      config.audio.sample_rate, f'{name}, aux, step {timing["steps"]}')
     params = sum(x.size for x in jax.tree.leaves(state.g['params']))
-    results['runs'].append({'spec': spec, 'generator': generator, 'size': size, 'config': 'aux', 'overrides': overrides,
-                            'budget_seconds': seconds,
-                            'batch_size': config.train.batch_size, 'generator_params': int(params), **timing,
-                            'measure_seconds': time.perf_counter() - start, 'measures': measures})
+    results['runs'].append({
+        'spec': spec,
+        'generator': generator,
+        'size': size,
+        'config': 'aux',
+        'overrides': overrides,
+        'budget_seconds': seconds,
+        'batch_size': config.train.batch_size,
+        'generator_params': int(params),
+        **timing, 'measure_seconds': time.perf_counter() - start,
+        'measures': measures
+    })
     _write_results(out, results)
   _write_results(out, results)
   return results

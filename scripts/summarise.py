@@ -50,22 +50,27 @@ def summarise(workdirs: list[str]) -> str:
            json.dumps(config, sort_keys=True))
     groups.setdefault(key, []).append({**metrics, 'seed': seed})
   pitches = sorted({p for runs in groups.values() for r in runs for p in r['listening']['pitches']})
-  head = (['config', 'size', 'generator', 'steps', 'seeds', 'in tune'] +
-          [f'in tune {p}' for p in pitches] + [c[0] for c in _COLUMNS[1:]])
+  head = (['config', 'size', 'generator', 'steps', 'seeds', 'in tune'] + [f'in tune {p}' for p in pitches] +
+          [c[0] for c in _COLUMNS[1:]])
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for (name, size, generator, steps, _), runs in sorted(groups.items()):
-    per_pitch = [_cell([r['listening']['rows']['translations']['per_pitch'].get(str(p), {}).get('in_tune_50c')
-                        for r in runs], '{:.0%}') for p in pitches]
+    per_pitch = [
+        _cell([r['listening']['rows']['translations']['per_pitch'].get(str(p), {}).get('in_tune_50c')
+               for r in runs], '{:.0%}')
+        for p in pitches
+    ]
     cells = [_cell([get(r) for r in runs], fmt) for _, get, fmt in _COLUMNS]
-    lines.append('| ' + ' | '.join([name, size, generator, str(steps), ','.join(str(r['seed']) for r in runs),
-                                    cells[0], *per_pitch, *cells[1:]]) + ' |')
+    lines.append('| ' + ' | '.join(
+        [name, size, generator,
+         str(steps), ','.join(str(r['seed']) for r in runs), cells[0], *per_pitch, *cells[1:]]) + ' |')
   real = next(iter(groups.values()))[0]
   rows = real['listening']['rows']['real_test_notes']
-  lines.append('| real test notes | | | | | ' + ' | '.join(
-      ['{:.0%}'.format(rows['in_tune_50c'])] + [''] * len(pitches) +
-      ['{:.1e}'.format(rows['flatness']['median']), '{:.3f}'.format(rows['rms']['median']),
-       '{:.2f}'.format(rows['distinctness']['mean']), '', '{:.1f}'.format(real['metrics']['inception_score_pitch_real']),
-       '', '{:.2f}'.format(real['metrics']['inception_score_family_real']), '']) + ' |')
+  lines.append(
+      '| real test notes | | | | | ' + ' | '.join(['{:.0%}'.format(rows['in_tune_50c'])] + [''] * len(pitches) + [
+          '{:.1e}'.format(rows['flatness']['median']), '{:.3f}'.format(rows['rms']['median']), '{:.2f}'.format(
+              rows['distinctness']['mean']), '', '{:.1f}'.format(real['metrics']['inception_score_pitch_real']), '',
+          '{:.2f}'.format(real['metrics']['inception_score_family_real']), ''
+      ]) + ' |')
   return '\n'.join(lines)
 
 

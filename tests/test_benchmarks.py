@@ -15,12 +15,11 @@ def _positive(value) -> bool:
 
 def test_benchmark_command_writes_every_section(tiny_data_dir, tmp_path):
   out = tmp_path / 'bench' / 'results.json'
-  proc = subprocess.run(
-      [sys.executable, '-m', 'benchmarks.run', '--sizes=tiny', '--configs=baseline,aux', '--default_size=tiny',
-       f'--data_dir={tiny_data_dir}', f'--out={out}', '--matmul_size=128', '--repeats=2', '--timed_steps=2',
-       '--mfcc_batch=4', '--metric_batches=8,16', '--pipeline_batches=5', '--rss_steps=2',
-       '--eval_translations=12'],
-      cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True, text=True, timeout=900)
+  proc = subprocess.run([
+      sys.executable, '-m', 'benchmarks.run', '--sizes=tiny', '--configs=baseline,aux', '--default_size=tiny',
+      f'--data_dir={tiny_data_dir}', f'--out={out}', '--matmul_size=128', '--repeats=2', '--timed_steps=2',
+      '--mfcc_batch=4', '--metric_batches=8,16', '--pipeline_batches=5', '--rss_steps=2', '--eval_translations=12'
+  ], cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads(out.read_text())
 

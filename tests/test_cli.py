@@ -16,12 +16,14 @@ from face2music_jax import workdir
 from face2music_jax.data import audio as audio_data
 
 
-@pytest.mark.parametrize('error', [config_lib.ConfigError('config.audio.length = 8000 is invalid'),
-                                   checkpoint.CheckpointError('No GAN checkpoint in /w/checkpoints'),
-                                   audio_data.DataError('corrupt.tfrecord is corrupt'),
-                                   PermissionError('The work directory /w is not writable'),
-                                   files.WriteError('Could not write /w/samples/a.wav (is the disk full'),
-                                   workdir.WorkdirError('The work directory /w is in use by process 7')])
+@pytest.mark.parametrize('error', [
+    config_lib.ConfigError('config.audio.length = 8000 is invalid'),
+    checkpoint.CheckpointError('No GAN checkpoint in /w/checkpoints'),
+    audio_data.DataError('corrupt.tfrecord is corrupt'),
+    PermissionError('The work directory /w is not writable'),
+    files.WriteError('Could not write /w/samples/a.wav (is the disk full'),
+    workdir.WorkdirError('The work directory /w is in use by process 7')
+])
 def test_a_known_error_prints_one_line_and_exits_with_code_2(error, capsys):
 
   @cli.reports_known_errors
@@ -61,9 +63,10 @@ def test_a_run_stopped_by_sigterm_exits_with_its_own_code(capsys):
 
 def test_an_unknown_config_field_is_one_line_naming_it():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  done = subprocess.run([sys.executable, 'run_eval.py', '--config=configs/aux.py:tiny', '--workdir=/nonexistent',
-                         '--config.train.g_lrr=1e-3'], cwd=root, capture_output=True, text=True, timeout=300,
-                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  done = subprocess.run([
+      sys.executable, 'run_eval.py', '--config=configs/aux.py:tiny', '--workdir=/nonexistent',
+      '--config.train.g_lrr=1e-3'
+  ], cwd=root, capture_output=True, text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert done.returncode == 2, done.stderr[-3000:]
   assert done.stderr.strip().splitlines()[-1] == (
       'Error: --config.train.g_lrr=1e-3: the config has no field train.g_lrr (did you mean config.train.g_lr?).')

@@ -92,8 +92,9 @@ def test_the_face_network_is_checked_at_start(tmp_path):
   assert config_lib.face_network_dim(config.data.face_weights) == 512
   config_lib.validate(config)  # The default faces (face_source 'lfw_subset') may be embedded by the network too.
   config.data.embedding_dim = 128
-  with pytest.raises(config_lib.ConfigError, match=r'config.data.embedding_dim = 128 is invalid: the face network '
-                     r".*face.npz' gives 512-d embeddings"):
+  with pytest.raises(
+      config_lib.ConfigError, match=r'config.data.embedding_dim = 128 is invalid: the face network '
+      r".*face.npz' gives 512-d embeddings"):
     config_lib.validate(config)
   np.savez(tmp_path / 'other.npz', x=np.zeros(3))
   config.data.face_weights = str(tmp_path / 'other.npz')

@@ -55,4 +55,3 @@ def test_device_check_on_the_cpu_skips_the_device_parts_and_writes_its_json(tmp_
   assert not {'tests', 'benchmarks', 'train'} & set(results)
   assert 0 < results['seconds'] < results['budget_seconds']
   assert f'Wrote {out / "device_check.json"}' in proc.stdout
-

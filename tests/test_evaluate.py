@@ -23,8 +23,8 @@ CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 METRIC_KEYS = ('pitch_test_accuracy', 'family_test_accuracy', 'fid_pitch', 'fid_family', 'inception_score_pitch',
                'inception_score_family', 'inception_score_pitch_real', 'inception_score_family_real',
                'inception_score_pitch_max', 'inception_score_family_max', 'pearson_correlation',
-               'pearson_correlation_random_pitch', 'pearson_random_pitch_p_value',
-               'silhouette_value', 'in_tune_50c', 'flatness_median', 'distinctness')
+               'pearson_correlation_random_pitch', 'pearson_random_pitch_p_value', 'silhouette_value', 'in_tune_50c',
+               'flatness_median', 'distinctness')
 
 
 @pytest.fixture(scope='module')
@@ -48,8 +48,10 @@ def test_evaluate_writes_metrics_figures_and_page(trained):
   assert (written['config_name'], written['config_size']) == ('aux', 'tiny')
   assert written['num_translations'] == config.eval.num_translations and written['seed'] == config.eval.seed
   assert set(written['metrics']) == set(METRIC_KEYS)
-  assert list(written['seconds']) == ['inputs', 'translation', 'audio_metric', 'classifiers_fid_is', 'listening',
-                                      'pearson_silhouette', 'figures', 'examples']
+  assert list(written['seconds']) == [
+      'inputs', 'translation', 'audio_metric', 'classifiers_fid_is', 'listening', 'pearson_silhouette', 'figures',
+      'examples'
+  ]
   assert all(v >= 0 for v in written['seconds'].values())
   for key, value in written['metrics'].items():
     if key in ('silhouette_value', 'distinctness') and value is None:  # Defined only when 2+ families were assigned.
@@ -138,8 +140,9 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason='Chromium is not installed (Debian: apt-get install -y chromium); '
-                    'needed to check that the HTML page loads its images and audio.')
+@pytest.mark.skipif(
+    CHROMIUM is None, reason='Chromium is not installed (Debian: apt-get install -y chromium); '
+    'needed to check that the HTML page loads its images and audio.')
 def test_page_loads_its_images_and_audio_in_headless_chromium(trained, tmp_path):
   config, workdir, _ = trained
   out = os.path.join(workdir, 'eval')
@@ -148,12 +151,12 @@ def test_page_loads_its_images_and_audio_in_headless_chromium(trained, tmp_path)
   with open(check, 'w') as f:
     f.write(page.replace('</body>', _CHECK_SCRIPT + '</body>'))
   try:
-    result = subprocess.run(
-        [CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-         '--disable-background-networking', '--disable-component-update', '--disable-sync',
-         f'--user-data-dir={tmp_path / "chromium"}', '--autoplay-policy=no-user-gesture-required',
-         '--virtual-time-budget=20000', '--dump-dom', f'file://{check}'],
-        capture_output=True, text=True, timeout=180)
+    result = subprocess.run([
+        CHROMIUM, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+        f'--user-data-dir={tmp_path / "chromium"}', '--autoplay-policy=no-user-gesture-required',
+        '--virtual-time-budget=20000', '--dump-dom', f'file://{check}'
+    ], capture_output=True, text=True, timeout=180)
   finally:
     os.remove(check)
   found = re.search(r'<pre id="check-result">(.*?)</pre>', result.stdout, re.S)

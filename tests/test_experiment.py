@@ -18,10 +18,12 @@ STEPS = 6
 
 
 def _command(tiny_data_dir: str, tmp_path, *extra: str) -> list[str]:
-  return [sys.executable, os.path.join(ROOT, 'run_experiment.py'), '--size=tiny', '--seeds=0,1',
-          '--configs=baseline,aux', f'--set=data_dir={tiny_data_dir!r}', f'--set=train.num_steps={STEPS}',
-          '--set=train.checkpoint_every=2', f'--experiment_dir={tmp_path / "experiment"}',
-          f'--results_dir={tmp_path / "results"}', *extra]
+  return [
+      sys.executable,
+      os.path.join(ROOT, 'run_experiment.py'), '--size=tiny', '--seeds=0,1', '--configs=baseline,aux',
+      f'--set=data_dir={tiny_data_dir!r}', f'--set=train.num_steps={STEPS}', '--set=train.checkpoint_every=2',
+      f'--experiment_dir={tmp_path / "experiment"}', f'--results_dir={tmp_path / "results"}', *extra
+  ]
 
 
 @pytest.mark.slow
@@ -30,8 +32,7 @@ def test_an_interrupted_experiment_resumes_trains_no_cell_twice_and_writes_its_t
   experiment_dir = tmp_path / 'experiment'
   first_cell = experiment_dir / 'baseline_seed0'
   log = open(tmp_path / 'first.log', 'w')
-  process = subprocess.Popen(_command(tiny_data_dir, tmp_path), cwd=ROOT, env=env, stdout=log,
-                             stderr=subprocess.STDOUT)
+  process = subprocess.Popen(_command(tiny_data_dir, tmp_path), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
   deadline = time.time() + 1800
   while not (first_cell / experiment.CELL_FILE).exists():
     assert process.poll() is None, open(tmp_path / 'first.log').read()[-3000:]
@@ -57,8 +58,9 @@ def test_an_interrupted_experiment_resumes_trains_no_cell_twice_and_writes_its_t
   events = experiment.read_events(str(experiment_dir))
   cells = ['baseline_seed0', 'aux_seed0', 'baseline_seed1', 'aux_seed1']
   for cell in cells:
-    spans = [(e['from_step'], e['to_step']) for e in events if e.get('cell') == cell and e['event'] in (
-        'trained', 'stopped')]
+    spans = [
+        (e['from_step'], e['to_step']) for e in events if e.get('cell') == cell and e['event'] in ('trained', 'stopped')
+    ]
     assert [e['event'] for e in events if e.get('cell') == cell and e['event'] == 'trained'] == ['trained'], cell
     assert spans[0][0] == 0 and spans[-1][1] == STEPS, (cell, spans)
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:])), (cell, spans)  # Resumed where it stopped.
@@ -77,8 +79,10 @@ def test_an_interrupted_experiment_resumes_trains_no_cell_twice_and_writes_its_t
     assert cell['steps'] == STEPS and cell['generator'] == generator
     assert set(cell['measures']) == {key for key, *_ in experiment.COLUMNS}
     assert set(cell['in_tune_per_pitch']) == {'48', '60'}
-    assert cell['classifiers'] == {'pitch': table['classifiers']['pitch_test_accuracy'],
-                                   'family': table['classifiers']['family_test_accuracy']}
+    assert cell['classifiers'] == {
+        'pitch': table['classifiers']['pitch_test_accuracy'],
+        'family': table['classifiers']['family_test_accuracy']
+    }
     assert cell['seconds']['train'] > 0 and cell['seconds']['eval'] > 0
   for config in ('baseline', 'aux'):
     fid = table['summary'][config]['fid_pitch']

@@ -21,6 +21,7 @@ from face2music_jax import config_lib
 from face2music_jax import gan
 from face2music_jax import train
 from face2music_jax import translate
+from face2music_jax import workdir as workdir_lib
 from face2music_jax.data import face_embedding
 from face2music_jax.data import faces
 from face2music_jax.data.faces import FaceDataError
@@ -102,8 +103,8 @@ def test_default_faces_hold_the_networks_embeddings(network_faces, weights):
   # Different faces, different embeddings (the random network still tells them apart).
   assert np.linalg.norm(stored[0] - stored[1:], axis=1).min() > 1e-3
   assert faces.face_files(config, 'train') == files['train']
-  assert faces.load_faces(files['train'], 32, embedding_dim=512)['embedding'].shape == (len(_record_images(
-      files['train'])[0]), 512)
+  assert faces.load_faces(files['train'], 32,
+                          embedding_dim=512)['embedding'].shape == (len(_record_images(files['train'])[0]), 512)
 
 
 def test_embeddings_of_another_embedder_are_never_reused(network_faces, weights, tmp_path):
@@ -123,8 +124,9 @@ def test_embeddings_of_another_embedder_are_never_reused(network_faces, weights,
     c.data.face_source = 'tfrecords'
     c.data.face_tfrecords = pattern
   assert faces.face_files(config, 'test') == files['test']
-  with pytest.raises(FaceDataError, match=rf"{files['test'][0]} holds embeddings of the face embedder "
-                     rf"'network:{face_embedding.face_weights_fingerprint(weights)}'.*'network:"):
+  with pytest.raises(
+      FaceDataError, match=rf"{files['test'][0]} holds embeddings of the face embedder "
+      rf"'network:{face_embedding.face_weights_fingerprint(weights)}'.*'network:"):
     faces.face_files(other, 'test')
   dlib_config = helpers.tiny_config('aux')
   dlib_config.data.face_source = 'tfrecords'
@@ -144,8 +146,11 @@ def test_converter_and_precompute_tool_embed_with_the_network(weights, tmp_path)
     os.makedirs(tmp_path / 'folder' / f'n{i // 2}', exist_ok=True)
     Image.fromarray(image).save(tmp_path / 'folder' / f'n{i // 2}' / f'{i}.jpg', quality=95)
   flags = ['--embed=network', f'--face_weights={weights}', '--assume_cropped']
-  faces.main(faces._parse_flags(['faces', 'convert', f'--input_dir={tmp_path / "folder"}',
-                                 f'--output_dir={tmp_path / "tfr"}', '--num_shards=1', *flags]))
+  faces.main(
+      faces._parse_flags([
+          'faces', 'convert', f'--input_dir={tmp_path / "folder"}', f'--output_dir={tmp_path / "tfr"}',
+          '--num_shards=1', *flags
+      ]))
   converted = [str(tmp_path / 'tfr' / 'train-00000-of-00001.tfrecord')]
   images, stored = _record_images(converted)
   assert stored.shape == (6, 512)
@@ -154,11 +159,13 @@ def test_converter_and_precompute_tool_embed_with_the_network(weights, tmp_path)
   assert faces.stored_embedder(converted) == tag
 
   plain = faces.convert_folder(str(tmp_path / 'folder'), str(tmp_path / 'plain'), 'train', num_shards=1)
-  face_embedding.main(face_embedding._parse_flags(['face_embedding', f'--input={plain[0]}',
-                                                   f'--output_dir={tmp_path / "embedded"}', *flags]))
+  face_embedding.main(
+      face_embedding._parse_flags(
+          ['face_embedding', f'--input={plain[0]}', f'--output_dir={tmp_path / "embedded"}', *flags]))
   embedded = [str(tmp_path / 'embedded' / os.path.basename(plain[0]))]
-  np.testing.assert_allclose(_record_images(embedded)[1], _network_embeddings(
-      weights, _record_images(plain)[0], assume_cropped=True), atol=1e-5)
+  np.testing.assert_allclose(
+      _record_images(embedded)[1], _network_embeddings(weights,
+                                                       _record_images(plain)[0], assume_cropped=True), atol=1e-5)
   assert faces.stored_embedder(embedded) == tag
 
   for argv, message in [(['--embed=network'], '--embed=network needs --face_weights'),
@@ -166,8 +173,11 @@ def test_converter_and_precompute_tool_embed_with_the_network(weights, tmp_path)
     with pytest.raises(SystemExit):
       face_embedding._parse_flags(['face_embedding', '--input=x', '--output_dir=y', *argv])
   with pytest.raises(app.UsageError, match=f'{tmp_path}/missing.npz'):
-    face_embedding.main(face_embedding._parse_flags(['face_embedding', f'--input={plain[0]}', '--output_dir=y',
-                                                     '--embed=network', f'--face_weights={tmp_path}/missing.npz']))
+    face_embedding.main(
+        face_embedding._parse_flags([
+            'face_embedding', f'--input={plain[0]}', '--output_dir=y', '--embed=network',
+            f'--face_weights={tmp_path}/missing.npz'
+        ]))
 
 
 @pytest.fixture(scope='module')
@@ -193,8 +203,8 @@ def test_training_runs_on_the_networks_embeddings(trained):
   lines = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   assert [line['step'] for line in lines] == [1, 2] and all(np.isfinite(line['metric_loss']) for line in lines)
   written = json.load(open(os.path.join(workdir, 'config.json')))['data']
-  assert (written['face_embedding'], written['face_weights'], written['embedding_dim']) == (
-      'network', config.data.face_weights, 512)
+  assert (written['face_embedding'], written['face_weights'],
+          written['embedding_dim']) == ('network', config.data.face_weights, 512)
 
 
 @pytest.mark.slow
@@ -221,9 +231,10 @@ def test_refine_command_writes_refined_weights(network_faces, weights, tmp_path,
   output = str(tmp_path / 'refined.npz')
   records = os.path.join(os.path.dirname(files['train'][0]), 'train-*.tfrecord')
   with caplog.at_level('INFO'):
-    assert face_convert.main(['refine', f'--weights={weights}', f'--records={records}', f'--output={output}',
-                              '--steps=2', '--batch_size=8', '--views_per_identity=2', '--assume_cropped',
-                              '--lr=1e-3', '--log_every=1']) == 0
+    assert face_convert.main([
+        'refine', f'--weights={weights}', f'--records={records}', f'--output={output}', '--steps=2', '--batch_size=8',
+        '--views_per_identity=2', '--assume_cropped', '--lr=1e-3', '--log_every=1'
+    ]) == 0
   assert 'Face network refinement step 2/2: triplet loss' in caplog.text
   refined, before = face.load_face_weights(output), face.load_face_weights(weights)
   assert face.network_for_variables(refined) == face.network_for_variables(before)
@@ -267,6 +278,19 @@ def test_bad_weights_fail_at_start_naming_the_field(network_faces, weights, tmp_
   config.data.face_weights = str(tmp_path / 'bad.npz')
   config.data.embedding_dim = 512
   config_lib.validate(config)
-  with pytest.raises(config_lib.ConfigError, match=r'config.data.face_weights = .*bad.npz.*params/repeat_2_0/conv2d/'
-                     r'kernel has shape \(1, 1, 7, 7\)'):
+  with pytest.raises(
+      config_lib.ConfigError, match=r'config.data.face_weights = .*bad.npz.*params/repeat_2_0/conv2d/'
+      r'kernel has shape \(1, 1, 7, 7\)'):
     face_embedding.make_embedder(config)
+
+
+def test_a_run_is_not_resumed_with_other_weights_at_the_same_path(weights, tmp_path):
+  config = network_config(str(tmp_path / 'data'), str(tmp_path / 'face.npz'))
+  shutil.copyfile(weights, config.data.face_weights)
+  workdir_lib.accept_run(config, str(tmp_path / 'run'))
+  workdir_lib.accept_run(config, str(tmp_path / 'run'))  # The same weights: the same run.
+  _other_weights(weights, config.data.face_weights)  # Replaced in place: the path alone would not tell.
+  with pytest.raises(
+      workdir_lib.WorkdirError, match=r"config.data.face_embedder = 'network:[0-9a-f]{16}' here, "
+      r"'network:[0-9a-f]{16}' in the work directory"):
+    workdir_lib.accept_run(config, str(tmp_path / 'run'))

@@ -13,7 +13,7 @@ def test_fid_of_a_set_against_itself_is_zero_and_grows_with_a_shift():
   assert abs(metrics.frechet_distance(x, x)) < 1e-6
   fids = [metrics.frechet_distance(x, x + shift) for shift in (0.1, 0.5, 1.0, 2.0)]
   assert all(a < b for a, b in zip(fids, fids[1:]))
-  np.testing.assert_allclose(fids, [8 * s ** 2 for s in (0.1, 0.5, 1.0, 2.0)], rtol=1e-6)  # ||mu_a - mu_b||^2.
+  np.testing.assert_allclose(fids, [8 * s**2 for s in (0.1, 0.5, 1.0, 2.0)], rtol=1e-6)  # ||mu_a - mu_b||^2.
 
 
 def test_fid_with_fewer_examples_than_features_is_finite():

@@ -17,8 +17,8 @@ from tests import test_train_step
 # 2% relative plus 0.01 absolute (for the logits' means, which are near 0) leaves room for other CPUs' reduction
 # orders, and is still far below what a wrong cast does (a bfloat16 waveform or phi moves the metric loss by more).
 RTOL, ATOL = 2e-2, 1e-2
-_LOSSES = ('d_loss', 'd_pitch_loss', 'g_loss', 'g_adv_loss', 'g_pitch_loss', 'metric_loss', 'aux_d_loss',
-           'aux_g_loss', 'd_real_logit', 'd_fake_logit')
+_LOSSES = ('d_loss', 'd_pitch_loss', 'g_loss', 'g_adv_loss', 'g_pitch_loss', 'metric_loss', 'aux_d_loss', 'aux_g_loss',
+           'd_real_logit', 'd_fake_logit')
 
 
 def _config(generator: str, dtype: str):

@@ -50,11 +50,13 @@ def env(tmp_path_factory) -> dict[str, str]:
               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
 
 
-def _command(workdir: str, data_dir: str, *flags: str, num_steps: int = NUM_STEPS, checkpoint_every: int = 1
-             ) -> list[str]:
-  return [sys.executable, 'run_train.py', '--config=configs/aux.py:tiny', f'--workdir={workdir}',
-          f'--config.data_dir={data_dir}', f'--config.train.num_steps={num_steps}',
-          f'--config.train.checkpoint_every={checkpoint_every}', *flags]
+def _command(workdir: str, data_dir: str, *flags: str, num_steps: int = NUM_STEPS,
+             checkpoint_every: int = 1) -> list[str]:
+  return [
+      sys.executable, 'run_train.py', '--config=configs/aux.py:tiny', f'--workdir={workdir}',
+      f'--config.data_dir={data_dir}', f'--config.train.num_steps={num_steps}',
+      f'--config.train.checkpoint_every={checkpoint_every}', *flags
+  ]
 
 
 def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -208,8 +210,8 @@ def test_a_checkpoint_complete_but_for_its_final_rename_is_never_resumed_from(re
   assert sorted(os.listdir(directory)) == ['4', '5']  # The leftover was removed before the first save.
 
 
-def test_a_full_disk_while_saving_stops_with_one_clear_error_and_the_rerun_resumes(
-    reference, tiny_data_dir, env, tmp_path):
+def test_a_full_disk_while_saving_stops_with_one_clear_error_and_the_rerun_resumes(reference, tiny_data_dir, env,
+                                                                                   tmp_path):
   workdir = _new_workdir(tmp_path, reference)
   log = str(tmp_path / 'full.log')
   proc = _start(_command(workdir, tiny_data_dir, checkpoint_every=4), env, log)
@@ -258,14 +260,17 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start_two_processes(workdir: str, data_dir: str, env: dict[str, str], tmp_path, heartbeat_timeout: int
-                         ) -> tuple[list[subprocess.Popen], list[str]]:
+def _start_two_processes(workdir: str, data_dir: str, env: dict[str, str], tmp_path,
+                         heartbeat_timeout: int) -> tuple[list[subprocess.Popen], list[str]]:
   port = _free_port()
   env = dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=2')
   logs = [str(tmp_path / f'process_{i}.log') for i in range(2)]
-  procs = [_start(_command(workdir, data_dir, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-                           f'--process_id={i}', f'--heartbeat_timeout={heartbeat_timeout}', num_steps=100_000,
-                           checkpoint_every=100_000), env, logs[i]) for i in range(2)]
+  procs = [
+      _start(
+          _command(workdir, data_dir, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+                   f'--process_id={i}', f'--heartbeat_timeout={heartbeat_timeout}', num_steps=100_000,
+                   checkpoint_every=100_000), env, logs[i]) for i in range(2)
+  ]
   return procs, logs
 
 

@@ -41,5 +41,6 @@ def test_a_corrupt_artefact_is_set_aside_so_that_its_stage_runs_again(tmp_path, 
   with open(stats, 'w') as f:
     f.write(text.replace('2.0', '3.0'))
   assert stages._read_json(stats, ('mu_x', 'sigma_x')) is None
-  assert sorted(os.listdir(tmp_path)) == ['classifiers', 'statistics.json.corrupt-checksum',
-                                          'statistics.json.corrupt-checksum-2']
+  assert sorted(os.listdir(tmp_path)) == [
+      'classifiers', 'statistics.json.corrupt-checksum', 'statistics.json.corrupt-checksum-2'
+  ]

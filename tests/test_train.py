@@ -119,11 +119,13 @@ def test_two_processes_train_together(tiny_config, tmp_path):
   workdir = str(tmp_path / 'multi')
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  procs = [subprocess.Popen(
-      [sys.executable, 'run_train.py', '--config=configs/aux.py:tiny', f'--workdir={workdir}',
-       f'--config.data_dir={tiny_config.data_dir}', f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-       f'--process_id={i}'], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
+  procs = [
+      subprocess.Popen([
+          sys.executable, 'run_train.py', '--config=configs/aux.py:tiny', f'--workdir={workdir}',
+          f'--config.data_dir={tiny_config.data_dir}', f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+          f'--process_id={i}'
+      ], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)
+  ]
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
@@ -163,9 +165,11 @@ def test_non_finite_updates_are_skipped_and_counted_when_configured(tiny_config,
 
 def test_sigterm_saves_a_checkpoint_before_exit_and_the_rerun_resumes(tiny_config, tmp_path):
   workdir = str(tmp_path / 'preempted')
-  args = [sys.executable, 'run_train.py', '--config=configs/aux.py:tiny', f'--workdir={workdir}',
-          f'--config.data_dir={tiny_config.data_dir}', '--config.train.num_steps=100000',
-          '--config.train.checkpoint_every=100000']
+  args = [
+      sys.executable, 'run_train.py', '--config=configs/aux.py:tiny', f'--workdir={workdir}',
+      f'--config.data_dir={tiny_config.data_dir}', '--config.train.num_steps=100000',
+      '--config.train.checkpoint_every=100000'
+  ]
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   metrics = os.path.join(workdir, 'metrics.jsonl')

@@ -27,8 +27,12 @@ def _run_steps(config, num_steps, batch_seed=0, mesh=None):
   step = train_step.compile_train_step(models, mesh)
   batch = parallel.global_batch(mesh, helpers.synthetic_batch(config, config.train.batch_size, batch_seed))
   metric = parallel.replicate(mesh, helpers.random_metric(config))
-  stats = parallel.replicate(mesh, {'mu_x': np.float32(1.4), 'sigma_x': np.float32(0.1),
-                                    'mu_y': np.float32(0.5), 'sigma_y': np.float32(0.2)})
+  stats = parallel.replicate(mesh, {
+      'mu_x': np.float32(1.4),
+      'sigma_x': np.float32(0.1),
+      'mu_y': np.float32(0.5),
+      'sigma_y': np.float32(0.2)
+  })
   history = []
   for _ in range(num_steps):
     state, metrics = step(state, batch, metric, stats, root)
@@ -66,9 +70,9 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
     logits, pitch_logits, _ = models.discriminate(new.d, fake, pitch, k_g)
     phi = embedding_lib.phi(metric, fake, config)
     t = config.train
-    return (losses.hinge_g_loss(logits) + t.metric_weight * losses.metric_preservation_loss(z, phi, stats)
-            + t.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi))
-            + t.pitch_classification_weight * losses.pitch_classification_loss(pitch_logits, pitch))
+    return (losses.hinge_g_loss(logits) + t.metric_weight * losses.metric_preservation_loss(z, phi, stats) +
+            t.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi)) +
+            t.pitch_classification_weight * losses.pitch_classification_loss(pitch_logits, pitch))
 
   loss, grads = jax.jit(jax.value_and_grad(reference))(state.g['params'])
   np.testing.assert_allclose(float(metrics['g_loss']), float(loss), rtol=1e-5)
@@ -95,8 +99,8 @@ def test_pitch_classification_and_metric_warmup_are_selectable():
   # The metric loss enters G's loss with weight 1/10 at the first step (warm-up), so g_loss is the adversarial
   # losses plus a tenth of it.
   m = history[0]
-  expected = (m['g_adv_loss'] + config.train.pitch_classification_weight * m['g_pitch_loss'] + 0.1 * m['metric_loss']
-              + config.train.aux_weight * m['aux_g_loss'])
+  expected = (m['g_adv_loss'] + config.train.pitch_classification_weight * m['g_pitch_loss'] + 0.1 * m['metric_loss'] +
+              config.train.aux_weight * m['aux_g_loss'])
   assert m['g_loss'] == pytest.approx(expected, rel=1e-5)
 
 
@@ -156,8 +160,8 @@ def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path, name):
   for n in (1, 8):
     out = str(tmp_path / f'params_{n}.npz')
     env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}', JAX_PLATFORMS='cpu')
-    subprocess.run([sys.executable, '-c', SCRIPT.format(root=ROOT, out=out, name=name)], check=True, env=env,
-                   cwd=ROOT, timeout=600)
+    subprocess.run([sys.executable, '-c', SCRIPT.format(root=ROOT, out=out, name=name)], check=True, env=env, cwd=ROOT,
+                   timeout=600)
     results[n] = dict(np.load(out))
   assert int(results[1].pop('devices')) == 1 and int(results[8].pop('devices')) == 8
   assert results[1].keys() == results[8].keys() and len(results[1]) > 10

@@ -45,8 +45,9 @@ def trained(tiny_data_dir, tmp_path_factory):
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, os.path.join(ROOT, 'run_translate.py'), *args], cwd=ROOT,
-                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, capture_output=True, text=True, timeout=600)
+  return subprocess.run([sys.executable, os.path.join(ROOT, 'run_translate.py'), *args], cwd=ROOT, env={
+      **os.environ, 'JAX_PLATFORMS': 'cpu'
+  }, capture_output=True, text=True, timeout=600)
 
 
 def test_cli_translates_a_face_and_keeps_existing_outputs(trained, tmp_path):
@@ -70,8 +71,9 @@ def test_every_face_of_a_photo_gets_its_own_wav_named_left_to_right(trained, tmp
   config, workdir, images = trained
   twins, single = str(images / 'twins.png'), str(images / 'astronaut.jpg')
   translations = translate.translate(config, workdir, [twins, single], output_dir=str(tmp_path))
-  assert [(t.image, os.path.basename(t.wav)) for t in translations] == [
-      (twins, 'twins_face0.wav'), (twins, 'twins_face1.wav'), (single, 'astronaut.wav')]
+  assert [(t.image, os.path.basename(t.wav)) for t in translations] == [(twins, 'twins_face0.wav'),
+                                                                        (twins, 'twins_face1.wav'),
+                                                                        (single, 'astronaut.wav')]
   left, right = translations[0].box, translations[1].box
   # The same face in each half of the 440-pixel-wide photo: boxes about 220 pixels apart (the detector's windows
   # lie on a grid), each within its half, at the same height.

@@ -65,9 +65,17 @@ def test_the_same_run_is_accepted_with_another_length_and_intervals(tmp_path):
 
 
 @pytest.mark.parametrize('changes, fields', [
-    ({'seed': 1}, ['config.seed']),
-    ({'train.g_lr': 2e-3, 'train.d_lr': 3e-3}, ['config.train.d_lr', 'config.train.g_lr']),
-    ({'name': 'metric', 'train.use_aux_discriminator': False}, ['config.name', 'config.train.use_aux_discriminator']),
+    ({
+        'seed': 1
+    }, ['config.seed']),
+    ({
+        'train.g_lr': 2e-3,
+        'train.d_lr': 3e-3
+    }, ['config.train.d_lr', 'config.train.g_lr']),
+    ({
+        'name': 'metric',
+        'train.use_aux_discriminator': False
+    }, ['config.name', 'config.train.use_aux_discriminator']),
 ])
 def test_another_run_is_refused_naming_the_fields_that_differ(tmp_path, changes, fields):
   path = str(tmp_path)

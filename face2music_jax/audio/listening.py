@@ -36,7 +36,7 @@ N_MFCC = 20
 
 def midi_to_hz(midi: np.ndarray | float) -> np.ndarray:
   """Equal temperament, A4 = MIDI 69 = 440 Hz."""
-  return 440.0 * 2.0 ** ((np.asarray(midi, np.float64) - 69.0) / 12.0)
+  return 440.0 * 2.0**((np.asarray(midi, np.float64) - 69.0) / 12.0)
 
 
 def estimate_pitch(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,8 +53,8 @@ def estimate_pitch(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.
   audio = np.asarray(audio, np.float32)
   if audio.ndim != 2:
     raise ValueError(f'Expected audio of shape [N, T], got {audio.shape}.')
-  f0, voiced_flag, _ = librosa.pyin(audio, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=sample_rate,
-                                    frame_length=FRAME_LENGTH, hop_length=HOP_LENGTH, resolution=RESOLUTION)
+  f0, voiced_flag, _ = librosa.pyin(audio, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=sample_rate, frame_length=FRAME_LENGTH,
+                                    hop_length=HOP_LENGTH, resolution=RESOLUTION)
   voiced = voiced_flag.mean(axis=-1)
   with np.errstate(all='ignore'):
     median = np.array([np.median(f[v]) if v.any() else np.nan for f, v in zip(f0, voiced_flag)])
@@ -80,8 +80,8 @@ def rms(audio: np.ndarray) -> np.ndarray:
 
 def mfcc_means(audio: np.ndarray, sample_rate: int) -> np.ndarray:
   """librosa's MFCCs (20 coefficients, its defaults otherwise), averaged over time: [N, T] -> [N, 20]."""
-  return np.stack([librosa.feature.mfcc(y=clip, sr=sample_rate, n_mfcc=N_MFCC).mean(-1)
-                   for clip in np.asarray(audio, np.float32)])
+  return np.stack(
+      [librosa.feature.mfcc(y=clip, sr=sample_rate, n_mfcc=N_MFCC).mean(-1) for clip in np.asarray(audio, np.float32)])
 
 
 def mean_distance_between_groups(features: np.ndarray, groups: np.ndarray | None = None) -> float:
@@ -116,8 +116,14 @@ def clip_measures(audio: np.ndarray, midi_pitch: Sequence[int] | np.ndarray, sam
   """
   midi_pitch = np.asarray(midi_pitch)
   f0, voiced = estimate_pitch(audio, sample_rate)
-  return {'midi_pitch': midi_pitch, 'f0_hz': f0, 'cents': cents_off(f0, midi_pitch), 'voiced': voiced,
-          'flatness': spectral_flatness(audio), 'rms': rms(audio)}
+  return {
+      'midi_pitch': midi_pitch,
+      'f0_hz': f0,
+      'cents': cents_off(f0, midi_pitch),
+      'voiced': voiced,
+      'flatness': spectral_flatness(audio),
+      'rms': rms(audio)
+  }
 
 
 def summarise(clips: dict) -> dict:
@@ -136,14 +142,24 @@ def summarise(clips: dict) -> dict:
   for p in np.unique(midi_pitch):
     sel = midi_pitch == p
     voiced_f0 = f0[sel][np.isfinite(f0[sel])]
-    per_pitch[int(p)] = {'num_clips': int(sel.sum()), 'in_tune_50c': float(in_50[sel].mean()),
-                         'in_tune_100c': float(in_100[sel].mean()), 'voiced': float(clips['voiced'][sel].mean()),
-                         'median_f0_hz': float(np.median(voiced_f0)) if len(voiced_f0) else None}
+    per_pitch[int(p)] = {
+        'num_clips': int(sel.sum()),
+        'in_tune_50c': float(in_50[sel].mean()),
+        'in_tune_100c': float(in_100[sel].mean()),
+        'voiced': float(clips['voiced'][sel].mean()),
+        'median_f0_hz': float(np.median(voiced_f0)) if len(voiced_f0) else None
+    }
   finite = np.isfinite(cents)
-  return {'num_clips': int(len(midi_pitch)), 'in_tune_50c': float(in_50.mean()),
-          'in_tune_100c': float(in_100.mean()), 'voiced': float(clips['voiced'].mean()),
-          'abs_cents': float(np.median(cents[finite])) if finite.any() else None,
-          'flatness': _summary(clips['flatness']), 'rms': _summary(clips['rms']), 'per_pitch': per_pitch}
+  return {
+      'num_clips': int(len(midi_pitch)),
+      'in_tune_50c': float(in_50.mean()),
+      'in_tune_100c': float(in_100.mean()),
+      'voiced': float(clips['voiced'].mean()),
+      'abs_cents': float(np.median(cents[finite])) if finite.any() else None,
+      'flatness': _summary(clips['flatness']),
+      'rms': _summary(clips['rms']),
+      'per_pitch': per_pitch
+  }
 
 
 def measure(audio: np.ndarray, midi_pitch: Sequence[int] | np.ndarray, sample_rate: int) -> dict:
@@ -177,7 +193,8 @@ def distinctness(audio: np.ndarray, midi_pitch: np.ndarray, groups: np.ndarray, 
     if ref.sum() < 2:
       continue
     sel = midi_pitch == p
-    ratios[int(p)] = (mean_distance_between_groups(feats[sel], np.asarray(groups)[sel]) /
+    ratios[int(p)] = (mean_distance_between_groups(feats[sel],
+                                                   np.asarray(groups)[sel]) /
                       mean_distance_between_groups(ref_feats[ref]))
   if not ratios:
     raise ValueError('No pitch has both translations and at least two reference notes (real notes) to compare.')
@@ -206,9 +223,9 @@ def harmonic_tone(midi_pitch: np.ndarray, length: int, sample_rate: int, num_har
     k = np.arange(1, num_harmonics + 1)
     k = k[k * f0 < sample_rate / 2]
     tone = np.sum(np.sin(2 * np.pi * f0 * k[:, None] * t[None]) / k[:, None], axis=0)
-    tone *= 0.05 / np.sqrt(np.mean(tone ** 2))
+    tone *= 0.05 / np.sqrt(np.mean(tone**2))
     if noise_db is not None:
-      tone += rng.normal(0, 0.05 * 10 ** (-noise_db / 20), length)
+      tone += rng.normal(0, 0.05 * 10**(-noise_db / 20), length)
     tones.append(tone)
   return np.asarray(tones, np.float32)
 

@@ -42,8 +42,7 @@ def _constants(sample_rate: int, n_fft: int, n_mels: int, n_mfcc: int, fmin: flo
   return window, mel_basis.T.copy(), dct.T.copy()
 
 
-def _mel_power(audio: jax.Array, window: np.ndarray, mel_basis: np.ndarray, n_fft: int,
-               hop_length: int) -> jax.Array:
+def _mel_power(audio: jax.Array, window: np.ndarray, mel_basis: np.ndarray, n_fft: int, hop_length: int) -> jax.Array:
   """Mel power spectrogram of centred, zero-padded frames, as librosa (center=True): [B, T] -> [B, frames, n_mels]."""
   padded = jnp.pad(audio, ((0, 0), (n_fft // 2, n_fft // 2)))
   batch, num_frames = audio.shape[0], 1 + (padded.shape[-1] - n_fft) // hop_length
@@ -69,8 +68,8 @@ def _mel_power(audio: jax.Array, window: np.ndarray, mel_basis: np.ndarray, n_ff
   return interleaved[:, :num_frames]
 
 
-def mfcc(audio: jax.Array, *, sample_rate: int, n_mfcc: int, n_fft: int, hop_length: int, n_mels: int,
-         fmin: float, fmax: float | None, top_db: float | None) -> jax.Array:
+def mfcc(audio: jax.Array, *, sample_rate: int, n_mfcc: int, n_fft: int, hop_length: int, n_mels: int, fmin: float,
+         fmax: float | None, top_db: float | None) -> jax.Array:
   """MFCCs of each clip, as `librosa.feature.mfcc(y=clip, sr=sample_rate, ..., htk=False, norm='ortho')`.
 
   Args:
@@ -106,8 +105,8 @@ def mfcc(audio: jax.Array, *, sample_rate: int, n_mfcc: int, n_fft: int, hop_len
 def mfcc_from_config(audio: jax.Array, config: ml_collections.ConfigDict) -> jax.Array:
   """`mfcc` with the parameters of `config.mfcc` and `config.audio.sample_rate`; shapes as `mfcc`."""
   m = config.mfcc
-  return mfcc(audio, sample_rate=config.audio.sample_rate, n_mfcc=m.n_mfcc, n_fft=m.n_fft,
-              hop_length=m.hop_length, n_mels=m.n_mels, fmin=m.fmin, fmax=m.fmax, top_db=m.top_db)
+  return mfcc(audio, sample_rate=config.audio.sample_rate, n_mfcc=m.n_mfcc, n_fft=m.n_fft, hop_length=m.hop_length,
+              n_mels=m.n_mels, fmin=m.fmin, fmax=m.fmax, top_db=m.top_db)
 
 
 def librosa_mfcc(audio: np.ndarray, *, sample_rate: int, n_mfcc: int, n_fft: int, hop_length: int, n_mels: int,

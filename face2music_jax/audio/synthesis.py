@@ -21,12 +21,12 @@ NOISE_SEED = 0
 
 def midi_to_hz(midi: jax.Array) -> jax.Array:
   """Equal temperament, A4 = MIDI 69 = 440 Hz."""
-  return 440.0 * 2.0 ** ((midi - 69.0) / 12.0)
+  return 440.0 * 2.0**((midi - 69.0) / 12.0)
 
 
 def exp_sigmoid(x: jax.Array, max_value: float = 2.0, exponent: float = 10.0, threshold: float = 1e-7) -> jax.Array:
   """DDSP's positive, bounded amplitude nonlinearity: max_value * sigmoid(x)**ln(exponent) + threshold."""
-  return max_value * jax.nn.sigmoid(x) ** np.log(exponent) + threshold
+  return max_value * jax.nn.sigmoid(x)**np.log(exponent) + threshold
 
 
 def attack_decay_envelope(attack_s: jax.Array, decay_s: jax.Array, sustain: jax.Array, length: int,
@@ -83,8 +83,7 @@ def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Ar
   cycles = cycles.reshape(batch, frames, hop)
   oscillators = jnp.sin(2.0 * jnp.pi * jnp.mod(cycles[..., None] * k, 1.0))  # [B, F, hop, K]
   ramp = jnp.arange(hop, dtype=jnp.float32) / hop
-  audio = (jnp.einsum('bfjk,bfk->bfj', oscillators, partials) +
-           ramp * jnp.einsum('bfjk,bfk->bfj', oscillators, slope))
+  audio = (jnp.einsum('bfjk,bfk->bfj', oscillators, partials) + ramp * jnp.einsum('bfjk,bfk->bfj', oscillators, slope))
   return audio.reshape(batch, length)
 
 

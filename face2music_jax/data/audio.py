@@ -94,8 +94,7 @@ def _examples(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
   """Unbatched examples of `split` (a name or a TFDS sub-split) in the pitch range, cropped from the onset."""
   a = config.audio
   families = config_lib.family_names(config)
-  family_index = tf.constant([families.index(f) if f in families else -1 for f in config_lib.NSYNTH_FAMILIES],
-                             tf.int32)
+  family_index = tf.constant([families.index(f) if f in families else -1 for f in config_lib.NSYNTH_FAMILIES], tf.int32)
   # No TFDS auto-cache: it would hold whole 4 s notes in memory where the pipeline keeps `length` samples.
   read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
   ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config,
@@ -120,8 +119,8 @@ def _examples(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
   return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _notes_dataset(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, split: str, *,
-                   batch_size: int, shuffle: bool, repeat: bool, seed: int, process_index: int | None = None,
+def _notes_dataset(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, split: str, *, batch_size: int,
+                   shuffle: bool, repeat: bool, seed: int, process_index: int | None = None,
                    process_count: int | None = None, drop_remainder: bool = True) -> tf.data.Dataset:
   """`notes_dataset` on an already prepared builder."""
   process_index = jax.process_index() if process_index is None else process_index
@@ -130,9 +129,10 @@ def _notes_dataset(config: ml_collections.ConfigDict, builder: tfds.core.Dataset
     raise ValueError(f'The global batch size {batch_size} must be divisible by the number of processes '
                      f'({process_count}).')
   _check_split(builder, split)
-  logging.info('Process %d of %d reads its share of split %r (%d examples before keeping MIDI pitches %d..%d) '
-               'of %s.', process_index, process_count, split, builder.info.splits[split].num_examples,
-               config.audio.pitch_min, config.audio.pitch_max, builder.data_dir)
+  logging.info(
+      'Process %d of %d reads its share of split %r (%d examples before keeping MIDI pitches %d..%d) '
+      'of %s.', process_index, process_count, split, builder.info.splits[split].num_examples, config.audio.pitch_min,
+      config.audio.pitch_max, builder.data_dir)
   host_split = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
   ds = _examples(config, builder, host_split, shuffle=shuffle, seed=seed)
   if shuffle:
@@ -165,8 +165,8 @@ def notes_dataset(config: ml_collections.ConfigDict, split: str, *, batch_size: 
   Returns:
     A dataset of dicts: audio [B, length] float32; pitch, family, velocity, instrument [B] int32.
   """
-  return _notes_dataset(config, audio_builder(config), split, batch_size=batch_size, shuffle=shuffle,
-                        repeat=repeat, seed=seed, process_index=process_index, process_count=process_count,
+  return _notes_dataset(config, audio_builder(config), split, batch_size=batch_size, shuffle=shuffle, repeat=repeat,
+                        seed=seed, process_index=process_index, process_count=process_count,
                         drop_remainder=drop_remainder)
 
 
@@ -189,8 +189,8 @@ def _locate_bad_record(builder: tfds.core.DatasetBuilder, split: str, error: tf.
   return DataError(f'Reading split {split!r} of {builder.data_dir} (files {paths}) failed: {_tf_message(error)}')
 
 
-def _numpy_batches(ds: tf.data.Dataset, builder: tfds.core.DatasetBuilder, split: str
-                   ) -> Iterator[dict[str, np.ndarray]]:
+def _numpy_batches(ds: tf.data.Dataset, builder: tfds.core.DatasetBuilder,
+                   split: str) -> Iterator[dict[str, np.ndarray]]:
   iterator = ds.as_numpy_iterator()
   while True:
     try:
@@ -212,8 +212,7 @@ def note_batches(config: ml_collections.ConfigDict, split: str, *, batch_size: i
   yield from _numpy_batches(ds, builder, split)
 
 
-def load_notes(config: ml_collections.ConfigDict, split: str, max_examples: int | None = None
-               ) -> dict[str, np.ndarray]:
+def load_notes(config: ml_collections.ConfigDict, split: str, max_examples: int | None = None) -> dict[str, np.ndarray]:
   """All examples of a split in the pitch range (the whole split, not one process's share), in file order.
 
   TFDS shuffles examples when it writes them, so the first `max_examples` are a random sample of the split.
@@ -234,9 +233,8 @@ def load_notes(config: ml_collections.ConfigDict, split: str, max_examples: int 
   loaded = {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
   count = len(loaded['pitch'])
   if max_examples is None:
-    logging.info('Loaded %d notes of split %r of %s; %d of its %d fall outside MIDI pitches %d..%d.', count,
-                 split, builder.data_dir, total - count, total, config.audio.pitch_min, config.audio.pitch_max)
+    logging.info('Loaded %d notes of split %r of %s; %d of its %d fall outside MIDI pitches %d..%d.', count, split,
+                 builder.data_dir, total - count, total, config.audio.pitch_min, config.audio.pitch_max)
   else:
-    logging.info('Loaded %d notes (max_examples=%d) of split %r of %s.', count, max_examples, split,
-                 builder.data_dir)
+    logging.info('Loaded %d notes (max_examples=%d) of split %r of %s.', count, max_examples, split, builder.data_dir)
   return loaded

@@ -126,7 +126,7 @@ class FaceAligner:
     height, width = image.shape[:2]
     if self.assume_cropped:
       return [dlib.rectangle(0, 0, width - 1, height - 1)]
-    scale = min(1.0, (MAX_DETECTION_PIXELS / (height * width)) ** 0.5)
+    scale = min(1.0, (MAX_DETECTION_PIXELS / (height * width))**0.5)
     seen = image
     if scale < 1:
       size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -134,11 +134,14 @@ class FaceAligner:
     # Upsampling once more finds faces down to about 40 pixels, at 4x the cost, so it is only a second try.
     boxes = list(self._detector(seen, 0) or self._detector(seen, 1))
     if scale < 1:  # Back to the photo's pixels.
-      boxes = [dlib.rectangle(round(b.left() / scale), round(b.top() / scale), round(b.right() / scale),
-                              round(b.bottom() / scale)) for b in boxes]
+      boxes = [
+          dlib.rectangle(round(b.left() / scale), round(b.top() / scale), round(b.right() / scale),
+                         round(b.bottom() / scale)) for b in boxes
+      ]
     if not boxes:
-      raise NoFaceError(f'No face found in image {index} ({height}x{width} pixels) by the HOG face detector; pass '
-                        'assume_cropped=True if the images are tight face crops.', index)
+      raise NoFaceError(
+          f'No face found in image {index} ({height}x{width} pixels) by the HOG face detector; pass '
+          'assume_cropped=True if the images are tight face crops.', index)
     return boxes
 
   def _chip(self, image: np.ndarray, box: dlib.rectangle) -> np.ndarray:
@@ -312,8 +315,7 @@ class FaceNetworkEmbedder(_AlignedEmbedder):
     return self._network(chips)
 
 
-def embedder_for(kind: str, face_weights: str = '', *, assume_cropped: bool = False,
-                 num_jitters: int = 0) -> Embedder:
+def embedder_for(kind: str, face_weights: str = '', *, assume_cropped: bool = False, num_jitters: int = 0) -> Embedder:
   """The embedder of a kind: 'dlib' (`DlibFaceEmbedder`) or 'network' (`FaceNetworkEmbedder` with `face_weights`).
 
   Raises:
@@ -372,8 +374,7 @@ def _parse_flags(argv: list[str]):
   parser.add_argument('--input', required=True, help="Glob of face TFRecords, e.g. '/data/faces/train-*.tfrecord'.")
   parser.add_argument('--output_dir', required=True, help='Where the files, with embeddings, are written.')
   add_embedder_flags(parser)
-  parser.add_argument('--assume_cropped', action='store_true',
-                      help='Images are tight face crops: skip face detection.')
+  parser.add_argument('--assume_cropped', action='store_true', help='Images are tight face crops: skip face detection.')
   parser.add_argument('--skip_no_face', action='store_true',
                       help='Drop (and count) images without a detected face instead of failing.')
   parser.add_argument('--num_jitters', type=int, default=0, help='With --embed=dlib: jittered copies to average.')
@@ -384,9 +385,10 @@ def _parse_flags(argv: list[str]):
 
 def add_embedder_flags(parser, choices: tuple[str, ...] = config_lib.FACE_EMBEDDINGS, default: str = 'dlib') -> None:
   """--embed and --face_weights, as config.data.face_embedding and config.data.face_weights."""
-  parser.add_argument('--embed', choices=choices, default=default,
-                      help="The face embedding (as config.data.face_embedding): 'dlib' (128-d) or 'network' (the "
-                      'Flax network of models/face.py with --face_weights).')
+  parser.add_argument(
+      '--embed', choices=choices, default=default,
+      help="The face embedding (as config.data.face_embedding): 'dlib' (128-d) or 'network' (the "
+      'Flax network of models/face.py with --face_weights).')
   parser.add_argument('--face_weights', default='',
                       help='With --embed=network: its weights file (.npz, as config.data.face_weights).')
 

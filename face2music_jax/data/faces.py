@@ -201,7 +201,8 @@ def list_identity_folder(input_dir: str) -> list[tuple[str, str]]:
     identity = identity.rstrip('/')
     folder = os.path.join(input_dir, identity)
     if tf.io.gfile.isdir(folder):
-      images += [(identity, f'{identity}/{f}') for f in sorted(tf.io.gfile.listdir(folder))
+      images += [(identity, f'{identity}/{f}')
+                 for f in sorted(tf.io.gfile.listdir(folder))
                  if f.lower().endswith(IMAGE_EXTENSIONS)]
   if not images:
     raise FaceDataError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) found in {input_dir}: expected the VGGFace2 '
@@ -279,8 +280,8 @@ def _check_output(output_dir: str, split: str, overwrite: bool) -> None:
 
 
 def convert_folder(input_dir: str, output_dir: str, split: str, num_shards: int, *, embedder: Embedder | None = None,
-                   skip_bad_images: bool = False, overwrite: bool = False, seed: int = 0,
-                   batch_size: int = 32, max_image_pixels: int = images_lib.MAX_PIXELS) -> list[str]:
+                   skip_bad_images: bool = False, overwrite: bool = False, seed: int = 0, batch_size: int = 32,
+                   max_image_pixels: int = images_lib.MAX_PIXELS) -> list[str]:
   """Converts a VGGFace2-style folder `<input_dir>/<identity>/<image>.jpg` to sharded face TFRecords.
 
   Identities are sorted by name and numbered from 0 (stable labels); JPEG files are stored as they are.
@@ -335,8 +336,7 @@ def convert_folder(input_dir: str, output_dir: str, split: str, num_shards: int,
           if embedder is not None and embedding is None:
             skipped += 1
             continue
-          writer.write(make_example(jpeg, labels[identity], identity, filename, embedding,
-                                    tag).SerializeToString())
+          writer.write(make_example(jpeg, labels[identity], identity, filename, embedding, tag).SerializeToString())
           lengths[os.path.basename(path)] += 1
         progress.update(len(shard_order[start:start + batch_size]))
   write_shard_lengths(output_dir, split, lengths)
@@ -450,8 +450,9 @@ def check_embedder(files: Sequence[str], expected: str, fix: str) -> None:
   path, example = first
   tag = example.features.feature[EMBEDDER_KEY].bytes_list.value
   if not tag:
-    logging.warning('Face TFRecord file %s does not name the embedder of its embeddings (written by an earlier '
-                    'version?): they are taken to be of %s.', path, expected)
+    logging.warning(
+        'Face TFRecord file %s does not name the embedder of its embeddings (written by an earlier '
+        'version?): they are taken to be of %s.', path, expected)
   elif tag[0].decode() != expected:
     raise FaceDataError(f'Face TFRecord file {path} holds embeddings of the face embedder {tag[0].decode()!r}, but the '
                         f'config embeds faces with {expected!r}: {fix}')
@@ -477,11 +478,17 @@ def _checked_records(path: tf.Tensor, size: tf.Tensor, expected: tf.Tensor) -> t
     return (bytes_read, records_read), (record, is_end, bytes_read, records_read)
 
   def check_complete(record, is_end, bytes_read, records_read):
-    corrupt = tf.strings.join(['Face TFRecord file ', path, ' is corrupt or truncated: its readable records end at '
-                               'byte ', tf.strings.as_string(bytes_read), ' of ', tf.strings.as_string(size), '.'])
-    missing = tf.strings.join(['Face TFRecord file ', path, ' holds ', tf.strings.as_string(records_read),
-                               ' records, but its writer recorded ', tf.strings.as_string(expected),
-                               ' (records are missing: truncated?)'])
+    corrupt = tf.strings.join([
+        'Face TFRecord file ', path, ' is corrupt or truncated: its readable records end at '
+        'byte ',
+        tf.strings.as_string(bytes_read), ' of ',
+        tf.strings.as_string(size), '.'
+    ])
+    missing = tf.strings.join([
+        'Face TFRecord file ', path, ' holds ',
+        tf.strings.as_string(records_read), ' records, but its writer recorded ',
+        tf.strings.as_string(expected), ' (records are missing: truncated?)'
+    ])
     complete = tf.debugging.Assert(tf.logical_or(~is_end, bytes_read == size), [corrupt])
     counted = tf.debugging.Assert(tf.logical_or(~is_end, (expected < 0) | (records_read == expected)), [missing])
     with tf.control_dependencies([complete, counted]):
@@ -494,8 +501,12 @@ def _checked_records(path: tf.Tensor, size: tf.Tensor, expected: tf.Tensor) -> t
 
 def _preprocess(record: tf.Tensor, path: tf.Tensor, image_size: int, embedding_dim: int,
                 with_names: bool) -> dict[str, tf.Tensor]:
-  spec = {IMAGE_KEY: tf.io.FixedLenFeature([], tf.string), LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-          NAME_KEY: tf.io.FixedLenFeature([], tf.string), FILENAME_KEY: tf.io.FixedLenFeature([], tf.string)}
+  spec = {
+      IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
+      LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+      NAME_KEY: tf.io.FixedLenFeature([], tf.string),
+      FILENAME_KEY: tf.io.FixedLenFeature([], tf.string)
+  }
   if embedding_dim:
     spec[EMBEDDING_KEY] = tf.io.VarLenFeature(tf.float32)
   features = tf.io.parse_single_example(record, spec)
@@ -505,13 +516,16 @@ def _preprocess(record: tf.Tensor, path: tf.Tensor, image_size: int, embedding_d
   side = tf.minimum(height, width)
   image = tf.image.crop_to_bounding_box(image, (height - side) // 2, (width - side) // 2, side, side)
   image = tf.image.resize(image, [image_size, image_size], antialias=True) / 255.0
-  out = {'image': tf.ensure_shape(image, [image_size, image_size, 3]),
-         'identity': tf.cast(features[LABEL_KEY], tf.int32)}
+  out = {
+      'image': tf.ensure_shape(image, [image_size, image_size, 3]),
+      'identity': tf.cast(features[LABEL_KEY], tf.int32)
+  }
   if embedding_dim:
     embedding = tf.sparse.to_dense(features[EMBEDDING_KEY])
-    message = tf.strings.join(['Face TFRecord file ', path, ': the record of ', features[FILENAME_KEY],
-                               ' has an embedding of width ', tf.strings.as_string(tf.size(embedding)),
-                               f', not {embedding_dim}.'])
+    message = tf.strings.join([
+        'Face TFRecord file ', path, ': the record of ', features[FILENAME_KEY], ' has an embedding of width ',
+        tf.strings.as_string(tf.size(embedding)), f', not {embedding_dim}.'
+    ])
     with tf.control_dependencies([tf.debugging.Assert(tf.size(embedding) == embedding_dim, [message])]):
       out['embedding'] = tf.reshape(embedding, [embedding_dim])
   if with_names:
@@ -591,9 +605,9 @@ def load_faces(files: str | Sequence[str], image_size: int, embedding_dim: int |
     'image' float32 [N, S, S, 3] in [0, 1], 'identity' int32 [N], 'name' and 'filename' str [N] and, when the
     records hold embeddings, 'embedding' float32 [N, D].
   """
-  ds = _face_dataset(files, image_size=image_size, batch_size=256, shuffle=False, repeat=False, seed=0,
-                     process_index=0, process_count=1, embedding_dim=embedding_dim, drop_remainder=False,
-                     shuffle_buffer=1, with_names=True)
+  ds = _face_dataset(files, image_size=image_size, batch_size=256, shuffle=False, repeat=False, seed=0, process_index=0,
+                     process_count=1, embedding_dim=embedding_dim, drop_remainder=False, shuffle_buffer=1,
+                     with_names=True)
   try:
     batches = list(ds.as_numpy_iterator())
   except tf.errors.InvalidArgumentError as e:
@@ -622,10 +636,11 @@ def face_files(config: ml_collections.ConfigDict, split: str) -> list[str]:
       raise FaceDataError(f"config.data.face_tfrecords = {pattern!r} needs a '{{split}}' placeholder, e.g. "
                           "'/data/vggface2/{split}-*.tfrecord'.")
     files = resolve_files(pattern.replace('{split}', split))
-    check_embedder(files, face_embedding.embedder_tag(config),
-                   'embed them again with `python -m face2music_jax.data.face_embedding --embed=... '
-                   '[--face_weights=...]` as config.data.face_embedding and face_weights say, or set those to the '
-                   'embedder of the records.')
+    check_embedder(
+        files, face_embedding.embedder_tag(config),
+        'embed them again with `python -m face2music_jax.data.face_embedding --embed=... '
+        '[--face_weights=...]` as config.data.face_embedding and face_weights say, or set those to the '
+        'embedder of the records.')
     return files
   files = prepare_default_faces(config)
   if split not in files:
@@ -644,7 +659,7 @@ def augmented_views(image: np.ndarray, num_views: int, rng: np.random.Generator)
     crop_h, crop_w = round(height * scale), round(width * scale)
     top, left = rng.integers(0, height - crop_h + 1), rng.integers(0, width - crop_w + 1)
     crop = Image.fromarray(image[top:top + crop_h, left:left + crop_w]).resize((width, height),
-                                                                             Image.Resampling.BICUBIC)
+                                                                               Image.Resampling.BICUBIC)
     pixels = np.clip(np.asarray(crop, np.float32) * rng.uniform(0.75, 1.25), 0, 255).round().astype(np.uint8)
     views.append(pixels[:, ::-1] if view % 2 else pixels)
   return views
@@ -721,8 +736,10 @@ def _write_default_faces(root: str, num_views: int, limit: int, embedder: Embedd
   logging.info('Preparing the default faces in %s.', root)
   identities = _default_identities()
   names = sorted(identities)[:limit or None]
-  splits = {'train': [n for i, n in enumerate(names) if i % _TEST_EVERY != _TEST_EVERY - 1],
-            'test': [n for i, n in enumerate(names) if i % _TEST_EVERY == _TEST_EVERY - 1]}
+  splits = {
+      'train': [n for i, n in enumerate(names) if i % _TEST_EVERY != _TEST_EVERY - 1],
+      'test': [n for i, n in enumerate(names) if i % _TEST_EVERY == _TEST_EVERY - 1]
+  }
   files = {}
   with tempfile.TemporaryDirectory() as tmp:
     for split, split_names in splits.items():
@@ -733,9 +750,17 @@ def _write_default_faces(root: str, num_views: int, limit: int, embedder: Embedd
           Image.fromarray(pixels).save(os.path.join(tmp, split, name, f'{view:02d}.jpg'), quality=_JPEG_QUALITY)
       paths = convert_folder(os.path.join(tmp, split), build, split, _DEFAULT_SHARDS[split], embedder=embedder)
       files[split] = [os.path.basename(p) for p in paths]
-  manifest = {'files': files, 'identities': {s: len(n) for s, n in splits.items()}, 'views': num_views,
-              'embedding': embedder.tag.split(':')[0], 'embedder': embedder.tag, 'embedding_dim': embedder.dim,
-              'seconds': round(time.time() - start, 1)}
+  manifest = {
+      'files': files,
+      'identities': {
+          s: len(n) for s, n in splits.items()
+      },
+      'views': num_views,
+      'embedding': embedder.tag.split(':')[0],
+      'embedder': embedder.tag,
+      'embedding_dim': embedder.dim,
+      'seconds': round(time.time() - start, 1)
+  }
   if isinstance(embedder, face_embedding.FaceNetworkEmbedder):
     manifest['face_weights'] = embedder.weights
   with tf.io.gfile.GFile(os.path.join(build, 'faces.json'), 'w') as f:
@@ -747,7 +772,8 @@ def _write_default_faces(root: str, num_views: int, limit: int, embedder: Embedd
       raise
     tf.io.gfile.rmtree(build)  # Another process finished first; its files are the same.
   logging.info('Prepared the default faces (%s identities, %d views each) in %.1f s.', manifest['identities'],
-               num_views, time.time() - start)
+               num_views,
+               time.time() - start)
 
 
 def add_embeddings(file_pattern_or_files: str | Sequence[str], output_dir: str, embedder: Embedder, *,

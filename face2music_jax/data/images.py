@@ -17,9 +17,15 @@ from PIL import UnidentifiedImageError
 MAX_PIXELS = 80_000_000
 # What the EXIF orientation tag (0x0112) asks for, as PIL's transposes (ImageOps.exif_transpose's table).
 _ORIENTATION_TAG = 0x0112
-_TRANSPOSES = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-               8: Image.Transpose.ROTATE_90}
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90
+}
 _16_BIT_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N')
 
 

@@ -42,8 +42,8 @@ HOLD_SAMPLES = 3 * SAMPLE_RATE  # Note-off after 3 s, then 1 s of release.
 SOURCE = 'synthetic'
 INSTRUMENT_SOURCES = ('acoustic', 'electronic', 'synthetic')  # TFDS nsynth's ClassLabel order.
 NUM_INSTRUMENT_LABELS = 1006  # TFDS nsynth's instrument/label classes.
-QUALITIES = ('bright', 'dark', 'distortion', 'fast_decay', 'long_release', 'multiphonic', 'nonlinear_env',
-             'percussive', 'reverb', 'tempo-synced')
+QUALITIES = ('bright', 'dark', 'distortion', 'fast_decay', 'long_release', 'multiphonic', 'nonlinear_env', 'percussive',
+             'reverb', 'tempo-synced')
 SPLIT_FRACTIONS = (('valid', 0.1), ('test', 0.1))  # The rest of the (instrument, pitch) pairs is 'train'.
 
 # Plausible MIDI pitch ranges (inclusive) of each NSynth family's real instruments, so that, e.g., no flute plays
@@ -122,9 +122,9 @@ def note_grid(config: ml_collections.ConfigDict) -> list[Note]:
   for family, programs in n.programs.items():
     low, high = FAMILY_PITCH_RANGES[family]
     for program in programs:
-      notes.extend(Note(family, int(program), pitch, int(velocity))
-                   for pitch in grid if low <= pitch <= high and (int(program), pitch) not in exclude
-                   for velocity in n.velocities)
+      notes.extend(
+          Note(family, int(program), pitch, int(velocity)) for pitch in grid
+          if low <= pitch <= high and (int(program), pitch) not in exclude for velocity in n.velocities)
   return sorted(notes, key=lambda note: note.id)
 
 
@@ -162,7 +162,9 @@ def nsynth_features() -> tfds.features.FeaturesDict:
           'family': tfds.features.ClassLabel(names=config_lib.NSYNTH_FAMILIES),
           'source': tfds.features.ClassLabel(names=INSTRUMENT_SOURCES),
       },
-      'qualities': {quality: np.bool_ for quality in QUALITIES},
+      'qualities': {
+          quality: np.bool_ for quality in QUALITIES
+      },
   })
 
 
@@ -236,8 +238,10 @@ class _FluidSynthRenderer:
                         "config.notes.renderer = 'tinysoundfont'.") from e
     self._path = path
     # No reverb or chorus: NSynth notes are dry, and both would bleed from one note into the next.
-    self._synth = fluidsynth.Synth(samplerate=float(SAMPLE_RATE),
-                                   **{'synth.reverb.active': 0, 'synth.chorus.active': 0})
+    self._synth = fluidsynth.Synth(samplerate=float(SAMPLE_RATE), **{
+        'synth.reverb.active': 0,
+        'synth.chorus.active': 0
+    })
     self._sfid = self._synth.sfload(path)
     if self._sfid < 0:
       raise SoundFontError(f'Cannot read the SoundFont file {path}: FluidSynth failed to load it.')
@@ -305,8 +309,12 @@ def builder_config(config: ml_collections.ConfigDict) -> NotesConfig:
   if not notes:
     raise ValueError('The note grid is empty: no pitch of config.notes.pitch_min..pitch_max (step pitch_step) '
                      'falls within FAMILY_PITCH_RANGES of the families in config.notes.programs.')
-  fingerprint = json.dumps({'soundfont': path, 'size': os.path.getsize(path), 'renderer': config.notes.renderer,
-                            'notes': [note.id for note in notes]})
+  fingerprint = json.dumps({
+      'soundfont': path,
+      'size': os.path.getsize(path),
+      'renderer': config.notes.renderer,
+      'notes': [note.id for note in notes]
+  })
   stem = ''.join(c if c.isalnum() else '_' for c in os.path.splitext(os.path.basename(path))[0].lower())
   return NotesConfig(name=f'{stem}_{config.notes.renderer}_{_stable_hash(fingerprint)[:12]}',
                      description=f'{len(notes)} notes from {path} rendered with {config.notes.renderer}.',
@@ -351,11 +359,10 @@ class SoundfontNotes(tfds.core.GeneratorBasedBuilder):
     c = self.builder_config
     renderer = open_renderer(c.renderer, c.soundfont)
     progress = _Progress(len(c.notes))
-    return {split: self._generate_examples(renderer, notes, progress)
-            for split, notes in assign_splits(c.notes).items()}
+    return {split: self._generate_examples(renderer, notes, progress) for split, notes in assign_splits(c.notes).items()}
 
-  def _generate_examples(self, renderer: Renderer, notes: Sequence[Note], progress: _Progress
-                         ) -> Iterator[tuple[str, dict]]:
+  def _generate_examples(self, renderer: Renderer, notes: Sequence[Note],
+                         progress: _Progress) -> Iterator[tuple[str, dict]]:
     for note in notes:
       audio = render_note(renderer, note)
       progress.step()
@@ -364,7 +371,11 @@ class SoundfontNotes(tfds.core.GeneratorBasedBuilder):
           'audio': audio,
           'pitch': note.pitch,
           'velocity': note.velocity,
-          'instrument': {'label': note.program - 1, 'family': note.family, 'source': SOURCE},
+          'instrument': {
+              'label': note.program - 1,
+              'family': note.family,
+              'source': SOURCE
+          },
           'qualities': measure_qualities(audio),
       }
 
@@ -389,11 +400,9 @@ def prepare_notes(config: ml_collections.ConfigDict) -> SoundfontNotes:
   if builder.is_prepared():
     return builder
   c = builder.builder_config
-  logging.info('Rendering %d notes from %s with %s into %s.', len(c.notes), c.soundfont, c.renderer,
-               builder.data_dir)
+  logging.info('Rendering %d notes from %s with %s into %s.', len(c.notes), c.soundfont, c.renderer, builder.data_dir)
   start = time.perf_counter()
   # Never look for a prepared copy on GCS: this dataset exists only locally, and machines may be offline.
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   logging.info('Prepared %s in %.1f s.', builder.data_dir, time.perf_counter() - start)
   return builder
-

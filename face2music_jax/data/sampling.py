@@ -26,8 +26,9 @@ class EpochSampler:
 
   def _permutation(self, epoch: int) -> np.ndarray:
     if epoch not in self._cache:
-      self._cache = {epoch: np.random.default_rng([self.seed, self.process_index, epoch]).permutation(
-          self.num_examples)}
+      self._cache = {
+          epoch: np.random.default_rng([self.seed, self.process_index, epoch]).permutation(self.num_examples)
+      }
     return self._cache[epoch]
 
   def indices(self, step: int) -> np.ndarray:

@@ -34,11 +34,11 @@ class AudioConvNet(nn.Module):
   def __call__(self, audio: jax.Array) -> jax.Array:
     """audio: [B, T] float32 in [-1, 1], T divisible by frame * 4**num_blocks -> features [B, channels * 2**(n-1)]."""
     b, t = audio.shape
-    if t % (self.frame * 4 ** self.num_blocks):
+    if t % (self.frame * 4**self.num_blocks):
       raise ValueError(f'Audio length {t} must be divisible by {self.frame * 4 ** self.num_blocks}.')
     x = audio.reshape(b, t // self.frame, self.frame)
     for k in range(self.num_blocks):
-      x = SameConv1D(self.channels * 2 ** k, 9, name=f'conv{k}')(x)
+      x = SameConv1D(self.channels * 2**k, 9, name=f'conv{k}')(x)
       x = nn.LayerNorm(name=f'norm{k}')(x)
       x = nn.leaky_relu(x, 0.2)
       x = nn.avg_pool(x, (4,), strides=(4,))

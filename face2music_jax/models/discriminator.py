@@ -64,12 +64,12 @@ class Discriminator(nn.Module):
     Returns:
       [B] float32 logits (higher = more real); with `classify_pitch`, also [B, num_pitches] pitch logits.
     """
-    downsampling = self.stride ** self.num_layers
+    downsampling = self.stride**self.num_layers
     if audio.shape[1] % downsampling:
       raise ValueError(f'Discriminator input length {audio.shape[1]} must be divisible by {downsampling}.')
     x = audio[..., None]
     for i in range(self.num_layers):
-      conv = Conv1D(self.dim * 2 ** i, self.kernel_size, self.stride, dtype=self.dtype, name=f'conv{i}')
+      conv = Conv1D(self.dim * 2**i, self.kernel_size, self.stride, dtype=self.dtype, name=f'conv{i}')
       x = nn.leaky_relu(nn.SpectralNorm(conv, name=f'conv{i}_sn')(x, update_stats=train), 0.2)
       if i < self.num_layers - 1:
         x = PhaseShuffle(self.phase_shuffle, name=f'phase_shuffle{i}')(x, train)
@@ -106,10 +106,9 @@ class AuxDiscriminator(nn.Module):
 def make_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
   """The main discriminator of `config.model`, computing its convolutions in `config.train.dtype`."""
   m = config.model
-  return Discriminator(dim=m.discriminator_dim, num_pitches=config_lib.num_pitches(config),
-                       kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers,
-                       phase_shuffle=m.phase_shuffle, classify_pitch=config.train.pitch_classification_weight > 0,
-                       dtype=jnp.dtype(config.train.dtype))
+  return Discriminator(dim=m.discriminator_dim, num_pitches=config_lib.num_pitches(config), kernel_size=m.kernel_size,
+                       stride=m.stride, num_layers=m.num_layers, phase_shuffle=m.phase_shuffle,
+                       classify_pitch=config.train.pitch_classification_weight > 0, dtype=jnp.dtype(config.train.dtype))
 
 
 def make_aux_discriminator(config: ml_collections.ConfigDict) -> AuxDiscriminator:

@@ -51,17 +51,11 @@ MIN_IMAGE_SIZE = 75  # The unpadded convolutions and poolings leave nothing of a
 
 # Convolutions of each branch of the Inception blocks, as (output channels at width 1, kernel (h, w), stride).
 # Stride-1 convolutions keep the size (torch padding k // 2); stride-2 ones are unpadded, as in facenet-pytorch.
-_BLOCK35 = (((32, (1, 1), 1),),
-            ((32, (1, 1), 1), (32, (3, 3), 1)),
-            ((32, (1, 1), 1), (32, (3, 3), 1), (32, (3, 3), 1)))
-_BLOCK17 = (((128, (1, 1), 1),),
-            ((128, (1, 1), 1), (128, (1, 7), 1), (128, (7, 1), 1)))
-_BLOCK8 = (((192, (1, 1), 1),),
-           ((192, (1, 1), 1), (192, (1, 3), 1), (192, (3, 1), 1)))
-_MIXED_6A = (((384, (3, 3), 2),),
-             ((192, (1, 1), 1), (192, (3, 3), 1), (256, (3, 3), 2)))
-_MIXED_7A = (((256, (1, 1), 1), (384, (3, 3), 2)),
-             ((256, (1, 1), 1), (256, (3, 3), 2)),
+_BLOCK35 = (((32, (1, 1), 1),), ((32, (1, 1), 1), (32, (3, 3), 1)), ((32, (1, 1), 1), (32, (3, 3), 1), (32, (3, 3), 1)))
+_BLOCK17 = (((128, (1, 1), 1),), ((128, (1, 1), 1), (128, (1, 7), 1), (128, (7, 1), 1)))
+_BLOCK8 = (((192, (1, 1), 1),), ((192, (1, 1), 1), (192, (1, 3), 1), (192, (3, 1), 1)))
+_MIXED_6A = (((384, (3, 3), 2),), ((192, (1, 1), 1), (192, (3, 3), 1), (256, (3, 3), 2)))
+_MIXED_7A = (((256, (1, 1), 1), (384, (3, 3), 2)), ((256, (1, 1), 1), (256, (3, 3), 2)),
              ((256, (1, 1), 1), (256, (3, 3), 1), (256, (3, 3), 2)))
 
 
@@ -215,8 +209,7 @@ def preprocess_faces(images: jax.Array, image_size: int = DEFAULT_IMAGE_SIZE) ->
   return (x - 127.5) / 128.0
 
 
-def init_face_network(model: InceptionResnetV1, seed: int = 0,
-                      image_size: int = DEFAULT_IMAGE_SIZE) -> dict[str, Any]:
+def init_face_network(model: InceptionResnetV1, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE) -> dict[str, Any]:
   """Random variables {'params', 'batch_stats'} of `model` (the starting point when no weights are given)."""
   # Jitted, and with the 'rbg' generator, whose compilation for hundreds of parameter shapes is several times
   # faster than threefry's on a CPU (half a minute for the full network run op by op with threefry).
@@ -357,8 +350,7 @@ class FaceNetEmbedder:
     return np.concatenate(out).astype(np.float32)
 
 
-def _identity_batches(identities: np.ndarray, batch_size: int, views_per_identity: int,
-                      rng: np.random.Generator):
+def _identity_batches(identities: np.ndarray, batch_size: int, views_per_identity: int, rng: np.random.Generator):
   """Yields index batches of P identities x K views, so that every face has positives and negatives."""
   groups = [np.flatnonzero(identities == i) for i in np.unique(identities)]
   groups = [g for g in groups if len(g) >= 2]
@@ -375,8 +367,8 @@ def _identity_batches(identities: np.ndarray, batch_size: int, views_per_identit
 
 def refine_face_network(variables: Variables, images: np.ndarray, identities: np.ndarray, *, steps: int,
                         batch_size: int, lr: float, margin: float, seed: int, mining: str = 'batch_hard',
-                        views_per_identity: int = 4, dropout_rate: float = 0.6,
-                        image_size: int = DEFAULT_IMAGE_SIZE, log_every: int = 50) -> dict[str, Any]:
+                        views_per_identity: int = 4, dropout_rate: float = 0.6, image_size: int = DEFAULT_IMAGE_SIZE,
+                        log_every: int = 50) -> dict[str, Any]:
   """Fine-tunes the face network with a triplet loss on identities (the paper refines its VGGFace2 network).
 
   Adam on all parameters, batch norm in train mode (its running statistics follow the new data), dropout on,
@@ -411,8 +403,11 @@ def refine_face_network(variables: Variables, images: np.ndarray, identities: np
   tx = optax.adam(lr)
   # Copies: the step donates its state, which must not invalidate the caller's arrays.
   params = jax.tree.map(jnp.array, variables['params'])
-  state = {'params': params, 'batch_stats': jax.tree.map(jnp.array, variables['batch_stats']),
-           'opt_state': tx.init(params)}
+  state = {
+      'params': params,
+      'batch_stats': jax.tree.map(jnp.array, variables['batch_stats']),
+      'opt_state': tx.init(params)
+  }
 
   @functools.partial(jax.jit, donate_argnums=0)
   def train_step(state, faces, labels, index, key):
@@ -421,8 +416,10 @@ def refine_face_network(variables: Variables, images: np.ndarray, identities: np
     x = jnp.where(jax.random.bernoulli(flip_key, 0.5, (len(index), 1, 1, 1)), x[:, :, ::-1], x)
 
     def loss_fn(params):
-      embeddings, updates = model.apply({'params': params, 'batch_stats': state['batch_stats']}, x, train=True,
-                                        mutable=['batch_stats'], rngs={'dropout': dropout_key})
+      embeddings, updates = model.apply({
+          'params': params,
+          'batch_stats': state['batch_stats']
+      }, x, train=True, mutable=['batch_stats'], rngs={'dropout': dropout_key})
       return losses.triplet_loss(embeddings, labels[index], margin, mining), updates['batch_stats']
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'])

@@ -61,8 +61,7 @@ def _to_flax_layout(array: np.ndarray) -> np.ndarray:
   return array
 
 
-def convert_state_dict(state_dict: Mapping[str, Any],
-                       model: face.InceptionResnetV1 | None = None) -> dict[str, Any]:
+def convert_state_dict(state_dict: Mapping[str, Any], model: face.InceptionResnetV1 | None = None) -> dict[str, Any]:
   """Maps an `InceptionResnetV1` state dict to the variables of `models.face.InceptionResnetV1`.
 
   Args:
@@ -88,8 +87,8 @@ def convert_state_dict(state_dict: Mapping[str, Any],
   problems += [f'unexpected {k}' for k in state_dict if k not in used and not _is_ignored(k)]
   if problems:
     more = f'; and {len(problems) - 20} more' if len(problems) > 20 else ''
-    raise ValueError('The state dict does not fit facenet-pytorch\'s InceptionResnetV1: '
-                     + '; '.join(problems[:20]) + more)
+    raise ValueError('The state dict does not fit facenet-pytorch\'s InceptionResnetV1: ' + '; '.join(problems[:20]) +
+                     more)
   return traverse_util.unflatten_dict(flat, sep='/')
 
 

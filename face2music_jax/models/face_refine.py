@@ -27,8 +27,16 @@ from face2music_jax.data import face_embedding
 from face2music_jax.data import faces as face_data
 from face2music_jax.models import face
 
-DEFAULTS = {'batch_size': 32, 'lr': 1e-4, 'margin': 0.2, 'seed': 0, 'mining': 'batch_hard', 'views_per_identity': 4,
-            'dropout_rate': 0.6, 'log_every': 50}
+DEFAULTS = {
+    'batch_size': 32,
+    'lr': 1e-4,
+    'margin': 0.2,
+    'seed': 0,
+    'mining': 'batch_hard',
+    'views_per_identity': 4,
+    'dropout_rate': 0.6,
+    'log_every': 50
+}
 
 
 def read_face_chips(records: str | Sequence[str], aligner: face_embedding.FaceAligner, *, max_images: int = 0,
@@ -101,7 +109,10 @@ def refine_file(weights: str, records: str | Sequence[str], output: str, *, step
   chips, identities, names = read_face_chips(records, aligner, max_images=max_images, skip_no_face=skip_no_face)
   logging.info('Refining %s on %d faces of %d identities for %d steps.', weights, len(chips), len(names), steps)
   refined = face.refine_face_network(variables, chips, identities, steps=steps,
-                                     image_size=face_embedding.NETWORK_CHIP_SIZE, **{**DEFAULTS, **kwargs})
+                                     image_size=face_embedding.NETWORK_CHIP_SIZE, **{
+                                         **DEFAULTS,
+                                         **kwargs
+                                     })
   incomplete = f'{output}.incomplete'
   face.save_face_weights(incomplete, refined)
   os.replace(incomplete, output)

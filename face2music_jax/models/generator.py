@@ -78,10 +78,10 @@ class Generator(nn.Module):
     Returns:
       [B, length] float32 waveforms in [-1, 1].
     """
-    upsampling = self.stride ** self.num_layers
+    upsampling = self.stride**self.num_layers
     if self.length % upsampling:
       raise ValueError(f'Generator length {self.length} must be divisible by stride**num_layers = {upsampling}.')
-    channels = self.dim * 2 ** (self.num_layers - 1)
+    channels = self.dim * 2**(self.num_layers - 1)
     if self.pitch_input:
       z = jnp.concatenate([z, nn.Embed(self.num_pitches, self.dim, name='pitch_embedding')(pitch)], axis=-1)
     # No biases before batch norm: its mean subtraction would cancel them.
@@ -91,8 +91,7 @@ class Generator(nn.Module):
     for i in range(self.num_layers - 1):
       channels //= 2
       x = self._upconv(x, channels, False, self.dtype, f'upconv{i}')
-      x = nn.relu(ConditionalBatchNorm(self.num_pitches, dtype=self.dtype, name=f'upconv{i}_norm')(x, pitch,
-                                                                                                 not train))
+      x = nn.relu(ConditionalBatchNorm(self.num_pitches, dtype=self.dtype, name=f'upconv{i}_norm')(x, pitch, not train))
     x = jnp.tanh(self._upconv(x, 1, True, jnp.float32, f'upconv{self.num_layers - 1}'))
     if self.post_filter:
       x = nn.Conv(1, (self.post_filter,), dtype=jnp.float32, name='post_filter')(x)
@@ -184,8 +183,9 @@ class HarmonicGenerator(nn.Module):
     if self.length % self.frames:
       raise ValueError(f'HarmonicGenerator length {self.length} must be divisible by frames = {self.frames}.')
     midi = (pitch + self.pitch_min).astype(jnp.float32)
-    c = jnp.concatenate([z, nn.Embed(self.num_pitches, self.hidden, name='pitch_embedding')(pitch),
-                         ((midi - 60.0) / 24.0)[:, None]], axis=-1)
+    c = jnp.concatenate(
+        [z, nn.Embed(self.num_pitches, self.hidden, name='pitch_embedding')(pitch),
+         ((midi - 60.0) / 24.0)[:, None]], axis=-1)
     dtype = self.dtype
     for i in range(2):
       c = nn.leaky_relu(nn.Dense(self.hidden, dtype=dtype, name=f'condition{i}')(c), 0.2)
@@ -200,14 +200,14 @@ class HarmonicGenerator(nn.Module):
     x, c = x.astype(jnp.float32), c.astype(jnp.float32)
     amplitude = synthesis.exp_sigmoid(nn.Dense(1, bias_init=nn.initializers.constant(-1.0), name='amplitude')(x))
     distribution = synthesis.exp_sigmoid(nn.Dense(self.num_harmonics, name='harmonics')(x))
-    noise = synthesis.exp_sigmoid(nn.Dense(self.noise_bands, bias_init=nn.initializers.constant(-5.0),
-                                           name='noise')(x), max_value=self.noise_max)
+    noise = synthesis.exp_sigmoid(
+        nn.Dense(self.noise_bands, bias_init=nn.initializers.constant(-5.0), name='noise')(x), max_value=self.noise_max)
     if self.relative_noise:
       noise = noise * amplitude
     noise = jax.image.resize(noise, (noise.shape[0], self.frames + 1, self.noise_bands), 'linear')
     attack, decay, sustain = jnp.split(jax.nn.sigmoid(nn.Dense(3, name='envelope')(c)), 3, axis=-1)
-    envelope = synthesis.attack_decay_envelope(0.001 * 100.0 ** attack, 0.02 * 250.0 ** decay, sustain,
-                                               self.length, self.sample_rate)
+    envelope = synthesis.attack_decay_envelope(0.001 * 100.0**attack, 0.02 * 250.0**decay, sustain, self.length,
+                                               self.sample_rate)
     f0 = synthesis.midi_to_hz(midi)
     harmonic = synthesis.harmonic_synth(f0, amplitude[..., 0], distribution, self.length, self.sample_rate)
     noise = synthesis.filtered_noise(noise, self.length, self.length // self.frames)

@@ -42,8 +42,7 @@ def _librosa_mfcc(clip: np.ndarray, top_db: float | None = 80.0, **params) -> np
 
 
 def _relative_errors(audio: np.ndarray, top_db: float | None = 80.0, **params) -> list[float]:
-  got = np.asarray(mfcc_lib.mfcc(jnp.asarray(audio), sample_rate=SAMPLE_RATE, top_db=top_db,
-                                 **{**PARAMS, **params}))
+  got = np.asarray(mfcc_lib.mfcc(jnp.asarray(audio), sample_rate=SAMPLE_RATE, top_db=top_db, **{**PARAMS, **params}))
   errors = []
   for clip, ours in zip(audio, got):
     want = _librosa_mfcc(clip, top_db, **params)
@@ -99,7 +98,7 @@ def test_from_config_jits_and_has_finite_gradients(notes):
   audio = jnp.asarray(np.stack([np.zeros(LENGTH, np.float32), quiet, notes[0]]))
   features = jax.jit(lambda a: mfcc_lib.mfcc_from_config(a, config))(audio)
   assert features.shape == (3, config.mfcc.n_mfcc, 1 + config.audio.length // config.mfcc.hop_length)
-  grad = jax.jit(jax.grad(lambda a: jnp.sum(mfcc_lib.mfcc_from_config(a, config) ** 2)))(audio)
+  grad = jax.jit(jax.grad(lambda a: jnp.sum(mfcc_lib.mfcc_from_config(a, config)**2)))(audio)
   assert np.all(np.isfinite(grad))
   assert np.any(grad[2] != 0)
 

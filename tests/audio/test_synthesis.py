@@ -15,7 +15,7 @@ SR, LENGTH = 16000, 8192
 
 def _energy_off_harmonics(audio: np.ndarray, f0: float, width_hz: float = 20.0) -> float:
   """Fraction of the (Hann-windowed) spectrum's energy farther than width_hz from every multiple of f0."""
-  spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)))) ** 2
+  spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))**2
   freqs = np.fft.rfftfreq(len(audio), 1 / SR)
   nearest = np.round(freqs / f0) * f0
   off = (np.abs(freqs - nearest) > width_hz) | (nearest == 0)
@@ -27,8 +27,7 @@ def test_harmonic_synth_plays_the_requested_pitch(midi):
   frames, k = LENGTH // 64, 20
   rng = np.random.default_rng(midi)
   # A timbre constant over the note (a distribution changing every frame would modulate it into sidebands).
-  distribution = jnp.broadcast_to(jnp.asarray(rng.uniform(0, 1, k) / np.arange(1, k + 1), jnp.float32),
-                                  (1, frames, k))
+  distribution = jnp.broadcast_to(jnp.asarray(rng.uniform(0, 1, k) / np.arange(1, k + 1), jnp.float32), (1, frames, k))
   amplitudes = jnp.full((1, frames), 0.1)
   f0 = synthesis.midi_to_hz(jnp.array([float(midi)]))
   audio = np.asarray(synthesis.harmonic_synth(f0, amplitudes, distribution, LENGTH, SR))
@@ -44,7 +43,7 @@ def test_partials_at_or_above_nyquist_are_silent():
   f0 = jnp.array([3000.0])
   audio = np.asarray(synthesis.harmonic_synth(f0, jnp.full((1, frames), 0.5), jnp.ones((1, frames, 8)), LENGTH, SR))
   assert _energy_off_harmonics(audio[0], 3000.0) < 1e-4
-  spectrum = np.abs(np.fft.rfft(audio[0] * np.hanning(LENGTH))) ** 2
+  spectrum = np.abs(np.fft.rfft(audio[0] * np.hanning(LENGTH)))**2
   freqs = np.fft.rfftfreq(LENGTH, 1 / SR)
   for alias in (1000.0, 4000.0, 7000.0):
     near = np.abs(freqs - alias) < 50
@@ -72,7 +71,7 @@ def test_filtered_noise_level_and_band_limit():
   low = np.zeros((1, frames, 65), np.float32)
   low[..., :17] = 1.0  # Bins 0-16 of 65: up to 2 kHz; linear interpolation leaves bin 17 at 0.
   audio = np.asarray(synthesis.filtered_noise(jnp.asarray(low), LENGTH, hop))[0]
-  spectrum = np.abs(np.fft.rfft(audio)) ** 2
+  spectrum = np.abs(np.fft.rfft(audio))**2
   freqs = np.fft.rfftfreq(LENGTH, 1 / SR)
   # The Hann-windowed frames leak a little past the band edge; above 3 kHz almost nothing remains.
   assert spectrum[freqs > 3000].sum() < 1e-3 * spectrum.sum()
@@ -90,7 +89,7 @@ def test_synthesis_gradients_are_finite_and_nonzero():
     return jnp.sum(jnp.square(audio[:, 100:2000]))
 
   grads = jax.grad(loss, argnums=(0, 1, 2))(jnp.full((2, frames), 0.3), jnp.ones((2, frames, 16)),
-                                              jnp.full((2, frames + 1, 33), 0.01))
+                                            jnp.full((2, frames + 1, 33), 0.01))
   for grad in grads:
     assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).max()) > 0
 
@@ -139,8 +138,8 @@ def test_harmonic_generator_gradients_reach_every_parameter():
 
 
 def test_attack_decay_envelope():
-  env = np.asarray(synthesis.attack_decay_envelope(jnp.array([[0.005]]), jnp.array([[0.1]]), jnp.array([[0.25]]),
-                                                   SR, SR))[0]
+  env = np.asarray(
+      synthesis.attack_decay_envelope(jnp.array([[0.005]]), jnp.array([[0.1]]), jnp.array([[0.25]]), SR, SR))[0]
   t = np.arange(SR) / SR
   np.testing.assert_allclose(env, (1 - np.exp(-t / 0.005)) * (0.25 + 0.75 * np.exp(-t / 0.1)), atol=1e-6)
   assert env[0] == 0.0 and env.max() < 1.0 and abs(env[-1] - 0.25) < 1e-3
@@ -161,12 +160,12 @@ def test_relative_noise_bounds_the_noise_by_the_harmonics():
   pitch = jnp.array([0, 5, 11])
   off = {}
   for relative, noise_max in ((False, 2.0), (True, 0.05)):
-    generator = g_lib.HarmonicGenerator(num_pitches=12, pitch_min=48, length=8192, sample_rate=SR,
-                                        noise_max=noise_max, relative_noise=relative)
+    generator = g_lib.HarmonicGenerator(num_pitches=12, pitch_min=48, length=8192, sample_rate=SR, noise_max=noise_max,
+                                        relative_noise=relative)
     params = dict(generator.init(jax.random.key(1), z, pitch, train=False)['params'])
     params['noise'] = {**params['noise'], 'bias': params['noise']['bias'] + 30.0}
     audio = np.asarray(generator.apply({'params': params}, z, pitch, train=False))
-    off[relative] = max(_energy_off_harmonics(clip, float(listening.midi_to_hz(p + 48)))
-                        for clip, p in zip(audio, np.asarray(pitch)))
+    off[relative] = max(
+        _energy_off_harmonics(clip, float(listening.midi_to_hz(p + 48))) for clip, p in zip(audio, np.asarray(pitch)))
   assert off[False] > 0.5
   assert off[True] < 0.2

@@ -31,7 +31,7 @@ def _synthetic_note(pitch: int, onset: int, num_samples: int = notes.NUM_SAMPLES
   """Silence, then from `onset` a cosine at the pitch's frequency that starts at its peak."""
   t = np.arange(num_samples - onset) / notes.SAMPLE_RATE
   x = np.zeros(num_samples, np.float32)
-  x[onset:] = _ONSET * np.cos(2 * np.pi * 440.0 * 2 ** ((pitch - 69) / 12) * t)
+  x[onset:] = _ONSET * np.cos(2 * np.pi * 440.0 * 2**((pitch - 69) / 12) * t)
   return x
 
 
@@ -53,10 +53,18 @@ def _nsynth_dir(config) -> str:
 
 
 def _nsynth_example(i: int, pitch: int, onset: int, num_samples: int = notes.NUM_SAMPLES) -> dict:
-  return {'id': f'note{i}', 'audio': _synthetic_note(pitch, onset, num_samples), 'pitch': pitch,
-          'velocity': i,  # Unique, to match outputs with inputs.
-          'instrument': {'label': 1000 + i % 6, 'family': i % 11, 'source': 0},
-          'qualities': dict.fromkeys(notes.QUALITIES, False)}
+  return {
+      'id': f'note{i}',
+      'audio': _synthetic_note(pitch, onset, num_samples),
+      'pitch': pitch,
+      'velocity': i,  # Unique, to match outputs with inputs.
+      'instrument': {
+          'label': 1000 + i % 6,
+          'family': i % 11,
+          'source': 0
+      },
+      'qualities': dict.fromkeys(notes.QUALITIES, False)
+  }
 
 
 # (pitch, onset): pitches outside 48..60 must be dropped; the last in-range note is shorter than 8192 samples
@@ -71,10 +79,13 @@ def nsynth_config(tmp_path_factory):
   config.data_dir = str(tmp_path_factory.mktemp('nsynth'))
   config.data.audio_source = 'nsynth'
   features = tfds.builder(NSYNTH).info.features
-  examples = {'train': [_nsynth_example(i, p, o) for i, (p, o) in enumerate(_NSYNTH_NOTES)],
-              'valid': [_nsynth_example(20 + i, 50 + i, 0) for i in range(3)]}
-  _write_prepared(_nsynth_dir(config), 'nsynth', features,
-                  {split: [features.serialize_example(ex) for ex in exs] for split, exs in examples.items()})
+  examples = {
+      'train': [_nsynth_example(i, p, o) for i, (p, o) in enumerate(_NSYNTH_NOTES)],
+      'valid': [_nsynth_example(20 + i, 50 + i, 0) for i in range(3)]
+  }
+  _write_prepared(_nsynth_dir(config), 'nsynth', features, {
+      split: [features.serialize_example(ex) for ex in exs] for split, exs in examples.items()
+  })
   return config
 
 
@@ -96,8 +107,8 @@ def test_batches_have_configured_shapes_dtypes_and_pitch_range(tiny):
 def test_shuffle_is_seeded(tiny):
 
   def order(seed):
-    batches = audio.note_batches(tiny, 'train', batch_size=20, shuffle=True, repeat=False, seed=seed,
-                                 process_index=0, process_count=1, drop_remainder=False)
+    batches = audio.note_batches(tiny, 'train', batch_size=20, shuffle=True, repeat=False, seed=seed, process_index=0,
+                                 process_count=1, drop_remainder=False)
     batch = next(batches)
     return list(zip(batch['instrument'], batch['pitch']))
 
@@ -137,8 +148,9 @@ def test_real_nsynth_format_goes_through_the_same_code(nsynth_config):
     np.testing.assert_array_equal(row[:len(expected)], expected)
     assert not np.any(row[len(expected):])  # Zero-padded when the note ends within `length` samples.
   assert config_lib.num_families(nsynth_config) == 11
-  batch = next(audio.note_batches(nsynth_config, 'valid', batch_size=2, shuffle=True, repeat=True, seed=0,
-                                  process_index=0, process_count=1))
+  batch = next(
+      audio.note_batches(nsynth_config, 'valid', batch_size=2, shuffle=True, repeat=True, seed=0, process_index=0,
+                         process_count=1))
   assert batch['audio'].shape == (2, length) and batch['pitch'].dtype == np.int32
 
 
@@ -161,8 +173,9 @@ def test_wrong_audio_shape_in_dataset_info_is_named(tmp_path):
   config.data.audio_source = 'nsynth'
   config.data.nsynth_name = 'short_notes'
   features = tfds.builder(NSYNTH).info.features
-  short = tfds.features.FeaturesDict({**features, 'audio': tfds.features.Audio(
-      shape=(16000,), dtype=np.float32, sample_rate=notes.SAMPLE_RATE)})
+  short = tfds.features.FeaturesDict({
+      **features, 'audio': tfds.features.Audio(shape=(16000,), dtype=np.float32, sample_rate=notes.SAMPLE_RATE)
+  })
   _write_prepared(os.path.join(config.data_dir, 'tfds', 'short_notes', '1.0.0'), 'short_notes', short,
                   {'train': [short.serialize_example(_nsynth_example(0, 50, 0, num_samples=16000))]})
   with pytest.raises(audio.DataError, match=r"'audio' .* shape \(16000,\).*expected shape \(64000,\)"):
@@ -203,12 +216,13 @@ def test_a_sample_rate_other_than_the_configs_is_named(tmp_path, tiny):
   config.data.audio_source = 'nsynth'
   config.data.nsynth_name = 'notes_22k'
   features = tfds.builder(NSYNTH).info.features
-  resampled = tfds.features.FeaturesDict({**features, 'audio': tfds.features.Audio(
-      shape=(notes.NUM_SAMPLES,), dtype=np.float32, sample_rate=22050)})
+  resampled = tfds.features.FeaturesDict({
+      **features, 'audio': tfds.features.Audio(shape=(notes.NUM_SAMPLES,), dtype=np.float32, sample_rate=22050)
+  })
   _write_prepared(os.path.join(config.data_dir, 'tfds', 'notes_22k', '1.0.0'), 'notes_22k', resampled,
                   {'train': [resampled.serialize_example(_nsynth_example(0, 50, 0))]})
   with pytest.raises(audio.DataError, match=r"'audio' of .*notes_22k.* sampled at 22050 Hz but "
-                                            r'config\.audio\.sample_rate = 16000'):
+                     r'config\.audio\.sample_rate = 16000'):
     audio.load_notes(config, 'train')
   # The SoundFont notes are rendered at 16 kHz: a config asking for another rate is refused the same way.
   other = aux.get_config('tiny')

@@ -80,24 +80,27 @@ def test_round_trip_keeps_images_identities_and_file_order(folder, shards):
     assert name == filename.split('/')[0] and label == labels[name]
     np.testing.assert_array_equal(image[..., 0], image[..., 2])  # Greyscale -> 3 equal channels.
     assert np.abs(image[..., 0] * 255 - written[filename]).mean() < 3.0  # Only JPEG's loss (other faces differ by ~40).
-  in_file_order = [e.features.feature[faces.FILENAME_KEY].bytes_list.value[0].decode()
-                   for path in shards for e in faces.read_records(path)]
+  in_file_order = [
+      e.features.feature[faces.FILENAME_KEY].bytes_list.value[0].decode()
+      for path in shards
+      for e in faces.read_records(path)
+  ]
   assert list(out['filename']) == in_file_order
   assert faces.stored_embedding_dim(shards) == 0 and 'embedding' not in out
 
 
 def test_face_dataset_batches(shards):
   pattern = os.path.join(os.path.dirname(shards[0]), 'train-*.tfrecord')
-  ds = faces.face_dataset(pattern, image_size=16, batch_size=5, shuffle=True, repeat=True, seed=0,
-                          process_index=0, process_count=1)
+  ds = faces.face_dataset(pattern, image_size=16, batch_size=5, shuffle=True, repeat=True, seed=0, process_index=0,
+                          process_count=1)
   for batch in ds.take(4).as_numpy_iterator():
     assert set(batch) == {'image', 'identity'}
     assert batch['image'].shape == (5, 16, 16, 3) and batch['image'].dtype == np.float32
     assert 0 <= batch['image'].min() and batch['image'].max() <= 1 and batch['image'].std() > 0.05
     assert batch['identity'].shape == (5,) and batch['identity'].dtype == np.int32
     assert set(batch['identity']) <= set(range(len(IDENTITIES)))
-  once = faces.face_dataset(shards, image_size=16, batch_size=5, shuffle=False, repeat=False, seed=0,
-                            process_index=0, process_count=1, drop_remainder=False)
+  once = faces.face_dataset(shards, image_size=16, batch_size=5, shuffle=False, repeat=False, seed=0, process_index=0,
+                            process_count=1, drop_remainder=False)
   assert [len(b['identity']) for b in once.as_numpy_iterator()] == [5, 5, 2]
 
 
@@ -108,8 +111,9 @@ def test_two_hosts_read_disjoint_files_covering_everything(shards):
   for index in range(2):
     ds = faces.face_dataset(shards, image_size=25, batch_size=4, shuffle=True, repeat=False, seed=index,
                             process_index=index, process_count=2, drop_remainder=False)
-    per_host.append({(image * 255).round().astype(np.uint8).tobytes()
-                     for batch in ds.as_numpy_iterator() for image in batch['image']})
+    per_host.append({
+        (image * 255).round().astype(np.uint8).tobytes() for batch in ds.as_numpy_iterator() for image in batch['image']
+    })
   assert not per_host[0] & per_host[1]
   assert len(per_host[0] | per_host[1]) == NUM_IMAGES
   with pytest.raises(FaceDataError, match='3 face TFRecord files .* 4 hosts'):
@@ -127,12 +131,13 @@ def test_embeddings_from_any_embedder_are_stored_and_checked(folder, shards, tmp
     _, pixels = faces.read_image(os.path.join(root, filename))
     np.testing.assert_allclose(embedding, embedder(pixels[None])[0], rtol=1e-6)
 
-  batch = next(faces.face_dataset(converted, image_size=8, batch_size=4, shuffle=False, repeat=False, seed=0,
-                                  process_index=0, process_count=1).as_numpy_iterator())
+  batch = next(
+      faces.face_dataset(converted, image_size=8, batch_size=4, shuffle=False, repeat=False, seed=0, process_index=0,
+                         process_count=1).as_numpy_iterator())
   assert batch['embedding'].shape == (4, embedder.dim)
   with pytest.raises(FaceDataError, match=f'{converted[0]}.*width 6; expected width 128'):
-    faces.face_dataset(converted, image_size=8, batch_size=4, shuffle=False, repeat=False, seed=0,
-                       process_index=0, process_count=1, embedding_dim=128)
+    faces.face_dataset(converted, image_size=8, batch_size=4, shuffle=False, repeat=False, seed=0, process_index=0,
+                       process_count=1, embedding_dim=128)
   with pytest.raises(FaceDataError, match=f'{shards[0]}.*no embeddings; expected width 6'):
     faces.load_faces(shards, image_size=8, embedding_dim=6)
 
@@ -254,8 +259,8 @@ def test_corrupt_tfrecord_names_the_file(shards, tmp_path, damage):
     f.write(raw)
   with pytest.raises(FaceDataError, match=f'{copies[1]} is corrupt or truncated'):
     faces.load_faces(copies, image_size=8)
-  ds = faces.face_dataset(copies, image_size=8, batch_size=2, shuffle=True, repeat=True, seed=0,
-                          process_index=0, process_count=1)
+  ds = faces.face_dataset(copies, image_size=8, batch_size=2, shuffle=True, repeat=True, seed=0, process_index=0,
+                          process_count=1)
   with pytest.raises(tf.errors.InvalidArgumentError, match=f'{copies[1]} is corrupt or truncated'):
     for _ in ds.take(100):
       pass
@@ -281,15 +286,18 @@ def test_missing_inputs_name_the_path(tmp_path, folder, shards):
 
 
 def test_command_lines(folder, tmp_path):
-  args = faces._parse_flags(['faces', 'convert', f'--input_dir={folder[0]}', f'--output_dir={tmp_path}/tfr',
-                             '--num_shards=2', '--embed=dlib', '--assume_cropped'])
+  args = faces._parse_flags([
+      'faces', 'convert', f'--input_dir={folder[0]}', f'--output_dir={tmp_path}/tfr', '--num_shards=2', '--embed=dlib',
+      '--assume_cropped'
+  ])
   faces.main(args)
   converted = sorted(tf.io.gfile.glob(f'{tmp_path}/tfr/train-*-of-00002.tfrecord'))
   assert len(converted) == 2 and faces.stored_embedding_dim(converted) == 128
 
   plain = faces.convert_folder(folder[0], str(tmp_path / 'plain'), 'train', num_shards=1)
-  face_embedding.main(face_embedding._parse_flags(
-      ['face_embedding', f'--input={plain[0]}', f'--output_dir={tmp_path}/dlib', '--assume_cropped']))
+  face_embedding.main(
+      face_embedding._parse_flags(
+          ['face_embedding', f'--input={plain[0]}', f'--output_dir={tmp_path}/dlib', '--assume_cropped']))
   embedded = faces.load_faces([f'{tmp_path}/dlib/{os.path.basename(plain[0])}'], image_size=8, embedding_dim=128)
   assert embedded['embedding'].shape == (NUM_IMAGES, 128)
 
@@ -321,8 +329,8 @@ def test_a_shard_that_lost_whole_records_is_an_error_naming_it(shards, tmp_path,
     message = f'{damaged} holds 0 records, but its writer recorded 4'
   with pytest.raises(FaceDataError, match=message):
     faces.load_faces(copies, image_size=8)
-  ds = faces.face_dataset(copies, image_size=8, batch_size=2, shuffle=False, repeat=False, seed=0,
-                          process_index=0, process_count=1)
+  ds = faces.face_dataset(copies, image_size=8, batch_size=2, shuffle=False, repeat=False, seed=0, process_index=0,
+                          process_count=1)
   with pytest.raises(tf.errors.InvalidArgumentError, match=message):
     for _ in ds:
       pass
@@ -340,8 +348,7 @@ def test_images_are_read_upright_in_8_bits_and_their_size_is_checked_first(lfw, 
   # A photo stored sideways (turned 90 degrees clockwise) with an EXIF tag saying how to turn it back.
   exif = Image.Exif()
   exif[0x0112] = 6
-  Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(tmp_path / 'sideways.jpg', quality=98,
-                                                                       exif=exif)
+  Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(tmp_path / 'sideways.jpg', quality=98, exif=exif)
   _, pixels = faces.read_image(str(tmp_path / 'sideways.jpg'))
   assert pixels.shape == upright.shape
   assert np.abs(pixels.astype(float) - upright).mean() < 4

@@ -30,10 +30,12 @@ def test_the_exif_orientation_is_applied(tmp_path, orientation, stored):
   assert np.abs(pixels.astype(float) - _picture()).mean() < 4
 
 
-@pytest.mark.parametrize('deep, name', [
-    (lambda grey: Image.fromarray(grey.astype(np.uint16) * 257), 'deep.png'),  # 16-bit greyscale ('I;16')
-    (lambda grey: Image.fromarray(grey.astype(np.int32) * 257, mode='I'), 'deep.tif'),  # 32-bit integer greyscale
-])
+@pytest.mark.parametrize(
+    'deep, name',
+    [
+        (lambda grey: Image.fromarray(grey.astype(np.uint16) * 257), 'deep.png'),  # 16-bit greyscale ('I;16')
+        (lambda grey: Image.fromarray(grey.astype(np.int32) * 257, mode='I'), 'deep.tif'),  # 32-bit integer greyscale
+    ])
 def test_16_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path, deep, name):
   grey = _picture()[..., 0]
   path = str(tmp_path / name)

@@ -95,8 +95,7 @@ def test_builder_name_hashes_what_changes_the_data(tiny, tmp_path):
   name = notes.builder_config(config).name
   assert notes.builder_config(aux.get_config('tiny')).name == name  # The data dir is not part of the data.
   changed = []
-  for field, value in (('velocities', (50,)), ('pitch_step', 3), ('renderer', 'fluidsynth'),
-                       ('exclude', ((33, 48),))):
+  for field, value in (('velocities', (50,)), ('pitch_step', 3), ('renderer', 'fluidsynth'), ('exclude', ((33, 48),))):
     other = aux.get_config('tiny')
     other.notes[field] = value
     changed.append(notes.builder_config(other).name)
@@ -157,4 +156,3 @@ def test_missing_fluidsynth_says_how_to_install():
     pass
   with pytest.raises(ImportError, match='libfluidsynth3'):
     notes.open_renderer('fluidsynth', notes.default_soundfont())
-

@@ -69,18 +69,18 @@ class _TorchReduction(tnn.Module):
 
 
 def _block35():
-  return _TorchResidual(256, [[(32, 1, 1, 0)], [(32, 1, 1, 0), (32, 3, 1, 1)],
-                              [(32, 1, 1, 0), (32, 3, 1, 1), (32, 3, 1, 1)]], 0.17)
+  return _TorchResidual(256, [[(32, 1, 1, 0)], [(32, 1, 1, 0),
+                                                (32, 3, 1, 1)], [(32, 1, 1, 0), (32, 3, 1, 1), (32, 3, 1, 1)]], 0.17)
 
 
 def _block17():
-  return _TorchResidual(896, [[(128, 1, 1, 0)], [(128, 1, 1, 0), (128, (1, 7), 1, (0, 3)),
-                                                 (128, (7, 1), 1, (3, 0))]], 0.10)
+  return _TorchResidual(896, [[(128, 1, 1, 0)], [(128, 1, 1, 0), (128, (1, 7), 1, (0, 3)), (128, (7, 1), 1, (3, 0))]],
+                        0.10)
 
 
 def _block8(scale=0.20, relu=True):
-  return _TorchResidual(1792, [[(192, 1, 1, 0)], [(192, 1, 1, 0), (192, (1, 3), 1, (0, 1)),
-                                                  (192, (3, 1), 1, (1, 0))]], scale, relu)
+  return _TorchResidual(1792, [[(192, 1, 1, 0)], [(192, 1, 1, 0), (192, (1, 3), 1, (0, 1)), (192, (3, 1), 1, (1, 0))]],
+                        scale, relu)
 
 
 class TorchInceptionResnetV1(tnn.Module):
@@ -97,8 +97,11 @@ class TorchInceptionResnetV1(tnn.Module):
     self.repeat_1 = tnn.Sequential(*[_block35() for _ in range(5)])
     self.mixed_6a = _TorchReduction(256, [[(384, 3, 2, 0)], [(192, 1, 1, 0), (192, 3, 1, 1), (256, 3, 2, 0)]])
     self.repeat_2 = tnn.Sequential(*[_block17() for _ in range(10)])
-    self.mixed_7a = _TorchReduction(896, [[(256, 1, 1, 0), (384, 3, 2, 0)], [(256, 1, 1, 0), (256, 3, 2, 0)],
-                                          [(256, 1, 1, 0), (256, 3, 1, 1), (256, 3, 2, 0)]])
+    self.mixed_7a = _TorchReduction(896,
+                                    [[(256, 1, 1, 0),
+                                      (384, 3, 2, 0)], [(256, 1, 1, 0),
+                                                        (256, 3, 2, 0)], [(256, 1, 1, 0), (256, 3, 1, 1),
+                                                                          (256, 3, 2, 0)]])
     self.repeat_3 = tnn.Sequential(*[_block8() for _ in range(5)])
     self.block8 = _block8(1.0, relu=False)
     self.last_linear = tnn.Linear(1792, 512, bias=False)
@@ -148,8 +151,8 @@ def test_converted_network_matches_pytorch(torch_state_dict, tmp_path):
   # A real facenet-pytorch file also holds the identity classifier, which the converter skips.
   full = dict(state_dict, **{'logits.weight': torch.zeros(8631, 512), 'logits.bias': torch.zeros(8631)})
   torch.save(full, tmp_path / 'facenet.pt')
-  assert face_convert.main(['convert', f'--torch_state_dict={tmp_path / "facenet.pt"}',
-                            f'--output={tmp_path / "facenet.npz"}']) == 0
+  assert face_convert.main(
+      ['convert', f'--torch_state_dict={tmp_path / "facenet.pt"}', f'--output={tmp_path / "facenet.npz"}']) == 0
 
   embedder = face.FaceNetEmbedder(str(tmp_path / 'facenet.npz'), batch_size=2)
   images = _random_faces(2, 160, seed=1)
@@ -236,8 +239,8 @@ def test_refinement_lowers_triplet_loss(small_variables):
 
   before = eval_loss(variables)
   # Less dropout than facenet-pytorch's 0.6: the small variant pools only 224 features.
-  refined = face.refine_face_network(variables, images, labels, steps=60, batch_size=16, lr=3e-3, margin=0.2,
-                                     seed=0, dropout_rate=0.2, image_size=SMALL_SIZE)
+  refined = face.refine_face_network(variables, images, labels, steps=60, batch_size=16, lr=3e-3, margin=0.2, seed=0,
+                                     dropout_rate=0.2, image_size=SMALL_SIZE)
   after = eval_loss(refined)
   assert after < 0.5 * before, (before, after)  # Typically 0.29 -> 0.04.
   assert eval_loss(variables) == before  # The caller's variables survive the donated train steps.

@@ -65,10 +65,14 @@ def test_generator_gradients_are_finite():
 
   @jax.jit
   def grads(params):
+
     def loss(params, z):
-      audio, _ = generator.apply({'params': params, 'batch_stats': variables['batch_stats']}, z, pitch, train=True,
-                                 mutable=['batch_stats'])
-      return jnp.mean(audio ** 2)
+      audio, _ = generator.apply({
+          'params': params,
+          'batch_stats': variables['batch_stats']
+      }, z, pitch, train=True, mutable=['batch_stats'])
+      return jnp.mean(audio**2)
+
     return jax.grad(loss, argnums=(0, 1))(params, z)
 
   g_params, g_z = grads(variables['params'])
@@ -93,10 +97,13 @@ def test_discriminator_train_and_eval():
 
   @jax.jit
   def train_step(variables, rng):
+
     def loss(params, audio):
-      logits, updates = discriminator.apply({**variables, 'params': params}, audio, pitch, train=True,
-                                            mutable=['batch_stats'], rngs={'phase_shuffle': rng})
+      logits, updates = discriminator.apply({
+          **variables, 'params': params
+      }, audio, pitch, train=True, mutable=['batch_stats'], rngs={'phase_shuffle': rng})
       return jnp.sum(logits), (logits, updates)
+
     grads, (logits, updates) = jax.grad(loss, argnums=(0, 1), has_aux=True)(variables['params'], audio)
     return grads, logits, updates
 
@@ -119,8 +126,8 @@ def test_discriminator_spectral_norms_track_top_singular_values():
   _, pitch = _inputs()
   audio = jnp.tanh(jax.random.normal(jax.random.key(2), (3, LENGTH)))
   variables = _init(discriminator, audio, pitch, train=False)
-  update = jax.jit(lambda v, rng: discriminator.apply(v, audio, pitch, train=True, mutable=['batch_stats'],
-                                                      rngs={'phase_shuffle': rng})[1])
+  update = jax.jit(lambda v, rng: discriminator.apply(v, audio, pitch, train=True, mutable=['batch_stats'], rngs=
+                                                      {'phase_shuffle': rng})[1])
   for step in range(60):
     variables = {**variables, **update(variables, jax.random.key(step))}
   for name, stats in variables['batch_stats'].items():
@@ -175,8 +182,10 @@ def test_generator_upsampling_options(upsample):
   params['pitch_embedding'] = _random_params(params['pitch_embedding'])
   variables = {**variables, 'params': params}
   assert not np.allclose(apply(variables, pitch), apply(variables, (pitch + 1) % NUM_PITCHES))
-  grads = jax.jit(jax.grad(lambda p: jnp.sum(jnp.square(generator.apply({**variables, 'params': p}, z, pitch,
-                                                                         train=False)))))(variables['params'])
+  grads = jax.jit(
+      jax.grad(lambda p: jnp.sum(jnp.square(generator.apply({
+          **variables, 'params': p
+      }, z, pitch, train=False)))))(variables['params'])
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
   assert float(jnp.abs(grads['pitch_embedding']['embedding']).max()) > 0
 

@@ -84,8 +84,7 @@ def test_phase_shuffle_shifts_each_example_with_reflection():
   padded = np.pad(np.asarray(x), ((0, 0), (radius, radius), (0, 0)), mode='reflect')
   found = set()
   for b in range(x.shape[0]):
-    matches = [s for s in range(-radius, radius + 1)
-               if np.array_equal(y[b], padded[b, radius - s:radius - s + length])]
+    matches = [s for s in range(-radius, radius + 1) if np.array_equal(y[b], padded[b, radius - s:radius - s + length])]
     assert len(matches) == 1
     found.add(matches[0])
   assert found == set(range(-radius, radius + 1))
@@ -108,5 +107,4 @@ def test_spectral_norm_wraps_fast_layers(layer):
   np.testing.assert_allclose(top / sigma, 1.0, rtol=1e-3)
   # The wrapped layer computes the unwrapped one with kernel / sigma.
   plain = {'params': {**variables['params']['layer_instance'], 'kernel': kernel / sigma}}
-  np.testing.assert_allclose(sn.apply(variables, x, update_stats=False), layer.apply(plain, x), rtol=1e-4,
-                             atol=1e-5)
+  np.testing.assert_allclose(sn.apply(variables, x, update_stats=False), layer.apply(plain, x), rtol=1e-4, atol=1e-5)
