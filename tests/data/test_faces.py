@@ -361,3 +361,22 @@ def test_images_are_read_upright_in_8_bits_and_their_size_is_checked_first(lfw, 
   # Refused from its header, before decoding.
   with pytest.raises(FaceDataError, match=r'deep.png: it is 100x100 pixels .* more than the limit'):
     faces.read_image(str(tmp_path / 'deep.png'), max_pixels=5000)
+
+
+def test_a_photo_larger_than_the_detection_limit_is_searched_shrunk_and_boxed_in_its_own_pixels(monkeypatch):
+  # The astronaut, 5x larger (2560x2560, 6.6 megapixels): the detector sees a copy shrunk to the limit (here
+  # lowered to 1 megapixel, so that the test runs fast), and the box comes back in the photo's own pixels.
+  astronaut = skimage_data.astronaut()
+  big = np.asarray(Image.fromarray(astronaut).resize((2560, 2560), Image.Resampling.BILINEAR))
+  embedder = DlibFaceEmbedder()
+  small_embeddings, small_boxes = embedder.all_faces(astronaut)
+  seen = []
+  detector = embedder._aligner._detector  # pylint: disable=protected-access
+  monkeypatch.setattr(embedder._aligner, '_detector',
+                      lambda image, upsample: seen.append(image.shape) or detector(image, upsample))
+  monkeypatch.setattr(face_embedding, 'MAX_DETECTION_PIXELS', 1_000_000)
+  embeddings, boxes = embedder.all_faces(big)
+  assert seen and all(h * w <= 1_000_000 for h, w, _ in seen)  # Never the whole 6.6 megapixels.
+  assert boxes.shape == small_boxes.shape == (1, 4)
+  np.testing.assert_allclose(boxes[0], small_boxes[0] * 5, atol=5 * 8)  # Within 8 pixels of the original's box.
+  assert np.linalg.norm(embeddings[0] - small_embeddings[0]) < 0.3  # The same face (dlib's threshold: 0.6).
