@@ -19,7 +19,9 @@ add audio distance that the faces cannot explain), and, for comparison, over the
 pitches with pairs of one face with itself left out (`pearson_correlation_random_pitch`); the silhouette value of
 the faces in face space, each labelled with the family whose real-note centroid in phi space is nearest to its
 translation. Reference rows (`reference_rows`): FID and IS of the real test notes, white noise and harmonic tones
-through the same classifiers, against the same N real notes: the floor and ceiling of each column.
+through the same classifiers, against the same N real notes: the floor and ceiling of each column; and, for the FID
+floor, another draw of up to N training notes disjoint from those N (`real_train_notes`: real against real at the
+same pitch distribution).
 
 Evaluation runs in one process; the generator, phi and the classifiers are jitted over batches of
 config.eval.batch_size.
@@ -230,7 +232,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   faces = load_faces(config)
   face_index = np.arange(n) % len(faces['name'])
   notes = stages.load_notes(config, 'train')
-  real_index = np.resize(rng.permutation(len(notes['pitch'])), n)
+  order = rng.permutation(len(notes['pitch']))
+  real_index = np.resize(order, n)
+  # Another draw of training notes, disjoint from those (where the split allows): the FID floor, real against real
+  # at the same pitch distribution.
+  other_real = notes['audio'][order[n:2 * n]] if len(order) > n + 1 else None
   real_audio, real_family = notes['audio'][real_index], notes['family'][real_index]
   # Each translation takes the pitch of a real note: the two sets share one pitch distribution.
   pitch = notes['pitch'][real_index].astype(np.int32)
@@ -248,6 +254,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   result: dict[str, Any] = {}
   notes_text = []
   references = _reference_audio(config, pitch)
+  if other_real is not None:
+    references = {'real_train_notes': other_real, **references}
   reference_rows: dict[str, dict[str, float]] = {row: {} for row in references}
   for kind in ('pitch', 'family'):
     real_probs, real_features = _classify(config, kind, classifiers[kind], real_audio)

@@ -311,12 +311,12 @@ def _reference_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
   """The reference rows of one evaluation, in the table's columns (None where a column does not apply)."""
   rows = {}
   for row, classified in summary['reference_rows'].items():
-    listened = summary['listening']['rows'][row]
+    listened = summary['listening']['rows'].get(row)  # The FID floor's row has no listening measures.
     rows[row] = {
-        'in_tune_50c': listened['in_tune_50c'],
-        'flatness': listened['flatness']['median'],
-        'rms': listened['rms']['median'],
-        'distinctness': listened['distinctness']['mean'],
+        'in_tune_50c': listened and listened['in_tune_50c'],
+        'flatness': listened and listened['flatness']['median'],
+        'rms': listened and listened['rms']['median'],
+        'distinctness': listened and listened['distinctness']['mean'],
         'pearson_correlation': None,
         'silhouette_value': None,
         **classified

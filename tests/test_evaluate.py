@@ -67,7 +67,7 @@ def test_evaluate_writes_metrics_figures_and_page(trained):
   assert set(per_pitch) == {'48', '60'}
   assert m['pearson_correlation'] == pytest.approx(np.mean([r for r in per_pitch.values() if r is not None]))
   # Reference rows through the same classifiers: every FID >= 0, every IS within [1, the class count].
-  assert set(written['reference_rows']) == {'real_test_notes', 'white_noise', 'harmonic_tone'}
+  assert set(written['reference_rows']) == {'real_train_notes', 'real_test_notes', 'white_noise', 'harmonic_tone'}
   for row in written['reference_rows'].values():
     assert row['fid_pitch'] >= -1e-6 and row['fid_family'] >= -1e-6
     assert 1 - 1e-6 <= row['inception_score_pitch'] <= 13 and 1 - 1e-6 <= row['inception_score_family'] <= 4

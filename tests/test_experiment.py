@@ -87,7 +87,7 @@ def test_an_interrupted_experiment_resumes_trains_no_cell_twice_and_writes_its_t
   for config in ('baseline', 'aux'):
     fid = table['summary'][config]['fid_pitch']
     assert fid['n'] == 2 and fid['mean'] == pytest.approx(sum(fid['values']) / 2)
-  assert set(table['reference_rows']) == {'real_test_notes', 'white_noise', 'harmonic_tone'}
+  assert set(table['reference_rows']) == {'real_train_notes', 'real_test_notes', 'white_noise', 'harmonic_tone'}
   assert table['reference_rows']['harmonic_tone']['in_tune_50c'] == 1.0
   assert table['reference_rows']['white_noise']['in_tune_50c'] <= 0.2
   comparison = next(c for c in table['comparisons'] if (c['a'], c['b']) == ('aux', 'baseline'))
