@@ -198,6 +198,21 @@ def restore_latest(checkpoint_manager: ocp.CheckpointManager, like: Any,
   return like, None
 
 
+def prune(checkpoint_manager: ocp.CheckpointManager, keep: int) -> list[int]:
+  """Deletes all but the newest `keep` checkpoints; returns the deleted steps. Every process must call this.
+
+  Orbax prunes after each save has committed. A run killed between a save's commit and that pruning (the final save
+  above all), or resumed with a smaller `keep_checkpoints` and nothing left to train, would otherwise keep the older
+  checkpoints for good. Set-aside (corrupt) checkpoints are not steps and are never touched.
+  """
+  extra = sorted(checkpoint_manager.all_steps())[:-keep]
+  for step in extra:
+    checkpoint_manager.delete(step)
+  if extra:
+    logging.info('Deleted the checkpoints of steps %s: only the newest %d are kept.', extra, keep)
+  return extra
+
+
 def restore_entry(checkpoint_manager: ocp.CheckpointManager, step: int, name: str, like: Any) -> Any:
   """Reads one top-level entry of the pytree saved as checkpoint `step` (e.g. the generator 'g' of the GAN's
   state), and no array of the others, and verifies it against the checksums saved with it.

@@ -156,6 +156,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   manager = checkpoint.manager(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
   saver = checkpoint.Saver(manager)
   state, latest = checkpoint.restore_latest(manager, state, identity['verified_from'])
+  checkpoint.prune(manager, config.train.keep_checkpoints)
   if latest is not None:
     logging.info('Resumed from the checkpoint at step %d.', latest)
   start_step = int(to_host(state.step))

@@ -1,5 +1,6 @@
 """Injected faults: SIGKILL at a random moment and during a checkpoint save, a full disk while saving, a flipped bit
-in the newest checkpoint, one process of a multi-process run dying or hanging, an unwritable work directory.
+in the newest checkpoint, a kill between the final save and its pruning, SIGTERM during a stage, one process of a
+multi-process run dying or hanging, an unwritable work directory.
 
 The kill and disk tests run `run_train.py` in subprocesses (as a user would) on the tiny config for NUM_STEPS
 steps, then rerun the same command and compare its final parameters with those of one uninterrupted run that
@@ -27,6 +28,7 @@ import numpy as np
 import pytest
 
 from face2music_jax import checkpoint
+from face2music_jax import preemption
 from face2music_jax import train
 from tests import test_checkpoint
 
@@ -210,6 +212,24 @@ def test_a_checkpoint_complete_but_for_its_final_rename_is_never_resumed_from(re
   assert sorted(os.listdir(directory)) == ['4', '5']  # The leftover was removed before the first save.
 
 
+def test_a_kill_after_the_final_save_but_before_its_pruning_leaves_no_extra_checkpoint(
+    reference, tiny_data_dir, env, tmp_path):
+  workdir = str(tmp_path / 'workdir')
+  shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns('done'))
+  kept = _checkpoints(workdir)[0]
+  assert kept[-1] == NUM_STEPS and len(kept) < NUM_STEPS, kept
+  # Killed after the final save committed, before Orbax deleted the oldest checkpoint: one too many is left.
+  older = kept[0] - 1
+  shutil.copytree(os.path.join(workdir, 'checkpoints', str(kept[0])), os.path.join(workdir, 'checkpoints', str(older)))
+
+  rerun = _run(_command(workdir, tiny_data_dir), env)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  _assert_resumed_from(rerun, kept)
+  assert f'Deleted the checkpoints of steps [{older}]' in rerun.stderr, rerun.stderr[-3000:]
+  assert _checkpoints(workdir) == (kept, [])
+  _assert_finished_like_the_reference(workdir, reference)
+
+
 def test_a_full_disk_while_saving_stops_with_one_clear_error_and_the_rerun_resumes(reference, tiny_data_dir, env,
                                                                                    tmp_path):
   workdir = _new_workdir(tmp_path, reference)
@@ -252,6 +272,23 @@ def test_a_flipped_bit_in_the_newest_checkpoint_sets_it_aside_and_the_rerun_resu
   aside = [n for n in os.listdir(os.path.join(workdir, 'checkpoints')) if n.startswith(f'{NUM_STEPS}.corrupt-')]
   assert len(aside) == 1, os.listdir(os.path.join(workdir, 'checkpoints'))
   _assert_finished_like_the_reference(workdir, reference)
+
+
+def test_sigterm_during_a_stage_stops_at_once_with_its_own_code_and_keeps_the_finished_stages(
+    tiny_data_dir, env, tmp_path):
+  workdir = str(tmp_path / 'workdir')
+  log = str(tmp_path / 'stage.log')
+  # A long classifier stage, so that the signal surely arrives during it.
+  proc = _start(_command(workdir, tiny_data_dir, '--config.classifiers.num_steps=100000'), env, log)
+  _wait_until(lambda: 'Stage classifiers: training' in _read(log), proc, log)
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=120) == preemption.EXIT_CODE, _tail(log)
+  assert 'Stopped: SIGTERM received before training started' in _read(log), _tail(log)
+  names = os.listdir(workdir)
+  assert 'audio_embedding' in names and 'classifiers' not in names and 'checkpoints' not in names, names
+  assert not [n for n in names if 'tmp' in n], names
+  # The stage that finished before the signal is whole: its arrays match the checksums written with them.
+  checkpoint.restore_artefact(os.path.join(workdir, 'audio_embedding'))
 
 
 def _free_port() -> int:

@@ -219,6 +219,13 @@ def test_default_faces(tmp_path, monkeypatch):
   assert time.time() - start < 1 and os.path.getmtime(files['train'][0]) == mtime
   assert faces.face_files(config, 'test') == files['test']
 
+  # A corrupt index is named, with the way out; it is not rebuilt over nor read as an empty set.
+  manifest = os.path.join(os.path.dirname(files['train'][0]), 'faces.json')
+  with open(manifest, 'r+') as f:
+    f.truncate(os.path.getsize(manifest) // 2)
+  with pytest.raises(FaceDataError, match=f'{manifest}, the index of the default faces, is corrupt.*delete'):
+    faces.prepare_default_faces(config)
+
 
 def test_face_files_from_a_split_glob(shards):
   config = default.get_config('tiny')
