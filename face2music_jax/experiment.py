@@ -39,6 +39,7 @@ from face2music_jax import metrics
 from face2music_jax import preemption
 from face2music_jax import stages
 from face2music_jax import train
+from face2music_jax import workdir as workdir_lib
 
 CONFIGS = ('baseline', 'metric', 'aux')
 SHARED = 'shared'
@@ -122,9 +123,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def _checkpoint_step(workdir: str) -> int:
   """The newest complete checkpoint's step in `workdir` (0 if none): where training resumes from."""
-  root = os.path.join(workdir, 'checkpoints')
-  steps = [int(n) for n in os.listdir(root) if n.isdigit()] if os.path.isdir(root) else []
-  return max(steps, default=0)
+  return max(workdir_lib.checkpoint_steps(workdir), default=0)
 
 
 def _copy_artefacts(shared: str, workdir: str) -> None:
@@ -313,10 +312,10 @@ def _reference_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
   for row, classified in summary['reference_rows'].items():
     listened = summary['listening']['rows'].get(row)  # The FID floor's row has no listening measures.
     rows[row] = {
-        'in_tune_50c': listened and listened['in_tune_50c'],
-        'flatness': listened and listened['flatness']['median'],
-        'rms': listened and listened['rms']['median'],
-        'distinctness': listened and listened['distinctness']['mean'],
+        'in_tune_50c': None if listened is None else listened['in_tune_50c'],
+        'flatness': None if listened is None else listened['flatness']['median'],
+        'rms': None if listened is None else listened['rms']['median'],
+        'distinctness': None if listened is None else listened['distinctness']['mean'],
         'pearson_correlation': None,
         'silhouette_value': None,
         **classified

@@ -136,7 +136,8 @@ def _differences(here: dict[str, Any], there: dict[str, Any]) -> list[str]:
   ]
 
 
-def _checkpoint_steps(workdir: str) -> list[int]:
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The steps of the complete checkpoints in `workdir/checkpoints`, sorted (set-aside and partial ones excluded)."""
   directory = os.path.join(workdir, 'checkpoints')
   names = os.listdir(directory) if os.path.isdir(directory) else []
   return sorted(int(n) for n in names if n.isdigit())
@@ -180,7 +181,7 @@ def accept_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any
   if jax.process_count() > 1:  # Every process has read what was there before process 0 writes.
     multihost_utils.sync_global_devices(f'read {path}')
   if record is None:
-    steps = _checkpoint_steps(workdir)
+    steps = checkpoint_steps(workdir)
     if steps and where is None:
       logging.warning('%s holds checkpoints but no config.json or %s: taking them to be of this config.', workdir,
                       IDENTITY_FILE)
