@@ -14,7 +14,7 @@ Sections (keys of the JSON):
   mfcc            the JAX MFCC on a batch of notes vs librosa.feature.mfcc clip by clip: ratio and error.
   metric_loss     the metric preservation loss with its gradient at several batch sizes, and its share of the
                   `aux` step of each size.
-  input_pipeline  examples/s that the GAN's input (TrainingData.batch + global_batch) delivers vs the step.
+  input_pipeline  examples/s that the GAN's input (inputs.TrainingData.batch + global_batch) delivers vs the step.
   default_run     peak resident memory of `run_train.py --config=configs/aux.py` (stages + rss_steps steps).
   evaluation      seconds of evaluate() for N translations (on the default run's workdir), by phase.
 
@@ -49,10 +49,10 @@ from face2music_jax import losses
 from face2music_jax import parallel
 from face2music_jax import stages
 from face2music_jax import synthetic
-from face2music_jax import train
 from face2music_jax import train_step
 from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.audio import mfcc as mfcc_lib
+from face2music_jax.data import inputs as inputs_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ('baseline', 'metric', 'aux')
@@ -217,7 +217,7 @@ def step_profile(config: ml_collections.ConfigDict, repeats: int, ceiling: float
 def notes_for(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
   """`count` real test notes of the config's data (cycled if fewer), [count, length] float32."""
   stages.ensure_data(config)
-  audio = stages.load_notes(config, 'test')['audio']
+  audio = inputs_lib.Inputs(config).notes('test')['audio']
   return np.resize(audio, (count, audio.shape[1])).astype(np.float32)
 
 
@@ -268,7 +268,7 @@ def input_pipeline_benchmark(config: ml_collections.ConfigDict, num_batches: int
   """The GAN loop's input: a host batch drawn from memory and assembled into global arrays."""
   stages.ensure_data(config)
   start = time.perf_counter()
-  data = train.TrainingData(config)
+  data = inputs_lib.TrainingData(config)
   load_seconds = time.perf_counter() - start
   mesh = parallel.make_mesh()
   jax.block_until_ready(parallel.global_batch(mesh, data.batch(0)))

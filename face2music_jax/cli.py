@@ -26,12 +26,12 @@ from face2music_jax import translate
 from face2music_jax import workdir
 from face2music_jax.data import audio as audio_data
 from face2music_jax.data import face_embedding
-from face2music_jax.data import faces as face_data
+from face2music_jax.data import face_records
 from face2music_jax.data import notes as notes_data
 
 # Errors whose message says what is wrong and what to do: a command reports them in one line, without a traceback.
 KNOWN_ERRORS = (config_lib.ConfigError, checkpoint.CheckpointError, evaluate.EvaluationError,
-                translate.TranslationError, PermissionError, audio_data.DataError, face_data.FaceDataError,
+                translate.TranslationError, PermissionError, audio_data.DataError, face_records.FaceDataError,
                 face_embedding.NoFaceError, notes_data.SoundFontError, files.WriteError, workdir.WorkdirError)
 # The exit code of a known error (absl exits with 1 on a bad command line, Python with 1 on any other error).
 KNOWN_ERROR_EXIT_CODE = 2

@@ -25,7 +25,7 @@ NSYNTH_FAMILIES = ('bass', 'brass', 'flute', 'guitar', 'keyboard', 'mallet', 'or
                    'vocal')
 
 # The embedded default faces: 100 LFW crops and the astronaut, every DEFAULT_FACES_TEST_EVERY-th identity (sorted by
-# name) held out for the test split (data/faces.py).
+# name) held out for the test split (data/default_faces.py).
 DEFAULT_FACE_IDENTITIES = 101
 DEFAULT_FACES_TEST_EVERY = 10
 # Seeds seed numpy's and JAX's generators, which take non-negative integers (and seed + 1 is used too).

@@ -51,7 +51,7 @@ from face2music_jax import stages
 from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.audio import listening
 from face2music_jax.audio import wav as wav_lib
-from face2music_jax.data import faces as face_data
+from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.data import sampling
 from face2music_jax.models.classifiers import make_classifier
 
@@ -63,17 +63,19 @@ class EvaluationError(RuntimeError):
   """Evaluation cannot run: its output exists already, or an input is unusable; the message says which."""
 
 
-def load_faces(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
-  """Test faces, then training faces: 'embedding' [M, E], 'image' [M, S, S, 3] in [0, 1], 'name', 'split' [M]."""
+def load_faces(inputs: inputs_lib.Inputs, images: bool = True) -> dict[str, np.ndarray]:
+  """Test faces, then training faces: 'embedding' [M, E], 'name', 'split' [M] and, with `images`, 'image'
+  [M, S, S, 3] in [0, 1]."""
   parts = []
   for split in ('test', 'train'):
-    faces = face_data.load_faces(face_data.face_files(config, split), config.data.face_image_size,
-                                 embedding_dim=config.data.embedding_dim)
+    faces = inputs.faces_with_images(split) if images else inputs.faces(split)
     parts.append({
         'embedding': faces['embedding'],
-        'image': faces['image'],
         'name': faces['name'],
-        'split': np.full(len(faces['name']), split)
+        'split': np.full(len(faces['name']), split),
+        **({
+            'image': faces['image']
+        } if images else {})
     })
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -82,7 +84,7 @@ def load_faces(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
 _REFERENCE_CLIPS = 8
 
 
-def listen(config: ml_collections.ConfigDict, generate: Any,
+def listen(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs, generate: Any,
            faces: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
   """The listening measures (audio/listening.py) of translations of held-out faces, with reference rows.
 
@@ -94,6 +96,7 @@ def listen(config: ml_collections.ConfigDict, generate: Any,
 
   Args:
     config: the model's config.
+    inputs: the loader of the config's data (the real notes).
     generate: jitted (z [B, E], pitch class [B]) -> audio [B, length].
     faces: held-out faces: 'embedding' [M, E], 'name' [M].
 
@@ -108,7 +111,7 @@ def listen(config: ml_collections.ConfigDict, generate: Any,
   midi = np.repeat(pitches, len(index))
   audio = loops.batched(generate, faces['embedding'][face_index], (midi - pitch_min).astype(np.int32),
                         batch_size=config.eval.batch_size)
-  notes = [stages.load_notes(config, split) for split in ('train', 'valid', 'test')]
+  notes = [inputs.notes(split) for split in ('train', 'valid', 'test')]
   ref_midi = np.concatenate([n['pitch'] for n in notes]) + pitch_min
   keep = np.isin(ref_midi, pitches)
   ref_audio, ref_midi = np.concatenate([n['audio'] for n in notes])[keep], ref_midi[keep]
@@ -155,12 +158,13 @@ def _classify(config: ml_collections.ConfigDict, kind: str, params: Any,
   return loops.batched(apply, audio, batch_size=config.eval.batch_size)
 
 
-def _reference_audio(config: ml_collections.ConfigDict, pitch: np.ndarray) -> dict[str, np.ndarray]:
+def _reference_audio(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs,
+                     pitch: np.ndarray) -> dict[str, np.ndarray]:
   """The reference rows' audio for FID / IS: the real test notes, white noise, and harmonic tones at `pitch`
   (pitch classes, those of the real notes the translations are compared with)."""
   midi = pitch + config.audio.pitch_min
   return {
-      'real_test_notes': stages.load_notes(config, 'test')['audio'],
+      'real_test_notes': inputs.notes('test')['audio'],
       'white_noise': listening.white_noise(len(pitch), config.audio.length, seed=config.eval.seed),
       'harmonic_tone': listening.harmonic_tone(midi, config.audio.length, config.audio.sample_rate)
   }
@@ -198,13 +202,16 @@ def _json_float(value: float | None) -> float | None:
   return None if value is None or not np.isfinite(value) else float(value)
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False) -> dict[str, Any]:
+def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False,
+             inputs: inputs_lib.Inputs | None = None) -> dict[str, Any]:
   """Computes the metrics, figures and HTML page of the latest checkpoint in `workdir` (module docstring).
 
   Args:
     config: the config the model was trained with.
     workdir: the training work directory; the outputs go to `<workdir>/eval/`.
     overwrite: replace an existing `<workdir>/eval/`; otherwise its existence is an error.
+    inputs: the loader of the data; reused if it serves the config's data (`data.inputs.for_config`), e.g. by the
+      experiment runner, whose cells share one.
 
   Returns:
     The contents of metrics.json.
@@ -223,15 +230,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   logging.info('Evaluating the checkpoint at step %d of %s.', step, workdir)
 
   stages.ensure_data(config)
-  metric = stages.ensure_audio_embedding(config, workdir)
-  classifiers = stages.ensure_classifiers(config, workdir)
+  inputs = inputs_lib.for_config(config, inputs)
+  metric = stages.ensure_audio_embedding(config, workdir, inputs)
+  classifiers = stages.ensure_classifiers(config, workdir, inputs)
   families = config_lib.family_names(config)
   n = e.num_translations
   rng = np.random.default_rng(e.seed)
 
-  faces = load_faces(config)
+  faces = load_faces(inputs)
   face_index = np.arange(n) % len(faces['name'])
-  notes = stages.load_notes(config, 'train')
+  notes = inputs.notes('train')
   order = rng.permutation(len(notes['pitch']))
   real_index = np.resize(order, n)
   # Another draw of training notes, disjoint from those (where the split allows): the FID floor, real against real
@@ -253,7 +261,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
 
   result: dict[str, Any] = {}
   notes_text = []
-  references = _reference_audio(config, pitch)
+  references = _reference_audio(config, inputs, pitch)
   if other_real is not None:
     references = {'real_train_notes': other_real, **references}
   reference_rows: dict[str, dict[str, float]] = {row: {} for row in references}
@@ -272,7 +280,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   timer.lap('classifiers_fid_is')
 
   test_faces = {k: v[faces['split'] == 'test'] for k, v in faces.items()}
-  listening_measures, listened = listen(config, generate, test_faces)
+  listening_measures, listened = listen(config, inputs, generate, test_faces)
   result['in_tune_50c'] = listening_measures['rows']['translations']['in_tune_50c']
   result['flatness_median'] = listening_measures['rows']['translations']['flatness']['median']
   result['distinctness'] = listening_measures['rows']['translations']['distinctness']['mean']

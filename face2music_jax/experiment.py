@@ -40,6 +40,7 @@ from face2music_jax import preemption
 from face2music_jax import stages
 from face2music_jax import train
 from face2music_jax import workdir as workdir_lib
+from face2music_jax.data import inputs as inputs_lib
 
 CONFIGS = ('baseline', 'metric', 'aux')
 SHARED = 'shared'
@@ -233,9 +234,11 @@ def run(configs: tuple[str, ...], seeds: tuple[int, ...], size: str, experiment_
     logging.info('[experiment] the shared stages: data, audio embedding, classifiers, statistics in %s', shared)
   start = time.time()
   stages.ensure_data(shared_config)
-  metric = stages.ensure_audio_embedding(shared_config, shared)
-  classifiers = stages.ensure_classifiers(shared_config, shared)['metrics']
-  stages.ensure_statistics(shared_config, shared, metric)
+  # One loader of the data for the stages and every cell (cells differ in seed and losses, not in data).
+  inputs = inputs_lib.Inputs(shared_config)
+  metric = stages.ensure_audio_embedding(shared_config, shared, inputs)
+  classifiers = stages.ensure_classifiers(shared_config, shared, inputs)['metrics']
+  stages.ensure_statistics(shared_config, shared, metric, inputs)
   if time.time() - start > 5:
     _log_event(experiment_dir, cell=SHARED, event='stages', seconds=round(time.time() - start, 1))
   logging.info('[experiment] classifiers (shared by every cell): %s', classifiers)
@@ -263,7 +266,7 @@ def run(configs: tuple[str, ...], seeds: tuple[int, ...], size: str, experiment_
                    from_step, config.train.num_steps)
       start = time.time()
       try:
-        train.train(config, workdir)
+        train.train(config, workdir, inputs)
       except preemption.Preempted:
         _log_event(experiment_dir, cell=name, event='stopped', from_step=from_step, to_step=_checkpoint_step(workdir),
                    seconds=round(time.time() - start, 1))
@@ -272,7 +275,7 @@ def run(configs: tuple[str, ...], seeds: tuple[int, ...], size: str, experiment_
                  seconds=round(time.time() - start, 1))
     logging.info('[experiment] cell %d/%d %s: evaluating.', number, len(cells), name)
     start = time.time()
-    summary = evaluate.evaluate(config, workdir, overwrite=True)
+    summary = evaluate.evaluate(config, workdir, overwrite=True, inputs=inputs)
     _log_event(experiment_dir, cell=name, event='evaluated', seconds=round(time.time() - start, 1))
     record = _cell_record(config, summary, read_events(experiment_dir))
     files.write_json(os.path.join(workdir, CELL_FILE), {

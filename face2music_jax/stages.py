@@ -11,8 +11,6 @@ the JSON); one that does not read back as written is set aside as `<artefact>.co
 and its stage runs again.
 """
 
-import functools
-import json
 import os
 from typing import Any
 
@@ -28,42 +26,25 @@ from face2music_jax import files
 from face2music_jax import loops
 from face2music_jax import losses
 from face2music_jax.audio import embedding as embedding_lib
-from face2music_jax.data import audio as audio_data
-from face2music_jax.data import faces as face_data
+from face2music_jax.data import default_faces
+from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.data import notes as notes_data
 from face2music_jax.models.classifiers import AudioClassifier, make_classifier
 
 
 def ensure_data(config: ml_collections.ConfigDict) -> None:
-  """Stage 1: builds the embedded default datasets when missing (real datasets must already be prepared)."""
+  """Stage 1: builds the embedded default datasets when missing (real datasets must already be prepared).
+
+  The one door that builds data: the readers (`data/inputs.py` and below) only read, and name what is missing.
+  """
   if config.data.audio_source == 'soundfont_notes':
     notes_data.prepare_notes(config)
   if config.data.face_source == 'lfw_subset':
-    face_data.prepare_default_faces(config)
+    default_faces.prepare_default_faces(config)
 
 
-@functools.cache
-def _notes(config_json: str, split: str) -> dict[str, np.ndarray]:
-  config = ml_collections.ConfigDict(json.loads(config_json))
-  return audio_data.load_notes(config, split)
-
-
-def load_notes(config: ml_collections.ConfigDict, split: str) -> dict[str, np.ndarray]:
-  """All notes of a split, cropped and filtered as the models see them (cached per process, keyed on the fields
-  that define the notes: runs that differ in seed or losses share one copy)."""
-  fields = ml_collections.ConfigDict({k: config[k] for k in ('data_dir', 'audio', 'data', 'notes')})
-  return _notes(fields.to_json(sort_keys=True), split)
-
-
-def load_face_embeddings(config: ml_collections.ConfigDict, split: str) -> np.ndarray:
-  """Precomputed face embeddings f(x) of a split: [N, embedding_dim] float32."""
-  faces = face_data.load_faces(face_data.face_files(config, split), config.data.face_image_size,
-                               embedding_dim=config.data.embedding_dim)
-  return faces['embedding']
-
-
-def _train_audio_embedding(config: ml_collections.ConfigDict) -> embedding_lib.AudioMetric:
-  notes = load_notes(config, 'train')
+def _train_audio_embedding(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs) -> embedding_lib.AudioMetric:
+  notes = inputs.notes('train')
   model = embedding_lib.make_audio_embedding(config)
   length = config.audio.length
   params = model.init(jax.random.key(config.seed), jnp.zeros((1, length)))['params']
@@ -122,8 +103,10 @@ def _read_json(path: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
     return None
 
 
-def ensure_audio_embedding(config: ml_collections.ConfigDict, workdir: str) -> embedding_lib.AudioMetric:
-  """Stage 2a: the audio metric phi(y), trained when missing or corrupt."""
+def ensure_audio_embedding(config: ml_collections.ConfigDict, workdir: str,
+                           inputs: inputs_lib.Inputs | None = None) -> embedding_lib.AudioMetric:
+  """Stage 2a: the audio metric phi(y), trained when missing or corrupt (on the notes of `inputs`, or of a new
+  loader if it is None or serves other data: `data.inputs.for_config`)."""
   path = os.path.join(workdir, 'audio_embedding')
   model = embedding_lib.make_audio_embedding(config)
   like = {
@@ -135,7 +118,7 @@ def ensure_audio_embedding(config: ml_collections.ConfigDict, workdir: str) -> e
   if metric is None:
     logging.info('Stage audio_embedding: training the triplet audio embedding (%d steps).',
                  config.audio_embedding.num_steps)
-    checkpoint.save_artefact(path, _train_audio_embedding(config))
+    checkpoint.save_artefact(path, _train_audio_embedding(config, inputs_lib.for_config(config, inputs)))
     metric = checkpoint.restore_artefact(path, like)
   return metric
 
@@ -146,12 +129,15 @@ def _accuracy(model: AudioClassifier, params: Any, audio: np.ndarray, labels: np
   return float(np.mean(preds == labels))
 
 
-def ensure_classifiers(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Stage 2b: the pitch and family classifiers (for FID / Inception Score), trained when missing or corrupt.
+def ensure_classifiers(config: ml_collections.ConfigDict, workdir: str,
+                       inputs: inputs_lib.Inputs | None = None) -> dict[str, Any]:
+  """Stage 2b: the pitch and family classifiers (for FID / Inception Score), trained when missing or corrupt (on
+  the notes of `inputs`, as `ensure_audio_embedding`).
 
   Returns:
     {'pitch': params, 'family': params, 'metrics': {'pitch_test_accuracy': ..., 'family_test_accuracy': ...}}.
   """
+  inputs = inputs_lib.for_config(config, inputs)
   root = os.path.join(workdir, 'classifiers')
   metrics_path = os.path.join(root, 'metrics.json')
   out: dict[str, Any] = {}
@@ -161,7 +147,7 @@ def ensure_classifiers(config: ml_collections.ConfigDict, workdir: str) -> dict[
     path = os.path.join(root, kind)
     out[kind] = _restored(path, like)
     if out[kind] is None:
-      notes = load_notes(config, 'train')
+      notes = inputs.notes('train')
       logging.info('Stage classifiers: training the %s classifier (%d steps).', kind, config.classifiers.num_steps)
 
       def loss_fn(p, batch, model=model, kind=kind):
@@ -180,7 +166,7 @@ def ensure_classifiers(config: ml_collections.ConfigDict, workdir: str) -> dict[
   accuracies = tuple(f'{k}_test_accuracy' for k in ('pitch', 'family'))
   out['metrics'] = _read_json(metrics_path, accuracies)
   if out['metrics'] is None:
-    test = load_notes(config, 'test')
+    test = inputs.notes('test')
     metrics = {
         f'{k}_test_accuracy': _accuracy(make_classifier(config, k), out[k], test['audio'], test[k])
         for k in ('pitch', 'family')
@@ -203,15 +189,17 @@ def pairwise_distance_stats(x: np.ndarray, num_pairs: int, seed: int) -> tuple[f
   return float(d.mean()), float(d.std())
 
 
-def ensure_statistics(config: ml_collections.ConfigDict, workdir: str,
-                      metric: embedding_lib.AudioMetric) -> dict[str, float]:
-  """Stage 3: dataset-wide (mu, sigma) of pairwise distances in face space and in the audio metric space."""
+def ensure_statistics(config: ml_collections.ConfigDict, workdir: str, metric: embedding_lib.AudioMetric,
+                      inputs: inputs_lib.Inputs | None = None) -> dict[str, float]:
+  """Stage 3: dataset-wide (mu, sigma) of pairwise distances in face space and in the audio metric space (over
+  the first config.stats.max_examples faces and notes of `inputs`, as `ensure_audio_embedding`)."""
   path = os.path.join(workdir, 'statistics.json')
   stats = _read_json(path, losses.STATS_KEYS)
   if stats is None:
     logging.info('Stage statistics: pairwise distance statistics over %d sampled pairs.', config.stats.num_pairs)
-    faces = load_face_embeddings(config, 'train')[:config.stats.max_examples]
-    audio = load_notes(config, 'train')['audio'][:config.stats.max_examples]
+    inputs = inputs_lib.for_config(config, inputs)
+    faces = inputs.faces('train', max_examples=config.stats.max_examples)['embedding']
+    audio = inputs.notes('train')['audio'][:config.stats.max_examples]
     feats = loops.batched(jax.jit(lambda a: embedding_lib.phi(metric, a, config)), audio, batch_size=256)
     mu_x, sigma_x = pairwise_distance_stats(faces, config.stats.num_pairs, config.seed)
     mu_y, sigma_y = pairwise_distance_stats(feats, config.stats.num_pairs, config.seed + 1)

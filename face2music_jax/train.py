@@ -26,45 +26,12 @@ from face2music_jax import workdir as workdir_lib
 from face2music_jax.audio import wav as wav_lib
 from face2music_jax.gan import Models, TrainState, make_generate, to_host
 from face2music_jax.train_step import compile_train_step
-from face2music_jax.data import faces as face_data
+from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.data import sampling
-from face2music_jax.data.sampling import EpochSampler
 
 
 class NonFiniteError(FloatingPointError):
   """A loss or gradient became NaN or Inf; the message names the step and the losses."""
-
-
-class TrainingData:
-  """This process's share of the training data in memory; batches are a pure function of the step.
-
-  Holding the cropped notes (length samples each) and the face embeddings in memory makes every batch a function
-  of (seed, step, process), so a resumed run draws exactly the batches an uninterrupted run would have.
-  """
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    pidx, pcount = jax.process_index(), jax.process_count()
-    self.local_batch = parallel.local_batch_size(config.train.batch_size)
-    self.d_steps = config.train.d_steps
-    notes = stages.load_notes(config, 'train')
-    files = face_data.face_files(config, 'train')
-    if len(files) >= pcount:
-      files = files[pidx::pcount]
-    self.faces = face_data.load_faces(files, config.data.face_image_size,
-                                      embedding_dim=config.data.embedding_dim)['embedding']
-    # Notes are split between hosts by example; small face sets (fewer files than hosts) are shared.
-    self.audio = notes['audio'][pidx::pcount]
-    self.pitch = notes['pitch'][pidx::pcount].astype(np.int32)
-    self.face_sampler = EpochSampler(len(self.faces), self.local_batch, config.seed, pidx)
-    self.note_sampler = EpochSampler(len(self.audio), self.local_batch, config.seed + 1, pidx)
-    logging.info('Process %d trains on %d faces and %d notes.', pidx, len(self.faces), len(self.audio))
-
-  def batch(self, step: int) -> dict[str, np.ndarray]:
-    """The local batch of `step`: config.train.d_steps sub-batches [D, local_batch, ...], each freshly drawn."""
-    subs = [step * self.d_steps + k for k in range(self.d_steps)]
-    f = np.stack([self.face_sampler.indices(s) for s in subs])
-    n = np.stack([self.note_sampler.indices(s) for s in subs])
-    return {'embedding': self.faces[f], 'audio': self.audio[n], 'pitch': self.pitch[n]}
 
 
 def write_sample_wavs(directory: str, audio: np.ndarray, names: list[str], sample_rate: int) -> None:
@@ -93,13 +60,19 @@ def _truncate_jsonl(path: str, step: int) -> None:
   files.write_text(path, ''.join(kept))
 
 
-def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+def train(config: ml_collections.ConfigDict, workdir: str, inputs: inputs_lib.Inputs | None = None) -> TrainState:
   """Runs the missing prerequisite stages, then trains the GAN to config.train.num_steps, resuming if possible.
 
   Before anything is written, the config is checked (every field, and the batch size against the devices), the
   work directory is locked (process 0) and the config is compared with the run the directory holds
   (workdir.accept_run). Writes to workdir: run.json, config.json, checkpoints/, TensorBoard events, metrics.jsonl,
   samples/step_<N>/*.wav. Resumes from the newest checkpoint that verifies (checkpoint.restore_latest).
+
+  Args:
+    config: the run's config.
+    workdir: the work directory.
+    inputs: the loader of the data, shared by the stages and the training data; reused if it serves the config's
+      data (`data.inputs.for_config`), e.g. by the experiment runner's cells.
 
   Returns:
     The final state.
@@ -117,17 +90,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     os.makedirs(workdir, exist_ok=True)
     # Process 0 speaks for the run: the others run with it or not at all.
     with workdir_lib.locked(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
-      return _train(config, workdir, sigterm)
+      return _train(config, workdir, sigterm, inputs)
 
 
-def _sample_inputs(config: ml_collections.ConfigDict, mesh) -> tuple[jax.Array, jax.Array, list[str]]:
+def _sample_inputs(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs,
+                   mesh) -> tuple[jax.Array, jax.Array, list[str]]:
   """The sample notes' inputs: held-out faces of different identities, each at every listening pitch.
 
   Returns:
     (face embeddings [N, E] and pitch classes [N], replicated; the notes' names 'face_XX_midiYY').
   """
-  test_faces = face_data.load_faces(face_data.face_files(config, 'test'), config.data.face_image_size,
-                                    embedding_dim=config.data.embedding_dim)
+  test_faces = inputs.faces('test')
   sample_faces = sampling.round_robin_by_identity(test_faces['name'], config.train.num_sample_faces)
   sample_midi = np.repeat(config_lib.listening_pitches(config), len(sample_faces))
   z = parallel.replicate(mesh, np.tile(test_faces['embedding'][sample_faces],
@@ -137,20 +110,23 @@ def _sample_inputs(config: ml_collections.ConfigDict, mesh) -> tuple[jax.Array, 
   return z, pitch, names
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.Handler) -> TrainState:
+def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.Handler,
+           inputs: inputs_lib.Inputs | None) -> TrainState:
   is_main = jax.process_index() == 0
   identity = workdir_lib.accept_run(config, workdir)
   if is_main:
     files.write_text(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
 
   stages.ensure_data(config)
-  metric = stages.ensure_audio_embedding(config, workdir)
-  stages.ensure_classifiers(config, workdir)
-  stats = stages.ensure_statistics(config, workdir, metric)
+  inputs = inputs_lib.for_config(config, inputs)
+  # This process's share first: a run whose face files do not split over its hosts fails before any stage trains.
+  data = inputs_lib.TrainingData(config, inputs)
+  metric = stages.ensure_audio_embedding(config, workdir, inputs)
+  stages.ensure_classifiers(config, workdir, inputs)
+  stats = stages.ensure_statistics(config, workdir, metric, inputs)
 
   mesh = parallel.make_mesh()
   models = Models(config)
-  data = TrainingData(config)
   root = jax.jit(lambda: jax.random.key(config.seed), out_shardings=parallel.replicated(mesh))()
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(root)
   manager = checkpoint.manager(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
@@ -167,7 +143,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   step_fn = compile_train_step(models, mesh)
   metric_r = parallel.replicate(mesh, metric)
   stats_r = parallel.replicate(mesh, {k: np.float32(v) for k, v in stats.items()})
-  sample_z, sample_pitch, sample_names = _sample_inputs(config, mesh)
+  sample_z, sample_pitch, sample_names = _sample_inputs(config, inputs, mesh)
   generate = make_generate(models.g)
   # TensorBoard on process 0 only; the progress line below is the log.
   writer = metric_writers.SummaryWriter(workdir) if is_main else metric_writers.MultiWriter([])

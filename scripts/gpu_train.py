@@ -69,15 +69,18 @@ def make_bundle(workdir: str, out: str) -> None:
   """Writes the .npz bundle of a trained workdir (its config.json, stage artefacts and data). Needs TF/TFDS."""
   from face2music_jax import evaluate  # pylint: disable=g-import-not-at-top
   from face2music_jax import stages  # pylint: disable=g-import-not-at-top
+  from face2music_jax.data import inputs as inputs_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.load_config(workdir)
-  metric = stages.ensure_audio_embedding(config, workdir)
-  classifiers = stages.ensure_classifiers(config, workdir)
-  stats = stages.ensure_statistics(config, workdir, metric)
-  notes = {s: stages.load_notes(config, s) for s in ('train', 'valid', 'test')}
+  stages.ensure_data(config)
+  inputs = inputs_lib.Inputs(config)
+  metric = stages.ensure_audio_embedding(config, workdir, inputs)
+  classifiers = stages.ensure_classifiers(config, workdir, inputs)
+  stats = stages.ensure_statistics(config, workdir, metric, inputs)
+  notes = {s: inputs.notes(s) for s in ('train', 'valid', 'test')}
   pitches = np.asarray(config_lib.listening_pitches(config))
   ref_midi = np.concatenate([notes[s]['pitch'] for s in notes]) + config.audio.pitch_min
   keep = np.isin(ref_midi, pitches)
-  faces = evaluate.load_faces(config)
+  faces = evaluate.load_faces(inputs, images=False)
   bundle = {
       'config_json': np.asarray(config.to_json()),
       'train_audio': notes['train']['audio'].astype(np.float16),

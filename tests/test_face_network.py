@@ -22,9 +22,11 @@ from face2music_jax import gan
 from face2music_jax import train
 from face2music_jax import translate
 from face2music_jax import workdir as workdir_lib
+from face2music_jax.data import default_faces
 from face2music_jax.data import face_embedding
+from face2music_jax.data import face_records
 from face2music_jax.data import faces
-from face2music_jax.data.faces import FaceDataError
+from face2music_jax.data.face_records import FaceDataError
 from face2music_jax.models import face
 from face2music_jax.models import face_convert
 from face2music_jax.models import face_refine
@@ -64,17 +66,17 @@ def network_config(data_dir: str, weights: str) -> ml_collections.ConfigDict:
 def network_faces(tiny_data_dir, weights) -> tuple[ml_collections.ConfigDict, dict[str, list[str]]]:
   """The tiny config with the network, and its default faces (built beside the dlib ones of tiny_data_dir)."""
   config = network_config(tiny_data_dir, weights)
-  return config, faces.prepare_default_faces(config)
+  return config, default_faces.prepare_default_faces(config)
 
 
 def _record_images(files: list[str]) -> tuple[list[np.ndarray], np.ndarray]:
   """The decoded images (uint8 [H, W, 3], sizes differ) and stored embeddings of face TFRecords, in file order."""
   images, embeddings = [], []
   for path in files:
-    for example in faces.read_records(path):
+    for example in face_records.read_records(path):
       feature = example.features.feature
-      images.append(tf.io.decode_jpeg(feature[faces.IMAGE_KEY].bytes_list.value[0], channels=3).numpy())
-      embeddings.append(list(feature[faces.EMBEDDING_KEY].float_list.value))
+      images.append(tf.io.decode_jpeg(feature[face_records.IMAGE_KEY].bytes_list.value[0], channels=3).numpy())
+      embeddings.append(list(feature[face_records.EMBEDDING_KEY].float_list.value))
   return images, np.array(embeddings, np.float32)
 
 
@@ -92,7 +94,7 @@ def test_default_faces_hold_the_networks_embeddings(network_faces, weights):
   assert os.path.basename(root) == f'lfw_subset_f2_v2_n20_network-{fingerprint}'
   dlib_config = helpers.tiny_config('aux')
   dlib_config.data_dir = config.data_dir
-  assert faces.default_faces_dir(dlib_config) != root  # The dlib faces of the same data_dir live apart.
+  assert default_faces.default_faces_dir(dlib_config) != root  # The dlib faces of the same data_dir live apart.
   manifest = json.load(open(os.path.join(root, 'faces.json')))
   assert manifest['embedder'] == f'network:{fingerprint}' and manifest['embedding_dim'] == 512
   for split in ('train', 'test'):
@@ -111,12 +113,13 @@ def test_embeddings_of_another_embedder_are_never_reused(network_faces, weights,
   config, files = network_faces
   config = config.copy_and_resolve_references()
   other = network_config(config.data_dir, _other_weights(weights, str(tmp_path / 'other.npz')))
-  assert faces.default_faces_dir(other) != faces.default_faces_dir(config)  # Other weights, other faces.
+  assert default_faces.default_faces_dir(other) != default_faces.default_faces_dir(
+      config)  # Other weights, other faces.
   # Faces of one network found where another's should be: an error, not a silent reuse.
   other.data_dir = str(tmp_path / 'data')
-  shutil.copytree(os.path.dirname(files['train'][0]), faces.default_faces_dir(other))
+  shutil.copytree(os.path.dirname(files['train'][0]), default_faces.default_faces_dir(other))
   with pytest.raises(FaceDataError, match='hold embeddings of the face embedder .network:.*delete'):
-    faces.prepare_default_faces(other)
+    default_faces.prepare_default_faces(other)
 
   # Records given as face_tfrecords: checked against the config's embedder.
   pattern = os.path.join(os.path.dirname(files['train'][0]), '{split}-*.tfrecord')
@@ -135,9 +138,9 @@ def test_embeddings_of_another_embedder_are_never_reused(network_faces, weights,
     faces.face_files(dlib_config, 'test')
 
   # Re-embedding with an embedder without a tag removes the old tag.
-  example = faces.make_example(b'', 0, 'n', 'n/0.jpg', np.ones(3), embedder='dlib')
-  faces.set_embedding(example, np.zeros(3))
-  assert faces.EMBEDDER_KEY not in example.features.feature
+  example = face_records.make_example(b'', 0, 'n', 'n/0.jpg', np.ones(3), embedder='dlib')
+  face_records.set_embedding(example, np.zeros(3))
+  assert face_records.EMBEDDER_KEY not in example.features.feature
 
 
 def test_converter_and_precompute_tool_embed_with_the_network(weights, tmp_path):
@@ -146,9 +149,9 @@ def test_converter_and_precompute_tool_embed_with_the_network(weights, tmp_path)
     os.makedirs(tmp_path / 'folder' / f'n{i // 2}', exist_ok=True)
     Image.fromarray(image).save(tmp_path / 'folder' / f'n{i // 2}' / f'{i}.jpg', quality=95)
   flags = ['--embed=network', f'--face_weights={weights}', '--assume_cropped']
-  faces.main(
-      faces._parse_flags([
-          'faces', 'convert', f'--input_dir={tmp_path / "folder"}', f'--output_dir={tmp_path / "tfr"}',
+  face_records.main(
+      face_records._parse_flags([
+          'face_records', 'convert', f'--input_dir={tmp_path / "folder"}', f'--output_dir={tmp_path / "tfr"}',
           '--num_shards=1', *flags
       ]))
   converted = [str(tmp_path / 'tfr' / 'train-00000-of-00001.tfrecord')]
@@ -158,10 +161,10 @@ def test_converter_and_precompute_tool_embed_with_the_network(weights, tmp_path)
   tag = f'network:{face_embedding.face_weights_fingerprint(weights)}'
   assert faces.stored_embedder(converted) == tag
 
-  plain = faces.convert_folder(str(tmp_path / 'folder'), str(tmp_path / 'plain'), 'train', num_shards=1)
-  face_embedding.main(
-      face_embedding._parse_flags(
-          ['face_embedding', f'--input={plain[0]}', f'--output_dir={tmp_path / "embedded"}', *flags]))
+  plain = face_records.convert_folder(str(tmp_path / 'folder'), str(tmp_path / 'plain'), 'train', num_shards=1)
+  face_records.main(
+      face_records._parse_flags(
+          ['face_records', 'embed', f'--input={plain[0]}', f'--output_dir={tmp_path / "embedded"}', *flags]))
   embedded = [str(tmp_path / 'embedded' / os.path.basename(plain[0]))]
   np.testing.assert_allclose(
       _record_images(embedded)[1], _network_embeddings(weights,
@@ -171,11 +174,11 @@ def test_converter_and_precompute_tool_embed_with_the_network(weights, tmp_path)
   for argv, message in [(['--embed=network'], '--embed=network needs --face_weights'),
                         (['--embed=dlib', f'--face_weights={weights}'], 'only used with --embed=network')]:
     with pytest.raises(SystemExit):
-      face_embedding._parse_flags(['face_embedding', '--input=x', '--output_dir=y', *argv])
+      face_records._parse_flags(['face_records', 'embed', '--input=x', '--output_dir=y', *argv])
   with pytest.raises(app.UsageError, match=f'{tmp_path}/missing.npz'):
-    face_embedding.main(
-        face_embedding._parse_flags([
-            'face_embedding', f'--input={plain[0]}', '--output_dir=y', '--embed=network',
+    face_records.main(
+        face_records._parse_flags([
+            'face_records', 'embed', f'--input={plain[0]}', '--output_dir=y', '--embed=network',
             f'--face_weights={tmp_path}/missing.npz'
         ]))
 
@@ -244,7 +247,7 @@ def test_refine_command_writes_refined_weights(network_faces, weights, tmp_path,
   assert sum(changed) > 0.9 * len(changed)  # Adam moves every parameter; batch norm's statistics follow the faces.
   # The refined network is another embedder: its faces are built apart.
   refined_config = network_config(config.data_dir, output)
-  assert faces.default_faces_dir(refined_config) != faces.default_faces_dir(config)
+  assert default_faces.default_faces_dir(refined_config) != default_faces.default_faces_dir(config)
 
   with pytest.raises(SystemExit):
     face_convert.main(['refine', f'--weights={weights}', f'--records={records}', f'--output={output}', '--steps=0'])

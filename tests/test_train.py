@@ -20,6 +20,7 @@ from face2music_jax import parallel
 from face2music_jax import preemption
 from face2music_jax import train
 from face2music_jax import train_step
+from face2music_jax.data import inputs as inputs_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,12 +50,12 @@ def test_train_writes_checkpoints_logs_and_samples(tiny_config):
 
 def test_batches_are_a_pure_function_of_the_step_with_a_fresh_sub_batch_per_discriminator_update(tiny_config):
   tiny_config.train.d_steps = 2
-  data = train.TrainingData(tiny_config)
+  data = inputs_lib.TrainingData(tiny_config)
   batch = data.batch(3)
   b = tiny_config.train.batch_size
   assert batch['audio'].shape == (2, b, tiny_config.audio.length) and batch['embedding'].shape == (2, b, 128)
   assert not np.array_equal(batch['audio'][0], batch['audio'][1])
-  again = train.TrainingData(tiny_config).batch(3)
+  again = inputs_lib.TrainingData(tiny_config).batch(3)
   for key in batch:
     np.testing.assert_array_equal(batch[key], again[key])
   # Sub-batch k of step s is the sampler's batch s * d_steps + k.

@@ -1,7 +1,7 @@
 """Input pipeline for NSynth-format notes: the rendered SoundFont notes or the real TFDS nsynth, through one path.
 
-`config.data.audio_source` selects the TFDS dataset: 'soundfont_notes' (`face2music_jax.data.notes`, rendered on
-first use) or 'nsynth' (`config.data.nsynth_name`, read from `config_lib.tfds_data_dir(config)`, never
+`config.data.audio_source` selects the TFDS dataset: 'soundfont_notes' (`face2music_jax.data.notes`, rendered by
+`stages.ensure_data`) or 'nsynth' (`config.data.nsynth_name`, read from `config_lib.tfds_data_dir(config)`, never
 downloaded). Both have TFDS nsynth's features, and every example becomes
 
   audio:      [length] float32, 16 kHz, `config.audio.length` samples from the note onset (zero-padded);
@@ -11,15 +11,16 @@ downloaded). Both have TFDS nsynth's features, and every example becomes
   velocity:   int32 MIDI velocity;
   instrument: int32 NSynth instrument label.
 
-Read batches with `note_batches` (or `load_notes` for a whole split): it names the file of a corrupt or malformed
-record (e.g. a note shorter than NSynth's 4 s) and the record's index in it, instead of surfacing TensorFlow's bare
-error. A dataset sampled at another rate than config.audio.sample_rate fails when it is opened.
+Read a whole split with `load_notes`: it names the file of a corrupt or malformed record (e.g. a note shorter than
+NSynth's 4 s) and the record's index in it, instead of surfacing TensorFlow's bare error. A dataset sampled at
+another rate than config.audio.sample_rate fails when it is opened. Training holds the cropped notes in memory
+(`data/inputs.py`; `length` samples each, 8x less than NSynth's 4 s notes, split over hosts by example), so there
+is no streaming reader of notes.
 """
 
 import re
 from collections.abc import Iterator
 
-import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -64,13 +65,18 @@ def _check_features(builder: tfds.core.DatasetBuilder, config: ml_collections.Co
 
 
 def audio_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
-  """The prepared TFDS builder of `config.data.audio_source`; renders the SoundFont notes when missing.
+  """The prepared TFDS builder of `config.data.audio_source`; builds nothing (`stages.ensure_data` renders the
+  SoundFont notes).
 
   Raises:
-    DataError: real nsynth is not prepared in the data dir, or its features differ from TFDS nsynth's.
+    DataError: the SoundFont notes are not rendered, or real nsynth is not prepared in the data dir, or its
+      features differ from TFDS nsynth's.
   """
   if config.data.audio_source == 'soundfont_notes':
-    builder = notes.prepare_notes(config)
+    builder = notes.notes_builder(config)
+    if not builder.is_prepared():
+      raise DataError(f'The SoundFont notes are not rendered: no prepared dataset in {builder.data_dir}. '
+                      'stages.ensure_data (run by run_train.py and run_eval.py) renders them.')
   else:
     data_dir = config_lib.tfds_data_dir(config)
     builder = tfds.builder(config.data.nsynth_name, data_dir=data_dir)
@@ -89,15 +95,14 @@ def _check_split(builder: tfds.core.DatasetBuilder, split: str) -> None:
     raise DataError(f'{builder.data_dir} has no split {split!r}; it has {sorted(builder.info.splits)}.')
 
 
-def _examples(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, split, *, shuffle: bool,
-              seed: int) -> tf.data.Dataset:
-  """Unbatched examples of `split` (a name or a TFDS sub-split) in the pitch range, cropped from the onset."""
+def _examples(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, split: str) -> tf.data.Dataset:
+  """Unbatched examples of `split` in file order, in the pitch range, cropped from the onset."""
   a = config.audio
   families = config_lib.family_names(config)
   family_index = tf.constant([families.index(f) if f in families else -1 for f in config_lib.NSYNTH_FAMILIES], tf.int32)
   # No TFDS auto-cache: it would hold whole 4 s notes in memory where the pipeline keeps `length` samples.
-  read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
-  ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config,
+  read_config = tfds.ReadConfig(try_autocache=False)
+  ds = builder.as_dataset(split=split, shuffle_files=False, read_config=read_config,
                           decoders=tfds.decode.PartialDecoding(_USED_FEATURES))
   ds = ds.filter(lambda ex: (ex['pitch'] >= a.pitch_min) & (ex['pitch'] <= a.pitch_max))
 
@@ -117,57 +122,6 @@ def _examples(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
     }
 
   return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def _notes_dataset(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuilder, split: str, *, batch_size: int,
-                   shuffle: bool, repeat: bool, seed: int, process_index: int | None = None,
-                   process_count: int | None = None, drop_remainder: bool = True) -> tf.data.Dataset:
-  """`notes_dataset` on an already prepared builder."""
-  process_index = jax.process_index() if process_index is None else process_index
-  process_count = jax.process_count() if process_count is None else process_count
-  if batch_size % process_count:
-    raise ValueError(f'The global batch size {batch_size} must be divisible by the number of processes '
-                     f'({process_count}).')
-  _check_split(builder, split)
-  logging.info(
-      'Process %d of %d reads its share of split %r (%d examples before keeping MIDI pitches %d..%d) '
-      'of %s.', process_index, process_count, split, builder.info.splits[split].num_examples, config.audio.pitch_min,
-      config.audio.pitch_max, builder.data_dir)
-  host_split = tfds.split_for_jax_process(split, process_index=process_index, process_count=process_count)
-  ds = _examples(config, builder, host_split, shuffle=shuffle, seed=seed)
-  if shuffle:
-    ds = ds.shuffle(config.data.shuffle_buffer, seed=seed)  # After cropping: 8x less memory than full notes.
-  if repeat:
-    ds = ds.repeat()
-  return ds.batch(batch_size // process_count, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-
-
-def notes_dataset(config: ml_collections.ConfigDict, split: str, *, batch_size: int, shuffle: bool, repeat: bool,
-                  seed: int, process_index: int | None = None, process_count: int | None = None,
-                  drop_remainder: bool = True) -> tf.data.Dataset:
-  """This process's batches of one split; see the module docstring for the example layout.
-
-  Processes read disjoint, near-equal parts of the split (`tfds.split_for_jax_process`) whose union is the split.
-  The pitch filter runs after that split, so without `repeat` processes may yield different numbers of batches.
-  TensorFlow's errors on corrupt records name no file: iterate with `note_batches`, which does.
-
-  Args:
-    config: the full configuration.
-    split: 'train', 'valid' or 'test' (the names of both TFDS nsynth and the SoundFont notes).
-    batch_size: global batch size; each process gets batch_size // process_count examples per batch.
-    shuffle: shuffle files (seeded) and examples (seeded buffer of config.data.shuffle_buffer).
-    repeat: repeat indefinitely.
-    seed: seed of the shuffles.
-    process_index: this process, default jax.process_index().
-    process_count: number of processes, default jax.process_count().
-    drop_remainder: drop the last partial batch (keeps shapes static for training).
-
-  Returns:
-    A dataset of dicts: audio [B, length] float32; pitch, family, velocity, instrument [B] int32.
-  """
-  return _notes_dataset(config, audio_builder(config), split, batch_size=batch_size, shuffle=shuffle, repeat=repeat,
-                        seed=seed, process_index=process_index, process_count=process_count,
-                        drop_remainder=drop_remainder)
 
 
 def _tf_message(error: tf.errors.OpError) -> str:
@@ -202,16 +156,6 @@ def _numpy_batches(ds: tf.data.Dataset, builder: tfds.core.DatasetBuilder,
     yield batch
 
 
-def note_batches(config: ml_collections.ConfigDict, split: str, *, batch_size: int, shuffle: bool, repeat: bool,
-                 seed: int, process_index: int | None = None, process_count: int | None = None,
-                 drop_remainder: bool = True) -> Iterator[dict[str, np.ndarray]]:
-  """`notes_dataset` (same arguments) as numpy batches; a corrupt record raises DataError naming its file."""
-  builder = audio_builder(config)
-  ds = _notes_dataset(config, builder, split, batch_size=batch_size, shuffle=shuffle, repeat=repeat, seed=seed,
-                      process_index=process_index, process_count=process_count, drop_remainder=drop_remainder)
-  yield from _numpy_batches(ds, builder, split)
-
-
 def load_notes(config: ml_collections.ConfigDict, split: str, max_examples: int | None = None) -> dict[str, np.ndarray]:
   """All examples of a split in the pitch range (the whole split, not one process's share), in file order.
 
@@ -222,7 +166,7 @@ def load_notes(config: ml_collections.ConfigDict, split: str, max_examples: int 
   """
   builder = audio_builder(config)
   _check_split(builder, split)
-  ds = _examples(config, builder, split, shuffle=False, seed=0)
+  ds = _examples(config, builder, split)
   if max_examples is not None:
     ds = ds.take(max_examples)
   batches = list(_numpy_batches(ds.batch(256), builder, split))

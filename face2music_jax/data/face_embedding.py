@@ -1,24 +1,22 @@
 """Face embeddings f(x): the `Embedder` protocol, dlib's 128-d face-recognition ResNet, the Flax face network on
-the same aligned faces, the choice between them from a config, and a tool that adds embeddings to existing face
-TFRecords.
+the same aligned faces, the choice between them from a config, and the flags that choose one on the face records'
+command line (`face_records.py`).
 
 Any callable that maps uint8 images [N, H, W, 3] to float32 embeddings [N, D] and has a `.dim` attribute is an
-`Embedder` and can be given to the converter (`faces.convert_folder`) or to `faces.add_embeddings`. Two are here,
-both on faces found and aligned by dlib (`FaceAligner`): dlib's network (`DlibFaceEmbedder`, 128-d, ships
-offline) and the Flax Inception-ResNet-v1 of `face2music_jax/models/face.py` (`FaceNetworkEmbedder`, 512-d with
-the VGGFace2 weights). `make_embedder(config)` picks one from config.data.face_embedding and face_weights: the
-default faces, the converter, this tool and translation all embed with it. Each embedder has a `tag` ('dlib', or
-'network:<fingerprint of the weights file>') that the records and the default faces' directory carry, so that
-embeddings of one embedder are never read as another's (faces.face_files checks it).
+`Embedder` and can be given to the converter (`face_records.convert_folder`) or to `face_records.add_embeddings`.
+Two are here, both on faces found and aligned by dlib (`FaceAligner`): dlib's network (`DlibFaceEmbedder`, 128-d,
+ships offline) and the Flax Inception-ResNet-v1 of `face2music_jax/models/face.py` (`FaceNetworkEmbedder`, 512-d
+with the VGGFace2 weights). `make_embedder(config)` picks one from config.data.face_embedding and face_weights:
+the default faces, the converter, the `embed` command and translation all embed with it. Each embedder has a `tag`
+('dlib', or 'network:<fingerprint of the weights file>') that the records and the default faces' directory carry,
+so that embeddings of one embedder are never read as another's (faces.face_files checks it).
 
 Measured on LFW crops (skimage.data.lfw_subset, 25x25 upscaled to 150x150): a face and its mirror image lie about
 0.22 apart, two different people about 0.70 (dlib's own same-person threshold is 0.6).
 
-Command line, to precompute embeddings into face TFRecords (for example your own images converted with
-`python -m face2music_jax.data.faces convert`):
-
-  python -m face2music_jax.data.face_embedding --input='/data/faces/train-*.tfrecord' \
-      --output_dir=/data/faces_dlib [--embed=network --face_weights=vggface2.npz] [--assume_cropped] [--skip_no_face]
+Embeddings are precomputed into face TFRecords with `python -m face2music_jax.data.face_records embed` (or while
+converting: `... face_records convert --embed=...`); the flags that choose the embedder there are defined here
+(`add_embedder_flags`).
 """
 
 import functools
@@ -31,7 +29,6 @@ import dlib
 import ml_collections
 import numpy as np
 from absl import app
-from absl.flags import argparse_flags
 from PIL import Image
 
 from face2music_jax import config_lib
@@ -369,20 +366,6 @@ def make_embedder(config: ml_collections.ConfigDict, *, assume_cropped: bool = F
   return embedder
 
 
-def _parse_flags(argv: list[str]):
-  parser = argparse_flags.ArgumentParser(description='Adds face embeddings to face TFRecords.')
-  parser.add_argument('--input', required=True, help="Glob of face TFRecords, e.g. '/data/faces/train-*.tfrecord'.")
-  parser.add_argument('--output_dir', required=True, help='Where the files, with embeddings, are written.')
-  add_embedder_flags(parser)
-  parser.add_argument('--assume_cropped', action='store_true', help='Images are tight face crops: skip face detection.')
-  parser.add_argument('--skip_no_face', action='store_true',
-                      help='Drop (and count) images without a detected face instead of failing.')
-  parser.add_argument('--num_jitters', type=int, default=0, help='With --embed=dlib: jittered copies to average.')
-  args = parser.parse_args(argv[1:])
-  check_embedder_flags(parser, args)
-  return args
-
-
 def add_embedder_flags(parser, choices: tuple[str, ...] = config_lib.FACE_EMBEDDINGS, default: str = 'dlib') -> None:
   """--embed and --face_weights, as config.data.face_embedding and config.data.face_weights."""
   parser.add_argument(
@@ -410,14 +393,3 @@ def embedder_from_flags(args, num_jitters: int = 0) -> Embedder | None:
     return embedder_for(args.embed, args.face_weights, assume_cropped=args.assume_cropped, num_jitters=num_jitters)
   except (FileNotFoundError, ValueError) as e:
     raise app.UsageError(f'--face_weights={args.face_weights}: {e}') from e
-
-
-def main(args) -> None:
-  # faces.py imports this module (for the Embedder protocol), so the command line imports it late.
-  from face2music_jax.data import faces  # pylint: disable=g-import-not-at-top
-  embedder = embedder_from_flags(args, args.num_jitters)
-  faces.add_embeddings(args.input, args.output_dir, embedder, skip_no_face=args.skip_no_face)
-
-
-if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)

@@ -5,7 +5,7 @@ network (`models/face.py: refine_face_network`), from the command line:
       --records='/data/vggface2_tfr/train-*.tfrecord' --output=vggface2_refined.npz --steps=2000 \
       [--max_images=20000] [--assume_cropped] [--skip_no_face] [--batch_size=32 --lr=1e-4 --margin=0.2 ...]
 
-The faces are read from the records (format in `data/faces.py`; identities by name, so records of several splits
+The faces are read from the records (format in `data/face_records.py`; identities by name, so records of several splits
 may be mixed), found and aligned as `data/face_embedding.py: FaceNetworkEmbedder` aligns them for embedding (dlib's
 detector, or the whole image with --assume_cropped, and 160x160 chips by the 5 landmarks), so that the network is
 refined on faces framed as it will embed them. Every chip is held in memory: --max_images bounds how many are read
@@ -24,7 +24,7 @@ import tensorflow as tf
 from absl import logging
 
 from face2music_jax.data import face_embedding
-from face2music_jax.data import faces as face_data
+from face2music_jax.data import face_records
 from face2music_jax.models import face
 
 DEFAULTS = {
@@ -53,34 +53,34 @@ def read_face_chips(records: str | Sequence[str], aligner: face_embedding.FaceAl
     (chips uint8 [N, S, S, 3], identities int32 [N]: indices into the names, the identity names, sorted).
 
   Raises:
-    face_data.FaceDataError: the records are missing or corrupt.
+    face_records.FaceDataError: the records are missing or corrupt.
     face_embedding.NoFaceError: naming the record of an image without a face (unless `skip_no_face`).
   """
   chips, names, dropped, start = [], [], 0, time.time()
-  for path in face_data.resolve_files(records):
+  for path in face_records.resolve_files(records):
     if max_images and len(chips) + dropped >= max_images:
       break
-    for example in face_data.read_records(path):
+    for example in face_records.read_records(path):
       if max_images and len(chips) + dropped >= max_images:
         break
       feature = example.features.feature
-      image = tf.io.decode_jpeg(feature[face_data.IMAGE_KEY].bytes_list.value[0], channels=3).numpy()
+      image = tf.io.decode_jpeg(feature[face_records.IMAGE_KEY].bytes_list.value[0], channels=3).numpy()
       try:
         chips.append(aligner.face_chips(image[None])[0])
       except face_embedding.NoFaceError as e:
-        filename = feature[face_data.FILENAME_KEY].bytes_list.value[0].decode()
+        filename = feature[face_records.FILENAME_KEY].bytes_list.value[0].decode()
         if not skip_no_face:
           raise face_embedding.NoFaceError(f'{path}: {filename}: {e}', e.index) from e
         logging.warning('No face found in %s: %s: skipped.', path, filename)
         dropped += 1
         continue
-      names.append(feature[face_data.NAME_KEY].bytes_list.value[0].decode())
+      names.append(feature[face_records.NAME_KEY].bytes_list.value[0].decode())
     logging.info('%s: %d faces aligned so far (%.1f faces/s).', path, len(chips),
                  len(chips) / max(time.time() - start, 1e-9))
   if dropped:
     logging.warning('Dropped %d of %d records without a detected face.', dropped, len(chips) + dropped)
   if not chips:
-    raise face_data.FaceDataError(f'No faces read from the face TFRecords {records}.')
+    raise face_records.FaceDataError(f'No faces read from the face TFRecords {records}.')
   identities = sorted(set(names))
   index = {name: i for i, name in enumerate(identities)}
   return np.stack(chips), np.array([index[n] for n in names], np.int32), identities

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from face2music_jax import stages
 from face2music_jax.audio import listening
+from face2music_jax.data import inputs
 
 SR, LENGTH = 16000, 8192
 PITCHES = np.repeat([36, 48, 60, 72], 2)
 
 
 def test_real_notes_are_in_tune_and_tonal(tiny_config):
-  notes = stages.load_notes(tiny_config, 'train')
+  notes = inputs.Inputs(tiny_config).notes('train')
   midi = notes['pitch'] + tiny_config.audio.pitch_min
   m = listening.measure(notes['audio'], midi, SR)
   assert m['in_tune_50c'] >= 0.95, m
@@ -45,7 +45,7 @@ def test_flatness_orders_tone_noisy_tone_and_noise():
 
 
 def test_distinctness_is_zero_for_identical_translations_and_about_one_for_real_notes(tiny_config):
-  notes = stages.load_notes(tiny_config, 'train')
+  notes = inputs.Inputs(tiny_config).notes('train')
   midi = notes['pitch'] + tiny_config.audio.pitch_min
   p = np.bincount(midi).argmax()
   real = notes['audio'][midi == p]

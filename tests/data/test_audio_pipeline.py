@@ -89,50 +89,28 @@ def nsynth_config(tmp_path_factory):
   return config
 
 
-def test_batches_have_configured_shapes_dtypes_and_pitch_range(tiny):
-  batches = audio.note_batches(tiny, 'train', batch_size=8, shuffle=True, repeat=True, seed=0, process_index=0,
-                               process_count=1)
-  for _, batch in zip(range(4), batches):  # 4 batches of 8 from 20 notes: repeats.
-    assert batch['audio'].shape == (8, tiny.audio.length) and batch['audio'].dtype == np.float32
-    for key in ('pitch', 'family', 'velocity', 'instrument'):
-      assert batch[key].shape == (8,) and batch[key].dtype == np.int32, key
-    assert batch['pitch'].min() >= 0 and batch['pitch'].max() <= tiny.audio.pitch_max - tiny.audio.pitch_min
-    assert set(batch['family']) <= set(range(config_lib.num_families(tiny)))
-    assert np.all(batch['velocity'] == 100)
-    # Cropped at the onset: the first samples already sound.
-    assert np.all(np.max(np.abs(batch['audio'][:, :200]), axis=1) > 1e-3)
+def test_notes_have_configured_shapes_dtypes_and_pitch_range(tiny):
+  loaded = audio.load_notes(tiny, 'train')
+  n = len(loaded['pitch'])
+  assert n and loaded['audio'].shape == (n, tiny.audio.length) and loaded['audio'].dtype == np.float32
+  for key in ('pitch', 'family', 'velocity', 'instrument'):
+    assert loaded[key].shape == (n,) and loaded[key].dtype == np.int32, key
+  assert loaded['pitch'].min() >= 0 and loaded['pitch'].max() <= tiny.audio.pitch_max - tiny.audio.pitch_min
+  assert set(loaded['family']) <= set(range(config_lib.num_families(tiny)))
+  assert np.all(loaded['velocity'] == 100)
+  # Cropped at the onset: the first samples already sound.
+  assert np.all(np.max(np.abs(loaded['audio'][:, :200]), axis=1) > 1e-3)
   assert config_lib.family_names(tiny) == ('bass', 'flute', 'keyboard', 'string')
+  first = audio.load_notes(tiny, 'train', max_examples=3)
+  np.testing.assert_array_equal(first['audio'], loaded['audio'][:3])
 
 
-def test_shuffle_is_seeded(tiny):
-
-  def order(seed):
-    batches = audio.note_batches(tiny, 'train', batch_size=20, shuffle=True, repeat=False, seed=seed, process_index=0,
-                                 process_count=1, drop_remainder=False)
-    batch = next(batches)
-    return list(zip(batch['instrument'], batch['pitch']))
-
-  assert order(1) == order(1)
-  assert order(1) != order(2)
-  assert sorted(order(1)) == sorted(order(2))
-
-
-def test_hosts_read_disjoint_parts_that_make_up_the_split(tiny):
-  whole = audio.load_notes(tiny, 'train')
-  expected = sorted(zip(whole['instrument'], whole['pitch'], whole['velocity']))
-  parts = []
-  for process_index in range(2):
-    seen = []
-    for batch in audio.note_batches(tiny, 'train', batch_size=4, shuffle=True, repeat=False, seed=0,
-                                    process_index=process_index, process_count=2, drop_remainder=False):
-      assert len(batch['pitch']) <= 2  # Local batch = global batch // process count.
-      seen += list(zip(batch['instrument'], batch['pitch'], batch['velocity']))
-    parts.append(seen)
-  assert parts[0] and parts[1] and not set(parts[0]) & set(parts[1])
-  assert sorted(parts[0] + parts[1]) == expected
-  with pytest.raises(ValueError, match='divisible'):
-    audio.notes_dataset(tiny, 'train', batch_size=5, shuffle=False, repeat=False, seed=0, process_index=0,
-                        process_count=2)
+def test_unrendered_soundfont_notes_are_named_and_not_rendered_by_the_reader(tmp_path):
+  config = aux.get_config('tiny')
+  config.data_dir = str(tmp_path)
+  with pytest.raises(audio.DataError, match=r'SoundFont notes are not rendered: .*soundfont_notes.*ensure_data'):
+    audio.load_notes(config, 'train')
+  assert not notes.notes_builder(config).is_prepared()
 
 
 def test_real_nsynth_format_goes_through_the_same_code(nsynth_config):
@@ -148,10 +126,8 @@ def test_real_nsynth_format_goes_through_the_same_code(nsynth_config):
     np.testing.assert_array_equal(row[:len(expected)], expected)
     assert not np.any(row[len(expected):])  # Zero-padded when the note ends within `length` samples.
   assert config_lib.num_families(nsynth_config) == 11
-  batch = next(
-      audio.note_batches(nsynth_config, 'valid', batch_size=2, shuffle=True, repeat=True, seed=0, process_index=0,
-                         process_count=1))
-  assert batch['audio'].shape == (2, length) and batch['pitch'].dtype == np.int32
+  valid = audio.load_notes(nsynth_config, 'valid')
+  assert valid['audio'].shape == (3, length) and valid['pitch'].dtype == np.int32
 
 
 def test_unprepared_nsynth_says_how_to_prepare_it(tmp_path):
@@ -204,10 +180,6 @@ def test_corrupt_tfrecord_names_its_file(tiny, tmp_path):
     f.write(np.random.default_rng(0).bytes(1000))
   with pytest.raises(audio.DataError, match=f'Corrupt or malformed record in {re.escape(path)}'):
     audio.load_notes(config, 'train')
-  with pytest.raises(audio.DataError, match=f'Corrupt or malformed record in {re.escape(path)}'):
-    for _ in audio.note_batches(config, 'train', batch_size=4, shuffle=True, repeat=True, seed=0, process_index=0,
-                                process_count=1):
-      pass
 
 
 def test_a_sample_rate_other_than_the_configs_is_named(tmp_path, tiny):

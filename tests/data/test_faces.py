@@ -14,9 +14,9 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from configs import default
-from face2music_jax.data import face_embedding, faces
+from face2music_jax.data import default_faces, face_embedding, face_records, faces
 from face2music_jax.data.face_embedding import DlibFaceEmbedder, NoFaceError
-from face2music_jax.data.faces import FaceDataError
+from face2music_jax.data.face_records import FaceDataError
 
 # Created out of order: labels must follow the sorted names, not the creation order.
 IDENTITIES = ('n000010', 'n000002', 'n000007', 'n000003')
@@ -65,7 +65,7 @@ def folder(tmp_path_factory, lfw) -> tuple[str, dict[str, np.ndarray]]:
 
 @pytest.fixture(scope='module')
 def shards(folder, tmp_path_factory) -> list[str]:
-  return faces.convert_folder(folder[0], str(tmp_path_factory.mktemp('tfrecords')), 'train', num_shards=3)
+  return face_records.convert_folder(folder[0], str(tmp_path_factory.mktemp('tfrecords')), 'train', num_shards=3)
 
 
 def test_round_trip_keeps_images_identities_and_file_order(folder, shards):
@@ -81,80 +81,66 @@ def test_round_trip_keeps_images_identities_and_file_order(folder, shards):
     np.testing.assert_array_equal(image[..., 0], image[..., 2])  # Greyscale -> 3 equal channels.
     assert np.abs(image[..., 0] * 255 - written[filename]).mean() < 3.0  # Only JPEG's loss (other faces differ by ~40).
   in_file_order = [
-      e.features.feature[faces.FILENAME_KEY].bytes_list.value[0].decode()
+      e.features.feature[face_records.FILENAME_KEY].bytes_list.value[0].decode()
       for path in shards
-      for e in faces.read_records(path)
+      for e in face_records.read_records(path)
   ]
   assert list(out['filename']) == in_file_order
   assert faces.stored_embedding_dim(shards) == 0 and 'embedding' not in out
 
 
-def test_face_dataset_batches(shards):
-  pattern = os.path.join(os.path.dirname(shards[0]), 'train-*.tfrecord')
-  ds = faces.face_dataset(pattern, image_size=16, batch_size=5, shuffle=True, repeat=True, seed=0, process_index=0,
-                          process_count=1)
-  for batch in ds.take(4).as_numpy_iterator():
-    assert set(batch) == {'image', 'identity'}
-    assert batch['image'].shape == (5, 16, 16, 3) and batch['image'].dtype == np.float32
-    assert 0 <= batch['image'].min() and batch['image'].max() <= 1 and batch['image'].std() > 0.05
-    assert batch['identity'].shape == (5,) and batch['identity'].dtype == np.int32
-    assert set(batch['identity']) <= set(range(len(IDENTITIES)))
-  once = faces.face_dataset(shards, image_size=16, batch_size=5, shuffle=False, repeat=False, seed=0, process_index=0,
-                            process_count=1, drop_remainder=False)
-  assert [len(b['identity']) for b in once.as_numpy_iterator()] == [5, 5, 2]
+def test_records_load_without_decoding_an_image(shards, monkeypatch):
+  with_images = faces.load_faces(shards, image_size=16)
+  monkeypatch.setattr(faces.tf.io, 'decode_jpeg', None)  # Any decoding would fail.
+  without = faces.load_faces(shards, image_size=None)
+  assert set(without) == {'identity', 'name', 'filename'}
+  for key in without:
+    np.testing.assert_array_equal(without[key], with_images[key])
+  first = faces.load_faces(shards, image_size=None, max_examples=5)
+  assert list(first['filename']) == list(without['filename'][:5])
 
 
 def test_two_hosts_read_disjoint_files_covering_everything(shards):
   assignments = [faces.host_files(shards, i, 2) for i in range(2)]
   assert not set(assignments[0]) & set(assignments[1]) and sorted(sum(assignments, [])) == shards
-  per_host = []
-  for index in range(2):
-    ds = faces.face_dataset(shards, image_size=25, batch_size=4, shuffle=True, repeat=False, seed=index,
-                            process_index=index, process_count=2, drop_remainder=False)
-    per_host.append({
-        (image * 255).round().astype(np.uint8).tobytes() for batch in ds.as_numpy_iterator() for image in batch['image']
-    })
+  per_host = [set(faces.load_faces(files, image_size=None)['filename']) for files in assignments]
   assert not per_host[0] & per_host[1]
   assert len(per_host[0] | per_host[1]) == NUM_IMAGES
   with pytest.raises(FaceDataError, match='3 face TFRecord files .* 4 hosts'):
-    faces.face_dataset(shards, image_size=25, batch_size=4, shuffle=False, repeat=False, seed=0, process_index=0,
-                       process_count=4)
+    faces.host_files(shards, 0, 4)
 
 
 def test_embeddings_from_any_embedder_are_stored_and_checked(folder, shards, tmp_path):
   root, written = folder
   embedder = BandMeans()
-  converted = faces.convert_folder(root, str(tmp_path / 'embedded'), 'train', num_shards=2, embedder=embedder)
+  converted = face_records.convert_folder(root, str(tmp_path / 'embedded'), 'train', num_shards=2, embedder=embedder)
   out = faces.load_faces(converted, image_size=25, embedding_dim=embedder.dim)
   assert out['embedding'].shape == (NUM_IMAGES, embedder.dim) and out['embedding'].dtype == np.float32
   for filename, embedding in zip(out['filename'], out['embedding']):
-    _, pixels = faces.read_image(os.path.join(root, filename))
+    _, pixels = face_records.read_image(os.path.join(root, filename))
     np.testing.assert_allclose(embedding, embedder(pixels[None])[0], rtol=1e-6)
 
-  batch = next(
-      faces.face_dataset(converted, image_size=8, batch_size=4, shuffle=False, repeat=False, seed=0, process_index=0,
-                         process_count=1).as_numpy_iterator())
-  assert batch['embedding'].shape == (4, embedder.dim)
+  without_images = faces.load_faces(converted, image_size=None)
+  np.testing.assert_array_equal(without_images['embedding'], out['embedding'])
   with pytest.raises(FaceDataError, match=f'{converted[0]}.*width 6; expected width 128'):
-    faces.face_dataset(converted, image_size=8, batch_size=4, shuffle=False, repeat=False, seed=0, process_index=0,
-                       process_count=1, embedding_dim=128)
+    faces.load_faces(converted, image_size=None, embedding_dim=128)
   with pytest.raises(FaceDataError, match=f'{shards[0]}.*no embeddings; expected width 6'):
     faces.load_faces(shards, image_size=8, embedding_dim=6)
 
-  added = faces.add_embeddings(shards, str(tmp_path / 'added'), embedder)
+  added = face_records.add_embeddings(shards, str(tmp_path / 'added'), embedder)
   assert [os.path.basename(p) for p in added] == [os.path.basename(p) for p in shards]
   with_embeddings = faces.load_faces(added, image_size=25, embedding_dim=embedder.dim)
   np.testing.assert_array_equal(with_embeddings['filename'], faces.load_faces(shards, image_size=25)['filename'])
   with pytest.raises(FaceDataError, match='would overwrite its input'):
-    faces.add_embeddings(added, str(tmp_path / 'added'), embedder)
+    face_records.add_embeddings(added, str(tmp_path / 'added'), embedder)
 
 
 def test_mixed_widths_fail_while_reading(folder, tmp_path):
   """A file whose embeddings have another width than the first file's fails naming the file and the image."""
-  good = faces.convert_folder(folder[0], str(tmp_path / 'a'), 'train', num_shards=1, embedder=BandMeans())[0]
+  good = face_records.convert_folder(folder[0], str(tmp_path / 'a'), 'train', num_shards=1, embedder=BandMeans())[0]
   narrow = BandMeans()
   narrow.dim = 3
-  bad = faces.convert_folder(folder[0], str(tmp_path / 'b'), 'test', num_shards=1, embedder=narrow)[0]
+  bad = face_records.convert_folder(folder[0], str(tmp_path / 'b'), 'test', num_shards=1, embedder=narrow)[0]
   with pytest.raises(FaceDataError, match=f'{bad}: the record of n0000.*width 3, not 6'):
     faces.load_faces([good, bad], image_size=8)
 
@@ -181,20 +167,24 @@ def test_dlib_detection_finds_the_astronaut_and_no_face_in_grey(tmp_path):
   root = str(tmp_path / 'faces')
   write_folder(root, {'n1': [astronaut[:300, 100:400]], 'n2': [np.full((64, 64, 3), 128, np.uint8)]})
   with pytest.raises(NoFaceError, match='n2/0000_01.jpg'):
-    faces.convert_folder(root, str(tmp_path / 'out'), 'train', num_shards=1, embedder=embedder)
-  converted = faces.convert_folder(root, str(tmp_path / 'out'), 'train', num_shards=1, embedder=embedder,
-                                   skip_bad_images=True, overwrite=True)
+    face_records.convert_folder(root, str(tmp_path / 'out'), 'train', num_shards=1, embedder=embedder)
+  converted = face_records.convert_folder(root, str(tmp_path / 'out'), 'train', num_shards=1, embedder=embedder,
+                                          skip_bad_images=True, overwrite=True)
   assert list(faces.load_faces(converted, image_size=32)['name']) == ['n1']
 
 
 def test_default_faces(tmp_path, monkeypatch):
   # dlib embeds about 5-10 faces/s on a busy core: 20 LFW faces (+ the astronaut) instead of 100 keep the test fast.
-  monkeypatch.setattr(faces, '_NUM_LFW_FACES', 20)
+  monkeypatch.setattr(default_faces, '_NUM_LFW_FACES', 20)
   config = default.get_config('tiny')
   config.data_dir = str(tmp_path)
   config.data.max_default_faces = 0  # All identities (here the 20 LFW faces and the astronaut).
   assert config.data.face_views == 2
-  files = faces.prepare_default_faces(config)
+  # The reader only reads: unbuilt faces are an error naming the index that is missing, and nothing is built.
+  with pytest.raises(FaceDataError, match=r'default faces are not built: .*faces\.json does not exist.*ensure_data'):
+    faces.face_files(config, 'train')
+  assert not os.path.exists(os.path.join(str(tmp_path), 'faces'))
+  files = default_faces.prepare_default_faces(config)
   assert sorted(files) == ['test', 'train']
   assert os.path.dirname(files['train'][0]) == os.path.join(str(tmp_path), 'faces', 'lfw_subset_f2_v2')
   loaded = {split: faces.load_faces(paths, image_size=32, embedding_dim=128) for split, paths in files.items()}
@@ -215,7 +205,7 @@ def test_default_faces(tmp_path, monkeypatch):
 
   mtime = os.path.getmtime(files['train'][0])
   start = time.time()
-  assert faces.prepare_default_faces(config) == files  # Idempotent: the second call only reads the manifest.
+  assert default_faces.prepare_default_faces(config) == files  # Idempotent: the second call only reads the manifest.
   assert time.time() - start < 1 and os.path.getmtime(files['train'][0]) == mtime
   assert faces.face_files(config, 'test') == files['test']
 
@@ -224,7 +214,7 @@ def test_default_faces(tmp_path, monkeypatch):
   with open(manifest, 'r+') as f:
     f.truncate(os.path.getsize(manifest) // 2)
   with pytest.raises(FaceDataError, match=f'{manifest}, the index of the default faces, is corrupt.*delete'):
-    faces.prepare_default_faces(config)
+    default_faces.prepare_default_faces(config)
 
 
 def test_face_files_from_a_split_glob(shards):
@@ -245,10 +235,10 @@ def test_image_that_does_not_decode(folder, tmp_path, caplog):
   with open(os.path.join(root, 'n000003', 'broken.jpg'), 'wb') as f:
     f.write(b'\xff\xd8 not really a JPEG')
   with pytest.raises(FaceDataError, match='Cannot decode image .*n000003/broken.jpg'):
-    faces.convert_folder(root, str(tmp_path / 'out'), 'train', num_shards=2)
+    face_records.convert_folder(root, str(tmp_path / 'out'), 'train', num_shards=2)
   with caplog.at_level(logging.WARNING):
-    converted = faces.convert_folder(root, str(tmp_path / 'out'), 'train', num_shards=2, skip_bad_images=True,
-                                     overwrite=True)
+    converted = face_records.convert_folder(root, str(tmp_path / 'out'), 'train', num_shards=2, skip_bad_images=True,
+                                            overwrite=True)
   assert 'Skipped 1 of 13 images' in caplog.text
   assert len(faces.load_faces(converted, image_size=8)['identity']) == NUM_IMAGES
 
@@ -264,47 +254,43 @@ def test_corrupt_tfrecord_names_the_file(shards, tmp_path, damage):
     raw[len(raw) // 2] ^= 0xFF
   with open(copies[1], 'wb') as f:
     f.write(raw)
+  for image_size in (8, None):
+    with pytest.raises(FaceDataError, match=f'{copies[1]} is corrupt or truncated'):
+      faces.load_faces(copies, image_size=image_size)
   with pytest.raises(FaceDataError, match=f'{copies[1]} is corrupt or truncated'):
-    faces.load_faces(copies, image_size=8)
-  ds = faces.face_dataset(copies, image_size=8, batch_size=2, shuffle=True, repeat=True, seed=0, process_index=0,
-                          process_count=1)
-  with pytest.raises(tf.errors.InvalidArgumentError, match=f'{copies[1]} is corrupt or truncated'):
-    for _ in ds.take(100):
-      pass
-  with pytest.raises(FaceDataError, match=f'{copies[1]} is corrupt or truncated'):
-    faces.add_embeddings(copies, str(tmp_path / 'embedded'), BandMeans())
+    face_records.add_embeddings(copies, str(tmp_path / 'embedded'), BandMeans())
 
 
 def test_missing_inputs_name_the_path(tmp_path, folder, shards):
   with pytest.raises(FaceDataError, match=f'{tmp_path}/nowhere does not exist'):
-    faces.convert_folder(str(tmp_path / 'nowhere'), str(tmp_path / 'out'), 'train', num_shards=1)
+    face_records.convert_folder(str(tmp_path / 'nowhere'), str(tmp_path / 'out'), 'train', num_shards=1)
   (tmp_path / 'empty' / 'n000001').mkdir(parents=True)
   with pytest.raises(FaceDataError, match=f'No images .* found in {tmp_path}/empty'):
-    faces.convert_folder(str(tmp_path / 'empty'), str(tmp_path / 'out'), 'train', num_shards=1)
+    face_records.convert_folder(str(tmp_path / 'empty'), str(tmp_path / 'out'), 'train', num_shards=1)
   for pattern, message in [(f'{tmp_path}/empty/*.tfrecord', 'No face TFRecord files match'),
                            (f'{tmp_path}/nowhere/*.tfrecord', 'nowhere does not exist'),
                            (str(tmp_path / 'empty'), 'is a directory')]:
     with pytest.raises(FaceDataError, match=message):
-      faces.face_dataset(pattern, image_size=8, batch_size=2, shuffle=False, repeat=False, seed=0)
+      faces.load_faces(pattern, image_size=8)
   with pytest.raises(FaceDataError, match=f'{tmp_path}/gone.tfrecord does not exist'):
     faces.load_faces([shards[0], str(tmp_path / 'gone.tfrecord')], image_size=8)
   with pytest.raises(FaceDataError, match='already holds 3 .train. shards'):
-    faces.convert_folder(folder[0], os.path.dirname(shards[0]), 'train', num_shards=1)
+    face_records.convert_folder(folder[0], os.path.dirname(shards[0]), 'train', num_shards=1)
 
 
 def test_command_lines(folder, tmp_path):
-  args = faces._parse_flags([
-      'faces', 'convert', f'--input_dir={folder[0]}', f'--output_dir={tmp_path}/tfr', '--num_shards=2', '--embed=dlib',
-      '--assume_cropped'
+  args = face_records._parse_flags([
+      'face_records', 'convert', f'--input_dir={folder[0]}', f'--output_dir={tmp_path}/tfr', '--num_shards=2',
+      '--embed=dlib', '--assume_cropped'
   ])
-  faces.main(args)
+  face_records.main(args)
   converted = sorted(tf.io.gfile.glob(f'{tmp_path}/tfr/train-*-of-00002.tfrecord'))
   assert len(converted) == 2 and faces.stored_embedding_dim(converted) == 128
 
-  plain = faces.convert_folder(folder[0], str(tmp_path / 'plain'), 'train', num_shards=1)
-  face_embedding.main(
-      face_embedding._parse_flags(
-          ['face_embedding', f'--input={plain[0]}', f'--output_dir={tmp_path}/dlib', '--assume_cropped']))
+  plain = face_records.convert_folder(folder[0], str(tmp_path / 'plain'), 'train', num_shards=1)
+  face_records.main(
+      face_records._parse_flags(
+          ['face_records', 'embed', f'--input={plain[0]}', f'--output_dir={tmp_path}/dlib', '--assume_cropped']))
   embedded = faces.load_faces([f'{tmp_path}/dlib/{os.path.basename(plain[0])}'], image_size=8, embedding_dim=128)
   assert embedded['embedding'].shape == (NUM_IMAGES, 128)
 
@@ -319,14 +305,14 @@ def _cut_at_the_last_record(path: str) -> None:
 def test_a_shard_that_lost_whole_records_is_an_error_naming_it(shards, tmp_path, damage):
   directory = str(tmp_path / 'copy')
   shutil.copytree(os.path.dirname(shards[0]), directory)
-  with open(faces.shard_lengths_path(directory, 'train')) as f:
+  with open(face_records.shard_lengths_path(directory, 'train')) as f:
     assert json.load(f)['shard_lengths'] == {os.path.basename(p): 4 for p in shards}
   copies = [os.path.join(directory, os.path.basename(p)) for p in shards]
   damaged = copies[1]
   if damage == 'deleted':
     os.remove(damaged)
     with pytest.raises(FaceDataError, match=f'{damaged} is missing: .*train.shard_lengths.json lists it'):
-      faces.resolve_files(os.path.join(directory, 'train-*.tfrecord'))
+      face_records.resolve_files(os.path.join(directory, 'train-*.tfrecord'))
     return
   if damage == 'last_record_cut':
     _cut_at_the_last_record(damaged)
@@ -334,15 +320,11 @@ def test_a_shard_that_lost_whole_records_is_an_error_naming_it(shards, tmp_path,
   else:
     open(damaged, 'w').close()
     message = f'{damaged} holds 0 records, but its writer recorded 4'
+  for image_size in (8, None):
+    with pytest.raises(FaceDataError, match=message):
+      faces.load_faces(copies, image_size=image_size)
   with pytest.raises(FaceDataError, match=message):
-    faces.load_faces(copies, image_size=8)
-  ds = faces.face_dataset(copies, image_size=8, batch_size=2, shuffle=False, repeat=False, seed=0, process_index=0,
-                          process_count=1)
-  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-    for _ in ds:
-      pass
-  with pytest.raises(FaceDataError, match=message):
-    faces.add_embeddings(copies, str(tmp_path / 'embedded'), BandMeans())
+    face_records.add_embeddings(copies, str(tmp_path / 'embedded'), BandMeans())
 
 
 def _photo(lfw: np.ndarray) -> np.ndarray:
@@ -356,18 +338,18 @@ def test_images_are_read_upright_in_8_bits_and_their_size_is_checked_first(lfw, 
   exif = Image.Exif()
   exif[0x0112] = 6
   Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(tmp_path / 'sideways.jpg', quality=98, exif=exif)
-  _, pixels = faces.read_image(str(tmp_path / 'sideways.jpg'))
+  _, pixels = face_records.read_image(str(tmp_path / 'sideways.jpg'))
   assert pixels.shape == upright.shape
   assert np.abs(pixels.astype(float) - upright).mean() < 4
   # A 16-bit greyscale PNG: scaled to 8 bits, not clipped to white.
   grey = upright[..., 0].astype(np.uint16) * 257
   Image.fromarray(grey).save(tmp_path / 'deep.png')
   assert Image.open(tmp_path / 'deep.png').mode.startswith('I')
-  _, pixels = faces.read_image(str(tmp_path / 'deep.png'))
+  _, pixels = face_records.read_image(str(tmp_path / 'deep.png'))
   assert np.abs(pixels[..., 0].astype(float) - upright[..., 0]).max() <= 3
   # Refused from its header, before decoding.
   with pytest.raises(FaceDataError, match=r'deep.png: it is 100x100 pixels .* more than the limit'):
-    faces.read_image(str(tmp_path / 'deep.png'), max_pixels=5000)
+    face_records.read_image(str(tmp_path / 'deep.png'), max_pixels=5000)
 
 
 def test_a_photo_larger_than_the_detection_limit_is_searched_shrunk_and_boxed_in_its_own_pixels(monkeypatch):
