@@ -281,7 +281,7 @@ class FaceNetworkEmbedder(_AlignedEmbedder):
   """The Flax Inception-ResNet-v1 of `models/face.py` (512-d with the VGGFace2 weights) on dlib-aligned chips.
 
   Faces are found and aligned as for dlib's network (`FaceAligner`), to 160x160 chips, the network's input size,
-  so that the faces of the face data, of refinement (`python -m face2music_jax.models.face refine`) and of
+  so that the faces of the face data, of refinement (`python -m face2music_jax.models.face_convert refine`) and of
   translation are all framed alike. The network runs in eval mode.
 
   Attributes:

@@ -14,9 +14,9 @@ its collection and module path joined with '/':
 e.g. `params/conv2d_1a/conv/kernel` [3, 3, 3, 32] and `batch_stats/last_bn/var` [512]. The file describes its
 network: the block repeat counts, the width and the embedding size are read from the keys and shapes. Write one
 with `save_face_weights`, or convert facenet-pytorch's state dict:
-  python -m face2music_jax.models.face convert --torch_state_dict=20180402-114759-vggface2.pt --output=vggface2.npz
+  python -m face2music_jax.models.face_convert convert --torch_state_dict=20180402-114759-vggface2.pt --output=vggface2.npz
 and refine it on face TFRecords (models/face_refine.py):
-  python -m face2music_jax.models.face refine --weights=vggface2.npz --records='/data/faces/train-*.tfrecord' \
+  python -m face2music_jax.models.face_convert refine --weights=vggface2.npz --records='/data/faces/train-*.tfrecord' \
       --output=refined.npz --steps=2000
 
 `FaceNetEmbedder` turns uint8 face crops into embeddings, and `refine_face_network` fine-tunes the network with a
@@ -30,7 +30,6 @@ from collections.abc import Mapping
 import functools
 import os
 import pickle
-import sys
 from typing import Any
 import zipfile
 
@@ -434,8 +433,3 @@ def refine_face_network(variables: Variables, images: np.ndarray, identities: np
     if (step + 1) % log_every == 0 or step + 1 == steps:
       logging.info('Face network refinement step %d/%d: triplet loss %.4f', step + 1, steps, float(loss))
   return {'params': state['params'], 'batch_stats': state['batch_stats']}
-
-
-if __name__ == '__main__':
-  from face2music_jax.models import face_convert  # Here, not at the top: face_convert imports this module.
-  sys.exit(face_convert.main(sys.argv[1:]))

@@ -14,9 +14,9 @@ indices written `_i` in Flax:
 `logits.*` (the VGGFace2 identity classifier) and `*.num_batches_tracked` are not needed and are ignored.
 
 Usage (PyTorch needed only here; it is not a dependency of the rest of the project):
-  python -m face2music_jax.models.face convert --torch_state_dict=20180402-114759-vggface2.pt --output=vggface2.npz
+  python -m face2music_jax.models.face_convert convert --torch_state_dict=20180402-114759-vggface2.pt --output=vggface2.npz
 
-The same command refines a weights file on face TFRecords (`python -m face2music_jax.models.face refine ...`,
+The same command refines a weights file on face TFRecords (`python -m face2music_jax.models.face_convert refine ...`,
 models/face_refine.py).
 """
 
@@ -24,6 +24,7 @@ import argparse
 from collections.abc import Mapping, Sequence
 import os
 import re
+import sys
 from typing import Any
 
 from flax import traverse_util
@@ -116,7 +117,7 @@ def main(argv: Sequence[str]) -> int:
   --records='DIR/train-*.tfrecord' --output=out.npz --steps=N` (models/face_refine.py)."""
   # Here, not at the top: refinement reads face TFRecords (TensorFlow, dlib), which conversion does not need.
   from face2music_jax.models import face_refine  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(prog='python -m face2music_jax.models.face',
+  parser = argparse.ArgumentParser(prog='python -m face2music_jax.models.face_convert',
                                    description='Face embedding network tools.')
   commands = parser.add_subparsers(dest='command', required=True)
   convert = commands.add_parser('convert', help='facenet-pytorch InceptionResnetV1 state dict -> Flax .npz')
@@ -132,3 +133,7 @@ def main(argv: Sequence[str]) -> int:
     convert_file(args.torch_state_dict, args.output)
   print(f'Wrote {args.output}')
   return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv[1:]))

@@ -1,7 +1,7 @@
 """Refines the face network on face TFRecords with a triplet loss on identities, as the paper refines its VGGFace2
 network (`models/face.py: refine_face_network`), from the command line:
 
-  python -m face2music_jax.models.face refine --weights=vggface2.npz \
+  python -m face2music_jax.models.face_convert refine --weights=vggface2.npz \
       --records='/data/vggface2_tfr/train-*.tfrecord' --output=vggface2_refined.npz --steps=2000 \
       [--max_images=20000] [--assume_cropped] [--skip_no_face] [--batch_size=32 --lr=1e-4 --margin=0.2 ...]
 
@@ -121,7 +121,7 @@ def refine_file(weights: str, records: str | Sequence[str], output: str, *, step
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-  """The `refine` subcommand of `python -m face2music_jax.models.face`."""
+  """The `refine` subcommand of `python -m face2music_jax.models.face_convert`."""
   refine = commands.add_parser('refine', help='Refine a face network on face TFRecords (triplet loss on identities).')
   refine.add_argument('--weights', required=True, help='The starting weights (.npz, e.g. converted VGGFace2).')
   refine.add_argument('--records', required=True, help="Glob of face TFRecords, e.g. '/data/faces/train-*.tfrecord'.")
