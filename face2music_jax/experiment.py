@@ -43,6 +43,8 @@ from face2music_jax import workdir as workdir_lib
 from face2music_jax.data import inputs as inputs_lib
 
 CONFIGS = ('baseline', 'metric', 'aux')
+# Markdown labels of reference rows whose key alone would not say what they are.
+REFERENCE_LABELS = {'real_train_notes': 'real training notes, another draw (reference: the FID floor)'}
 SHARED = 'shared'
 SHARED_ARTEFACTS = ('audio_embedding', 'classifiers', 'statistics.json')
 CELL_FILE = 'cell.json'
@@ -296,8 +298,13 @@ def run(configs: tuple[str, ...], seeds: tuple[int, ...], size: str, experiment_
 def _write_results(records: list[dict[str, Any]], num_cells: int, classifiers: dict[str, Any], experiment_dir: str,
                    results_dir: str, info: dict[str, Any], readme: str | None) -> dict[str, Any]:
   """Writes table1.json and table1.md of the cells finished so far ('complete' says whether that is all)."""
-  first = files.read_json(os.path.join(experiment_dir, records[0]['cell'], CELL_FILE))
-  table = _table(records, first['reference_rows'], classifiers, read_events(experiment_dir), {
+  # The reference rows are the same in every cell (same data, same evaluation seed); a row added to the evaluation
+  # after the first cells were evaluated comes from the cells that have it.
+  reference_rows = {}
+  for record in records:
+    rows = files.read_json(os.path.join(experiment_dir, record['cell'], CELL_FILE))['reference_rows']
+    reference_rows.update({row: values for row, values in rows.items() if row not in reference_rows})
+  table = _table(records, reference_rows, classifiers, read_events(experiment_dir), {
       **info, 'complete': len(records) == num_cells,
       'num_cells': num_cells
   })
@@ -461,7 +468,8 @@ def to_markdown(table: dict[str, Any]) -> str:
     lines.append(f'| **{name}** | {seeds} | {cells[0]} | {per_pitch} | ' + ' | '.join(cells[1:]) + ' |')
   for row, values in table['reference_rows'].items():
     cells = [_value(values.get(key), fmt) for key, _, fmt, _ in COLUMNS]
-    lines.append(f'| {row.replace("_", " ")} (reference) | | {cells[0]} | | ' + ' | '.join(cells[1:]) + ' |')
+    label = REFERENCE_LABELS.get(row, f'{row.replace("_", " ")} (reference)')
+    lines.append(f'| {label} | | {cells[0]} | | ' + ' | '.join(cells[1:]) + ' |')
   for name, values in table['paper_table1'].items():
     cells = [(_value(values[key], fmt) or 'n/a') if key in values else '' for key, _, fmt, _ in COLUMNS]
     lines.append(f'| paper: {name} | | {cells[0]} | | ' + ' | '.join(cells[1:]) + ' |')
