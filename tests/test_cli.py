@@ -61,6 +61,7 @@ def test_a_run_stopped_by_sigterm_exits_with_its_own_code(capsys):
   assert capsys.readouterr().err == 'Stopped: Stopped at step 3 after SIGTERM\n'
 
 
+@pytest.mark.slow
 def test_an_unknown_config_field_is_one_line_naming_it():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   done = subprocess.run([

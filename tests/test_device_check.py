@@ -6,6 +6,9 @@ import subprocess
 
 import pytest
 
+# Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -41,7 +44,6 @@ def test_install_script_cpu_path_is_unchanged_and_gpu_tpu_add_the_pinned_plugin(
   assert code == 2
 
 
-@pytest.mark.slow
 def test_device_check_on_the_cpu_skips_the_device_parts_and_writes_its_json(tmp_path):
   out = tmp_path / 'out'
   env = dict(os.environ, JAX_PLATFORMS='cpu', DEVICE_CHECK_INSTALL='0', OUT=str(out))

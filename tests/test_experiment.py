@@ -13,6 +13,9 @@ import pytest
 from face2music_jax import config_lib
 from face2music_jax import experiment
 
+# Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6
 
@@ -26,7 +29,6 @@ def _command(tiny_data_dir: str, tmp_path, *extra: str) -> list[str]:
   ]
 
 
-@pytest.mark.slow
 def test_an_interrupted_experiment_resumes_trains_no_cell_twice_and_writes_its_table(tiny_data_dir, tmp_path):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
   experiment_dir = tmp_path / 'experiment'

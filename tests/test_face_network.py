@@ -32,6 +32,9 @@ from face2music_jax.models import face_convert
 from face2music_jax.models import face_refine
 from tests import helpers
 
+# Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 # A narrow variant of the network (1/8 of the channels, one block of each kind) with the VGGFace2 network's 512-d
 # output, fast enough for tests at the real 160x160 input.
 SMALL = face.InceptionResnetV1(repeats=(1, 1, 1), width=1 / 8, embedding_dim=512)
@@ -198,7 +201,6 @@ def trained(network_faces, tmp_path_factory):
   return config, workdir, state, photo
 
 
-@pytest.mark.slow
 def test_training_runs_on_the_networks_embeddings(trained):
   config, workdir, state, _ = trained
   assert int(gan.to_host(state.step)) == 2
@@ -210,7 +212,6 @@ def test_training_runs_on_the_networks_embeddings(trained):
           written['embedding_dim']) == ('network', config.data.face_weights, 512)
 
 
-@pytest.mark.slow
 def test_translate_embeds_photos_with_the_network(trained, weights, tmp_path):
   _, workdir, _, photo = trained
   config, _ = cli.config_and_workdir(None, workdir)  # As run_translate.py --workdir: the config training wrote.

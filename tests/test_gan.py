@@ -12,6 +12,9 @@ from face2music_jax import gan
 from face2music_jax.models import discriminator as d_lib
 from tests import helpers
 
+# Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 
 def _save_state(config, workdir: str, step: int = 4) -> gan.TrainState:
   """A fresh state of `config` saved as the GAN checkpoint `step` of `workdir`, as training saves it."""

@@ -12,6 +12,9 @@ from face2music_jax.models import generator as g_lib
 from tests import helpers
 from tests import test_train_step
 
+# Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 # Losses of order 1 after a few steps. bfloat16 keeps 8 significant bits (a relative rounding of 2**-9 = 0.2% per
 # operation); measured at the tiny size, the float32 and bfloat16 losses differ by at most 0.3% over 3 steps.
 # 2% relative plus 0.01 absolute (for the logits' means, which are near 0) leaves room for other CPUs' reduction

@@ -32,6 +32,9 @@ from face2music_jax import preemption
 from face2music_jax import train
 from tests import test_checkpoint
 
+# Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_STEPS = 8
 TMP_SUFFIX = '.orbax-checkpoint-tmp'  # Orbax 0.12's name for a checkpoint being written: <step>.orbax-checkpoint-tmp.

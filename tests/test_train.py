@@ -22,6 +22,9 @@ from face2music_jax import train
 from face2music_jax import train_step
 from face2music_jax.data import inputs as inputs_lib
 
+# Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -10,6 +10,7 @@ SR, LENGTH = 16000, 8192
 PITCHES = np.repeat([36, 48, 60, 72], 2)
 
 
+@pytest.mark.slow
 def test_real_notes_are_in_tune_and_tonal(tiny_config):
   notes = inputs.Inputs(tiny_config).notes('train')
   midi = notes['pitch'] + tiny_config.audio.pitch_min

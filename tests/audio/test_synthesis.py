@@ -79,6 +79,7 @@ def test_filtered_noise_level_and_band_limit():
     synthesis.filtered_noise(jnp.ones((1, frames - 1, 65)), LENGTH, hop)
 
 
+@pytest.mark.slow
 def test_synthesis_gradients_are_finite_and_nonzero():
   frames = LENGTH // 64
 
@@ -100,6 +101,7 @@ def _harmonic_config():
   return config
 
 
+@pytest.mark.slow
 def test_harmonic_generator_is_in_tune_for_every_face_and_pitch():
   """With controls held constant over the note (the frame convolutions zeroed, so each block passes on only its
   FiLM shift, a function of face and pitch), a note's energy lies on multiples of the requested f0 (the smooth
@@ -125,6 +127,7 @@ def test_harmonic_generator_is_in_tune_for_every_face_and_pitch():
   assert np.abs(other - audio).max() > 1e-3 * np.abs(audio).max()
 
 
+@pytest.mark.slow
 def test_harmonic_generator_gradients_reach_every_parameter():
   config = _harmonic_config()
   generator = g_lib.make_generator(config)
@@ -151,6 +154,7 @@ def test_harmonic_generator_rejects_a_length_its_frames_cannot_tile():
     generator.init(jax.random.key(0), jnp.zeros((1, 8)), jnp.zeros((1,), jnp.int32), train=False)
 
 
+@pytest.mark.slow
 def test_relative_noise_bounds_the_noise_by_the_harmonics():
   """With the noise bands driven to their bound (bias +30), absolute noise (DDSP's max 2) buries the tone, while
   relative noise with noise_max 0.05 keeps most of the note's energy on the harmonics whatever the network

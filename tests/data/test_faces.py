@@ -173,6 +173,7 @@ def test_dlib_detection_finds_the_astronaut_and_no_face_in_grey(tmp_path):
   assert list(faces.load_faces(converted, image_size=32)['name']) == ['n1']
 
 
+@pytest.mark.slow
 def test_default_faces(tmp_path, monkeypatch):
   # dlib embeds about 5-10 faces/s on a busy core: 20 LFW faces (+ the astronaut) instead of 100 keep the test fast.
   monkeypatch.setattr(default_faces, '_NUM_LFW_FACES', 20)
@@ -278,6 +279,7 @@ def test_missing_inputs_name_the_path(tmp_path, folder, shards):
     face_records.convert_folder(folder[0], os.path.dirname(shards[0]), 'train', num_shards=1)
 
 
+@pytest.mark.slow
 def test_command_lines(folder, tmp_path):
   args = face_records._parse_flags([
       'face_records', 'convert', f'--input_dir={folder[0]}', f'--output_dir={tmp_path}/tfr', '--num_shards=2',

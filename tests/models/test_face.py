@@ -12,6 +12,9 @@ from face2music_jax import losses
 from face2music_jax.models import face
 from face2music_jax.models import face_convert
 
+# Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 # A small variant, fast enough to train in a test; 80 pixels is about the smallest input it takes.
 SMALL = face.InceptionResnetV1(repeats=(1, 1, 1), width=1 / 8, embedding_dim=32)
 SMALL_SIZE = 80

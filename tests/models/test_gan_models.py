@@ -38,6 +38,7 @@ def _random_params(params, key: int = 7):
   return jax.tree.unflatten(tree, [0.3 * jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)])
 
 
+@pytest.mark.slow
 def test_generator_shapes_range_and_pitch_conditioning():
   generator = generator_lib.Generator(dim=2, num_pitches=NUM_PITCHES, length=LENGTH)
   z, pitch = _inputs()
@@ -58,6 +59,7 @@ def test_generator_shapes_range_and_pitch_conditioning():
   assert float(jnp.max(jnp.abs(a - b))) > 1e-3
 
 
+@pytest.mark.slow
 def test_generator_gradients_are_finite():
   generator = generator_lib.Generator(dim=2, num_pitches=NUM_PITCHES, length=LENGTH)
   z, pitch = _inputs()
@@ -86,6 +88,7 @@ def test_generator_rejects_indivisible_length():
     _init(generator, *_inputs(), train=False)
 
 
+@pytest.mark.slow
 def test_discriminator_train_and_eval():
   discriminator = discriminator_lib.Discriminator(dim=2, num_pitches=NUM_PITCHES)
   _, pitch = _inputs()
@@ -121,6 +124,7 @@ def test_discriminator_train_and_eval():
   assert not np.allclose(eval_logits, apply_eval(variables, (pitch + 1) % NUM_PITCHES))  # Projection head.
 
 
+@pytest.mark.slow
 def test_discriminator_spectral_norms_track_top_singular_values():
   discriminator = discriminator_lib.Discriminator(dim=2, num_pitches=NUM_PITCHES)
   _, pitch = _inputs()
@@ -165,6 +169,7 @@ def test_make_from_config():
   assert audio.shape == (2, config.audio.length)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('upsample', ['nearest', 'linear'])
 def test_generator_upsampling_options(upsample):
   """Upsampling + stride-1 convolution in place of the transposed convolutions, with the pitch input and the
@@ -190,6 +195,7 @@ def test_generator_upsampling_options(upsample):
   assert float(jnp.abs(grads['pitch_embedding']['embedding']).max()) > 0
 
 
+@pytest.mark.slow
 def test_discriminator_pitch_head_classifies_and_is_spectrally_normalised():
   discriminator = discriminator_lib.Discriminator(dim=2, num_pitches=NUM_PITCHES, classify_pitch=True)
   _, pitch = _inputs()

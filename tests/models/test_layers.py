@@ -26,6 +26,7 @@ def _compare_with_stock(ours: nn.Module, stock: nn.Module, x: jax.Array) -> None
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), got, want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kernel_size,stride', SHAPES)
 def test_conv_transpose_equals_stock(kernel_size, stride):
   x = jax.random.normal(jax.random.key(0), (2, 9, 3))
@@ -33,6 +34,7 @@ def test_conv_transpose_equals_stock(kernel_size, stride):
                       nn.ConvTranspose(5, (kernel_size,), strides=(stride,), padding='SAME'), x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kernel_size,stride', SHAPES)
 def test_strided_conv_equals_stock(kernel_size, stride):
   x = jax.random.normal(jax.random.key(0), (2, 9 * stride, 3))
@@ -40,6 +42,7 @@ def test_strided_conv_equals_stock(kernel_size, stride):
                       nn.Conv(5, (kernel_size,), strides=(stride,), padding='SAME'), x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kernel_size,length', [(9, 8), (9, 3), (8, 5), (9, 9), (9, 32), (4, 6)])
 def test_same_conv_equals_stock_with_kernels_longer_and_shorter_than_the_input(kernel_size, length):
   x = jax.random.normal(jax.random.key(0), (2, length, 3))
@@ -92,6 +95,7 @@ def test_phase_shuffle_shifts_each_example_with_reflection():
   assert np.all(np.isfinite(grad)) and np.any(grad != 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('layer', [layers.Conv1D(6, 25, 4), layers.ConvTranspose1D(6, 25, 4)])
 def test_spectral_norm_wraps_fast_layers(layer):
   sn = nn.SpectralNorm(layer, n_steps=20)
