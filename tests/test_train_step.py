@@ -16,6 +16,9 @@ from face2music_jax import train_step
 from face2music_jax.audio import embedding as embedding_lib
 from tests import helpers
 
+# Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -141,8 +144,6 @@ from tests import test_train_step, helpers
 from face2music_jax import gan
 from face2music_jax.audio import embedding as embedding_lib
 
-# Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
-pytestmark = pytest.mark.slow
 config = helpers.tiny_config({name!r})
 # Adam's first updates are lr * g / (|g| + eps): with the default eps a gradient element that is ~0 up to rounding
 # (it differs in the last bits between 1 and 8 devices) moves by +-lr. A larger eps keeps the update continuous
