@@ -69,14 +69,8 @@ def load_faces(inputs: inputs_lib.Inputs, images: bool = True) -> dict[str, np.n
   parts = []
   for split in ('test', 'train'):
     faces = inputs.faces_with_images(split) if images else inputs.faces(split)
-    parts.append({
-        'embedding': faces['embedding'],
-        'name': faces['name'],
-        'split': np.full(len(faces['name']), split),
-        **({
-            'image': faces['image']
-        } if images else {})
-    })
+    keys = ('embedding', 'name', 'image') if images else ('embedding', 'name')
+    parts.append({**{k: faces[k] for k in keys}, 'split': np.full(len(faces['name']), split)})
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
