@@ -1,54 +1,6 @@
-r"""Runs the whole experiment of the paper's Table 1: configs x seeds, each trained and evaluated, into one table.
+"""`python run_experiment.py ...` from the repository root: the same as `face2music experiment ...` (face2music_jax/apps/experiment.py)."""
 
-  python run_experiment.py                                   # baseline, metric, aux x seeds 0, 1, 2, size small
-  python run_experiment.py --readme=README.md                # and write the table into the README's results
-  python run_experiment.py --size=tiny --seeds=0,1 --set=train.num_steps=8 --experiment_dir=/tmp/e \
-      --results_dir=/tmp/results
-
-Resumable: rerun the same command after an interruption; finished cells are skipped, an unfinished one resumes
-from its last checkpoint. Writes <results_dir>/table1.json and table1.md (face2music_jax/experiment.py).
-Exit codes as run_train.py: 0 done, 2 a known error, 3 stopped by SIGTERM (rerun to go on).
-"""
-
-import os
-
-from absl import app
-from absl import flags
-from absl import logging
-
-from configs import default
-from face2music_jax import cli
-from face2music_jax import experiment
-from face2music_jax import preemption
-
-FLAGS = flags.FLAGS
-flags.DEFINE_list('configs', list(experiment.CONFIGS), 'Configs (configs/<name>.py) to run.')
-flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds to run each config with.')
-flags.DEFINE_enum('size', 'small', default.SIZES, 'Config size of every cell.')
-flags.DEFINE_multi_string('set', [], 'field=value override for every cell, e.g. --set=train.num_steps=2000.')
-flags.DEFINE_string('experiment_dir', None, 'Where the cells are trained (default: '
-                    '$FACE2MUSIC_CACHE/work/experiment_<size>).')
-flags.DEFINE_string('results_dir', 'results', 'Where table1.json and table1.md go.')
-flags.DEFINE_string('readme', None, 'Also write the table into this README, between its table1 markers.')
-
-
-@cli.reports_known_errors
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    seeds = tuple(int(s) for s in FLAGS.seeds)
-  except ValueError as e:
-    raise app.UsageError(f'--seeds must be integers, got {FLAGS.seeds}') from e
-  with preemption.handling_sigterm():
-    cli.quiet_library_logs()
-    experiment_dir = FLAGS.experiment_dir or os.path.join(default.cache_root(), 'work', f'experiment_{FLAGS.size}')
-    overrides = dict(experiment.parse_override(text) for text in FLAGS.set)
-    table = experiment.run(tuple(FLAGS.configs), seeds, FLAGS.size, experiment_dir, FLAGS.results_dir, overrides,
-                           FLAGS.readme)
-  logging.info('Done: %s', os.path.join(FLAGS.results_dir, 'table1.md'))
-  print(experiment.to_markdown(table))
-
+from face2music_jax.apps import experiment
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=cli.parse_flags)
+  experiment.run()

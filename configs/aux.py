@@ -1,12 +1,6 @@
-"""The paper's `aux` model: adversarial + metric preservation loss + auxiliary discriminator."""
+"""`--config=configs/aux.py` from the repository root: the `aux` config of the package (face2music_jax/configs/aux.py).
 
-import ml_collections
+From anywhere, `--config=aux` (or `--config=aux:tiny`) names the same config.
+"""
 
-from configs import default
-
-
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = default.get_config(arg, name='aux')
-  config.train.use_metric_loss = True
-  config.train.use_aux_discriminator = True
-  return config
+from face2music_jax.configs.aux import get_config  # noqa: F401  pylint: disable=unused-import

@@ -1,12 +1,6 @@
-"""The paper's `baseline` model: adversarial loss only."""
+"""`--config=configs/baseline.py` from the repository root: the `baseline` config of the package (face2music_jax/configs/baseline.py).
 
-import ml_collections
+From anywhere, `--config=baseline` (or `--config=baseline:tiny`) names the same config.
+"""
 
-from configs import default
-
-
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = default.get_config(arg, name='baseline')
-  config.train.use_metric_loss = False
-  config.train.use_aux_discriminator = False
-  return config
+from face2music_jax.configs.baseline import get_config  # noqa: F401  pylint: disable=unused-import

@@ -1,12 +1,6 @@
-"""The paper's `metric` model: adversarial + metric preservation loss."""
+"""`--config=configs/metric.py` from the repository root: the `metric` config of the package (face2music_jax/configs/metric.py).
 
-import ml_collections
+From anywhere, `--config=metric` (or `--config=metric:tiny`) names the same config.
+"""
 
-from configs import default
-
-
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = default.get_config(arg, name='metric')
-  config.train.use_metric_loss = True
-  config.train.use_aux_discriminator = False
-  return config
+from face2music_jax.configs.metric import get_config  # noqa: F401  pylint: disable=unused-import

@@ -3,12 +3,13 @@ library logs, the config and work directory from the flags, and one error policy
 
   0  done
   1  a bad command line (absl's usage error), or an unexpected error (with its traceback)
-  2  a known error (KNOWN_ERRORS, a --config.<field> that the config lacks): one line `Error: <message>`
+  2  a known error (known_errors(), a --config.<field> that the config lacks): one line `Error: <message>`
   3  stopped by SIGTERM before the last step, after saving (preemption.EXIT_CODE): rerun to resume
 """
 
 import functools
 import logging as py_logging
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -17,22 +18,29 @@ import ml_collections
 from absl import app
 from absl import logging
 
-from face2music_jax import checkpoint
 from face2music_jax import config_lib
-from face2music_jax import evaluate
+from face2music_jax import configs
 from face2music_jax import files
 from face2music_jax import preemption
-from face2music_jax import translate
-from face2music_jax import workdir
-from face2music_jax.data import audio as audio_data
-from face2music_jax.data import face_embedding
-from face2music_jax.data import face_records
-from face2music_jax.data import notes as notes_data
 
 # Errors whose message says what is wrong and what to do: a command reports them in one line, without a traceback.
-KNOWN_ERRORS = (config_lib.ConfigError, checkpoint.CheckpointError, evaluate.EvaluationError,
-                translate.TranslationError, PermissionError, audio_data.DataError, face_records.FaceDataError,
-                face_embedding.NoFaceError, notes_data.SoundFontError, files.WriteError, workdir.WorkdirError)
+# Named by module, so that a command imports only what it uses (translation never imports TensorFlow): an error
+# can only have been raised by a module that was imported.
+_KNOWN_ERRORS = (('face2music_jax.config_lib', 'ConfigError'), ('face2music_jax.checkpoint', 'CheckpointError'),
+                 ('face2music_jax.evaluate', 'EvaluationError'), ('face2music_jax.translate', 'TranslationError'),
+                 ('face2music_jax.translator', 'BundleError'), ('face2music_jax.data.audio', 'DataError'),
+                 ('face2music_jax.data.face_records', 'FaceDataError'),
+                 ('face2music_jax.data.face_embedding', 'NoFaceError'), ('face2music_jax.data.notes', 'SoundFontError'),
+                 ('face2music_jax.files', 'WriteError'), ('face2music_jax.workdir',
+                                                          'WorkdirError'), ('face2music_jax.data.images', 'ImageError'))
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+  """The known error types of the modules imported so far, and PermissionError."""
+  return (PermissionError,) + tuple(
+      getattr(sys.modules[module], name) for module, name in _KNOWN_ERRORS if module in sys.modules)
+
+
 # The exit code of a known error (absl exits with 1 on a bad command line, Python with 1 on any other error).
 KNOWN_ERROR_EXIT_CODE = 2
 
@@ -52,9 +60,28 @@ def _error(message: str) -> None:
   sys.exit(KNOWN_ERROR_EXIT_CODE)
 
 
+def resolve_config_names(argv: Sequence[str]) -> list[str]:
+  """`--config=aux` (or `aux:tiny`, ...) -> the package's config file, from any directory; `--config=<path>` of a
+  file that does not exist is one line naming it (exit code 2)."""
+  out = []
+  for arg in argv:
+    if arg.startswith('--config='):
+      value = arg.split('=', 1)[1]
+      file, _, size = value.partition(':')
+      if file in configs.NAMES and not os.path.exists(file):
+        arg = f'--config={configs.path(file)}' + (f':{size}' if size else '')
+      elif not os.path.isfile(file):
+        _error(f'--config={value}: no such config file; name one of {", ".join(configs.NAMES)} (e.g. --config=aux or '
+               '--config=aux:tiny) or give the path of a config file.')
+    out.append(arg)
+  return out
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing (app.run's flags_parser), where a --config.<field> override of a field that the config
-  lacks is one line naming it (exit code 2) instead of ml_collections' traceback."""
+  lacks is one line naming it (exit code 2) instead of ml_collections' traceback, and config names are resolved
+  (`resolve_config_names`)."""
+  argv = resolve_config_names(argv)
   try:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as e:  # ml_collections' errors for a missing field, at whichever level.
@@ -76,7 +103,7 @@ def quiet_library_logs() -> None:
 
 
 def reports_known_errors(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
-  """Decorates an absl `main`: a KNOWN_ERRORS exception prints `Error: <message>` to stderr and exits with code 2;
+  """Decorates an absl `main`: a known_errors() exception prints `Error: <message>` to stderr and exits with code 2;
   a run stopped by SIGTERM prints `Stopped: <message>` and exits with code 3; any other exception propagates with
   its traceback."""
 
@@ -84,14 +111,27 @@ def reports_known_errors(main: Callable[[Sequence[str]], None]) -> Callable[[Seq
   def wrapped(argv: Sequence[str]) -> None:
     try:
       main(argv)
-    except KNOWN_ERRORS as e:
-      _error(str(e))
     except preemption.Preempted as e:
       logging.flush()
       print(f'Stopped: {e}', file=sys.stderr, flush=True)
       sys.exit(preemption.EXIT_CODE)
+    except Exception as e:  # pylint: disable=broad-except
+      if not isinstance(e, known_errors()):
+        raise
+      _error(str(e))
 
   return wrapped
+
+
+def run(main: Callable[[Sequence[str]], None], doc: str | None) -> None:
+  """Runs an absl `main` as a command: `--help` prints `doc` and the flags and exits 0 before anything heavy is
+  imported; flags are parsed with `parse_flags`."""
+  main_module = sys.modules['__main__']
+  if doc and not main_module.__doc__:  # A console script's __main__ has no docstring: absl's usage shows it.
+    main_module.__doc__ = doc
+  if any(arg in ('--help', '-h', '--helpshort', '-?') for arg in sys.argv[1:]):
+    app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
+  app.run(main, flags_parser=parse_flags)
 
 
 def config_and_workdir(config: ml_collections.ConfigDict | None,

@@ -50,6 +50,9 @@ ADDED_FIELDS = {
     'model.harmonic.noise_max': 2.0,
     'model.harmonic.relative_noise': False,
     'train.dtype': 'float32',
+    'audio.release_s': 0.0,
+    'model.harmonic.normalize_face': False,
+    'model.harmonic.fundamental_floor': 0.0,
 }
 
 
@@ -65,7 +68,7 @@ def load_config(workdir: str, config: ml_collections.ConfigDict | None = None) -
     raise ConfigError(f'No --config given and no {path}: pass the config the model was trained with.')
   try:
     with open(path) as f:
-      loaded = _tuples(json.load(f))
+      loaded = tuples(json.load(f))
   except json.JSONDecodeError as e:
     raise ConfigError(f'{path} is not valid JSON ({e}): pass the config the model was trained with.') from e
   for field, value in ADDED_FIELDS.items():
@@ -79,13 +82,18 @@ def load_config(workdir: str, config: ml_collections.ConfigDict | None = None) -
   return ml_collections.ConfigDict(loaded)
 
 
-def _tuples(value: Any) -> Any:
+def tuples(value: Any) -> Any:
   """JSON lists back to the tuples the config files use (membership tests such as notes.exclude need tuples)."""
   if isinstance(value, dict):
-    return {k: _tuples(v) for k, v in value.items()}
+    return {k: tuples(v) for k, v in value.items()}
   if isinstance(value, list):
-    return tuple(_tuples(v) for v in value)
+    return tuple(tuples(v) for v in value)
   return value
+
+
+def cache_root() -> str:
+  """Where data, checkpoints, renders and compiled code go: $FACE2MUSIC_CACHE or ~/.cache/face2music_jax."""
+  return os.environ.get('FACE2MUSIC_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'face2music_jax'))
 
 
 def num_pitches(config: ml_collections.ConfigDict) -> int:
@@ -193,6 +201,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(0 <= a.pitch_min <= a.pitch_max <= 127, 'audio.pitch_min/pitch_max', (a.pitch_min, a.pitch_max),
          'expected 0 <= pitch_min <= pitch_max <= 127')
   _check(a.length <= 4 * a.sample_rate, 'audio.length', a.length, 'NSynth notes hold 4 s of audio')
+  _check(
+      _finite(a.release_s) and 0 <= a.release_s * a.sample_rate <= a.length, 'audio.release_s', a.release_s,
+      'expected seconds >= 0, within the note')
   m = config.model
   upsampling = m.stride**m.num_layers
   _check(a.length % upsampling == 0, 'audio.length', a.length,
@@ -202,6 +213,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for field in ('hidden', 'channels', 'num_harmonics', 'noise_bands', 'frames', 'noise_max'):
       _positive(config, f'model.harmonic.{field}')
     _check(h.num_blocks >= 0, 'model.harmonic.num_blocks', h.num_blocks, 'expected >= 0')
+    _check(0 <= h.fundamental_floor < 1, 'model.harmonic.fundamental_floor', h.fundamental_floor,
+           'expected a fraction in [0, 1)')
     _check(a.length % h.frames == 0, 'model.harmonic.frames', h.frames,
            f'audio.length = {a.length} must be a multiple of the number of frames')
   _check(m.kernel_size % 2 == 1, 'model.kernel_size', m.kernel_size, 'expected an odd kernel size')

@@ -392,3 +392,26 @@ def _write_examples(directory: str, config: ml_collections.ConfigDict, faces: di
                        split=str(faces['split'][face_index[i]]), midi_pitch=int(pitch[i]) + config.audio.pitch_min,
                        family=families[assigned[i]]))
   return examples
+
+
+def human_summary(summary: dict[str, Any]) -> str:
+  """A few lines for a person: what was evaluated, the headline measures with their scales, where the rest is."""
+  m, rows = summary['metrics'], summary['listening']['rows']
+
+  def number(value, spec):
+    return 'n/a' if value is None else format(value, spec)
+
+  real = rows['real_test_notes']
+  out_dir = os.path.join(summary['workdir'], EVAL_DIR)
+  return '\n'.join([
+      f"Evaluated {summary['config_name']} ({summary['config_size']}) at step {summary['checkpoint_step']}: "
+      f"{summary['num_translations']} translations, {summary['listening']['num_faces']} held-out faces at MIDI "
+      f"{', '.join(str(p) for p in summary['listening']['pitches'])}.",
+      f"  in tune (pyin, +-50 cents) {number(m['in_tune_50c'], '.0%')}   (real notes {number(real['in_tune_50c'], '.0%')})",
+      f"  distinctness {number(m['distinctness'], '.2f')}   (1 = as varied as real instruments, 0 = all alike)",
+      f"  spectral flatness {number(m['flatness_median'], '.1e')}   (real notes {real['flatness']['median']:.1e}, "
+      'white noise 0.56)',
+      f"  FID pitch {number(m['fid_pitch'], '.1f')}, IS pitch {number(m['inception_score_pitch'], '.1f')} "
+      f"(real {number(m['inception_score_pitch_real'], '.1f')}), Pearson {number(m['pearson_correlation'], '.2f')}",
+      f'All measures: {os.path.join(out_dir, METRICS_FILE)}; listen: {os.path.join(out_dir, report.PAGE)}',
+  ])

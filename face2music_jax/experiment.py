@@ -33,6 +33,7 @@ import numpy as np
 from absl import logging
 
 from face2music_jax import config_lib
+from face2music_jax import configs
 from face2music_jax import evaluate
 from face2music_jax import files
 from face2music_jax import metrics
@@ -42,7 +43,7 @@ from face2music_jax import train
 from face2music_jax import workdir as workdir_lib
 from face2music_jax.data import inputs as inputs_lib
 
-CONFIGS = ('baseline', 'metric', 'aux')
+CONFIGS = configs.NAMES
 # Markdown labels of reference rows whose key alone would not say what they are.
 REFERENCE_LABELS = {'real_train_notes': 'real training notes, another draw (reference: the FID floor)'}
 SHARED = 'shared'
@@ -97,7 +98,7 @@ def cell_config(config_name: str, size: str, seed: int, overrides: dict[str, Any
   """configs/<config_name>.py at `size`, with the seed, the overrides (dotted field -> value) and the work dir."""
   if config_name not in CONFIGS:
     raise config_lib.ConfigError(f'Unknown config {config_name!r}: expected some of {", ".join(CONFIGS)}.')
-  config = importlib.import_module(f'configs.{config_name}').get_config(size)
+  config = importlib.import_module(f'face2music_jax.configs.{config_name}').get_config(size)
   for field, value in overrides.items():
     *parents, leaf = field.split('.')
     node = config

@@ -41,9 +41,7 @@ class TrainState:
 
 def init_generator(generator: nn.Module, config: ml_collections.ConfigDict, rng: jax.Array) -> dict[str, Any]:
   """Fresh generator variables {'params', ...}: rng is a key for G's initialisation."""
-  z = jnp.zeros((2, config.data.embedding_dim), jnp.float32)
-  pitch = jnp.zeros((2,), jnp.int32)
-  return dict(generator.init(rng, z, pitch, train=False))
+  return g_lib.init_variables(generator, config.data.embedding_dim, rng)
 
 
 class Models:

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from face2music_jax import progress
 from face2music_jax.data.sampling import EpochSampler
 
 
@@ -49,10 +50,12 @@ def fit(loss_fn: Callable[[Any, dict[str, jax.Array]], jax.Array], params: Any, 
   sampler = EpochSampler(n, min(batch_size, n), seed)
   opt_state = tx.init(params)
   start, log_every = time.time(), max(1, steps // 10)
-  for s in range(steps):
-    idx = sampler.indices(s)
-    params, opt_state, loss = step(params, opt_state, {k: v[idx] for k, v in arrays.items()})
-    if (s + 1) % log_every == 0 or s + 1 == steps:
-      logging.info('[%s] step %d/%d  loss %.4f  %.1f steps/s', name, s + 1, steps, float(loss),
-                   (s + 1) / (time.time() - start))
+  with progress.bar(steps, name) as progress_bar:
+    for s in range(steps):
+      idx = sampler.indices(s)
+      params, opt_state, loss = step(params, opt_state, {k: v[idx] for k, v in arrays.items()})
+      progress_bar.update(1)
+      if (s + 1) % log_every == 0 or s + 1 == steps:
+        logging.info('[%s] step %d/%d  loss %.4f  %.1f steps/s', name, s + 1, steps, float(loss),
+                     (s + 1) / (time.time() - start))
   return params

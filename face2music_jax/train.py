@@ -21,6 +21,7 @@ from face2music_jax import config_lib
 from face2music_jax import files
 from face2music_jax import parallel
 from face2music_jax import preemption
+from face2music_jax import progress
 from face2music_jax import stages
 from face2music_jax import workdir as workdir_lib
 from face2music_jax.audio import wav as wav_lib
@@ -151,12 +152,20 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   summaries = functools.partial(files.writing, os.path.join(workdir, 'events.out.tfevents.*'), (tf.errors.OpError,))
   t = config.train
   timer_start, timer_step = time.time(), start_step
+  progress_bar = progress.bar(t.num_steps, 'train', initial=start_step)
   try:
     with sigterm.deferred():
       batch = parallel.global_batch(mesh, data.batch(start_step)) if start_step < t.num_steps else None
+      if start_step < t.num_steps:
+        logging.info('Compiling the train step (the first step waits for it)...')
       for step in range(start_step, t.num_steps):
         state, metrics = step_fn(state, batch, metric_r, stats_r, root)
         done = step + 1
+        if step == start_step:
+          jax.block_until_ready(metrics)
+          logging.info('Compiled; the first step took %.1f s.', time.time() - timer_start)
+          timer_start, timer_step = time.time(), done
+        progress_bar.update(1)
         # Dispatch is asynchronous: the next batch is assembled while this step runs, before anything below waits
         # for the step's results (the step never waits on its input).
         if done < t.num_steps:
@@ -177,6 +186,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
           logging.info('step %d/%d  d_loss %.4f  g_loss %.4f%s  %.2f steps/s', done, t.num_steps, values['d_loss'],
                        values['g_loss'], f"  metric {values['metric_loss']:.4f}" if 'metric_loss' in values else '',
                        rate)
+          progress_bar.set_postfix(d_loss=f"{values['d_loss']:.3f}", g_loss=f"{values['g_loss']:.3f}", refresh=False)
           timer_start, timer_step = time.time(), done
         if done % t.sample_every == 0 or done == t.num_steps:
           clips = to_host(generate(state.g, sample_z, sample_pitch))
@@ -193,11 +203,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
       with summaries():
         writer.flush()
   except files.WriteError as e:
+    progress_bar.close()
     _stopped(saver, writer)
     raise files.WriteError(f'{e} Training stopped: {saver.last_complete()}.') from e
   except BaseException:
+    progress_bar.close()
     _stopped(saver, writer)
     raise
+  progress_bar.close()
   return state
 
 

@@ -1,33 +1,33 @@
-"""Translates face photos into notes with a trained model: one WAV file per face (command line: run_translate.py).
+"""Translates face photos into WAV files with a `Translator` (the command line: run_translate.py, face2music
+translate).
 
-Each photo (turned upright by its EXIF orientation, 16-bit images scaled to 8 bits, one larger than
-`max_image_pixels` refused before decoding: data/images.py) goes through dlib's HOG face detector (on a copy
-shrunk to a few megapixels when larger); every face it finds is aligned and embedded by the config's face embedder
-(data/face_embedding.py: make_embedder; dlib's 128-d network, or the Flax network of config.data.face_weights when
-config.data.face_embedding == 'network'), then the generator of the newest checkpoint of the work directory that
-verifies (eval mode) writes `config.audio.length` samples at `config.audio.sample_rate` (16-bit PCM) to
-`<output_dir>/<photo stem>.wav` when the photo shows one face, or to `<output_dir>/<photo stem>_face<k>.wav`
-(k = 0, 1, ... from left to right) when it shows several. Existing outputs are kept unless `overwrite` is given;
-every input is checked, and every face found, before anything is written.
+Each photo, or each image of a folder, is read upright in 8 bits (data/images.py; one larger than
+`max_image_pixels` is refused before decoding); every face the detector finds is embedded and given a note at the
+requested pitch, or the whole of a melody, written to `<output_dir>/<photo stem>_face<k>.wav` (k = 0, 1, ... left
+to right, whatever the number of faces). A photo that cannot be read or shows no face is reported and skipped; the
+others are translated. With `group` the faces of each photo also play in turn, left to right, into
+`<stem>_group.wav`; with `boxes` the photo is written with its numbered face boxes to `<stem>_boxes.png`.
+
+Every photo is read and every face found before anything is written; an existing output is an error unless
+`overwrite` is given.
 """
 
 import dataclasses
-import functools
 import os
 from collections.abc import Sequence
 
-import ml_collections
 import numpy as np
+from PIL import Image
+from PIL import ImageDraw
 
 from face2music_jax import files
-from face2music_jax import gan
-from face2music_jax import loops
+from face2music_jax.audio import melody as melody_lib
 from face2music_jax.audio import wav as wav_lib
-from face2music_jax.data import face_embedding
 from face2music_jax.data import images as images_lib
-from face2music_jax.data.face_embedding import NoFaceError
+from face2music_jax.evaluators.photos import IMAGE_EXTENSIONS
 
-DEFAULT_PITCH = 60
+DEFAULT_PITCH = 'C4'
+_GAP_S = 0.25  # Silence between faces in a group piece.
 
 
 class TranslationError(ValueError):
@@ -41,120 +41,141 @@ class Translation:
   Attributes:
     image: the photo.
     box: the face's (left, top, right, bottom) in the photo's pixels (right and bottom inclusive).
-    wav: the WAV file of its note.
+    wav: the WAV file of its note (or melody).
   """
   image: str
   box: tuple[int, int, int, int]
   wav: str
 
 
-def read_image(path: str, max_pixels: int = images_lib.MAX_PIXELS) -> np.ndarray:
-  """An image file as upright uint8 RGB [H, W, 3] (EXIF orientation applied, 16-bit and other modes converted:
-  data/images.py).
+def expand(paths: Sequence[str]) -> list[str]:
+  """Image files, with each folder replaced by its images (sorted; not recursive).
 
   Raises:
-    TranslationError: naming the file, if it is missing, not an image, or larger than `max_pixels` (checked from
-      its header, before decoding).
+    TranslationError: no paths, a path that does not exist, or a folder without images.
   """
-  try:
-    return images_lib.read_rgb(path, max_pixels)
-  except images_lib.ImageError as e:
-    raise TranslationError(f'Cannot read the image {path}: {e}') from e
+  if not paths:
+    raise TranslationError('No images given: pass one or more photos or folders of photos.')
+  images = []
+  for path in paths:
+    if os.path.isdir(path):
+      found = sorted(
+          os.path.join(path, f)
+          for f in os.listdir(path)
+          if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(path, f)))
+      if not found:
+        raise TranslationError(f'The folder {path} holds no image ({", ".join(IMAGE_EXTENSIONS)}).')
+      images.extend(found)
+    elif os.path.isfile(path):
+      images.append(path)
+    else:
+      raise TranslationError(f'Cannot read the image {path}: no such file or folder.')
+  return images
 
 
 def _stem(image: str) -> str:
   return os.path.splitext(os.path.basename(image))[0]
 
 
-def output_paths(images: Sequence[str], num_faces: Sequence[int], output_dir: str, overwrite: bool) -> list[str]:
-  """The WAV file of every face, photo by photo: `<output_dir>/<stem>.wav` for a photo with one face,
-  `<output_dir>/<stem>_face<k>.wav` for each of several.
-
-  Raises:
-    TranslationError: two faces would be written to one file, or a file exists without `overwrite`.
-  """
-  seen, paths = {}, []
-  for image, count in zip(images, num_faces):
-    names = [_stem(image)] if count == 1 else [f'{_stem(image)}_face{k}' for k in range(count)]
-    for name in names:
-      path = os.path.join(output_dir, name + '.wav')
-      if path in seen:
-        raise TranslationError(f'{seen[path]} and {image} would both be written to {path}: translate them into '
-                               'different --output_dir.')
-      seen[path] = image
-      if os.path.exists(path) and not overwrite:
-        raise TranslationError(f'{path} exists already: pass --overwrite to replace it.')
-      paths.append(path)
-  return paths
+def draw_boxes(pixels: np.ndarray, boxes: Sequence[tuple[int, int, int, int]]) -> Image.Image:
+  """The photo with each face's box and its number (0, 1, ... left to right)."""
+  picture = Image.fromarray(pixels)
+  draw = ImageDraw.Draw(picture)
+  width = max(2, round(max(pixels.shape[:2]) / 300))
+  for k, (left, top, right, bottom) in enumerate(boxes):
+    draw.rectangle((left, top, right, bottom), outline=(255, 220, 0), width=width)
+    draw.text((left + width + 2, top + width + 2), str(k), fill=(255, 220, 0), font_size=max(12, (bottom - top) // 4))
+  return picture
 
 
-def pitch_class(config: ml_collections.ConfigDict, midi_pitch: int) -> int:
-  """The generator's pitch class of a MIDI pitch; TranslationError outside the config's range."""
-  low, high = config.audio.pitch_min, config.audio.pitch_max
-  if not low <= midi_pitch <= high:
-    raise TranslationError(f'--pitch={midi_pitch} is outside the MIDI pitches {low}..{high} this model was trained '
-                           'on (config.audio.pitch_min/pitch_max).')
-  return midi_pitch - low
-
-
-def embed_faces(config: ml_collections.ConfigDict, image_files: Sequence[str],
-                max_pixels: int = images_lib.MAX_PIXELS) -> list[tuple[np.ndarray, np.ndarray]]:
-  """Every face of each image file, left to right: per image, (embeddings f(x) [K, embedding_dim], boxes [K, 4]:
-  (left, top, right, bottom) pixels), by the config's face embedder (`face_embedding.make_embedder`).
-
-  Raises:
-    TranslationError: naming a file without a face, or one that cannot be read (`read_image`).
-    config_lib.ConfigError: naming config.data.face_weights or embedding_dim, if the network's weights file is
-      missing or unreadable or gives embeddings of another width.
-  """
-  embedder = face_embedding.make_embedder(config)
-  faces = []
-  for path in image_files:
-    try:
-      faces.append(embedder.all_faces(read_image(path, max_pixels)))
-    except NoFaceError as e:
-      raise TranslationError(f'No usable face in {path}: the face detector found none.') from e
-  return faces
-
-
-def translate(config: ml_collections.ConfigDict, workdir: str, images: Sequence[str], *,
-              midi_pitch: int = DEFAULT_PITCH, output_dir: str = '', overwrite: bool = False,
-              max_image_pixels: int = images_lib.MAX_PIXELS) -> list[Translation]:
-  """Writes one WAV per face of each photo (module docstring) and returns where, photo by photo, left to right.
+def translate(translator, images: Sequence[str], *, pitch: int | str = DEFAULT_PITCH,
+              melody: str | Sequence[melody_lib.Note] | None = None, output_dir: str = '.', overwrite: bool = False,
+              group: bool = False, boxes: bool = False,
+              max_image_pixels: int = images_lib.MAX_PIXELS) -> tuple[list[Translation], list[str]]:
+  """Writes one WAV per face of each photo (module docstring).
 
   Args:
-    config: the config the model was trained with.
-    workdir: the training work directory (its latest checkpoint is used).
-    images: image files (JPEG, PNG, ...), each showing one or more faces.
-    midi_pitch: the MIDI pitch of every note, within config.audio.pitch_min..pitch_max.
-    output_dir: where the WAV files go; '' = <workdir>/translations.
-    overwrite: replace existing WAV files.
+    translator: the model (`translator.Translator`).
+    images: photos and folders of photos.
+    pitch: MIDI number or note name of every note (ignored with `melody`).
+    melody: a note list ('C4 E4 G4:2') or notes (audio/melody.py): each face plays all of it.
+    output_dir: where the files go.
+    overwrite: replace existing files.
+    group: also write each photo's faces in turn, left to right, to `<stem>_group.wav`.
+    boxes: also write each photo with its numbered face boxes to `<stem>_boxes.png`.
     max_image_pixels: the largest image accepted (width x height), checked before decoding.
 
+  Returns:
+    (the translations, photo by photo, left to right; the photos skipped, each with why).
+
   Raises:
-    TranslationError: no images, an unreadable or too large image, an image without a face, a pitch out of range,
-      two faces with one output file, or an existing output without `overwrite`.
-    config_lib.ConfigError: the face network's weights file is missing or unreadable, or gives embeddings of
-      another width than config.data.embedding_dim.
-    checkpoint.CheckpointError: no checkpoint in workdir, or one of another config.
+    TranslationError: no images, a missing path, a bad pitch or melody, two photos with one stem, an existing
+      output without `overwrite`, or no face in any photo.
     PermissionError: the output directory cannot be written.
   """
-  if not images:
-    raise TranslationError('No images given: pass one or more face image files.')
-  output_dir = output_dir or os.path.join(workdir, 'translations')
-  pitch = pitch_class(config, midi_pitch)
-  for image in images:
-    if not os.path.isfile(image):
-      raise TranslationError(f'Cannot read the image {image}: no such file.')
+  from face2music_jax import translator as translator_lib  # pylint: disable=import-outside-toplevel
+  paths = expand(images)
+  notes = None
+  try:
+    if melody is not None:
+      notes = melody_lib.parse(melody) if isinstance(melody, str) else list(melody)
+      for note in notes:
+        translator.midi(note.midi)
+    else:
+      midi = translator.midi(pitch)
+  except ValueError as e:
+    raise TranslationError(str(e)) from e
   files.check_writable(output_dir, 'output directory')
-  faces = embed_faces(config, images, max_image_pixels)
-  paths = output_paths(images, [len(boxes) for _, boxes in faces], output_dir, overwrite)
-  generator, g_vars, _ = gan.restore_generator(config, workdir)
-  z = np.concatenate([embeddings for embeddings, _ in faces])
-  audio = loops.batched(functools.partial(gan.make_generate(generator), g_vars), z, np.full(len(z), pitch, np.int32),
-                        batch_size=config.eval.batch_size)
+  stems: dict[str, str] = {}
+  for path in paths:
+    if _stem(path) in stems:
+      raise TranslationError(f'{stems[_stem(path)]} and {path} would be written to the same files: translate them '
+                             'into different output directories.')
+    stems[_stem(path)] = path
+
+  found, skipped = [], []
+  for path in paths:
+    try:
+      pixels = translator_lib.to_rgb(path, max_image_pixels)
+      embeddings, face_boxes = translator.faces(pixels)
+    except images_lib.ImageError as e:
+      skipped.append(f'{path}: cannot read the image: {e}')
+      continue
+    except translator_lib.NoFaceError:
+      skipped.append(f'{path}: no face found')
+      continue
+    found.append((path, pixels, embeddings, [tuple(int(v) for v in b) for b in face_boxes]))
+  if not found:
+    raise TranslationError('No face found in any image: ' + '; '.join(skipped))
+
+  outputs = []
+  for path, _, embeddings, face_boxes in found:
+    names = [f'{_stem(path)}_face{k}.wav' for k in range(len(face_boxes))]
+    names += [f'{_stem(path)}_group.wav'] * group + [f'{_stem(path)}_boxes.png'] * boxes
+    outputs.extend(os.path.join(output_dir, n) for n in names)
+  existing = [p for p in outputs if os.path.exists(p)]
+  if existing and not overwrite:
+    raise TranslationError(f'{existing[0]} exists already ({len(existing)} of the outputs do): pass --overwrite to '
+                           'replace them.')
+
   os.makedirs(output_dir, exist_ok=True)
-  for path, clip in zip(paths, audio):
-    wav_lib.write_wav(path, clip, config.audio.sample_rate)
-  boxes = [(image, tuple(int(v) for v in box)) for image, (_, image_boxes) in zip(images, faces) for box in image_boxes]
-  return [Translation(image=image, box=box, wav=path) for (image, box), path in zip(boxes, paths)]
+  translations = []
+  sample_rate = translator.sample_rate
+  for path, pixels, embeddings, face_boxes in found:
+    if notes is not None:
+      audio = [translator.render_melody(z, notes) for z in embeddings]
+    else:
+      audio = list(translator.generate(embeddings, np.full(len(embeddings), midi)))
+    for k, (clip, box) in enumerate(zip(audio, face_boxes)):
+      wav = os.path.join(output_dir, f'{_stem(path)}_face{k}.wav')
+      wav_lib.write_wav(wav, clip, sample_rate)
+      translations.append(Translation(image=path, box=box, wav=wav))
+    if group:
+      gap = np.zeros(int(_GAP_S * sample_rate), np.float32)
+      piece = np.concatenate([part for clip in audio for part in (clip, gap)][:-1])
+      wav_lib.write_wav(os.path.join(output_dir, f'{_stem(path)}_group.wav'), piece, sample_rate)
+    if boxes:
+      picture = draw_boxes(pixels, face_boxes)
+      with files.writing(os.path.join(output_dir, f'{_stem(path)}_boxes.png')):
+        picture.save(os.path.join(output_dir, f'{_stem(path)}_boxes.png'))
+  return translations, skipped

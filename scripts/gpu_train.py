@@ -36,7 +36,7 @@ from flax import traverse_util
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import default  # pylint: disable=g-import-not-at-top
+from face2music_jax.configs import default  # pylint: disable=g-import-not-at-top
 from face2music_jax import config_lib
 from face2music_jax import gan
 from face2music_jax import loops

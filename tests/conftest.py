@@ -28,3 +28,20 @@ def tiny_config(tiny_data_dir, tmp_path):
   config.data_dir = tiny_data_dir
   config.workdir = os.path.join(str(tmp_path), 'workdir')
   return config
+
+
+@pytest.fixture(scope='session')
+def trained_tiny_workdir(tiny_data_dir, tmp_path_factory) -> str:
+  """One tiny aux model with the product's generator (harmonic) trained for its 4 steps, shared by every test (and
+  every xdist worker) that only reads a trained model: translation, bundles, the photo evaluator."""
+  from face2music_jax import train  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.getbasetemp().parent
+  workdir = str(root / 'trained_tiny')
+  with filelock.FileLock(str(root / 'trained_tiny.lock')):
+    if not os.path.exists(os.path.join(workdir, 'done')):
+      config = helpers.tiny_config('aux')
+      config.model.generator = 'harmonic'
+      config.data_dir = tiny_data_dir
+      train.train(config, workdir)
+      open(os.path.join(workdir, 'done'), 'w').close()
+  return workdir

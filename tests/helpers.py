@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from configs import aux
+from face2music_jax.configs import aux
 from face2music_jax import synthetic
 
 

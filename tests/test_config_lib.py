@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import aux
+from face2music_jax.configs import aux
 from face2music_jax import config_lib
 
 

@@ -6,7 +6,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATHS = ('face2music_jax', 'configs', 'tests', 'scripts', 'benchmarks', 'run_train.py', 'run_eval.py',
-         'run_translate.py', 'run_experiment.py')
+         'run_translate.py', 'run_experiment.py', 'run_serve.py')
 
 
 def test_the_code_is_formatted_with_the_projects_yapf_style():

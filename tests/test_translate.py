@@ -1,21 +1,22 @@
-"""Translation of face photos into WAV files with a tiny trained model: every face of a photo, the command line
-(run_translate.py) and its errors."""
+"""Translation of face photos with a tiny trained model: the Python API (Translator), bundles, melodies, the
+command line (run_translate.py / face2music translate) and its errors."""
 
+import json
 import os
-import re
 import subprocess
 import sys
 
+import librosa
 import numpy as np
 import pytest
 import soundfile
 from PIL import Image
 from skimage import data as skimage_data
 
-from face2music_jax import checkpoint
-from face2music_jax import train
 from face2music_jax import translate
-from tests import helpers
+from face2music_jax import translator as translator_lib
+from face2music_jax.audio import listening
+from face2music_jax.audio import melody as melody_lib
 
 # Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
 pytestmark = pytest.mark.slow
@@ -24,115 +25,169 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
-def trained(tiny_data_dir, tmp_path_factory):
-  """A tiny aux model with the harmonic generator (the `small` default) trained for its 4 steps, and image files:
-  the astronaut's head (one face), her face twice side by side, a flat grey image, a text file named like an
+def images(tmp_path_factory):
+  """The astronaut's head (one face), her face twice side by side, a flat grey image, a text file named like an
   image."""
-  config = helpers.tiny_config('aux')
-  config.model.generator = 'harmonic'
-  config.data_dir = tiny_data_dir
-  root = tmp_path_factory.mktemp('translate')
-  workdir = str(root / 'workdir')
-  train.train(config, workdir)
-  images = root / 'images'
-  images.mkdir()
+  root = tmp_path_factory.mktemp('images')
   astronaut = skimage_data.astronaut()
-  # The top 300 rows, her head: lower down, dlib's detector takes the patch on her suit for a face in the JPEG
-  # (score 0.04, against 1.57 for her face and a threshold of 0), which would give the photo a second WAV.
-  Image.fromarray(astronaut[:300]).save(images / 'astronaut.jpg', quality=95)
+  # The top 300 rows, her head: lower down, dlib's detector takes the patch on her suit for a face in the JPEG.
+  Image.fromarray(astronaut[:300]).save(root / 'astronaut.jpg', quality=95)
   face = astronaut[20:260, 120:340]  # Her head, 220 pixels wide.
-  Image.fromarray(np.concatenate([face, face], axis=1)).save(images / 'twins.png')
-  Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(images / 'grey.png')
-  (images / 'not_an_image.jpg').write_text('hello')
-  return config, workdir, images
+  Image.fromarray(np.concatenate([face, face], axis=1)).save(root / 'twins.png')
+  Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(root / 'grey.png')
+  (root / 'not_an_image.jpg').write_text('hello')
+  return root
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, os.path.join(ROOT, 'run_translate.py'), *args], cwd=ROOT, env={
+@pytest.fixture(scope='module')
+def model(trained_tiny_workdir):
+  return translator_lib.Translator.load(trained_tiny_workdir)
+
+
+def _run(*args: str, cwd: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, os.path.join(ROOT, 'run_translate.py'), *args], cwd=cwd, env={
       **os.environ, 'JAX_PLATFORMS': 'cpu'
   }, capture_output=True, text=True, timeout=600)
 
 
-def test_cli_translates_a_face_and_keeps_existing_outputs(trained, tmp_path):
-  config, workdir, images = trained
+def test_translator_gives_each_face_left_to_right_from_a_path_an_array_or_a_pil_image(model, images):
+  twins = str(images / 'twins.png')
+  faces = model.translate(twins, pitch='C4')
+  assert len(faces) == 2 and faces[0].box[0] < 220 <= faces[1].box[0]
+  assert all(
+      f.audio.shape == (model.config.audio.length,) and f.sample_rate == 16000 and f.midi_pitch == 60 for f in faces)
+  same = model.translate(np.asarray(Image.open(twins)), pitch=60)
+  also = model.translate(Image.open(twins), pitch=60)
+  np.testing.assert_allclose(same[0].audio, faces[0].audio, atol=1e-6)
+  np.testing.assert_allclose(also[1].audio, faces[1].audio, atol=1e-6)
+  with pytest.raises(ValueError, match=r"Pitch 'C7' \(MIDI 96\) is outside the range .* MIDI 48\.\.60"):
+    model.translate(twins, pitch='C7')
+  with pytest.raises(ValueError, match="'H4' is not a pitch"):
+    model.translate(twins, pitch='H4')
+  with pytest.raises(translator_lib.NoFaceError, match='grey.png'):
+    model.translate(str(images / 'grey.png'))
+
+
+def test_a_bundle_round_trips_and_a_damaged_one_is_refused(model, trained_tiny_workdir, images, tmp_path):
+  bundle = str(tmp_path / 'bundle')
+  manifest = translator_lib.export_bundle(trained_tiny_workdir, bundle, command='test')
+  assert manifest['step'] == 4 and set(manifest['sha256']) == {'config.json', 'generator.msgpack'}
+  loaded = translator_lib.Translator.load(bundle)
   face = str(images / 'astronaut.jpg')
-  out = tmp_path / 'out'
-  done = _run(f'--workdir={workdir}', '--pitch=50', f'--output_dir={out}', face)  # Config from config.json.
-  assert done.returncode == 0, done.stderr[-3000:]
-  wav, image, box = done.stdout.strip().split('\t')
-  assert (wav, image) == (str(out / 'astronaut.wav'), face) and box.startswith('face (left, top, right, bottom) = (')
-  audio, rate = soundfile.read(out / 'astronaut.wav')
-  assert rate == 16000 and audio.shape == (config.audio.length,)
-  assert np.all(np.isfinite(audio)) and np.abs(audio).max() > 0
-  refused = _run(f'--workdir={workdir}', f'--output_dir={out}', face)
-  assert refused.returncode == 2 and 'exists already' in refused.stderr and '--overwrite' in refused.stderr
-  assert refused.stderr.strip().splitlines()[-1].startswith('Error:')  # A message, not a traceback.
-  assert 'Traceback' not in refused.stderr
+  np.testing.assert_allclose(loaded.translate(face, 50)[0].audio, model.translate(face, 50)[0].audio, atol=1e-6)
+  blob = bytearray(open(os.path.join(bundle, 'generator.msgpack'), 'rb').read())
+  blob[len(blob) // 2] ^= 0x01
+  open(os.path.join(bundle, 'generator.msgpack'), 'wb').write(bytes(blob))
+  with pytest.raises(translator_lib.BundleError, match='generator.msgpack does not match the checksum'):
+    translator_lib.Translator.load(bundle)
+  os.remove(os.path.join(bundle, 'config.json'))
+  with pytest.raises(translator_lib.BundleError, match='config.json is missing'):
+    translator_lib.Translator.load(bundle)
+  with open(os.path.join(bundle, 'manifest.json'), 'w') as f:
+    f.write('{not json')
+  with pytest.raises(translator_lib.BundleError, match='manifest.json is corrupt'):
+    translator_lib.Translator.load(bundle)
 
 
-def test_every_face_of_a_photo_gets_its_own_wav_named_left_to_right(trained, tmp_path):
-  config, workdir, images = trained
-  twins, single = str(images / 'twins.png'), str(images / 'astronaut.jpg')
-  translations = translate.translate(config, workdir, [twins, single], output_dir=str(tmp_path))
-  assert [(t.image, os.path.basename(t.wav)) for t in translations] == [(twins, 'twins_face0.wav'),
-                                                                        (twins, 'twins_face1.wav'),
-                                                                        (single, 'astronaut.wav')]
-  left, right = translations[0].box, translations[1].box
-  # The same face in each half of the 440-pixel-wide photo: boxes about 220 pixels apart (the detector's windows
-  # lie on a grid), each within its half, at the same height.
-  assert 0 <= left[0] < left[2] < 220 <= right[0] < right[2] < 440
-  assert abs(right[0] - left[0] - 220) <= 8 and abs(right[1] - left[1]) <= 8
-  for t in translations:
-    audio, rate = soundfile.read(t.wav)
-    assert rate == 16000 and audio.shape == (config.audio.length,) and np.all(np.isfinite(audio))
+def test_the_shipped_model_translates_a_face_in_tune_and_its_manifest_is_true():
+  model = translator_lib.Translator.load()
+  manifest = model.manifest
+  assert manifest['format'] == 1 and manifest['step'] > 0 and manifest['commit']
+  files = sum(
+      os.path.getsize(os.path.join(translator_lib.DEFAULT_BUNDLE, f))
+      for f in os.listdir(translator_lib.DEFAULT_BUNDLE))
+  assert files <= 10_000_000
+  face = skimage_data.astronaut()[:300]
+  low, high = model.pitch_range
+  pitches = [p for p in (36, 48, 60, 72) if low <= p <= high]
+  audio = np.stack([model.translate(face, p)[0].audio for p in pitches])
+  f0, _ = listening.estimate_pitch(audio, model.sample_rate)
+  assert np.all(np.abs(listening.cents_off(f0, np.array(pitches))) <= 50), (pitches, f0)
 
 
-def test_translate_overwrites_when_asked(trained, tmp_path):
-  config, workdir, images = trained
-  out = str(tmp_path)
-  face = str(images / 'astronaut.jpg')
-  (translation,) = translate.translate(config, workdir, [face], midi_pitch=60, output_dir=out)
-  path = translation.wav
-  with pytest.raises(translate.TranslationError, match='exists already'):
-    translate.translate(config, workdir, [face], output_dir=out)
-  low, _ = soundfile.read(path)
-  translate.translate(config, workdir, [face], midi_pitch=48, output_dir=out, overwrite=True)
-  high, _ = soundfile.read(path)
-  assert not np.array_equal(low, high)  # Another pitch, another note.
+def test_a_melody_is_played_in_order_held_and_released(model, images):
+  (face,) = model.translate(str(images / 'astronaut.jpg'), melody='C3 E3 G3:2 C4')
+  sr = face.sample_rate
+  assert face.audio.shape == (int(2.5 * sr),)  # 1 + 1 + 2 + 1 beats at 120 bpm.
+  # pYIN in the middle of each note finds its pitch, in order; the long G3 is held (loud) through its second beat.
+  for midi, (start, end) in zip((48, 52, 55, 60), ((0.1, 0.4), (0.6, 0.9), (1.1, 1.9), (2.1, 2.4))):
+    f0, _ = listening.estimate_pitch(face.audio[None, int(start * sr):int(end * sr)], sr)
+    assert abs(listening.cents_off(f0, [midi])[0]) <= 50, (midi, f0)
+  g3 = face.audio[int(1.0 * sr):int(2.0 * sr)]
+  assert np.sqrt(np.mean(g3[-int(0.4 * sr):-int(0.1 * sr)]**2)) > 0.2 * np.sqrt(np.mean(g3[:int(0.3 * sr)]**2))
+  assert listening.end_level_db(face.audio[None], sr)[0] <= -30  # A release at the end, no click.
+  with pytest.raises(ValueError, match="'X4' in the melody is not a note"):
+    model.translate(str(images / 'astronaut.jpg'), melody='C3 X4')
 
 
-def test_errors_name_the_problem(trained, tmp_path):
-  config, workdir, images = trained
+def test_melody_parsing_and_midi_files(tmp_path):
+  notes = melody_lib.parse('C4 F#3:2 R 60:0.5, Bb2', bpm=60)
+  assert [(n.midi, n.onset_s, n.duration_s) for n in notes] == [(60, 0, 1), (54, 1, 2), (60, 4, 0.5), (46, 4.5, 1)]
+  import pretty_midi  # pylint: disable=import-outside-toplevel
+  song = pretty_midi.PrettyMIDI()
+  piano = pretty_midi.Instrument(0)
+  piano.notes += [pretty_midi.Note(90, 64, 0.5, 1.0), pretty_midi.Note(100, 60, 0.0, 0.5)]
+  song.instruments.append(piano)
+  song.write(str(tmp_path / 'tune.mid'))
+  assert [(n.midi, n.onset_s, n.velocity) for n in melody_lib.read_midi(str(tmp_path / 'tune.mid'))] == [(60, 0.0, 100),
+                                                                                                         (64, 0.5, 90)]
+  (tmp_path / 'bad.mid').write_text('not midi')
+  with pytest.raises(ValueError, match='Cannot read .*bad.mid as a MIDI file'):
+    melody_lib.read_midi(str(tmp_path / 'bad.mid'))
+
+
+def test_translate_writes_a_wav_per_face_skips_photos_without_faces_and_keeps_existing_outputs(model, images, tmp_path):
   out = str(tmp_path / 'out')
-  with pytest.raises(translate.TranslationError, match='No usable face in .*grey.png'):
-    translate.translate(config, workdir, [str(images / 'grey.png')], output_dir=out)
-  with pytest.raises(translate.TranslationError, match='Cannot read the image .*not_an_image.jpg'):
-    translate.translate(config, workdir, [str(images / 'not_an_image.jpg')], output_dir=out)
-  with pytest.raises(translate.TranslationError, match='Cannot read the image .*missing.jpg: no such file'):
-    translate.translate(config, workdir, [str(images / 'missing.jpg')], output_dir=out)
-  with pytest.raises(translate.TranslationError, match=r'--pitch=90 is outside the MIDI pitches 48\.\.60'):
-    translate.translate(config, workdir, [str(images / 'astronaut.jpg')], midi_pitch=90, output_dir=out)
-  with pytest.raises(checkpoint.CheckpointError, match='No GAN checkpoint'):
-    translate.translate(config, str(tmp_path / 'untrained'), [str(images / 'astronaut.jpg')], output_dir=out)
-  assert not os.path.exists(out)  # Nothing written by a failed translation.
+  translations, skipped = translate.translate(model, [str(images)], pitch=50, output_dir=out, group=True, boxes=True)
+  assert [os.path.basename(t.wav) for t in translations
+         ] == ['astronaut_face0.wav', 'twins_face0.wav', 'twins_face1.wav']
+  assert sorted(os.listdir(out)) == sorted([
+      'astronaut_face0.wav', 'astronaut_group.wav', 'astronaut_boxes.png', 'twins_face0.wav', 'twins_face1.wav',
+      'twins_group.wav', 'twins_boxes.png'
+  ])
+  assert [s.split(':')[0] for s in skipped] == [str(images / 'grey.png'), str(images / 'not_an_image.jpg')]
+  group, rate = soundfile.read(os.path.join(out, 'twins_group.wav'))
+  assert rate == 16000 and len(group) == 2 * model.config.audio.length + int(0.25 * 16000)
+  with pytest.raises(translate.TranslationError, match='exists already'):
+    translate.translate(model, [str(images / 'astronaut.jpg')], output_dir=out, pitch=50)
+  with pytest.raises(translate.TranslationError, match='No face found in any image'):
+    translate.translate(model, [str(images / 'grey.png')], output_dir=out)
+  with pytest.raises(translate.TranslationError, match='no such file or folder'):
+    translate.translate(model, [str(images / 'missing.jpg')], output_dir=out)
 
 
-def test_cli_without_a_checkpoint_fails_with_a_message(trained, tmp_path):
-  config, _, images = trained
+def test_cli_from_a_fresh_directory_with_note_names_and_a_skipped_photo(trained_tiny_workdir, images, tmp_path):
+  cwd = tmp_path / 'fresh'
+  cwd.mkdir()
+  done = _run(f'--workdir={trained_tiny_workdir}', '--pitch=D3', str(images / 'astronaut.jpg'),
+              str(images / 'grey.png'), cwd=str(cwd))
+  assert done.returncode == 2, done.stderr[-3000:]  # A skipped photo: the others are written, the exit says so.
+  wav, image, box = done.stdout.strip().split('\t')
+  assert wav == os.path.join('translations', 'astronaut_face0.wav') and box.startswith('face (left, top')
+  assert 'Skipped: ' + str(images / 'grey.png') + ': no face found' in done.stderr
+  audio, rate = soundfile.read(cwd / wav)
+  f0 = librosa.pyin(audio.astype(np.float32), fmin=100, fmax=200, sr=rate, frame_length=2048)[0]
+  assert abs(1200 * np.log2(np.nanmedian(f0) / librosa.midi_to_hz(50))) < 50  # D3 = MIDI 50.
+  refused = _run(f'--workdir={trained_tiny_workdir}', str(images / 'astronaut.jpg'), cwd=str(cwd))
+  assert refused.returncode == 2 and 'exists already' in refused.stderr and 'Traceback' not in refused.stderr
+  bad = _run(f'--workdir={trained_tiny_workdir}', '--pitch=C9', str(images / 'astronaut.jpg'), cwd=str(cwd))
+  assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith('Error: Pitch')
+
+
+def test_cli_help_is_quick_and_exits_0(tmp_path):
+  done = subprocess.run([sys.executable, '-m', 'face2music_jax.apps.translate', '--help'], cwd=str(tmp_path),
+                        capture_output=True, text=True, timeout=60)
+  assert done.returncode == 0 and '--melody' in done.stdout and '--pitch' in done.stdout
+  imported = subprocess.run([sys.executable, '-X', 'importtime', '-m', 'face2music_jax.apps.translate', '--help'],
+                            cwd=str(tmp_path), capture_output=True, text=True, timeout=60).stderr
+  assert 'tensorflow' not in imported and ' jax' not in imported  # Nothing heavy before the flags are read.
+
+
+def test_a_model_of_a_workdir_without_a_checkpoint_is_one_line(trained_tiny_workdir, images, tmp_path):
   empty = tmp_path / 'empty'
   empty.mkdir()
-  (empty / 'config.json').write_text(config.to_json())
-  failed = _run(f'--workdir={empty}', str(images / 'astronaut.jpg'))
+  with open(os.path.join(trained_tiny_workdir, 'config.json')) as f:
+    (empty / 'config.json').write_text(json.dumps(json.load(f)))
+  failed = _run(f'--workdir={empty}', str(images / 'astronaut.jpg'), cwd=str(tmp_path))
   assert failed.returncode == 2
   assert 'Error: No GAN checkpoint' in failed.stderr and 'Traceback' not in failed.stderr
-
-
-def test_an_unwritable_output_directory_is_named_before_any_work(trained, tmp_path, monkeypatch):
-  config, workdir, images = trained
-  blocker = tmp_path / 'a_file'
-  blocker.write_text('not a directory')
-  out = str(blocker / 'out')
-  monkeypatch.setattr(translate, 'embed_faces', lambda *args: pytest.fail('Faces were embedded first.'))
-  monkeypatch.setattr(translate.gan, 'restore_generator', lambda *args: pytest.fail('The model was loaded first.'))
-  with pytest.raises(PermissionError, match=f'The output directory {re.escape(out)} is not writable'):
-    translate.translate(config, workdir, [str(images / 'astronaut.jpg')], output_dir=out)

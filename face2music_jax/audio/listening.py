@@ -39,12 +39,14 @@ def midi_to_hz(midi: np.ndarray | float) -> np.ndarray:
   return 440.0 * 2.0**((np.asarray(midi, np.float64) - 69.0) / 12.0)
 
 
-def estimate_pitch(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+def estimate_pitch(audio: np.ndarray, sample_rate: int, fmin: float = F0_MIN_HZ,
+                   fmax: float = F0_MAX_HZ) -> tuple[np.ndarray, np.ndarray]:
   """pYIN fundamental of each clip.
 
   Args:
     audio: [N, T] float waveforms.
     sample_rate: Hz.
+    fmin, fmax: pYIN's search range (Hz); the default is wide (MIDI 24-96 with a margin).
 
   Returns:
     (f0 [N] Hz: median over the clip's voiced frames, NaN when none is voiced; voiced [N]: fraction of voiced
@@ -53,12 +55,41 @@ def estimate_pitch(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.
   audio = np.asarray(audio, np.float32)
   if audio.ndim != 2:
     raise ValueError(f'Expected audio of shape [N, T], got {audio.shape}.')
-  f0, voiced_flag, _ = librosa.pyin(audio, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=sample_rate, frame_length=FRAME_LENGTH,
+  f0, voiced_flag, _ = librosa.pyin(audio, fmin=fmin, fmax=fmax, sr=sample_rate, frame_length=FRAME_LENGTH,
                                     hop_length=HOP_LENGTH, resolution=RESOLUTION)
   voiced = voiced_flag.mean(axis=-1)
   with np.errstate(all='ignore'):
     median = np.array([np.median(f[v]) if v.any() else np.nan for f, v in zip(f0, voiced_flag)])
   return median, voiced
+
+
+def in_tune_near(audio: np.ndarray, midi_pitch: np.ndarray, sample_rate: int, semitones: float = 13.0,
+                 cents: float = 50.0) -> np.ndarray:
+  """Whether each clip is in tune when pYIN searches only near the requested pitch (+-`semitones`): [N] bool.
+
+  The strict reading a listener's ear makes when it expects a pitch: an octave error within the range (a weak
+  fundamental heard an octave low) is out of tune, as is a clip with no voiced frame. Clips are grouped by pitch,
+  one pYIN call per requested pitch.
+  """
+  midi_pitch = np.asarray(midi_pitch)
+  ok = np.zeros(len(midi_pitch), bool)
+  for p in np.unique(midi_pitch):
+    sel = midi_pitch == p
+    f0, _ = estimate_pitch(
+        np.asarray(audio)[sel], sample_rate, float(midi_to_hz(p - semitones)), float(midi_to_hz(p + semitones)))
+    ok[sel] = np.nan_to_num(np.abs(cents_off(f0, np.full(len(f0), p))), nan=np.inf) <= cents
+  return ok
+
+
+def end_level_db(audio: np.ndarray, sample_rate: int, tail_s: float = 0.01) -> np.ndarray:
+  """How far below its peak each clip ends: 20 log10(peak of the last `tail_s` / peak of the clip), [N] dB.
+
+  A note cut while loud (0 to -10 dB) ends with a click; -30 dB or lower is a release.
+  """
+  audio = np.abs(np.asarray(audio, np.float64))
+  tail = max(1, int(round(tail_s * sample_rate)))
+  with np.errstate(divide='ignore'):
+    return 20.0 * np.log10(np.max(audio[:, -tail:], axis=-1) / np.maximum(np.max(audio, axis=-1), 1e-12) + 1e-12)
 
 
 def cents_off(f0_hz: np.ndarray, midi_pitch: np.ndarray) -> np.ndarray:

@@ -47,6 +47,50 @@ def attack_decay_envelope(attack_s: jax.Array, decay_s: jax.Array, sustain: jax.
   return (1.0 - jnp.exp(-t / attack_s)) * (sustain + (1.0 - sustain) * jnp.exp(-t / decay_s))
 
 
+def release_window(length: int, sample_rate: int, release_s: float) -> np.ndarray:
+  """A note's release: 1, then a squared half-Hann fade to 0 over the last `release_s` seconds.
+
+  Applied to the generated notes and to the real notes they are judged against (both are cut from longer notes),
+  so that every note ends in silence instead of a click and neither can be told from the other by its end. A
+  squared fade rather than a plain one: 10 ms before the end of a 50 ms release the gain is 0.009 (-41 dB), where
+  a plain half-Hann would still be at -20 dB.
+
+  Args:
+    length: samples.
+    sample_rate: Hz.
+    release_s: duration of the fade (s); 0 = no fade (all ones).
+
+  Returns:
+    [length] float32 gains in [0, 1].
+  """
+  window = np.ones(length, np.float32)
+  fade = min(int(round(release_s * sample_rate)), length)
+  if fade > 0:
+    remaining = (np.arange(fade, 0, -1) - 1) / fade  # 1 - 1/fade ... 0: the last sample is silent.
+    window[length - fade:] = (0.5 - 0.5 * np.cos(np.pi * remaining))**2
+  return window
+
+
+def with_fundamental(distribution: jax.Array, floor: float) -> jax.Array:
+  """A harmonic distribution whose fundamental carries at least `floor` of the amplitude.
+
+  Real instruments at high pitches have a strong fundamental; a learned distribution that puts little on it
+  (measured on real photos: 4-12% of the harmonic energy at MIDI 72) makes the pitch ambiguous by an octave. The
+  learned weights, normalised to sum to 1, share (1 - floor) of the amplitude; the fundamental gets `floor` more.
+
+  Args:
+    distribution: [..., K] non-negative weights of the K harmonics.
+    floor: in [0, 1); 0 returns the weights unchanged.
+
+  Returns:
+    [..., K] non-negative weights summing to 1 (when floor > 0).
+  """
+  if floor <= 0:
+    return distribution
+  normalised = distribution / jnp.maximum(jnp.sum(distribution, axis=-1, keepdims=True), 1e-7)
+  return (1.0 - floor) * normalised + floor * jax.nn.one_hot(0, distribution.shape[-1], dtype=distribution.dtype)
+
+
 def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Array, length: int,
                    sample_rate: int) -> jax.Array:
   """A bank of harmonic oscillators k f0, k = 1..K, with amplitudes interpolated linearly between frames.

@@ -4,7 +4,8 @@
 `stages.ensure_data`) or 'nsynth' (`config.data.nsynth_name`, read from `config_lib.tfds_data_dir(config)`, never
 downloaded). Both have TFDS nsynth's features, and every example becomes
 
-  audio:      [length] float32, 16 kHz, `config.audio.length` samples from the note onset (zero-padded);
+  audio:      [length] float32, 16 kHz, `config.audio.length` samples from the note onset (zero-padded), faded
+              out over the last `config.audio.release_s` (synthesis.release_window, as the generated notes);
   pitch:      int32 class index, MIDI pitch - config.audio.pitch_min (notes outside pitch_min..pitch_max are
               dropped);
   family:     int32 index into `config_lib.family_names(config)`;
@@ -28,6 +29,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from face2music_jax import config_lib
+from face2music_jax.audio import synthesis
 from face2music_jax.data import notes
 
 # The onset is the first sample whose magnitude exceeds 1 % of the note's peak (-40 dB): below that, what precedes
@@ -106,13 +108,16 @@ def _examples(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
                           decoders=tfds.decode.PartialDecoding(_USED_FEATURES))
   ds = ds.filter(lambda ex: (ex['pitch'] >= a.pitch_min) & (ex['pitch'] <= a.pitch_max))
 
+  # The same release as the generator's: real and generated notes end alike.
+  release = tf.constant(synthesis.release_window(a.length, a.sample_rate, a.release_s))
+
   def prepare(ex):
     audio = ex['audio']
     above = tf.abs(audio) > ONSET_FRACTION * tf.reduce_max(tf.abs(audio))
     # Samples before the first one above the threshold (all of them for a silent note, which stays silent).
     onset = tf.reduce_sum(tf.cast(tf.equal(tf.cumsum(tf.cast(above, tf.int32)), 0), tf.int32))
     clip = audio[onset:onset + a.length]
-    clip = tf.pad(clip, [[0, a.length - tf.shape(clip)[0]]])
+    clip = tf.pad(clip, [[0, a.length - tf.shape(clip)[0]]]) * release
     return {
         'audio': tf.ensure_shape(clip, [a.length]),
         'pitch': tf.cast(ex['pitch'], tf.int32) - a.pitch_min,

@@ -6,6 +6,7 @@ clipped to 8 bits is white; and a PNG of a few KB can decode to gigabytes. The f
 (data/face_records.py) and translation (translate.py) read images through these functions.
 """
 
+import io
 from typing import BinaryIO
 
 import numpy as np
@@ -92,4 +93,10 @@ def rgb_pixels(image: Image.Image) -> np.ndarray:
 def read_rgb(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
   """An image file as upright uint8 RGB [H, W, 3] (`open_checked`, then `rgb_pixels`); ImageError if it fails."""
   with open_checked(path, max_pixels) as image:
+    return rgb_pixels(image)
+
+
+def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+  """Image bytes (an upload) as upright uint8 RGB [H, W, 3], checked as `read_rgb` checks a file."""
+  with open_checked(io.BytesIO(data), max_pixels) as image:
     return rgb_pixels(image)

@@ -344,6 +344,13 @@ class SoundfontNotes(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   BUILDER_CONFIG_CLS = NotesConfig
 
+  # Nothing is downloaded: TFDS's "Downloading and preparing dataset" lines would mislead (prepare() logs instead).
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   def _info(self) -> tfds.core.DatasetInfo:
     c = self.builder_config
     return tfds.core.DatasetInfo(

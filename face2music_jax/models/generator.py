@@ -9,6 +9,8 @@ activations run in bfloat16 while the parameters stay float32 (mixed precision);
 is computed and returned in float32 (see each generator for where the switch happens).
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -53,6 +55,8 @@ class Generator(nn.Module):
     upsample: 'transposed', 'nearest' or 'linear'.
     pitch_input: concatenate a learned pitch embedding (dim channels) to the face embedding.
     post_filter: taps of the output FIR filter; 0 = none.
+    sample_rate: Hz (for the release's duration).
+    release_s: the note's release, a fade over its last seconds (synthesis.release_window); 0 = none.
     dtype: the computation's dtype of every block but the output one (float32 or bfloat16).
   """
   dim: int
@@ -64,6 +68,8 @@ class Generator(nn.Module):
   upsample: str = 'transposed'
   pitch_input: bool = False
   post_filter: int = 0
+  sample_rate: int = 16000
+  release_s: float = 0.0
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -95,7 +101,7 @@ class Generator(nn.Module):
     x = jnp.tanh(self._upconv(x, 1, True, jnp.float32, f'upconv{self.num_layers - 1}'))
     if self.post_filter:
       x = nn.Conv(1, (self.post_filter,), dtype=jnp.float32, name='post_filter')(x)
-    return x[..., 0]
+    return x[..., 0] * synthesis.release_window(self.length, self.sample_rate, self.release_s)
 
   def _upconv(self, x: jax.Array, features: int, use_bias: bool, dtype: Dtype, name: str) -> jax.Array:
     """[B, L, C] -> [B, L * stride, features], computed in `dtype`."""
@@ -130,7 +136,13 @@ class HarmonicGenerator(nn.Module):
   the timbre and the envelope.
 
   Initially the notes are quiet (amplitude ~0.1) with noise ~90 dB below the harmonics; the GAN raises it when
-  real notes call for it, up to `noise_max` (the config's default bounds it relative to the harmonics). Variables: 'params' only.
+  real notes call for it, up to `noise_max` (the config's default bounds it relative to the harmonics). Variables:
+  'params', and with `normalize_face` 'batch_stats' (the running mean and variance of the training faces).
+
+  With `normalize_face` each dimension of f(x) is standardised (batch norm without scale and bias: in training by
+  the batch, then by the running statistics of the training faces). A face embedding's dimensions vary by ~0.06
+  between people (dlib: ~0.7 apart over 128 dimensions) and share a common offset, while the pitch embedding
+  beside it is of order 1; unstandardised, the pitch drowned the face (docs/experiments.md).
 
   With a bfloat16 `dtype` only the control network's trunk (the conditioning MLP and the frame blocks) runs in
   bfloat16. Its heads and the synthesiser (envelope, oscillator bank, phases, filtered noise) run in float32:
@@ -151,6 +163,10 @@ class HarmonicGenerator(nn.Module):
     noise_max: upper bound of each noise band's magnitude (DDSP's 2).
     relative_noise: scale the noise bands by the frame's harmonic amplitude, so that `noise_max` bounds the
       noise relative to the harmonics (a note can never be more noise than tone) rather than absolutely.
+    normalize_face: standardise each dimension of the face embedding (see above).
+    fundamental_floor: the fraction of the harmonic amplitude the fundamental always carries
+      (synthesis.with_fundamental), so that high notes are not heard an octave low; 0 = none.
+    release_s: the note's release, a fade over its last seconds (synthesis.release_window); 0 = none.
     dtype: the computation's dtype of the control network's trunk (float32 or bfloat16).
   """
   num_pitches: int
@@ -165,6 +181,9 @@ class HarmonicGenerator(nn.Module):
   num_blocks: int = 2
   noise_max: float = 2.0
   relative_noise: bool = False
+  normalize_face: bool = False
+  fundamental_floor: float = 0.0
+  release_s: float = 0.0
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -174,14 +193,17 @@ class HarmonicGenerator(nn.Module):
     Args:
       z: [B, E] float32 face embeddings.
       pitch: [B] int32 pitch class indices in [0, num_pitches).
-      train: unused (the network has no batch statistics); kept for the generators' common signature.
+      train: standardise the faces by the batch's statistics (and update the running ones) rather than by the
+        running statistics (with `normalize_face`).
 
     Returns:
       [B, length] float32 waveforms.
     """
-    del train
     if self.length % self.frames:
       raise ValueError(f'HarmonicGenerator length {self.length} must be divisible by frames = {self.frames}.')
+    if self.normalize_face:
+      z = nn.BatchNorm(use_running_average=not train, momentum=0.99, use_scale=False, use_bias=False,
+                       name='face_norm')(z)
     midi = (pitch + self.pitch_min).astype(jnp.float32)
     c = jnp.concatenate(
         [z, nn.Embed(self.num_pitches, self.hidden, name='pitch_embedding')(pitch),
@@ -199,7 +221,8 @@ class HarmonicGenerator(nn.Module):
     # The heads and the synthesis in float32 (class docstring).
     x, c = x.astype(jnp.float32), c.astype(jnp.float32)
     amplitude = synthesis.exp_sigmoid(nn.Dense(1, bias_init=nn.initializers.constant(-1.0), name='amplitude')(x))
-    distribution = synthesis.exp_sigmoid(nn.Dense(self.num_harmonics, name='harmonics')(x))
+    distribution = synthesis.with_fundamental(synthesis.exp_sigmoid(nn.Dense(self.num_harmonics, name='harmonics')(x)),
+                                              self.fundamental_floor)
     noise = synthesis.exp_sigmoid(
         nn.Dense(self.noise_bands, bias_init=nn.initializers.constant(-5.0), name='noise')(x), max_value=self.noise_max)
     if self.relative_noise:
@@ -211,7 +234,8 @@ class HarmonicGenerator(nn.Module):
     f0 = synthesis.midi_to_hz(midi)
     harmonic = synthesis.harmonic_synth(f0, amplitude[..., 0], distribution, self.length, self.sample_rate)
     noise = synthesis.filtered_noise(noise, self.length, self.length // self.frames)
-    return envelope * (harmonic + noise)
+    release = synthesis.release_window(self.length, self.sample_rate, self.release_s)
+    return envelope * release * (harmonic + noise)
 
 
 def make_generator(config: ml_collections.ConfigDict) -> Generator | HarmonicGenerator:
@@ -224,7 +248,17 @@ def make_generator(config: ml_collections.ConfigDict) -> Generator | HarmonicGen
                              length=config.audio.length, sample_rate=config.audio.sample_rate, hidden=h.hidden,
                              channels=h.channels, num_harmonics=h.num_harmonics, noise_bands=h.noise_bands,
                              frames=h.frames, num_blocks=h.num_blocks, noise_max=h.noise_max,
-                             relative_noise=h.relative_noise, dtype=jnp.dtype(config.train.dtype))
+                             relative_noise=h.relative_noise, fundamental_floor=h.fundamental_floor,
+                             normalize_face=h.normalize_face, release_s=config.audio.release_s,
+                             dtype=jnp.dtype(config.train.dtype))
   return Generator(dim=m.generator_dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
                    kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=m.upsample,
-                   pitch_input=m.pitch_input, post_filter=m.post_filter, dtype=jnp.dtype(config.train.dtype))
+                   pitch_input=m.pitch_input, post_filter=m.post_filter, sample_rate=config.audio.sample_rate,
+                   release_s=config.audio.release_s, dtype=jnp.dtype(config.train.dtype))
+
+
+def init_variables(generator: nn.Module, embedding_dim: int, rng: jax.Array) -> dict[str, Any]:
+  """Fresh generator variables {'params', ...} for faces of `embedding_dim`: rng is a key for the initialisation."""
+  z = jnp.zeros((2, embedding_dim), jnp.float32)
+  pitch = jnp.zeros((2,), jnp.int32)
+  return dict(generator.init(rng, z, pitch, train=False))

@@ -13,7 +13,7 @@ import pretty_midi
 import pytest
 import tinysoundfont
 
-from configs import default
+from face2music_jax.configs import default
 from face2music_jax.audio import mfcc as mfcc_lib
 
 SAMPLE_RATE = 16000

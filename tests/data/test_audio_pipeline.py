@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from configs import aux
+from face2music_jax.configs import aux
 from face2music_jax import config_lib
+from face2music_jax.audio import synthesis
 from face2music_jax.data import audio, notes
 
 NSYNTH = 'nsynth/gansynth_subset'
@@ -121,9 +122,12 @@ def test_real_nsynth_format_goes_through_the_same_code(nsynth_config):
   assert loaded['family'].tolist() == [i % 11 for i, _, _ in kept]  # All 11 NSynth families, unchanged.
   assert loaded['instrument'].tolist() == [1000 + i % 6 for i, _, _ in kept]
   length = nsynth_config.audio.length
+  # Each note from its onset, faded out over its last release_s like the generated notes.
+  release = synthesis.release_window(length, nsynth_config.audio.sample_rate, nsynth_config.audio.release_s)
+  assert release[0] == 1 and release[-1] == 0
   for row, (_, pitch, onset) in zip(loaded['audio'], kept):
     expected = _synthetic_note(pitch, onset)[onset:onset + length]
-    np.testing.assert_array_equal(row[:len(expected)], expected)
+    np.testing.assert_allclose(row[:len(expected)], expected * release[:len(expected)], rtol=1e-6, atol=1e-7)
     assert not np.any(row[len(expected):])  # Zero-padded when the note ends within `length` samples.
   assert config_lib.num_families(nsynth_config) == 11
   valid = audio.load_notes(nsynth_config, 'valid')

@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 from skimage import data as skimage_data
 
-from configs import default
+from face2music_jax.configs import default
 from face2music_jax.data import default_faces, face_embedding, face_records, faces
 from face2music_jax.data.face_embedding import DlibFaceEmbedder, NoFaceError
 from face2music_jax.data.face_records import FaceDataError

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import aux
+from face2music_jax.configs import aux
 from face2music_jax.data import notes
 
 

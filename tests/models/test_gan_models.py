@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
+from face2music_jax.configs import default
 from face2music_jax.models import discriminator as discriminator_lib
 from face2music_jax.models import generator as generator_lib
 

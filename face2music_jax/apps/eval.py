@@ -1,0 +1,57 @@
+r"""Evaluates a trained face2music_jax model: metrics JSON, figures and an HTML page in <workdir>/eval/.
+
+  face2music eval --config=aux                      # the config's default workdir
+  face2music eval --workdir=/ckpt/aux                          # the config that training wrote there
+  face2music eval --config=aux:tiny --workdir=/tmp/x --overwrite
+  face2music eval --workdir=/ckpt/aux --photos=my_photos/       # every face of a folder of photos instead
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from face2music_jax import cli
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Config, e.g. aux, aux:tiny or a config file '
+                                '(default: <workdir>/config.json).', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Work directory of the trained model (default: config.workdir).')
+flags.DEFINE_bool('overwrite', False, 'Replace an existing <workdir>/eval/ (or eval_photos/).')
+flags.DEFINE_string(
+    'photos', None, 'A folder of photos: judge the model on every face in them (listening measures, '
+    'distinctness, Pearson, families) into <workdir>/eval_photos/ instead of the evaluation.')
+
+
+@cli.reports_known_errors
+def main(argv):
+  # pylint: disable=import-outside-toplevel  (after flag parsing: --help answers at once)
+  from face2music_jax import evaluate
+  from face2music_jax.evaluators import photos
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.quiet_library_logs()
+  config, workdir = cli.config_and_workdir(FLAGS.config, FLAGS.workdir)
+  logging.info('Config %s (%s), workdir %s', config.name, config.size, workdir)
+  if FLAGS.photos:
+    out_dir = os.path.join(workdir, 'eval_photos')
+    if os.path.exists(out_dir) and not FLAGS.overwrite:
+      raise evaluate.EvaluationError(f'{out_dir} exists already: pass --overwrite to replace it.')
+    summary = photos.evaluate_photos(config, workdir, FLAGS.photos, out_dir)
+    print(json.dumps(summary['headline'], indent=2))
+    print(f'Wrote {out_dir}/metrics.json and {out_dir}/index.html')
+    return
+  summary = evaluate.evaluate(config, workdir, overwrite=FLAGS.overwrite)
+  print(evaluate.human_summary(summary))
+
+
+def run() -> None:
+  """The command: flags (config names resolved, --help at once) -> main."""
+  cli.run(main, __doc__)
+
+
+if __name__ == '__main__':
+  run()

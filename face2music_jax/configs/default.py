@@ -1,0 +1,292 @@
+"""Shared defaults for face2music_jax.
+
+`configs/baseline.py`, `configs/metric.py` and `configs/aux.py` import this file and flip the loss switches. The
+string after the colon selects a size: `--config=configs/aux.py:tiny` (tests), `:small` (default, trains on
+2 CPU cores in minutes, with the harmonic-plus-noise generator) or `:paper` (the paper's model sizes and its
+WaveGAN generator, for a GPU or a TPU pod). Any field can be overridden
+on the command line, e.g. `--config.train.batch_size=32`.
+"""
+
+import os
+
+import ml_collections
+
+from face2music_jax import config_lib
+
+SIZES = ('tiny', 'small', 'paper')
+
+# NSynth instrument families whose notes the SoundFont builder renders (synth_lead has no General MIDI
+# counterpart that plays the claimed pitch), each with 1-based General MIDI program numbers measured to play the
+# claimed pitch with TimGM6mb.sf2 and FluidR3_GM.sf2 (shared/DESIGN.md).
+GM_PROGRAMS = {
+    'bass': (33, 34),
+    'brass': (57, 61),
+    'flute': (74,),
+    'guitar': (25, 27),
+    'keyboard': (1, 5),
+    'mallet': (12, 13),
+    'organ': (21,),
+    'reed': (66, 72),
+    'string': (41, 49),
+    'vocal': (53, 54),
+}
+
+
+def cache_root() -> str:
+  """Where data, checkpoints and renders go: $FACE2MUSIC_CACHE or ~/.cache/face2music_jax."""
+  return config_lib.cache_root()
+
+
+def parse_size(arg: str | None) -> str:
+  """Accepts `None`, `'tiny'` or `'size=tiny'` (big_vision style)."""
+  if not arg:
+    return 'small'
+  size = arg.split('=', 1)[1] if arg.startswith('size=') else arg
+  if size not in SIZES:
+    raise ValueError(f'Unknown config size {size!r}; expected one of {SIZES}.')
+  return size
+
+
+def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.ConfigDict:
+  """Returns the full configuration; `arg` selects the size variant."""
+  size = parse_size(arg)
+  c = ml_collections.ConfigDict()
+  c.name = name
+  c.size = size
+  c.seed = 0
+  c.workdir = os.path.join(cache_root(), 'work', f'{name}_{size}')
+  c.data_dir = os.path.join(cache_root(), 'data')
+
+  # Audio, as NSynth: 16 kHz mono; the models see `length` samples from the note onset.
+  c.audio = ml_collections.ConfigDict()
+  c.audio.sample_rate = 16000
+  c.audio.length = 8192
+  c.audio.pitch_min = 24  # MIDI pitch range kept for training (inclusive), as GANSynth's NSynth subset.
+  c.audio.pitch_max = 84
+  # Every note, generated or real, ends with a fade over its last release_s seconds (audio/synthesis.py:
+  # release_window): notes cut from longer ones would otherwise end with a click.
+  c.audio.release_s = 0.05
+
+  # Input data.
+  c.data = ml_collections.ConfigDict()
+  c.data.audio_source = 'soundfont_notes'  # 'soundfont_notes' (embedded default) or 'nsynth' (real TFDS NSynth).
+  c.data.nsynth_name = 'nsynth/gansynth_subset'  # TFDS name used when audio_source == 'nsynth'.
+  c.data.tfds_data_dir = ''  # '' = config.data_dir/tfds.
+  c.data.shuffle_buffer = 2048
+  c.data.face_source = 'lfw_subset'  # 'lfw_subset' (embedded default) or 'tfrecords' (e.g. converted VGGFace2).
+  c.data.face_tfrecords = ''  # Glob of face TFRecord files when face_source == 'tfrecords'.
+  c.data.face_image_size = 64  # Faces are resized to this square size (pixels).
+  c.data.face_views = 8  # Augmented views per embedded default face (flips, crops, brightness).
+  c.data.max_default_faces = 0  # Use only the first N default identities (0 = all 101); tests use fewer.
+  c.data.face_embedding = 'dlib'  # 'dlib' (128-d, ships offline) or 'network' (models/face.py, 512-d).
+  c.data.face_weights = ''  # .npz weights of the 'network' face embedding (format: face2music_jax/models/face.py).
+  c.data.embedding_dim = 128  # Width of the face embedding: 128 for dlib, 512 for the VGGFace2 network.
+
+  # The SoundFont notes builder (NSynth format): 4 s notes, held 3 s then released.
+  c.notes = ml_collections.ConfigDict()
+  c.notes.soundfont = ''  # '' = pretty_midi's TimGM6mb.sf2; or a path such as /usr/share/sounds/sf2/FluidR3_GM.sf2.
+  c.notes.renderer = 'tinysoundfont'  # 'tinysoundfont' (pip only) or 'fluidsynth' (needs Debian's libfluidsynth3).
+  c.notes.programs = ml_collections.ConfigDict(GM_PROGRAMS)
+  c.notes.pitch_min = 24
+  c.notes.pitch_max = 96
+  c.notes.pitch_step = 1
+  c.notes.velocities = (50, 75, 100, 127)
+  # (GM program, MIDI pitch) pairs never rendered: TimGM6mb.sf2's tenor sax (66) has no sample for key 64, and
+  # the builder rejects silent notes.
+  c.notes.exclude = ((66, 64),)
+
+  # Models. Widths follow WaveGAN's `d` (model dimensionality); the paper size is WaveGAN's d=64.
+  c.model = ml_collections.ConfigDict()
+  c.model.generator = 'wavegan'  # 'wavegan' (the paper's) or 'harmonic' (harmonic-plus-noise synthesiser, DDSP).
+  c.model.generator_dim = 64
+  c.model.discriminator_dim = 64
+  c.model.kernel_size = 25
+  c.model.stride = 4
+  c.model.num_layers = 5  # Transposed convs in G / strided convs in D; length must divide by stride**num_layers.
+  c.model.phase_shuffle = 2
+  # WaveGAN generator options (models/generator.py: Generator; docs/experiments.md measures them).
+  c.model.upsample = 'transposed'  # 'transposed' (WaveGAN), 'nearest' or 'linear' upsampling + stride-1 conv.
+  c.model.pitch_input = False  # Feed a learned pitch embedding to G's first layer beside the face.
+  c.model.post_filter = 0  # Taps of WaveGAN's learned post-processing filter on G's output (0 = none).
+  c.model.aux_features = (128, 64, 32, 16, 1)
+  # The harmonic generator (models/generator.py: HarmonicGenerator).
+  c.model.harmonic = ml_collections.ConfigDict()
+  c.model.harmonic.hidden = 256
+  c.model.harmonic.channels = 128
+  c.model.harmonic.num_harmonics = 100
+  c.model.harmonic.noise_bands = 65
+  c.model.harmonic.frames = 16  # Control frames over the note (8192 samples: one every 32 ms).
+  c.model.harmonic.num_blocks = 2
+  # Bound of each noise band's magnitude, relative to the frame's harmonic amplitude (relative_noise): the noise
+  # stays below the tone whatever the GAN learns. With DDSP's absolute bound (noise_max 2, relative_noise False)
+  # 2 of 3 seeds drifted to notes whose low-frequency noise made pyin call a third to half of MIDI 48 and 60
+  # unvoiced (docs/experiments.md rows 11-14).
+  c.model.harmonic.noise_max = 0.05
+  c.model.harmonic.relative_noise = True
+  # The fundamental's share of the harmonic amplitude, at least: with none, faces of real photos got notes whose
+  # fundamental carried 4-12% of the energy at MIDI 72, heard an octave low (docs/experiments.md).
+  c.model.harmonic.fundamental_floor = 0.2
+  # Standardise each dimension of f(x) by the training faces' statistics (batch norm) before the network sees it.
+  c.model.harmonic.normalize_face = True
+  c.model.audio_embedding_dim = 64  # Width of the triplet-trained audio embedding (before MFCC concatenation).
+  c.model.audio_embedding_channels = 32
+  c.model.classifier_channels = 32
+
+  # MFCC, as librosa.feature.mfcc with these parameters; phi(y) uses their standardized mean over time.
+  c.mfcc = ml_collections.ConfigDict()
+  c.mfcc.n_mfcc = 20
+  c.mfcc.n_fft = 1024
+  c.mfcc.hop_length = 256
+  c.mfcc.n_mels = 64
+  c.mfcc.fmin = 0.0
+  c.mfcc.fmax = 8000.0
+  c.mfcc.top_db = 80.0
+
+  # GAN training.
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 64
+  c.train.num_steps = 100_000
+  c.train.loss = 'hinge'  # 'hinge' (projection-discriminator recipe) or 'wgan-gp'.
+  c.train.gp_weight = 10.0
+  c.train.d_steps = 1  # Discriminator updates per generator update.
+  c.train.g_lr = 1e-4  # TTUR: the discriminators learn faster than the generator.
+  c.train.d_lr = 4e-4
+  c.train.aux_lr = 4e-4
+  c.train.adam_b1 = 0.0
+  c.train.adam_b2 = 0.9
+  c.train.adam_eps = 1e-8
+  c.train.use_metric_loss = True
+  c.train.metric_weight = 1.0
+  c.train.metric_warmup_steps = 0  # Linear ramp of metric_weight from 0 over these steps (0 = none).
+  c.train.use_aux_discriminator = True
+  c.train.aux_weight = 0.1
+  # Weight of the auxiliary pitch classification (AC-GAN) loss of D's pitch head on real notes, and of G's notes
+  # on it; 0 = no pitch head (the projection discriminator alone). With it, G is pushed to the requested pitch
+  # rather than an octave above it (docs/experiments.md).
+  c.train.pitch_classification_weight = 1.0
+  c.train.nonfinite = 'stop'  # 'stop' (keep last good checkpoint) or 'skip' (drop the update, count it).
+  # 'float32' or 'bfloat16': the dtype of G's and D's matmuls, convolutions and activations (mixed precision).
+  # Parameters, optimiser states, batch-norm and spectral-norm statistics, G's waveform, phi (MFCC and the audio
+  # embedding), A and every loss stay float32 either way. bfloat16 is meant for accelerators with bfloat16 matrix
+  # units (GPUs, TPUs).
+  c.train.dtype = 'float32'
+  c.train.log_every = 50
+  c.train.checkpoint_every = 1000
+  c.train.keep_checkpoints = 3
+  c.train.sample_every = 5000
+  c.train.num_sample_faces = 8
+
+  # Prerequisite stages.
+  c.audio_embedding = ml_collections.ConfigDict()
+  c.audio_embedding.num_steps = 4000
+  c.audio_embedding.batch_size = 64
+  c.audio_embedding.lr = 1e-3
+  c.audio_embedding.margin = 0.2
+  c.audio_embedding.mining = 'semi_hard'  # 'semi_hard' or 'batch_hard' (batch_hard collapsed here: loss = margin).
+
+  c.classifiers = ml_collections.ConfigDict()
+  c.classifiers.num_steps = 4000
+  c.classifiers.batch_size = 64
+  c.classifiers.lr = 1e-3
+
+  c.stats = ml_collections.ConfigDict()
+  c.stats.num_pairs = 100_000  # Sampled pairs for the dataset-wide mean/std of pairwise distances.
+  c.stats.max_examples = 4096
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_translations = 2000
+  c.eval.seed = 1
+  c.eval.batch_size = 64
+  c.eval.num_page_examples = 32  # Faces with their translated notes on the HTML page.
+  c.eval.faces_per_family = 10  # Faces per row (family) of the face grid figure.
+  # Listening measures (audio/listening.py): translations of held-out faces at these MIDI pitches (those within
+  # audio.pitch_min..pitch_max), with the real test notes, white noise and harmonic tones as reference rows.
+  c.eval.listening_pitches = (36, 48, 60, 72)
+  c.eval.listening_faces = 40  # Held-out (test) faces translated at each listening pitch, all identities first.
+
+  if size == 'small':
+    _small(c)
+  elif size == 'tiny':
+    _tiny(c)
+  else:
+    _paper(c)
+  return c
+
+
+def _paper(c: ml_collections.ConfigDict) -> None:
+  """The paper's WaveGAN (d=64, batch 64) with the changes that made it write in-tune notes on a GPU.
+
+  Measured on an H100 (docs/experiments.md, aux, ~12k steps): the plain WaveGAN (transposed convolutions,
+  TTUR 1e-4 / 4e-4, Adam b1 0) reached 74% in tune, FID-pitch 23, IS-pitch 30; with these changes 85%, FID-pitch
+  4.1, IS-pitch 48 (real notes: 49.6). `--config.model.upsample=transposed --config.model.pitch_input=False
+  --config.model.post_filter=0 --config.train.pitch_classification_weight=0 --config.train.g_lr=1e-4
+  --config.train.d_lr=4e-4 --config.train.adam_b1=0 --config.train.metric_warmup_steps=0` restores the paper's.
+  """
+  c.model.upsample = 'nearest'
+  c.model.pitch_input = True
+  c.model.post_filter = 512
+  c.train.g_lr = 2e-4
+  c.train.d_lr = 2e-4
+  c.train.adam_b1 = 0.5
+  c.train.metric_warmup_steps = 1000
+
+
+def _small(c: ml_collections.ConfigDict) -> None:
+  """A model that trains on 2 CPU cores in minutes, on the embedded default data."""
+  c.notes.velocities = (75, 127)
+  c.model.generator_dim = 16
+  c.model.discriminator_dim = 16
+  c.model.audio_embedding_dim = 32
+  c.model.audio_embedding_channels = 16
+  c.model.classifier_channels = 16
+  # The harmonic generator makes in-tune, tonal notes within this CPU budget; the WaveGAN does not
+  # (docs/experiments.md). `--config.model.generator=wavegan` trains the paper's generator at this size.
+  c.model.generator = 'harmonic'
+  c.model.harmonic.hidden = 128
+  c.model.harmonic.channels = 64
+  c.model.harmonic.num_harmonics = 64
+  c.model.harmonic.noise_bands = 33
+  c.train.batch_size = 16
+  c.train.num_steps = 4000
+  c.train.checkpoint_every = 500
+  c.train.sample_every = 1000
+  c.audio_embedding.num_steps = 1000
+  c.audio_embedding.batch_size = 32
+  c.classifiers.num_steps = 3000  # 1000 gave 0.946 / 0.887 (seed 0) and family 0.815 (seed 2): docs/experiments.md
+  c.classifiers.batch_size = 32
+  c.stats.num_pairs = 20_000
+  c.stats.max_examples = 1024
+  c.eval.num_translations = 400
+
+
+def _tiny(c: ml_collections.ConfigDict) -> None:
+  """Smallest sizes, for tests: a few notes, a few faces, a few steps."""
+  c.audio.pitch_min = 48
+  c.audio.pitch_max = 60
+  c.notes.programs = ml_collections.ConfigDict({'bass': (33,), 'flute': (74,), 'keyboard': (1,), 'string': (41,)})
+  c.notes.pitch_min = 48
+  c.notes.pitch_max = 60
+  c.notes.pitch_step = 2
+  c.notes.velocities = (100,)
+  c.data.shuffle_buffer = 64
+  c.data.face_views = 2
+  c.data.max_default_faces = 20
+  c.model.generator_dim = 2
+  c.model.discriminator_dim = 2
+  c.model.audio_embedding_dim = 8
+  c.model.audio_embedding_channels = 4
+  c.model.classifier_channels = 4
+  c.train.batch_size = 8
+  c.train.num_steps = 4
+  c.train.log_every = 1
+  c.train.checkpoint_every = 2
+  c.train.sample_every = 2
+  c.train.num_sample_faces = 2
+  c.audio_embedding.num_steps = 3
+  c.audio_embedding.batch_size = 8
+  c.classifiers.num_steps = 3
+  c.classifiers.batch_size = 8
+  c.stats.num_pairs = 500
+  c.stats.max_examples = 64
+  c.eval.num_translations = 16
+  c.eval.batch_size = 8

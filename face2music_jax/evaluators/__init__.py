@@ -1,0 +1,1 @@
+"""Evaluators: one module per measure of a trained model, each with one entry point returning a dict."""

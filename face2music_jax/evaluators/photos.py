@@ -1,0 +1,265 @@
+"""Judging a trained model on any folder of photos: every face found -> notes at the listening pitches -> measures.
+
+The held-out faces of the default data are tiny greyscale crops; what users give the model are colour photos.
+`evaluate_photos` translates every face the detector finds in every photo of a folder at each listening pitch and
+measures what a listener and a researcher would, with tools the model never trains against:
+
+  in_tune_wide    pYIN over its wide range (MIDI 24-96), within 50 cents (audio/listening.py)
+  in_tune_near    pYIN searching only the requested pitch +-13 semitones: an octave error is out of tune
+  flatness        librosa's spectral flatness (median over frames and clips)
+  distinctness    MFCC distance between translations of different faces / between real notes, per pitch
+  pearson_model   Pearson of pairwise distances: the model's face embedding f(x) vs phi(y), per pitch
+  pearson_independent   Pearson of pairwise distances of an independent face descriptor (dlib's 128-d embedding of
+                  the face as it is in the photo) vs MFCC means of the notes (librosa), per pitch
+  closest_pair    the two different faces whose notes are closest (MFCC distance / real notes' mean distance)
+  families        the nearest real family (centroid in phi space) of every translation: counts, the largest
+                  share, and the effective number exp(entropy) of families
+  end_db          how far below its peak each note ends (last 10 ms): a release is <= -30 dB
+
+Outputs in `out_dir`: metrics.json, faces/*.png (each face as found), notes/*.wav, and index.html, a page with every
+face beside its notes.
+"""
+
+import html
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from PIL import Image
+from scipy.spatial import distance
+
+from face2music_jax import config_lib
+from face2music_jax import files
+from face2music_jax import loops
+from face2music_jax import metrics
+from face2music_jax import translator as translator_lib
+from face2music_jax.audio import listening
+from face2music_jax.audio import wav as wav_lib
+from face2music_jax.data import face_embedding
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+
+
+def photo_files(directory: str) -> list[str]:
+  """The image files of a folder (not recursive), sorted by name.
+
+  Raises:
+    FileNotFoundError / ValueError: naming the folder, if it does not exist or holds no image.
+  """
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'Photo folder {directory} does not exist.')
+  found = sorted(
+      os.path.join(directory, f) for f in os.listdir(directory) if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+  if not found:
+    raise ValueError(f'{directory} holds no image ({", ".join(IMAGE_EXTENSIONS)}).')
+  return found
+
+
+def find_faces(translator, photos: list[str]) -> dict[str, Any]:
+  """Every face of every photo: the model's embeddings, independent (dlib) embeddings, boxes, crops.
+
+  Photos without a face are skipped and listed.
+  """
+  independent = face_embedding.embedder_for('dlib')
+  out = {'embedding': [], 'independent': [], 'photo': [], 'box': [], 'crop': []}
+  skipped = []
+  for path in photos:
+    try:
+      pixels = translator_lib.to_rgb(path)
+      z, boxes = translator.embedder.all_faces(pixels)
+      z_ind, boxes_ind = independent.all_faces(pixels)
+    except (face_embedding.NoFaceError, ValueError, OSError) as e:
+      skipped.append(f'{os.path.basename(path)}: {e}')
+      continue
+    if len(boxes) != len(boxes_ind) or not np.array_equal(boxes, boxes_ind):
+      raise RuntimeError(f'The face detector found different faces in {path} on two runs.')
+    for k, box in enumerate(boxes):
+      left, top, right, bottom = (int(v) for v in box)
+      out['embedding'].append(z[k])
+      out['independent'].append(z_ind[k])
+      out['photo'].append(os.path.basename(path))
+      out['box'].append((left, top, right, bottom))
+      out['crop'].append(np.asarray(Image.fromarray(pixels[top:bottom + 1, left:right + 1]).resize((96, 96))))
+  if not out['photo']:
+    raise ValueError('No face found in any of the photos.')
+  result = {k: np.asarray(v) if k != 'box' else v for k, v in out.items()}
+  result['skipped'] = skipped
+  return result
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
+  if len(a) < 3:
+    return None
+  r, _ = metrics.distance_correlation(a, b)
+  return None if r is None or not np.isfinite(r) else float(r)
+
+
+def _families(assigned: np.ndarray, families: tuple[str, ...]) -> dict[str, Any]:
+  counts = np.bincount(assigned, minlength=len(families))
+  share = counts / counts.sum()
+  nonzero = share[share > 0]
+  return {
+      'counts': {
+          f: int(c) for f, c in zip(families, counts)
+      },
+      'largest_share': float(share.max()),
+      'effective_number': float(np.exp(-np.sum(nonzero * np.log(nonzero)))),
+  }
+
+
+def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: str, out_dir: str,
+                    inputs=None) -> dict[str, Any]:
+  """Translates every face of the photos in `photo_dir` with the model of `workdir` and writes the measures.
+
+  Args:
+    config: the model's config.
+    workdir: its training work directory (the checkpoint, and phi's artefacts for the family assignment).
+    photo_dir: a folder of photos.
+    out_dir: where metrics.json, the faces, the notes and index.html go (replaced).
+    inputs: the loader of the config's data (the real notes); built if None.
+
+  Returns:
+    The contents of metrics.json.
+  """
+  # pylint: disable=import-outside-toplevel  (TensorFlow and Orbax only for this researcher's path)
+  from face2music_jax import stages
+  from face2music_jax.audio import embedding as embedding_lib
+  from face2music_jax.data import inputs as inputs_lib
+  start = time.perf_counter()
+  files.check_writable(os.path.dirname(os.path.abspath(out_dir)), 'output directory')
+  translator = translator_lib.Translator.load(workdir, config)
+  faces = find_faces(translator, photo_files(photo_dir))
+  n = len(faces['photo'])
+  logging.info('%d faces in %s (%d photos skipped).', n, photo_dir, len(faces['skipped']))
+  sr, pitches = config.audio.sample_rate, np.asarray(config_lib.listening_pitches(config))
+  face_index = np.tile(np.arange(n), len(pitches))
+  midi = np.repeat(pitches, n)
+  audio = translator.generate(faces['embedding'][face_index], midi)
+
+  stages.ensure_data(config)
+  inputs = inputs_lib.for_config(config, inputs)
+  notes = [inputs.notes(split) for split in ('train', 'valid', 'test')]
+  ref_midi = np.concatenate([x['pitch'] for x in notes]) + config.audio.pitch_min
+  ref_audio = np.concatenate([x['audio'] for x in notes])
+  ref_family = np.concatenate([x['family'] for x in notes])
+  metric = stages.ensure_audio_embedding(config, workdir, inputs)
+  phi_fn = jax.jit(lambda a: embedding_lib.phi(metric, a, config))
+  phi = loops.batched(phi_fn, audio, batch_size=config.eval.batch_size)
+  ref_phi = loops.batched(phi_fn, ref_audio, batch_size=config.eval.batch_size)
+
+  f0, _ = listening.estimate_pitch(audio, sr)
+  wide = np.nan_to_num(np.abs(listening.cents_off(f0, midi)), nan=np.inf) <= 50.0
+  near = listening.in_tune_near(audio, midi, sr)
+  flatness = listening.spectral_flatness(audio)
+  end_db = listening.end_level_db(audio, sr)
+  mfcc = listening.mfcc_means(audio, sr)
+  ref_mfcc = listening.mfcc_means(ref_audio, sr)
+  families = config_lib.family_names(config)
+  assigned = metrics.nearest_centroid_labels(phi, ref_phi, ref_family)
+
+  per_pitch = {}
+  closest = None
+  for p in pitches:
+    at = midi == p
+    ref_at = ref_midi == p
+    ref_mean = listening.mean_distance_between_groups(ref_mfcc[ref_at]) if ref_at.sum() >= 2 else None
+    d = distance.squareform(distance.pdist(mfcc[at]))
+    np.fill_diagonal(d, np.inf)
+    i, j = np.unravel_index(np.argmin(d), d.shape)
+    pair = {
+        'midi_pitch': int(p),
+        'distance_over_real': float(d[i, j] / ref_mean) if ref_mean else None,
+        'faces': [f'{faces["photo"][k]} {faces["box"][k]}' for k in (i, j)]
+    }
+    if closest is None or (pair['distance_over_real'] or 0) < (closest['distance_over_real'] or 0):
+      closest = pair
+    per_pitch[int(p)] = {
+        'in_tune_wide': float(wide[at].mean()),
+        'in_tune_near': float(near[at].mean()),
+        'flatness_median': float(np.median(flatness[at])),
+        'distinctness': (listening.mean_distance_between_groups(mfcc[at]) / ref_mean) if ref_mean and n > 1 else None,
+        'pearson_model': _pearson(faces['embedding'], phi[at]),
+        'pearson_independent': _pearson(faces['independent'], mfcc[at]),
+        'families': _families(assigned[at], families),
+    }
+
+  def mean(key):
+    values = [v[key] for v in per_pitch.values() if v[key] is not None]
+    return float(np.mean(values)) if values else None
+
+  summary = {
+      'workdir': workdir,
+      'photo_dir': os.path.abspath(photo_dir),
+      'num_photos': len(set(faces['photo'])),
+      'num_faces': n,
+      'skipped_photos': faces['skipped'],
+      'pitches': pitches.tolist(),
+      'headline': {
+          'in_tune_wide_min':
+              min(v['in_tune_wide'] for v in per_pitch.values()),
+          'in_tune_near_min':
+              min(v['in_tune_near'] for v in per_pitch.values()),
+          'distinctness_min':
+              min((v['distinctness'] for v in per_pitch.values() if v['distinctness'] is not None), default=None),
+          'distinctness_mean':
+              mean('distinctness'),
+          'pearson_model':
+              mean('pearson_model'),
+          'pearson_independent':
+              mean('pearson_independent'),
+          'flatness_median':
+              float(np.median(flatness)),
+          'end_db_max':
+              float(np.max(end_db)),
+          'end_db_median':
+              float(np.median(end_db)),
+          'effective_families':
+              _families(assigned, families)['effective_number'],
+          'largest_family_share':
+              _families(assigned, families)['largest_share'],
+      },
+      'families': _families(assigned, families),
+      'closest_pair': closest,
+      'per_pitch': per_pitch,
+  }
+  _write(out_dir, summary, faces, audio, midi, face_index, f0, sr)
+  summary['seconds'] = round(time.perf_counter() - start, 1)
+  files.write_json(os.path.join(out_dir, 'metrics.json'), summary)
+  return summary
+
+
+def _write(out_dir: str, summary: dict[str, Any], faces: dict[str, Any], audio: np.ndarray, midi: np.ndarray,
+           face_index: np.ndarray, f0: np.ndarray, sample_rate: int) -> None:
+  """faces/face_XXX.png, notes/face_XXX_midiYY.wav and index.html (every face beside its notes)."""
+  shutil.rmtree(out_dir, ignore_errors=True)
+  os.makedirs(os.path.join(out_dir, 'faces'))
+  os.makedirs(os.path.join(out_dir, 'notes'))
+  rows = []
+  for k in range(len(faces['photo'])):
+    face = f'faces/face_{k:03d}.png'
+    Image.fromarray(faces['crop'][k]).save(os.path.join(out_dir, face))
+    cells = []
+    for j in np.flatnonzero(face_index == k):
+      wav = f'notes/face_{k:03d}_midi{int(midi[j])}.wav'
+      wav_lib.write_wav(os.path.join(out_dir, wav), audio[j], sample_rate)
+      heard = 'unvoiced' if np.isnan(f0[j]) else f'{f0[j]:.1f} Hz'
+      cells.append(f'<td><div>MIDI {int(midi[j])} (heard {heard})</div>'
+                   f'<audio controls preload="metadata" src="{wav}"></audio></td>')
+    rows.append(f'<tr><td><img src="{face}" alt="face {k}" width="96" height="96"><br>'
+                f'{html.escape(faces["photo"][k])}</td>{"".join(cells)}</tr>')
+  head = summary['headline']
+  table = ''.join(f'<tr><th>{html.escape(k)}</th><td>{html.escape(json.dumps(v))}</td></tr>' for k, v in head.items())
+  page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+          f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+          f'<title>face2music: {summary["num_faces"]} faces of {summary["num_photos"]} photos</title>'
+          f'<style>body{{font-family:sans-serif;margin:1em}}td{{padding:4px;vertical-align:top}}'
+          f'audio{{width:200px}}</style></head><body>'
+          f'<h1>{summary["num_faces"]} faces of {summary["num_photos"]} photos</h1>'
+          f'<table>{table}</table><h2>Every face and its notes</h2><table>{"".join(rows)}</table></body></html>')
+  files.write_text(os.path.join(out_dir, 'index.html'), page)

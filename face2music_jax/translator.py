@@ -1,0 +1,342 @@
+"""Translator: a trained model loaded for inference, and faces in images -> notes and melodies.
+
+  from face2music_jax import Translator
+  translator = Translator.load()                      # the shipped model (face2music_jax/assets/default_model)
+  for face in translator.translate('group.jpg', pitch='C4'):
+    print(face.box, face.audio.shape, face.sample_rate)
+  translator.write_wavs('group.jpg', 'out/')          # one WAV per face, left to right
+
+A model is either an exported *bundle* (a directory with `manifest.json`, `config.json` and `generator.msgpack`:
+`export_bundle` writes one from a work directory; the shipped model is one) or a training *work directory* (its
+newest checkpoint that verifies). A bundle's files are checked against the SHA-256 sums of its manifest when it
+is loaded: a changed or missing file is a `BundleError` naming it, never a silently wrong note.
+
+Loading a bundle imports neither TensorFlow nor Orbax; the generator is compiled once per batch size (faces are
+padded to a multiple of 8) and JAX's persistent compilation cache (under the cache root) keeps the compiled code
+between processes.
+"""
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from face2music_jax import config_lib
+from face2music_jax import files
+from face2music_jax.audio import melody as melody_lib
+from face2music_jax.audio import wav as wav_lib
+from face2music_jax.data import face_embedding
+from face2music_jax.data import images as images_lib
+from face2music_jax.models import generator as g_lib
+
+# The shipped model: package data, so that an install carries it.
+DEFAULT_BUNDLE = os.path.join(os.path.dirname(__file__), 'assets', 'default_model')
+MANIFEST = 'manifest.json'
+CONFIG = 'config.json'
+GENERATOR = 'generator.msgpack'
+BUNDLE_FORMAT = 1
+_PAD = 8  # Faces per compiled batch are padded to a multiple of this: few shapes, few compilations.
+
+
+class BundleError(ValueError):
+  """A model bundle is missing, incomplete or altered; the message names the file."""
+
+
+class NoFaceError(ValueError):
+  """An image shows no face the detector can find; the message names the image."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceNote:
+  """One face of an image and its note (or melody).
+
+  Attributes:
+    box: the face's (left, top, right, bottom) in the image's pixels (right and bottom inclusive).
+    audio: float32 [T] waveform.
+    sample_rate: Hz.
+    midi_pitch: the MIDI pitch of the note (None for a melody).
+  """
+  box: tuple[int, int, int, int]
+  audio: np.ndarray
+  sample_rate: int
+  midi_pitch: int | None = None
+
+
+def enable_compilation_cache() -> None:
+  """JAX's persistent compilation cache under the cache root, for every compilation (translation starts warm)."""
+  directory = os.path.join(config_lib.cache_root(), 'jax_cache')
+  try:
+    os.makedirs(directory, exist_ok=True)
+  except OSError:
+    return  # An unwritable cache only costs compile time.
+  jax.config.update('jax_compilation_cache_dir', directory)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    while block := f.read(1 << 20):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def read_bundle(directory: str) -> tuple[dict[str, Any], ml_collections.ConfigDict, bytes]:
+  """A bundle's manifest, config and generator bytes, each file checked against the manifest's SHA-256.
+
+  Raises:
+    BundleError: naming the directory or file that is missing, unreadable or altered.
+  """
+  manifest_path = os.path.join(directory, MANIFEST)
+  if not os.path.isfile(manifest_path):
+    raise BundleError(f'{directory} is not a model bundle: it has no {MANIFEST}.')
+  try:
+    with open(manifest_path) as f:
+      manifest = json.load(f)
+    sums = manifest['sha256']
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise BundleError(f'{manifest_path} is corrupt ({e}): export the bundle again.') from e
+  if manifest.get('format') != BUNDLE_FORMAT:
+    raise BundleError(f'{manifest_path} has format {manifest.get("format")!r}; this version reads {BUNDLE_FORMAT}.')
+  for name in (CONFIG, GENERATOR):
+    path = os.path.join(directory, name)
+    if name not in sums:
+      raise BundleError(f'{manifest_path} lists no checksum for {name}: export the bundle again.')
+    if not os.path.isfile(path):
+      raise BundleError(f'{path} is missing from the model bundle.')
+    if _sha256(path) != sums[name]:
+      raise BundleError(f'{path} does not match the checksum in {manifest_path}: the bundle is damaged; '
+                        'export it again (or reinstall the package for the shipped model).')
+  with open(os.path.join(directory, CONFIG)) as f:
+    config = ml_collections.ConfigDict(config_lib.tuples(json.load(f)))
+  with open(os.path.join(directory, GENERATOR), 'rb') as f:
+    blob = f.read()
+  return manifest, config, blob
+
+
+def _git_commit() -> str:
+  try:
+    out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=os.path.dirname(__file__), capture_output=True, text=True,
+                         timeout=10, check=True)
+    return out.stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return 'unknown'
+
+
+def export_bundle(workdir: str, out_dir: str, measures: dict[str, Any] | None = None,
+                  command: str = '') -> dict[str, Any]:
+  """Writes the generator of `workdir`'s newest verified checkpoint as a bundle into `out_dir` (replaced whole).
+
+  Args:
+    workdir: a training work directory (its config.json and checkpoints).
+    out_dir: the bundle's directory.
+    measures: measures to record in the manifest; None: those of `<workdir>/eval/metrics.json` (held-out faces) and
+      `<workdir>/eval_photos/metrics.json` (a folder of photos) where they exist.
+    command: the command that trained the model, for the manifest.
+
+  Returns:
+    The manifest.
+  """
+  from face2music_jax import gan  # pylint: disable=import-outside-toplevel  (Orbax: only here, not on load)
+  config = config_lib.load_config(workdir)
+  _, g_vars, step = gan.restore_generator(config, workdir)
+  blob = flax.serialization.to_bytes(gan.to_host(g_vars))
+  if measures is None:
+    measures = {}
+    for key, name, part in (('held_out', 'eval', 'metrics'), ('photos', 'eval_photos', 'headline')):
+      path = os.path.join(workdir, name, 'metrics.json')
+      if os.path.isfile(path):
+        with open(path) as f:
+          measures[key] = json.load(f).get(part, {})
+  config_text = json.dumps(config.to_dict(), indent=2, sort_keys=True).encode()
+  build = f'{out_dir}.incomplete'
+  shutil.rmtree(build, ignore_errors=True)
+  os.makedirs(build)
+  files.write_bytes(os.path.join(build, CONFIG), config_text)
+  files.write_bytes(os.path.join(build, GENERATOR), blob)
+  manifest = {
+      'format': BUNDLE_FORMAT,
+      'name': f'{config.name}_{config.size}',
+      'command': command or f'python run_train.py --config=configs/{config.name}.py:{config.size}',
+      'commit': _git_commit(),
+      'seed': config.seed,
+      'step': int(step),
+      'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'face_embedding': config.data.face_embedding,
+      'pitch_range': [config.audio.pitch_min, config.audio.pitch_max],
+      'sample_rate': config.audio.sample_rate,
+      'measures': measures,
+      'sha256': {
+          CONFIG: hashlib.sha256(config_text).hexdigest(),
+          GENERATOR: hashlib.sha256(blob).hexdigest()
+      },
+  }
+  files.write_bytes(os.path.join(build, MANIFEST), json.dumps(manifest, indent=2).encode())
+  shutil.rmtree(out_dir, ignore_errors=True)
+  os.replace(build, out_dir)
+  return manifest
+
+
+class Translator:
+  """A trained generator with its face embedder: images -> one note (or melody) per face."""
+
+  def __init__(self, config: ml_collections.ConfigDict, g_vars: dict[str, Any], source: str,
+               manifest: dict[str, Any] | None = None):
+    self.config = config
+    self.source = source
+    self.manifest = manifest or {}
+    self.sample_rate = int(config.audio.sample_rate)
+    self.pitch_range = (int(config.audio.pitch_min), int(config.audio.pitch_max))
+    self._generator = g_lib.make_generator(config)
+    self._g_vars = g_vars
+    self._apply = jax.jit(lambda v, z, p: self._generator.apply(v, z, p, train=False))
+    self._embedder = None
+
+  @classmethod
+  def load(cls, source: str | None = None, config: ml_collections.ConfigDict | None = None) -> 'Translator':
+    """The shipped model (source None), an exported bundle, or a training work directory (with `config`, or the
+    config training wrote there).
+
+    Raises:
+      BundleError: a bundle that is missing or altered (naming the file).
+      checkpoint.CheckpointError, config_lib.ConfigError: a work directory without a usable checkpoint or config.
+    """
+    enable_compilation_cache()
+    directory = DEFAULT_BUNDLE if source is None else source
+    if not os.path.isdir(directory):
+      raise BundleError(f'No model at {directory}: expected a model bundle or a training work directory.')
+    if source is None or os.path.isfile(os.path.join(directory, MANIFEST)):
+      manifest, config, blob = read_bundle(directory)
+      generator = g_lib.make_generator(config)
+      template = jax.eval_shape(lambda: g_lib.init_variables(generator, config.data.embedding_dim, jax.random.key(0)))
+      template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
+      try:
+        g_vars = flax.serialization.from_bytes(template, blob)
+      except (ValueError, KeyError, TypeError) as e:
+        raise BundleError(f'{os.path.join(directory, GENERATOR)} does not hold this config\'s generator: {e}') from e
+      return cls(config, jax.tree.map(jnp.asarray, g_vars), directory, manifest)
+    from face2music_jax import gan  # pylint: disable=import-outside-toplevel
+    config = config_lib.load_config(directory, config)
+    _, g_vars, step = gan.restore_generator(config, directory)
+    return cls(config, gan.to_host(g_vars), directory, {'step': step})
+
+  @property
+  def embedder(self) -> face_embedding.Embedder:
+    if self._embedder is None:
+      self._embedder = face_embedding.make_embedder(self.config)
+    return self._embedder
+
+  def midi(self, pitch: int | str) -> int:
+    """A MIDI number or a note name ('C4', 'F#3') -> a MIDI pitch within the model's range.
+
+    Raises:
+      ValueError: naming the pitch, if it is not a note or outside the model's range.
+    """
+    midi = melody_lib.to_midi(pitch)
+    low, high = self.pitch_range
+    if not low <= midi <= high:
+      raise ValueError(f'Pitch {pitch!r} (MIDI {midi}) is outside the range this model was trained on: MIDI {low}..'
+                       f'{high} ({melody_lib.note_name(low)}..{melody_lib.note_name(high)}).')
+    return midi
+
+  def faces(self, image: str | np.ndarray | Any,
+            max_pixels: int = images_lib.MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+    """Every face of an image (a path, a PIL image or a uint8 [H, W, 3] array), left to right.
+
+    Returns:
+      (embeddings f(x) [K, E] float32, boxes [K, 4] int32 (left, top, right, bottom)).
+
+    Raises:
+      NoFaceError: naming the image, if the detector finds no face.
+      images_lib.ImageError: a path that is not a readable image, or one larger than `max_pixels`.
+    """
+    pixels = to_rgb(image, max_pixels)
+    try:
+      return self.embedder.all_faces(pixels)
+    except face_embedding.NoFaceError as e:
+      name = image if isinstance(image, str) else 'the image'
+      raise NoFaceError(f'No face found in {name}.') from e
+
+  def generate(self, embeddings: np.ndarray, midi: Sequence[int] | np.ndarray) -> np.ndarray:
+    """G(f(x), pitch) in eval mode: embeddings [N, E], MIDI pitches [N] -> audio [N, length] float32."""
+    embeddings = np.asarray(embeddings, np.float32)
+    classes = np.asarray(midi, np.int32) - self.pitch_range[0]
+    n = len(embeddings)
+    if not n:
+      return np.zeros((0, self.config.audio.length), np.float32)
+    padded = -(-n // _PAD) * _PAD
+    z = np.zeros((padded, embeddings.shape[1]), np.float32)
+    z[:n] = embeddings
+    p = np.zeros((padded,), np.int32)
+    p[:n] = classes
+    return np.asarray(self._apply(self._g_vars, z, p))[:n]
+
+  def translate(self, image: str | np.ndarray | Any, pitch: int | str = 60, *,
+                melody: str | Sequence[melody_lib.Note] | None = None,
+                max_pixels: int = images_lib.MAX_PIXELS) -> list[FaceNote]:
+    """Each face of an image, left to right, with its note at `pitch` or, given `melody`, its melody.
+
+    Args:
+      image: a path, a PIL image or a uint8 [H, W, 3] RGB array.
+      pitch: MIDI number or note name.
+      melody: note names ('C4 E4 G4:2 C5') or `melody.Note`s; each face plays all of it with its own sound.
+      max_pixels: the largest image accepted.
+    """
+    embeddings, boxes = self.faces(image, max_pixels)
+    boxes = [tuple(int(v) for v in b) for b in boxes]
+    if melody is not None:
+      return [FaceNote(box, self.render_melody(z, melody), self.sample_rate) for z, box in zip(embeddings, boxes)]
+    midi = self.midi(pitch)
+    audio = self.generate(embeddings, np.full(len(embeddings), midi))
+    return [FaceNote(box, clip, self.sample_rate, midi) for clip, box in zip(audio, boxes)]
+
+  def render_melody(self, embedding: np.ndarray, melody: str | Sequence[melody_lib.Note]) -> np.ndarray:
+    """One face's melody: float32 [T] (audio/melody.py: each note generated at its pitch, held, released)."""
+    notes = melody_lib.parse(melody) if isinstance(melody, str) else list(melody)
+    if not notes:
+      raise ValueError('The melody has no notes.')
+    for note in notes:
+      self.midi(note.midi)
+    pitches = sorted({n.midi for n in notes})
+    audio = self.generate(np.repeat(np.asarray(embedding, np.float32)[None], len(pitches), axis=0), pitches)
+    return melody_lib.render(notes, dict(zip(pitches, audio)), self.sample_rate, self.config.audio.release_s)
+
+  def write_wavs(self, image: str, output_dir: str, pitch: int | str = 60,
+                 melody: str | Sequence[melody_lib.Note] | None = None) -> list[str]:
+    """Writes `<stem>_face<k>.wav` for each face k of the image (left to right) and returns the paths."""
+    stem = os.path.splitext(os.path.basename(image))[0] if isinstance(image, str) else 'image'
+    paths = []
+    os.makedirs(output_dir, exist_ok=True)
+    for k, face in enumerate(self.translate(image, pitch, melody=melody)):
+      path = os.path.join(output_dir, f'{stem}_face{k}.wav')
+      wav_lib.write_wav(path, face.audio, face.sample_rate)
+      paths.append(path)
+    return paths
+
+
+def to_rgb(image: str | np.ndarray | Any, max_pixels: int = images_lib.MAX_PIXELS) -> np.ndarray:
+  """A path, PIL image or array -> uint8 [H, W, 3] RGB (paths: upright by EXIF, size checked before decoding)."""
+  if isinstance(image, (str, os.PathLike)):
+    return images_lib.read_rgb(os.fspath(image), max_pixels)
+  if hasattr(image, 'convert') and hasattr(image, 'size'):  # A PIL image.
+    return np.asarray(image.convert('RGB'))
+  array = np.asarray(image)
+  if array.ndim == 2:
+    array = np.repeat(array[..., None], 3, axis=-1)
+  if array.ndim != 3 or array.shape[-1] not in (3, 4):
+    raise ValueError(f'Expected an image [H, W, 3], got an array of shape {array.shape}.')
+  if array.dtype != np.uint8:
+    array = np.clip(np.asarray(array, np.float64) * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).round()
+  return np.ascontiguousarray(array[..., :3].astype(np.uint8))
