@@ -10,8 +10,6 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-import jax
-from jax.experimental import multihost_utils
 
 # The key under which `write_json(..., checksum=True)` stores the SHA-256 of the rest of the object.
 CHECKSUM_KEY = 'sha256'
@@ -105,6 +103,9 @@ def write_json(path: str, obj: Any, checksum: bool = False) -> None:
     obj: a JSON-serialisable object; a dict if `checksum`.
     checksum: store the SHA-256 of `obj` under CHECKSUM_KEY, which `read_json` verifies.
   """
+  # JAX here only: the command lines import this module before their flags are read (--help answers at once).
+  import jax  # pylint: disable=import-outside-toplevel
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   if checksum:
     obj = {**obj, CHECKSUM_KEY: _checksum(obj)}
   if jax.process_index() == 0:

@@ -3,10 +3,10 @@ command line (run_translate.py / face2music translate) and its errors."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
-import librosa
 import numpy as np
 import pytest
 import soundfile
@@ -166,8 +166,8 @@ def test_cli_from_a_fresh_directory_with_note_names_and_a_skipped_photo(trained_
   assert wav == os.path.join('translations', 'astronaut_face0.wav') and box.startswith('face (left, top')
   assert 'Skipped: ' + str(images / 'grey.png') + ': no face found' in done.stderr
   audio, rate = soundfile.read(cwd / wav)
-  f0 = librosa.pyin(audio.astype(np.float32), fmin=100, fmax=200, sr=rate, frame_length=2048)[0]
-  assert abs(1200 * np.log2(np.nanmedian(f0) / librosa.midi_to_hz(50))) < 50  # D3 = MIDI 50.
+  f0, _ = listening.estimate_pitch(audio[None], rate)
+  assert abs(listening.cents_off(f0, [50])[0]) <= 50, f0  # D3 = MIDI 50.
   refused = _run(f'--workdir={trained_tiny_workdir}', str(images / 'astronaut.jpg'), cwd=str(cwd))
   assert refused.returncode == 2 and 'exists already' in refused.stderr and 'Traceback' not in refused.stderr
   bad = _run(f'--workdir={trained_tiny_workdir}', '--pitch=C9', str(images / 'astronaut.jpg'), cwd=str(cwd))
@@ -191,3 +191,12 @@ def test_a_model_of_a_workdir_without_a_checkpoint_is_one_line(trained_tiny_work
   failed = _run(f'--workdir={empty}', str(images / 'astronaut.jpg'), cwd=str(tmp_path))
   assert failed.returncode == 2
   assert 'Error: No GAN checkpoint' in failed.stderr and 'Traceback' not in failed.stderr
+
+
+def test_an_unwritable_output_directory_is_named_before_any_work(model, images, tmp_path, monkeypatch):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  out = str(blocker / 'out')
+  monkeypatch.setattr(model, 'faces', lambda *args: pytest.fail('Faces were looked for first.'))
+  with pytest.raises(PermissionError, match=f'The output directory {re.escape(out)} is not writable'):
+    translate.translate(model, [str(images / 'astronaut.jpg')], output_dir=out)
