@@ -72,8 +72,11 @@ def per_face(model, photo: str, repeats: int) -> dict:
     start = time.perf_counter()
     model.generate(z, [60] * len(z))
     gen.append((time.perf_counter() - start) / len(z))
-  return {'faces': len(faces), 'seconds_per_face': float(np.median(times)),
-          'generator_seconds_per_face': float(np.median(gen))}
+  return {
+      'faces': len(faces),
+      'seconds_per_face': float(np.median(times)),
+      'generator_seconds_per_face': float(np.median(gen))
+  }
 
 
 def serve_benchmark(model, photo: str, repeats: int) -> dict:

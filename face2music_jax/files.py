@@ -10,7 +10,6 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-
 # The key under which `write_json(..., checksum=True)` stores the SHA-256 of the rest of the object.
 CHECKSUM_KEY = 'sha256'
 

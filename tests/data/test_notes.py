@@ -1,5 +1,8 @@
 """The SoundFont notes builder: NSynth's feature spec, audible in-tune notes, disjoint splits, clear errors."""
 
+import contextlib
+import io
+
 import librosa
 import numpy as np
 import pytest
@@ -11,10 +14,19 @@ from face2music_jax.data import notes
 
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
-  """The tiny config with its notes prepared once in a temporary data dir."""
+  """The tiny config with its notes prepared once in a temporary data dir, and what preparing printed."""
   config = aux.get_config('tiny')
   config.data_dir = str(tmp_path_factory.mktemp('data'))
-  return config, notes.prepare_notes(config)
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    builder = notes.prepare_notes(config)
+  return config, builder, printed.getvalue()
+
+
+def test_preparing_says_nothing_of_downloads(tiny):
+  # TFDS prints "Downloading and preparing dataset ..." for every builder; nothing is downloaded here.
+  *_, printed = tiny
+  assert 'Download' not in printed and 'download' not in printed
 
 
 def _read_split(builder, split) -> list[dict]:
@@ -34,7 +46,7 @@ def _spec(feature) -> object:
 
 
 def test_features_equal_tfds_nsynth(tiny):
-  _, builder = tiny
+  _, builder, _ = tiny
   nsynth = tfds.builder('nsynth/gansynth_subset').info.features
   assert _spec(builder.info.features) == _spec(nsynth)
   for key in ('family', 'source'):
@@ -43,7 +55,7 @@ def test_features_equal_tfds_nsynth(tiny):
 
 
 def test_splits_hold_out_whole_notes_and_cover_the_grid(tiny):
-  config, builder = tiny
+  config, builder, _ = tiny
   ids = {split: [ex['id'].decode() for ex in _read_split(builder, split)] for split in ('train', 'valid', 'test')}
   assert all(ids.values()), {split: len(v) for split, v in ids.items()}
   all_ids = [i for split_ids in ids.values() for i in split_ids]
@@ -55,7 +67,7 @@ def test_splits_hold_out_whole_notes_and_cover_the_grid(tiny):
 
 
 def test_notes_are_audible_in_tune_and_labelled(tiny):
-  config, builder = tiny
+  config, builder, _ = tiny
   examples = [ex for split in ('train', 'valid', 'test') for ex in _read_split(builder, split)]
   families = builder.info.features['instrument']['family'].names
   checked = set()
@@ -79,7 +91,7 @@ def test_notes_are_audible_in_tune_and_labelled(tiny):
 
 
 def test_rendering_is_deterministic(tiny):
-  _, builder = tiny
+  _, builder, _ = tiny
   stored = _read_split(builder, 'train')[0]
   family = builder.info.features['instrument']['family'].names[stored['instrument']['family']]
   note = notes.Note(family, int(stored['instrument']['label']) + 1, int(stored['pitch']), int(stored['velocity']))
@@ -91,7 +103,7 @@ def test_rendering_is_deterministic(tiny):
 
 
 def test_builder_name_hashes_what_changes_the_data(tiny, tmp_path):
-  config, _ = tiny
+  config, _, _ = tiny
   name = notes.builder_config(config).name
   assert notes.builder_config(aux.get_config('tiny')).name == name  # The data dir is not part of the data.
   changed = []

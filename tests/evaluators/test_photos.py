@@ -1,0 +1,47 @@
+"""The photo evaluator on generated photos with a tiny trained model: every face translated and measured."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skimage_data
+
+from face2music_jax import config_lib
+from face2music_jax.evaluators import photos
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_face_of_a_folder_is_translated_and_measured(trained_tiny_workdir, tmp_path):
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  head = skimage_data.astronaut()[20:260, 120:340]
+  Image.fromarray(np.concatenate([head, head[:, ::-1]], axis=1)).save(folder / 'pair.jpg', quality=92)
+  Image.fromarray(np.clip(head.astype(int) * 0.7, 0, 255).astype(np.uint8)).save(folder / 'dim.png')
+  Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(folder / 'no_face.png')
+  (folder / 'notes.txt').write_text('not an image: ignored')
+  config = config_lib.load_config(trained_tiny_workdir)
+  out = str(tmp_path / 'eval_photos')
+  summary = photos.evaluate_photos(config, trained_tiny_workdir, str(folder), out)
+
+  pitches = list(config_lib.listening_pitches(config))  # 48 and 60 at the tiny size.
+  assert summary['num_faces'] == 3 and summary['num_photos'] == 2
+  assert [s.split(':')[0] for s in summary['skipped_photos']] == ['no_face.png']
+  assert sorted(summary['per_pitch']) == pitches
+  head = summary['headline']
+  for key in ('in_tune_wide_min', 'in_tune_near_min'):
+    assert 0 <= head[key] <= 1
+  assert head['end_db_max'] <= -30  # Every note ends in its release.
+  assert sum(summary['families']['counts'].values()) == 3 * len(pitches)
+  assert 1 <= head['effective_families'] <= len(summary['families']['counts'])
+  assert summary['closest_pair']['faces'][0] != summary['closest_pair']['faces'][1]
+  with open(os.path.join(out, 'metrics.json')) as f:
+    assert json.load(f)['num_faces'] == 3
+  page = open(os.path.join(out, 'index.html')).read()
+  assert page.count('<audio') == 3 * len(pitches) and 'viewport' in page
+  assert len(os.listdir(os.path.join(out, 'notes'))) == 3 * len(pitches)
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(ValueError, match='holds no image'):
+    photos.evaluate_photos(config, trained_tiny_workdir, str(tmp_path / 'empty'), out)
