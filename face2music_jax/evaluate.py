@@ -302,6 +302,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
       'checkpoint_step': step,
       'config_name': config.name,
       'config_size': config.size,
+      'training_seed': config.seed,
       'workdir': workdir,
       'num_translations': n,
       'seed': e.seed,
@@ -348,10 +349,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
 
 def _write_listening_examples(directory: str, config: ml_collections.ConfigDict, faces: dict[str, np.ndarray],
                               listened: dict[str, Any]) -> list[report.ListeningRow]:
-  """Writes listening/face_XX.png and listening/face_XX_midiYY.wav for one view of up to num_page_examples //
-  (number of pitches) identities; returns the page's rows (a face with its notes at every listening pitch)."""
+  """Writes listening/face_XX.png and listening/face_XX_midiYY.wav for one view of each held-out identity (up to
+  config.eval.listening_faces); returns the page's rows (a face with its notes at every listening pitch)."""
   os.makedirs(os.path.join(directory, 'listening'))
-  num_faces = max(1, config.eval.num_page_examples // len(set(listened['midi_pitch'].tolist())))
+  num_faces = config.eval.listening_faces  # Every held-out identity (one view each).
   rows, seen = [], set()
   for face in listened['face_index']:
     name = str(faces['name'][face])

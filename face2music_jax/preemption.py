@@ -1,4 +1,5 @@
-"""SIGTERM (a preemption, a scheduler's stop): a run asked to stop saves what it can and ends with EXIT_CODE.
+"""SIGTERM (a preemption, a scheduler's stop) and SIGINT (Ctrl-C): a run asked to stop saves what it can and ends
+with EXIT_CODE. Both signals are handled alike; the messages below say SIGTERM for either.
 
 From the moment `handling_sigterm()` is entered (the first thing `run_train.py` and `train.train` do), SIGTERM
 raises `Preempted` at once, in the prerequisite stages or while the model is built: nothing there needs saving
@@ -29,12 +30,15 @@ class Handler:
     self._deferred = False
 
   def __call__(self, signum, frame) -> None:
-    del signum, frame
-    self.requested = True
+    del frame
+    name = signal.Signals(signum).name
     if self._deferred:
-      logging.warning('SIGTERM received: saving a checkpoint and exiting.')
+      if not self.requested:
+        logging.warning('%s received: saving a checkpoint and exiting.', name)
+      self.requested = True
       return
-    raise Preempted('SIGTERM received before training started: stopped. What was complete is kept (the stages '
+    self.requested = True
+    raise Preempted(f'{name} received before training started: stopped. What was complete is kept (the stages '
                     'write their artefacts whole); rerun the command to go on.')
 
   @contextlib.contextmanager
@@ -51,10 +55,12 @@ class Handler:
 
 @contextlib.contextmanager
 def handling_sigterm() -> Iterator[Handler]:
-  """Installs a `Handler` for SIGTERM (from the main thread) for the duration, then restores the previous one."""
+  """Installs a `Handler` for SIGTERM and SIGINT (from the main thread) for the duration, then restores the previous
+  ones."""
   handler = Handler()
-  previous = signal.signal(signal.SIGTERM, handler)
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     yield handler
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for s, old in previous.items():
+      signal.signal(s, old)

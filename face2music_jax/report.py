@@ -6,7 +6,6 @@ browser (no server, no scripts, no network).
 
 import dataclasses
 import html
-import json
 from typing import Any
 
 PAGE = 'index.html'
@@ -34,11 +33,12 @@ _METRICS = (
 )
 
 _STYLE = """
-body { font-family: sans-serif; margin: 2em; color: #222; }
+body { font-family: sans-serif; margin: 1em auto; max-width: 1100px; padding: 0 0.8em; color: #222; }
+.scroll { overflow-x: auto; }
 table.metrics { border-collapse: collapse; }
 table.metrics td, table.metrics th { border-bottom: 1px solid #ccc; padding: 4px 12px; text-align: left; }
 .examples { display: flex; flex-wrap: wrap; gap: 12px; }
-.example { border: 1px solid #ccc; border-radius: 6px; padding: 8px; width: 320px; }
+.example { border: 1px solid #ccc; border-radius: 6px; padding: 8px; width: min(320px, 100%); box-sizing: border-box; }
 .example img { width: 96px; height: 96px; image-rendering: pixelated; float: left; margin-right: 8px; }
 .example audio { width: 100%; margin-top: 6px; }
 .figures img { max-width: 100%; margin-bottom: 1em; display: block; }
@@ -108,7 +108,7 @@ def _example(example: Example) -> str:
   return (f'<div class="example"><img src="{e["face"]}" alt="face {e["name"]}">'
           f'<div><b>{e["name"]}</b> ({e["split"]})<br>MIDI pitch {e["midi_pitch"]}<br>assigned family: '
           f'{e["family"]}</div>'
-          f'<audio controls preload="auto" src="{e["audio"]}"></audio></div>')
+          f'<audio controls preload="metadata" src="{e["audio"]}" aria-label="note of face {e["name"]}"></audio></div>')
 
 
 def _fraction(value: float | None) -> str:
@@ -132,6 +132,11 @@ def _listening_table(listening: dict[str, Any]) -> str:
           ''.join(rows) + '</table>')
 
 
+def _listening_head(rows: list[ListeningRow]) -> str:
+  pitches = [n.midi_pitch for n in rows[0].notes]
+  return '<tr><th>face</th>' + ''.join(f'<th>MIDI {p}</th>' for p in pitches) + '</tr>'
+
+
 def _listening_row(row: ListeningRow) -> str:
   cells = []
   for n in row.notes:
@@ -153,32 +158,40 @@ def render_page(summary: dict[str, Any], examples: list[Example], figures: list[
     listening_rows: held-out faces with their translations at the listening pitches.
   """
   title = f'face2music: {summary["config_name"]} ({summary["config_size"]}), step {summary["checkpoint_step"]}'
+  seed = summary.get('training_seed')
+  header = (f'The <b>{html.escape(summary["config_name"])}</b> model at the <b>{html.escape(summary["config_size"])}'
+            f'</b> size, trained{"" if seed is None else f" with seed {seed}"} to step {summary["checkpoint_step"]}; '
+            f'{summary["num_translations"]} translations of {summary["num_faces"]} faces against '
+            f'{summary["num_real_notes"]} real notes (evaluation seed {summary["seed"]}). Work directory: '
+            f'<code>{html.escape(summary["workdir"])}</code>. Every note lasts 0.51 s.')
   notes = ''.join(f'<p><i>{html.escape(n)}</i></p>' for n in summary.get('notes', []))
   counts = ', '.join(f'{html.escape(k)}: {v}' for k, v in summary['assigned_families'].items())
   figs = ''.join(f'<img src="{html.escape(f, quote=True)}" alt="{html.escape(f, quote=True)}">' for f in figures)
   listening = ''
   if 'listening' in summary:
     l = summary['listening']
-    listening = (f'<h2>Listening</h2><p>{l["num_faces"]} held-out faces ({l["num_identities"]} identities) '
-                 f'translated at MIDI {", ".join(map(str, l["pitches"]))}; pitch by librosa.pyin (median f0 of '
-                 'the voiced frames), flatness by librosa; distinctness = MFCC distance between translations of '
-                 'different faces over that between real notes, per pitch.</p>' + _listening_table(l))
+    listening = (
+        f'<h2>Listening</h2><p>{l["num_faces"]} held-out faces ({l["num_identities"]} identities) '
+        f'translated at MIDI {", ".join(map(str, l["pitches"]))}; pitch by librosa.pyin (median f0 of '
+        'the voiced frames), flatness by librosa; distinctness = MFCC distance between translations of '
+        'different faces over that between real notes, per pitch (1: as varied as real instruments). In tune: higher is '
+        'better; flatness: lower is more tonal.</p><div class="scroll">' + _listening_table(l) + '</div>')
     if listening_rows:
-      listening += ('<h3>Held-out faces at every listening pitch</h3><table class="listening">' +
-                    ''.join(_listening_row(r) for r in listening_rows) + '</table>')
-  details = html.escape(
-      json.dumps({k: summary[k] for k in ('workdir', 'num_translations', 'seed', 'num_faces', 'num_real_notes')}))
+      listening += ('<h3>Held-out faces at every listening pitch: one pitch per column, so faces can be compared by '
+                    'ear</h3><div class="scroll"><table class="listening">' + _listening_head(listening_rows) +
+                    ''.join(_listening_row(r) for r in listening_rows) + '</table></div>')
   return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_STYLE}</style></head>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title><style>{_STYLE}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p>{details}</p>
+<p>{header}</p>
 <h2>Metrics</h2>
-{_metrics_table(summary['metrics'])}
+<div class="scroll">{_metrics_table(summary['metrics'])}</div>
 {notes}
 <p>Translations per assigned family: {counts}</p>
 {listening}
-<h2>Faces and their notes</h2>
+<h2>More faces and their notes, at pitches drawn with the real notes (as FID and IS use them)</h2>
 <div class="examples">{''.join(_example(e) for e in examples)}</div>
 <h2>Figures</h2>
 <div class="figures">{figs}</div>

@@ -197,8 +197,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
           saver.save(done, state)
         if sigterm.requested and done < t.num_steps:
           saver.wait()
-          raise preemption.Preempted(f'Stopped at step {done} after SIGTERM; the checkpoint is saved. Rerun to '
-                                     'resume.')
+          raise preemption.Preempted(
+              f'Stopped at step {done} after SIGTERM or Ctrl-C; the checkpoint is saved. Rerun to '
+              'resume.')
       saver.wait()
       with summaries():
         writer.flush()

@@ -29,3 +29,17 @@ def test_a_sigterm_received_before_the_loop_stops_it_at_its_start():
     with pytest.raises(preemption.Preempted):
       with sigterm.deferred():
         pytest.fail('The loop ran.')
+
+
+def test_ctrl_c_is_handled_as_sigterm():
+  previous = signal.getsignal(signal.SIGINT)
+  with preemption.handling_sigterm() as handler:
+    with pytest.raises(preemption.Preempted, match='SIGINT received before training started'):
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(5)
+    handler.requested = False
+    with handler.deferred():
+      os.kill(os.getpid(), signal.SIGINT)  # Inside the loop: a request to save and stop, not a KeyboardInterrupt.
+      time.sleep(0.1)
+      assert handler.requested
+  assert signal.getsignal(signal.SIGINT) is previous
