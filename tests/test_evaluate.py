@@ -95,7 +95,7 @@ def test_evaluate_writes_metrics_figures_and_page(trained):
   assert set(rows['translations']['per_pitch']) == {'48', '60'}
   assert m['in_tune_50c'] == rows['translations']['in_tune_50c']
   listened = [w for w in wavs if w.startswith('listening/')]
-  assert len(listened) == 2 * min(listening['num_identities'], config.eval.num_page_examples // 2)
+  assert len(listened) == 2 * min(listening['num_identities'], config.eval.listening_faces)  # Every identity.
   assert 'Listening' in page and 'White noise' in page
 
 

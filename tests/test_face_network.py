@@ -21,11 +21,13 @@ from face2music_jax import config_lib
 from face2music_jax import gan
 from face2music_jax import train
 from face2music_jax import translate
+from face2music_jax import translator as translator_lib
 from face2music_jax import workdir as workdir_lib
 from face2music_jax.data import default_faces
 from face2music_jax.data import face_embedding
 from face2music_jax.data import face_records
 from face2music_jax.data import faces
+from face2music_jax.data import images
 from face2music_jax.data.face_records import FaceDataError
 from face2music_jax.models import face
 from face2music_jax.models import face_convert
@@ -215,14 +217,15 @@ def test_training_runs_on_the_networks_embeddings(trained):
 def test_translate_embeds_photos_with_the_network(trained, weights, tmp_path):
   _, workdir, _, photo = trained
   config, _ = cli.config_and_workdir(None, workdir)  # As run_translate.py --workdir: the config training wrote.
-  ((embeddings, boxes),) = translate.embed_faces(config, [photo])
-  chips, expected_boxes = face_embedding.FaceAligner(False, SIZE).all_face_chips(translate.read_image(photo))
+  model = translator_lib.Translator.load(workdir)
+  embeddings, boxes = model.faces(photo)
+  chips, expected_boxes = face_embedding.FaceAligner(False, SIZE).all_face_chips(images.read_rgb(photo))
   expected = face.FaceNetEmbedder(weights, image_size=SIZE)(chips)
   assert embeddings.shape == (1, 512)
   np.testing.assert_allclose(embeddings, expected, atol=1e-5)
   np.testing.assert_array_equal(boxes, expected_boxes)
 
-  (translation,) = translate.translate(config, workdir, [photo], midi_pitch=60, output_dir=str(tmp_path))
+  (translation,), _ = translate.translate(model, [photo], pitch=60, output_dir=str(tmp_path))
   audio, rate = soundfile.read(translation.wav)
   generator, g_vars, _ = gan.restore_generator(config, workdir)
   want = gan.make_generate(generator)(g_vars, expected, np.array([60 - config.audio.pitch_min], np.int32))
@@ -266,7 +269,7 @@ def test_bad_weights_fail_at_start_naming_the_field(network_faces, weights, tmp_
     train.train(config, workdir)
   assert not os.path.exists(workdir)  # Failed before anything was written.
   with pytest.raises(config_lib.ConfigError, match='config.data.face_weights = .*missing.npz'):
-    translate.embed_faces(config, [])
+    face_embedding.make_embedder(config)  # Translation's embedder (Translator.faces).
 
   config.data.face_weights = weights
   config.data.embedding_dim = 128

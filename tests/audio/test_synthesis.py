@@ -112,18 +112,18 @@ def test_harmonic_generator_is_in_tune_for_every_face_and_pitch():
   z = jax.random.normal(jax.random.key(0), (4, config.data.embedding_dim))
   pitch = jnp.array([0, 4, 8, 12])  # MIDI 48, 52, 56, 60 in the tiny config.
   variables = generator.init(jax.random.key(1), z, pitch, train=False)
-  assert set(variables) == {'params'}
-  audio = np.asarray(generator.apply(variables, z, pitch, train=True))
+  assert set(variables) == {'params', 'batch_stats'}  # The running statistics of the face standardisation.
+  audio = np.asarray(generator.apply(variables, z, pitch, train=False))
   assert audio.shape == (4, config.audio.length) and np.all(np.isfinite(audio))
   params = dict(variables['params'])
   for i in range(config.model.harmonic.num_blocks):
     params[f'conv{i}'] = jax.tree.map(jnp.zeros_like, params[f'conv{i}'])
-  steady = np.asarray(generator.apply({'params': params}, z, pitch, train=True))
+  steady = np.asarray(generator.apply({**variables, 'params': params}, z, pitch, train=False))
   for clip, p in zip(steady, np.asarray(pitch)):
     f0 = float(listening.midi_to_hz(p + config.audio.pitch_min))
     assert _energy_off_harmonics(clip, f0) < 1e-3
   # The face changes the note: two faces at one pitch differ.
-  other = np.asarray(generator.apply(variables, -z, pitch, train=True))
+  other = np.asarray(generator.apply(variables, -z, pitch, train=False))
   assert np.abs(other - audio).max() > 1e-3 * np.abs(audio).max()
 
 
@@ -133,8 +133,13 @@ def test_harmonic_generator_gradients_reach_every_parameter():
   generator = g_lib.make_generator(config)
   z = jax.random.normal(jax.random.key(0), (4, config.data.embedding_dim))
   pitch = jnp.array([0, 3, 6, 9])
-  params = generator.init(jax.random.key(1), z, pitch, train=False)['params']
-  grads = jax.grad(lambda p: jnp.sum(jnp.square(generator.apply({'params': p}, z, pitch, train=True))))(params)
+  variables = generator.init(jax.random.key(1), z, pitch, train=False)
+
+  def loss(p):
+    audio, _ = generator.apply({**variables, 'params': p}, z, pitch, train=True, mutable=['batch_stats'])
+    return jnp.sum(jnp.square(audio))
+
+  grads = jax.grad(loss)(variables['params'])
   for path, grad in jax.tree_util.tree_flatten_with_path(grads)[0]:
     assert np.all(np.isfinite(grad)), path
     assert float(jnp.abs(grad).max()) > 0, jax.tree_util.keystr(path)
@@ -173,3 +178,32 @@ def test_relative_noise_bounds_the_noise_by_the_harmonics():
         _energy_off_harmonics(clip, float(listening.midi_to_hz(p + 48))) for clip, p in zip(audio, np.asarray(pitch)))
   assert off[False] > 0.5
   assert off[True] < 0.2
+
+
+@pytest.mark.slow
+def test_the_face_input_is_standardised_so_its_scale_and_offset_do_not_matter():
+  """In training G standardises each dimension of f(x) over the batch: a batch of faces scaled down and shifted
+  (as a dlib embedding's small, offset dimensions are) gives the same notes (up to batch norm's epsilon, 1e-5 on the
+  variance); the running statistics, which eval mode uses, follow the batch's."""
+  config = _harmonic_config()
+  generator = g_lib.make_generator(config)
+  z = jax.random.normal(jax.random.key(0), (8, config.data.embedding_dim))
+  pitch = jnp.full((8,), 6)
+  variables = generator.init(jax.random.key(1), z, pitch, train=False)
+  small = 0.2 * z + 0.3
+  a, _ = generator.apply(variables, z, pitch, train=True, mutable=['batch_stats'])
+  b, updated = generator.apply(variables, small, pitch, train=True, mutable=['batch_stats'])
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-3 * float(jnp.abs(a).max()))
+  mean = updated['batch_stats']['face_norm']['mean']
+  np.testing.assert_allclose(np.asarray(mean), 0.01 * np.asarray(jnp.mean(small, axis=0)), rtol=1e-4, atol=1e-7)
+
+
+def test_release_window_and_fundamental_floor():
+  window = synthesis.release_window(8192, 16000, 0.05)
+  assert np.all(window[:8192 - 800] == 1) and window[-1] == 0 and np.all(np.diff(window[-800:]) <= 0)
+  assert window[-160:].max() <= 10**(-30 / 20)  # The last 10 ms at least 30 dB down.
+  assert np.all(synthesis.release_window(100, 16000, 0.0) == 1)
+  weights = jnp.array([[0.0, 1.0, 1.0, 2.0]])
+  floored = np.asarray(synthesis.with_fundamental(weights, 0.2))
+  np.testing.assert_allclose(floored, [[0.2, 0.2, 0.2, 0.4]], atol=1e-6)
+  assert synthesis.with_fundamental(weights, 0.0) is weights
