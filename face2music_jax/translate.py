@@ -24,7 +24,6 @@ from face2music_jax import files
 from face2music_jax.audio import melody as melody_lib
 from face2music_jax.audio import wav as wav_lib
 from face2music_jax.data import images as images_lib
-from face2music_jax.evaluators.photos import IMAGE_EXTENSIONS
 
 DEFAULT_PITCH = 'C4'
 _GAP_S = 0.25  # Silence between faces in a group piece.
@@ -59,12 +58,9 @@ def expand(paths: Sequence[str]) -> list[str]:
   images = []
   for path in paths:
     if os.path.isdir(path):
-      found = sorted(
-          os.path.join(path, f)
-          for f in os.listdir(path)
-          if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(path, f)))
+      found = images_lib.image_files(path)
       if not found:
-        raise TranslationError(f'The folder {path} holds no image ({", ".join(IMAGE_EXTENSIONS)}).')
+        raise TranslationError(f'The folder {path} holds no image ({", ".join(images_lib.IMAGE_EXTENSIONS)}).')
       images.extend(found)
     elif os.path.isfile(path):
       images.append(path)

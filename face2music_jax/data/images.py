@@ -7,6 +7,7 @@ clipped to 8 bits is white; and a PNG of a few KB can decode to gigabytes. The f
 """
 
 import io
+import os
 from typing import BinaryIO
 
 import numpy as np
@@ -28,6 +29,8 @@ _TRANSPOSES = {
     8: Image.Transpose.ROTATE_90
 }
 _16_BIT_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N')
+# What a folder of photos is taken to hold (by file name; each file is still checked when it is read).
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 
 
 class ImageError(ValueError):
@@ -100,3 +103,11 @@ def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
   """Image bytes (an upload) as upright uint8 RGB [H, W, 3], checked as `read_rgb` checks a file."""
   with open_checked(io.BytesIO(data), max_pixels) as image:
     return rgb_pixels(image)
+
+
+def image_files(directory: str) -> list[str]:
+  """The image files of a folder (by IMAGE_EXTENSIONS; not recursive), sorted by name; [] when it holds none."""
+  return sorted(
+      os.path.join(directory, f)
+      for f in os.listdir(directory)
+      if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS and os.path.isfile(os.path.join(directory, f)))

@@ -42,8 +42,7 @@ from face2music_jax import translator as translator_lib
 from face2music_jax.audio import listening
 from face2music_jax.audio import wav as wav_lib
 from face2music_jax.data import face_embedding
-
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+from face2music_jax.data import images as images_lib
 
 
 def photo_files(directory: str) -> list[str]:
@@ -54,10 +53,9 @@ def photo_files(directory: str) -> list[str]:
   """
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'Photo folder {directory} does not exist.')
-  found = sorted(
-      os.path.join(directory, f) for f in os.listdir(directory) if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+  found = images_lib.image_files(directory)
   if not found:
-    raise ValueError(f'{directory} holds no image ({", ".join(IMAGE_EXTENSIONS)}).')
+    raise ValueError(f'{directory} holds no image ({", ".join(images_lib.IMAGE_EXTENSIONS)}).')
   return found
 
 
