@@ -20,7 +20,6 @@ from absl import logging
 
 from face2music_jax import config_lib
 from face2music_jax import configs
-from face2music_jax import files
 from face2music_jax import preemption
 
 # Errors whose message says what is wrong and what to do: a command reports them in one line, without a traceback.
