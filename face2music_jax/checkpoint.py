@@ -213,7 +213,8 @@ def prune(checkpoint_manager: ocp.CheckpointManager, keep: int) -> list[int]:
   return extra
 
 
-def restore_entry(checkpoint_manager: ocp.CheckpointManager, step: int, name: str, like: Any) -> Any:
+def restore_entry(checkpoint_manager: ocp.CheckpointManager, step: int, name: str, like: Any,
+                  verified_from: int | None) -> Any:
   """Reads one top-level entry of the pytree saved as checkpoint `step` (e.g. the generator 'g' of the GAN's
   state), and no array of the others, and verifies it against the checksums saved with it.
 
@@ -222,6 +223,9 @@ def restore_entry(checkpoint_manager: ocp.CheckpointManager, step: int, name: st
     step: the checkpoint.
     name: the entry.
     like: the entry's expected structure, with jax.ShapeDtypeStruct leaves whose shardings say where the arrays go.
+    verified_from: checkpoints of this step and later must carry checksums (the run's identity says from which
+      step its checkpoints were written with them); None when the work directory has no identity record (a version
+      older than checksums): a checkpoint without checksums is then read unverified, with a warning.
 
   Raises:
     CheckpointError: the stored entry's structure or shapes differ from `like`'s (written with another config).
@@ -229,6 +233,11 @@ def restore_entry(checkpoint_manager: ocp.CheckpointManager, step: int, name: st
   """
   where = os.path.join(str(checkpoint_manager.directory), str(step))
   stored_sums = _stored_checksums(checkpoint_manager, step, where)
+  if stored_sums is None and verified_from is not None and step >= verified_from:
+    # Damaged metadata can read as metadata without checksums: a checkpoint of this run is never read unverified.
+    raise CorruptCheckpointError(
+        f'The checkpoint {where} has no checksums, which every checkpoint of this run from step {verified_from} on '
+        'was written with: it cannot be verified.', 'unchecksummed')
   try:
     stored = checkpoint_manager.item_metadata(step).tree
   except Exception as e:  # Orbax raises several types for unreadable metadata.
@@ -302,17 +311,18 @@ def save_artefact(path: str, tree: Any) -> None:
   checkpointer.wait_until_finished()
 
 
-def restore_artefact(path: str, like: Any | None = None) -> Any:
-  """Restores a pytree saved by `save_artefact`, as numpy arrays, verified against its checksums when it has them
-  (an artefact of an older version, or an item of a GAN checkpoint such as `<step>/default`, has none).
+def restore_artefact(path: str, like: Any | None = None, verified: bool = True) -> Any:
+  """Restores a pytree saved by `save_artefact`, as numpy arrays, verified against its checksums.
 
   Args:
     path: the artefact directory.
     like: optional pytree with the expected structure and shapes; a mismatch raises CheckpointError naming the
       offending entry (e.g. a checkpoint written with another config).
+    verified: the artefact must carry checksums (`save_artefact` writes them); False reads one that has none (an
+      item of a GAN checkpoint such as `<step>/default`, for tests and tools) and verifies it only if it has them.
 
   Raises:
-    CorruptCheckpointError: `path` is missing, does not load, or differs from its checksums.
+    CorruptCheckpointError: `path` is missing, does not load, lacks its checksums or differs from them.
     CheckpointError: it does not fit `like`.
   """
   path = os.path.abspath(path)
@@ -333,6 +343,11 @@ def restore_artefact(path: str, like: Any | None = None) -> Any:
     except Exception as e:  # Orbax raises several types for an unreadable metadata file.
       raise CorruptCheckpointError(f'The checkpoint {path} is corrupt: its metadata cannot be read: {e}',
                                    'unreadable') from e
+  if stored is None and verified:
+    # Damaged metadata can read as metadata without checksums: never used unverified.
+    raise CorruptCheckpointError(
+        f'The checkpoint {path} has no checksums, which every artefact is written with: it cannot be verified.',
+        'unchecksummed')
   if stored is not None:
     verify(stored, tree, path)
   return tree
@@ -374,7 +389,9 @@ def _restore_verified(checkpoint_manager: ocp.CheckpointManager, step: int, args
   if name is not None:
     restored = restored[name]
   if stored is None:
-    logging.warning('The checkpoint %s was written without checksums (by an older version): not verified.', where)
+    logging.warning(
+        'The checkpoint %s has no checksums (written by an older version, before they existed): read '
+        'unverified.', where)
   else:
     verify(stored, restored, where, prefix=name or '')
   return restored

@@ -18,7 +18,6 @@ import ml_collections
 from absl import app
 from absl import logging
 
-from face2music_jax import config_lib
 from face2music_jax import configs
 from face2music_jax import preemption
 
@@ -138,9 +137,10 @@ def config_and_workdir(config: ml_collections.ConfigDict | None,
   """The config and work directory of a command on a trained model, from its --config and --workdir flags.
 
   Without --workdir, it is the config's; without --config, the config is the one training wrote to
-  `<workdir>/config.json`.
+  `<workdir>/config.json`. Either is checked against the run's identity (`workdir.run_config`).
   """
+  from face2music_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel  (after --help)
   if config is None and workdir is None:
     raise app.UsageError('Pass --config, --workdir or both.')
   workdir = workdir or config.workdir
-  return config_lib.load_config(workdir, config), workdir
+  return workdir_lib.run_config(workdir, config), workdir

@@ -55,6 +55,9 @@ ADDED_FIELDS = {
     'model.harmonic.fundamental_floor': 0.0,
 }
 
+# The sections every config has: a config.json without them was not written by training.
+_CONFIG_SECTIONS = ('audio', 'data', 'model', 'train', 'eval')
+
 
 def load_config(workdir: str, config: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
   """`config` if given, else the resolved config that training wrote to `<workdir>/config.json`.
@@ -67,10 +70,14 @@ def load_config(workdir: str, config: ml_collections.ConfigDict | None = None) -
   if not os.path.exists(path):
     raise ConfigError(f'No --config given and no {path}: pass the config the model was trained with.')
   try:
-    with open(path) as f:
-      loaded = tuples(json.load(f))
-  except json.JSONDecodeError as e:
+    with open(path, 'rb') as f:
+      loaded = tuples(json.loads(f.read()))
+  except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, unreadable.
     raise ConfigError(f'{path} is not valid JSON ({e}): pass the config the model was trained with.') from e
+  missing = [k for k in _CONFIG_SECTIONS if not isinstance(loaded, dict) or not isinstance(loaded.get(k), dict)]
+  if missing:
+    raise ConfigError(f'{path} is not a config written by training (it lacks {", ".join(missing)}): pass the config '
+                      'the model was trained with.')
   for field, value in ADDED_FIELDS.items():
     *parents, leaf = field.split('.')
     node = loaded

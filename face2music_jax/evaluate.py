@@ -30,7 +30,6 @@ config.eval.batch_size.
 import functools
 import json
 import os
-import shutil
 import time
 from typing import Any
 
@@ -321,27 +320,20 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
       'listening': listening_measures,
       'notes': notes_text,
   }
-  build_dir = f'{out_dir}.incomplete'
-  if os.path.exists(build_dir):
-    shutil.rmtree(build_dir)
-  os.makedirs(build_dir)
   unique = min(n, len(faces['name']))  # Translations of distinct faces, for the figures of faces.
-  plots.audio_tsne(real_phi, real_family, fake_phi, families, os.path.join(build_dir, plots.AUDIO_TSNE), e.seed)
-  plots.face_tsne(z[:unique], assigned[:unique], families, os.path.join(build_dir, plots.FACE_TSNE), e.seed)
-  plots.face_grid(faces['image'][face_index[:unique]], assigned[:unique], families,
-                  os.path.join(build_dir, plots.FACE_GRID), e.faces_per_family)
-  timer.lap('figures')
-  examples = _write_examples(build_dir, config, faces, face_index, pitch, fake_audio, assigned, families)
-  listening_rows = _write_listening_examples(build_dir, config, test_faces, listened)
-  timer.lap('examples')
-  summary['seconds'] = timer.seconds
-  with open(os.path.join(build_dir, METRICS_FILE), 'w') as f:
-    json.dump(summary, f, indent=2)
-  report.write_page(os.path.join(build_dir, report.PAGE), summary, examples,
-                    [plots.AUDIO_TSNE, plots.FACE_TSNE, plots.FACE_GRID], listening_rows)
-  if os.path.exists(out_dir):
-    shutil.rmtree(out_dir)
-  os.replace(build_dir, out_dir)
+  with files.building(out_dir) as build_dir:  # All of eval/ or none of it (a full disk, Ctrl-C).
+    plots.audio_tsne(real_phi, real_family, fake_phi, families, os.path.join(build_dir, plots.AUDIO_TSNE), e.seed)
+    plots.face_tsne(z[:unique], assigned[:unique], families, os.path.join(build_dir, plots.FACE_TSNE), e.seed)
+    plots.face_grid(faces['image'][face_index[:unique]], assigned[:unique], families,
+                    os.path.join(build_dir, plots.FACE_GRID), e.faces_per_family)
+    timer.lap('figures')
+    examples = _write_examples(build_dir, config, faces, face_index, pitch, fake_audio, assigned, families)
+    listening_rows = _write_listening_examples(build_dir, config, test_faces, listened)
+    timer.lap('examples')
+    summary['seconds'] = timer.seconds
+    files.write_text(os.path.join(build_dir, METRICS_FILE), json.dumps(summary, indent=2))
+    report.write_page(os.path.join(build_dir, report.PAGE), summary, examples,
+                      [plots.AUDIO_TSNE, plots.FACE_TSNE, plots.FACE_GRID], listening_rows)
   logging.info('Evaluation of step %d: %s', step, json.dumps(summary['metrics']))
   logging.info('Wrote %s (open %s in a browser).', out_dir, os.path.join(out_dir, report.PAGE))
   return summary

@@ -6,8 +6,9 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 # The key under which `write_json(..., checksum=True)` stores the SHA-256 of the rest of the object.
@@ -113,17 +114,26 @@ def write_json(path: str, obj: Any, checksum: bool = False) -> None:
     multihost_utils.sync_global_devices(f'write {path}')
 
 
-def read_json(path: str) -> Any:
+def read_json(path: str, checksum: bool = False) -> Any:
   """The object of a JSON file that `write_json` wrote, its checksum (if it has one) verified and removed.
 
+  Args:
+    path: the file.
+    checksum: it must carry a checksum (it was written with `checksum=True`): one that lacks it, or is not an
+      object, is corrupt rather than accepted unverified.
+
   Raises:
-    CorruptFileError: naming `path`, if it is not valid JSON or its contents differ from their checksum.
+    CorruptFileError: naming `path`, if it is not valid JSON, lacks a checksum it must have, or its contents differ
+      from their checksum.
   """
   try:
     with open(path, 'rb') as f:
       obj = json.loads(f.read())
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise CorruptFileError(f'{path} is not valid JSON: {e}') from e
+  if checksum and not (isinstance(obj, dict) and CHECKSUM_KEY in obj):
+    raise CorruptFileError(f'{path} has no checksum ({CHECKSUM_KEY!r}), which it was written with: it cannot be '
+                           'verified.')
   if isinstance(obj, dict) and CHECKSUM_KEY in obj:
     stored = obj.pop(CHECKSUM_KEY)
     if stored != _checksum(obj):
@@ -131,15 +141,79 @@ def read_json(path: str) -> Any:
   return obj
 
 
-def set_aside(path: str, reason: str) -> str:
-  """Renames a corrupt file or directory to `<path>.corrupt-<reason>` (never deletes it) and returns the new name.
+def set_aside(path: str, reason: str, label: str = 'corrupt') -> str:
+  """Renames a corrupt (or otherwise unusable) file or directory to `<path>.<label>-<reason>`, never deleting it, and
+  returns the new name.
 
   A name already taken gets a number: `<path>.corrupt-<reason>-2`, ...
   """
-  target = f'{path}.corrupt-{reason}'
+  target = f'{path}.{label}-{reason}'
   number = 1
   while os.path.exists(target):
     number += 1
-    target = f'{path}.corrupt-{reason}-{number}'
+    target = f'{path}.{label}-{reason}-{number}'
   os.rename(path, target)
   return target
+
+
+def _failed_write(where: str, error: OSError) -> WriteError:
+  name = getattr(error, 'filename', None) or where
+  return WriteError(f'Could not write {name} (is the disk full, or the directory not writable?): '
+                    f'{type(error).__name__}: {error}')
+
+
+@contextlib.contextmanager
+def building(out_dir: str) -> Iterator[str]:
+  """All of a directory of outputs, or none of it: yields `<out_dir>.incomplete` to write into, which replaces
+  `out_dir` when the block ends; a block that fails (a full disk, Ctrl-C, any error) leaves `out_dir` as it was
+  and no `.incomplete` behind.
+
+  Raises:
+    WriteError: naming the file, for an OSError in the block (a full disk, ...).
+  """
+  build = f'{out_dir}.incomplete'
+  shutil.rmtree(build, ignore_errors=True)
+  try:
+    with writing(build):
+      os.makedirs(build)
+    try:
+      yield build
+    except OSError as e:
+      raise _failed_write(build, e) from e
+    with writing(out_dir):
+      if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+      os.replace(build, out_dir)
+  finally:
+    shutil.rmtree(build, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged(output_dir: str) -> Iterator[Callable[[str], str]]:
+  """All of a command's files in a shared directory, or none: yields `stage(name)`, the path to write the output
+  `name` to (in a hidden directory of `output_dir`); when the block ends, each staged file replaces
+  `<output_dir>/<name>` (renames, after every file is written), and the hidden directory goes. A block that fails
+  (a full disk, Ctrl-C, any error) leaves `output_dir` as it was.
+
+  Raises:
+    WriteError: naming the file, for an OSError in the block (a full disk, ...).
+  """
+  with writing(output_dir):
+    os.makedirs(output_dir, exist_ok=True)
+  stage_dir = tempfile.mkdtemp(prefix='.incomplete-', dir=output_dir)
+  names = []
+
+  def stage(name: str) -> str:
+    names.append(name)
+    return os.path.join(stage_dir, name)
+
+  try:
+    try:
+      yield stage
+    except OSError as e:
+      raise _failed_write(stage_dir, e) from e
+    for name in names:
+      with writing(os.path.join(output_dir, name)):
+        os.replace(os.path.join(stage_dir, name), os.path.join(output_dir, name))
+  finally:
+    shutil.rmtree(stage_dir, ignore_errors=True)

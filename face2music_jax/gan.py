@@ -21,6 +21,7 @@ from absl import logging
 
 from face2music_jax import checkpoint
 from face2music_jax import parallel
+from face2music_jax import workdir as workdir_lib
 from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.models import discriminator as d_lib
 from face2music_jax.models import generator as g_lib
@@ -111,7 +112,9 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str) -> tuple[
 
   Only the checkpoint's 'g' entry is read, and compared with the checksums saved with it; the variables are
   replicated over a mesh of all devices. A checkpoint that does not load or verify is reported and the previous
-  one is used (it is left where it is: training sets it aside when it next runs, and a run may be saving now).
+  one is used (it is left where it is: training sets it aside when it next runs, and a run may be saving now). A
+  checkpoint that lacks its checksums although the run's identity (run.json) says it was written with them is
+  such a checkpoint too: damaged metadata is never read as "unverified".
 
   Returns:
     (generator, generator variables {'params', 'batch_stats'}, checkpoint step).
@@ -125,6 +128,7 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str) -> tuple[
   if not steps:
     raise checkpoint.CheckpointError(f'No GAN checkpoint in {directory}: train first, e.g. python run_train.py '
                                      f'--config=configs/{config.name}.py:{config.size} --workdir={workdir}')
+  verified_from = workdir_lib.verified_from(workdir)
   generator = g_lib.make_generator(config)
   shapes = jax.eval_shape(lambda: init_generator(generator, config, jax.random.key(0)))
   replicated = parallel.replicated(parallel.make_mesh())
@@ -132,7 +136,7 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str) -> tuple[
   problems = []
   for step in steps:
     try:
-      g_vars = checkpoint.restore_entry(manager, step, 'g', like)
+      g_vars = checkpoint.restore_entry(manager, step, 'g', like, verified_from)
     except checkpoint.CorruptCheckpointError as e:
       logging.error('%s Trying the previous checkpoint.', e)
       problems.append(str(e))

@@ -5,7 +5,8 @@ From the moment `handling_sigterm()` is entered (the first thing `run_train.py` 
 raises `Preempted` at once, in the prerequisite stages or while the model is built: nothing there needs saving
 (each stage's artefact is written whole or not at all). Inside `Handler.deferred()` (the GAN's training loop) it
 only sets a flag, which the loop checks after each step, so that it saves a checkpoint and then raises `Preempted`.
-A command stopped so exits with EXIT_CODE, which tells a finished run (0) from a stopped one.
+A command stopped so exits with EXIT_CODE, which tells a finished run (0) from a stopped one. Evaluation and
+translation stop at once the same way: their outputs are written whole or not at all (files.building, files.staged).
 """
 
 import contextlib
@@ -22,11 +23,22 @@ class Preempted(Exception):
   """SIGTERM stopped the run before its last step; the message says what was saved and that a rerun resumes."""
 
 
-class Handler:
-  """The SIGTERM handler while installed; see the module docstring."""
+# What a stop outside the training loop means, for the message of `Preempted`.
+BEFORE_TRAINING = ('before training started: stopped. What was complete is kept (the stages write their artefacts '
+                   'whole); rerun the command to go on.')
 
-  def __init__(self):
+
+class Handler:
+  """The SIGTERM handler while installed; see the module docstring.
+
+  Attributes:
+    requested: a stop was asked for.
+    stopped: what a stop outside `deferred()` means, after '<signal> received ' (e.g. what was kept).
+  """
+
+  def __init__(self, stopped: str = BEFORE_TRAINING):
     self.requested = False
+    self.stopped = stopped
     self._deferred = False
 
   def __call__(self, signum, frame) -> None:
@@ -38,8 +50,7 @@ class Handler:
       self.requested = True
       return
     self.requested = True
-    raise Preempted(f'{name} received before training started: stopped. What was complete is kept (the stages '
-                    'write their artefacts whole); rerun the command to go on.')
+    raise Preempted(f'{name} received {self.stopped}')
 
   @contextlib.contextmanager
   def deferred(self) -> Iterator[None]:
@@ -54,10 +65,10 @@ class Handler:
 
 
 @contextlib.contextmanager
-def handling_sigterm() -> Iterator[Handler]:
+def handling_sigterm(stopped: str = BEFORE_TRAINING) -> Iterator[Handler]:
   """Installs a `Handler` for SIGTERM and SIGINT (from the main thread) for the duration, then restores the previous
-  ones."""
-  handler = Handler()
+  ones. `stopped`: what a stop means, for its message (the commands that do not train say what they kept)."""
+  handler = Handler(stopped)
   previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
   try:
     yield handler

@@ -93,7 +93,7 @@ def _read_json(path: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
   if not os.path.exists(path):
     return None
   try:
-    obj = files.read_json(path)
+    obj = files.read_json(path, checksum=True)
     missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
     if missing:
       raise files.CorruptFileError(f'{path} lacks {", ".join(missing)}.')

@@ -9,7 +9,8 @@ others are translated. With `group` the faces of each photo also play in turn, l
 `<stem>_group.wav`; with `boxes` the photo is written with its numbered face boxes to `<stem>_boxes.png`.
 
 Every photo is read and every face found before anything is written; an existing output is an error unless
-`overwrite` is given.
+`overwrite` is given. The outputs are written all or none (files.staged): a full disk or Ctrl-C half way leaves
+the output directory as it was.
 """
 
 import dataclasses
@@ -154,24 +155,22 @@ def translate(translator, images: Sequence[str], *, pitch: int | str = DEFAULT_P
     raise TranslationError(f'{existing[0]} exists already ({len(existing)} of the outputs do): pass --overwrite to '
                            'replace them.')
 
-  os.makedirs(output_dir, exist_ok=True)
   translations = []
   sample_rate = translator.sample_rate
-  for path, pixels, embeddings, face_boxes in found:
-    if notes is not None:
-      audio = [translator.render_melody(z, notes) for z in embeddings]
-    else:
-      audio = list(translator.generate(embeddings, np.full(len(embeddings), midi)))
-    for k, (clip, box) in enumerate(zip(audio, face_boxes)):
-      wav = os.path.join(output_dir, f'{_stem(path)}_face{k}.wav')
-      wav_lib.write_wav(wav, clip, sample_rate)
-      translations.append(Translation(image=path, box=box, wav=wav))
-    if group:
-      gap = np.zeros(int(_GAP_S * sample_rate), np.float32)
-      piece = np.concatenate([part for clip in audio for part in (clip, gap)][:-1])
-      wav_lib.write_wav(os.path.join(output_dir, f'{_stem(path)}_group.wav'), piece, sample_rate)
-    if boxes:
-      picture = draw_boxes(pixels, face_boxes)
-      with files.writing(os.path.join(output_dir, f'{_stem(path)}_boxes.png')):
-        picture.save(os.path.join(output_dir, f'{_stem(path)}_boxes.png'))
+  with files.staged(output_dir) as stage:  # All of the outputs, or none (a full disk, Ctrl-C).
+    for path, pixels, embeddings, face_boxes in found:
+      if notes is not None:
+        audio = [translator.render_melody(z, notes) for z in embeddings]
+      else:
+        audio = list(translator.generate(embeddings, np.full(len(embeddings), midi)))
+      for k, (clip, box) in enumerate(zip(audio, face_boxes)):
+        name = f'{_stem(path)}_face{k}.wav'
+        wav_lib.write_wav(stage(name), clip, sample_rate)
+        translations.append(Translation(image=path, box=box, wav=os.path.join(output_dir, name)))
+      if group:
+        gap = np.zeros(int(_GAP_S * sample_rate), np.float32)
+        piece = np.concatenate([part for clip in audio for part in (clip, gap)][:-1])
+        wav_lib.write_wav(stage(f'{_stem(path)}_group.wav'), piece, sample_rate)
+      if boxes:
+        draw_boxes(pixels, face_boxes).save(stage(f'{_stem(path)}_boxes.png'))
   return translations, skipped

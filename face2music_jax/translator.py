@@ -149,8 +149,9 @@ def export_bundle(workdir: str, out_dir: str, measures: dict[str, Any] | None = 
   Returns:
     The manifest.
   """
-  from face2music_jax import gan  # pylint: disable=import-outside-toplevel  (Orbax: only here, not on load)
-  config = config_lib.load_config(workdir)
+  # pylint: disable-next=import-outside-toplevel  (Orbax: only here, not on load)
+  from face2music_jax import gan, workdir as workdir_lib
+  config = workdir_lib.run_config(workdir)
   _, g_vars, step = gan.restore_generator(config, workdir)
   blob = flax.serialization.to_bytes(gan.to_host(g_vars))
   if measures is None:
@@ -227,8 +228,8 @@ class Translator:
       except (ValueError, KeyError, TypeError) as e:
         raise BundleError(f'{os.path.join(directory, GENERATOR)} does not hold this config\'s generator: {e}') from e
       return cls(config, jax.tree.map(jnp.asarray, g_vars), directory, manifest)
-    from face2music_jax import gan  # pylint: disable=import-outside-toplevel
-    config = config_lib.load_config(directory, config)
+    from face2music_jax import gan, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+    config = workdir_lib.run_config(directory, config)
     _, g_vars, step = gan.restore_generator(config, directory)
     return cls(config, gan.to_host(g_vars), directory, {'step': step})
 

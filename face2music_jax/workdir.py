@@ -32,12 +32,16 @@ from face2music_jax import files
 from face2music_jax.data import face_embedding
 
 LOCK_FILE = 'lock'
+EVAL_LOCK_FILE = 'eval.lock'
 IDENTITY_FILE = 'run.json'
 # Fields that may change when a run is resumed: how long it trains, how often it logs, samples and saves, where
 # its files are (the data are a function of the other fields) and how it is evaluated.
 RESUMABLE_FIELDS = ('train.num_steps', 'train.log_every', 'train.checkpoint_every', 'train.sample_every',
                     'train.keep_checkpoints', 'workdir', 'data_dir', 'data.tfds_data_dir')
 RESUMABLE_SECTIONS = ('eval',)
+# The artefacts of the prerequisite stages in a work directory (stages.py): they depend on the config's fields
+# outside train.*.
+STAGE_ARTEFACTS = ('audio_embedding', 'classifiers', 'statistics.json')
 
 
 class WorkdirError(RuntimeError):
@@ -55,13 +59,14 @@ def _holder(path: str) -> str:
 
 
 @contextlib.contextmanager
-def locked(workdir: str) -> Iterator[None]:
-  """Holds the lock of `workdir` (created if need be) while the block runs.
+def locked(workdir: str, name: str = LOCK_FILE) -> Iterator[None]:
+  """Holds the lock of `workdir` (created if need be) while the block runs: `name`, the lock of training, or
+  EVAL_LOCK_FILE, that of evaluation (which may run while training does, but not twice at once).
 
   Raises:
     WorkdirError: another live process holds it; the message names its PID and host.
   """
-  path = os.path.join(workdir, LOCK_FILE)
+  path = os.path.join(workdir, name)
   os.makedirs(workdir, exist_ok=True)
   while True:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -143,6 +148,57 @@ def checkpoint_steps(workdir: str) -> list[int]:
   return sorted(int(n) for n in names if n.isdigit())
 
 
+def identity(workdir: str) -> dict[str, Any] | None:
+  """The identity record of the run in `workdir` (`accept_run`), verified; None if it has none (no run yet, or a
+  work directory of a version older than run.json).
+
+  Raises:
+    WorkdirError: run.json is unreadable, not a record, or differs from its checksum.
+  """
+  path = os.path.join(workdir, IDENTITY_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    record = files.read_json(path, checksum=True)
+    if not isinstance(record['fields'], dict) or not isinstance(record['verified_from'], int):
+      raise TypeError('fields or verified_from of the wrong type')
+  except (OSError, files.CorruptFileError, KeyError, TypeError) as e:
+    raise WorkdirError(f'{path}, the identity of the run in {workdir}, is corrupt ({e}); move it away to accept '
+                       'this config as the run of this directory.') from e
+  return record
+
+
+def verified_from(workdir: str) -> int | None:
+  """The first checkpoint step of the run in `workdir` that must carry checksums; None if the work directory has no
+  identity record (checkpoints of versions before checksums, which cannot be verified)."""
+  record = identity(workdir)
+  return None if record is None else record['verified_from']
+
+
+def run_config(workdir: str, config: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+  """The config of the trained run in `workdir`, for the commands that read its model (evaluation, translation,
+  export): `config` if given, else the run's `config.json`, checked against the run's identity (run.json).
+
+  A config.json edited after training (e.g. another sample rate) would make every later command use a config that
+  the model was not trained with; a --config of another run likewise.
+
+  Raises:
+    config_lib.ConfigError: no config given and config.json is missing, unreadable or not a config.
+    WorkdirError: the config differs from the run's identity in a field that defines the run (each is named), or
+      run.json is corrupt.
+  """
+  source = 'The --config given' if config is not None else os.path.join(workdir, 'config.json')
+  config = config_lib.load_config(workdir, config)
+  record = identity(workdir)
+  if record is not None:
+    differences = _differences(run_fields(config), dict(record['fields']))
+    if differences:
+      raise WorkdirError(f'{source} is not the config of the run in {workdir} (its identity, '
+                         f'{os.path.join(workdir, IDENTITY_FILE)}, says otherwise): {"; ".join(differences)}. '
+                         'Pass the config the model was trained with (or restore config.json: it must not be edited).')
+  return config
+
+
 def accept_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Accepts `config` for `workdir` if it is the config of the run there (or there is none), before anything of the
   run is written; records the run's identity in a new work directory. Every process must call this.
@@ -151,37 +207,45 @@ def accept_run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any
     The identity record: {'fingerprint', 'fields', 'verified_from'}: 'verified_from' is the first checkpoint step
     that must carry checksums (checkpoints of older versions, already there when the record was made, need not).
 
+  A run's identity binds the directory once it holds a checkpoint: before that (e.g. a run that failed before its
+  first checkpoint, with a batch that did not fit), another config takes the directory over, with a warning, and
+  the stage artefacts are set aside (`<name>.stale-config`) unless only `train.*` fields differ.
+
   Raises:
-    WorkdirError: the work directory holds a run of another config; the message names every differing field.
+    WorkdirError: the work directory holds checkpoints of a run of another config; the message names every
+      differing field.
     config_lib.ConfigError: an older work directory's config.json is unreadable.
   """
   path = os.path.join(workdir, IDENTITY_FILE)
   fields = run_fields(config)
-  record = None
-  if os.path.exists(path):
-    try:
-      record = files.read_json(path)
-      there = record['fields']
-    except (files.CorruptFileError, KeyError, TypeError) as e:
-      raise WorkdirError(f'{path}, the identity of the run in {workdir}, is corrupt ({e}); move it away to accept '
-                         'this config as the run of this directory.') from e
-    where = path
+  record = identity(workdir)
+  if record is not None:
+    there, where = record['fields'], path
   elif os.path.exists(os.path.join(workdir, 'config.json')):  # Written before run.json existed.
     there = run_fields(config_lib.load_config(workdir))
     where = os.path.join(workdir, 'config.json')
   else:
-    there = fields
-    where = None
+    there, where = fields, None
   differences = _differences(fields, dict(there))
-  if differences:
+  steps = checkpoint_steps(workdir)
+  if differences and steps:
     raise WorkdirError(f'The work directory {workdir} holds a run of another config ({where}): '
                        f'{"; ".join(differences)}. Use another --workdir, or the config of that run (only '
                        f'{", ".join(RESUMABLE_FIELDS)} and {", ".join(f"{s}.*" for s in RESUMABLE_SECTIONS)} may '
                        'change when a run is resumed).')
   if jax.process_count() > 1:  # Every process has read what was there before process 0 writes.
     multihost_utils.sync_global_devices(f'read {path}')
+  if differences:  # No checkpoint yet: nothing binds the directory to the earlier config (e.g. a run that failed).
+    logging.warning(
+        '%s was recorded for another config, but holds no checkpoint: it is now the run of this config '
+        '(%s).', workdir, '; '.join(differences))
+    if any(not d.startswith('config.train.') for d in differences) and jax.process_index() == 0:
+      for name in STAGE_ARTEFACTS:  # They may depend on the fields that changed: the stages run again.
+        if os.path.exists(os.path.join(workdir, name)):
+          moved = files.set_aside(os.path.join(workdir, name), 'config', label='stale')
+          logging.warning('Set the stage artefact of the earlier config aside as %s.', moved)
+    record = None
   if record is None:
-    steps = checkpoint_steps(workdir)
     if steps and where is None:
       logging.warning('%s holds checkpoints but no config.json or %s: taking them to be of this config.', workdir,
                       IDENTITY_FILE)

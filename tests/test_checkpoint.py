@@ -72,7 +72,7 @@ def test_an_intact_checkpoint_restores_and_verifies(tmp_path):
   assert step == 2
   _assert_equal(state, _state(2.0))
   assert checkpoint.restore_entry(checkpoint.reader(str(tmp_path / 'checkpoints')), 2, 'b',
-                                  {'c': np.zeros((50, 40), np.float32)})['c'][0, 0] == 2.0
+                                  {'c': np.zeros((50, 40), np.float32)}, 0)['c'][0, 0] == 2.0
 
 
 def test_a_checkpoint_without_checksums_is_corrupt_unless_older_than_the_run_record(tmp_path):

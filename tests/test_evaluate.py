@@ -1,21 +1,27 @@
 """Evaluation: the whole evaluation of a tiny trained model (metrics JSON with the listening measures, figures, an
 HTML page whose images and audio load in headless Chromium)."""
 
+import errno
 import html
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from face2music_jax import checkpoint
 from face2music_jax import evaluate
+from face2music_jax import files
+from face2music_jax import plots
 from face2music_jax import report
 from face2music_jax import train
+from face2music_jax import workdir as workdir_lib
 from tests import helpers
 
 # Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
@@ -120,6 +126,47 @@ def test_run_eval_cli_overwrites_only_when_asked(trained):
   assert done.stdout.startswith('Evaluated aux (tiny) at step 4') and 'in tune' in done.stdout
   assert 'metrics.json' in done.stdout.splitlines()[-1]
   assert os.path.getmtime(os.path.join(workdir, 'eval', 'metrics.json')) > before
+
+
+def test_a_second_evaluation_at_once_is_refused_and_a_stopped_one_leaves_the_last_one_whole(trained):
+  _, workdir, _ = trained
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  command = [sys.executable, os.path.join(ROOT, 'run_eval.py'), f'--workdir={workdir}', '--overwrite']
+  metrics = os.path.join(workdir, 'eval', 'metrics.json')
+  before = open(metrics).read()
+  with workdir_lib.locked(workdir, workdir_lib.EVAL_LOCK_FILE):  # Another evaluation is running.
+    refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert refused.returncode == 2 and 'Traceback' not in refused.stderr, refused.stderr[-3000:]
+  assert f'Error: The work directory {workdir} is in use by process {os.getpid()}' in refused.stderr
+  log = os.path.join(os.path.dirname(workdir), 'stopped_eval.log')
+  with open(log, 'w') as out:
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+  deadline = time.time() + 300
+  while 'Config aux (tiny), workdir' not in open(log).read():  # Logged once the handler is installed.
+    assert proc.poll() is None and time.time() < deadline, open(log).read()[-3000:]
+    time.sleep(0.05)
+  time.sleep(1.0)  # Into the evaluation's work (it takes tens of seconds).
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=120) == 3, open(log).read()[-3000:]
+  text = open(log).read()
+  assert 'Stopped: SIGTERM received during the evaluation' in text and 'Traceback' not in text, text[-3000:]
+  assert open(metrics).read() == before and not os.path.exists(os.path.join(workdir, 'eval.incomplete'))
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.EVAL_LOCK_FILE))
+
+
+def test_a_full_disk_during_evaluation_is_one_error_and_keeps_the_last_evaluation(trained, monkeypatch):
+  config, workdir, _ = trained
+  metrics = os.path.join(workdir, 'eval', 'metrics.json')
+  before = open(metrics).read()
+
+  def full_disk(*args):
+    raise OSError(errno.ENOSPC, 'No space left on device', args[3])  # (images, assigned, families, path, ...)
+
+  monkeypatch.setattr(plots, 'face_grid', full_disk)
+  with pytest.raises(files.WriteError,
+                     match=r'Could not write .*eval\.incomplete/faces_by_family\.png \(is the disk full'):
+    evaluate.evaluate(config, workdir, overwrite=True)
+  assert open(metrics).read() == before and not os.path.exists(os.path.join(workdir, 'eval.incomplete'))
 
 
 # Appended to a copy of the page: once loaded, it waits for every <audio> to load its metadata (or fail) and writes

@@ -83,3 +83,28 @@ def test_restore_generator_falls_back_to_the_previous_checkpoint_when_the_newest
   assert step == 2
   assert f'The checkpoint {newest} is corrupt' in caplog.text
   assert os.path.isdir(newest)  # Left where it is: only training sets checkpoints aside.
+
+
+@pytest.mark.parametrize('damage', [b'\x00\xff garbage', b'{}', None])
+def test_a_checkpoint_whose_metadata_is_damaged_is_never_read_unverified(tmp_path, caplog, damage):
+  """Its checksums gone (metadata garbled, emptied or deleted) and its arrays damaged: the run's identity says its
+  checkpoints carry checksums, so it is skipped, never used as "written by an older version"."""
+  from face2music_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  config = helpers.tiny_config('aux')
+  workdir = str(tmp_path / 'workdir')
+  workdir_lib.accept_run(config, workdir)
+  _save_state(config, workdir, step=2)
+  _save_state(config, workdir, step=4)
+  newest = os.path.join(workdir, 'checkpoints', '4')
+  metadata = os.path.join(newest, '_CHECKPOINT_METADATA')
+  if damage is None:
+    os.remove(metadata)
+  else:
+    with open(metadata, 'wb') as f:
+      f.write(damage)
+  _, _, step = gan.restore_generator(config, workdir)
+  assert step == 2
+  assert f'The checkpoint {newest}' in caplog.text and 'older version' not in caplog.text
+  os.remove(os.path.join(workdir, 'checkpoints', '2', '_CHECKPOINT_METADATA'))
+  with pytest.raises(checkpoint.CheckpointError, match=f'No GAN checkpoint in {workdir}/checkpoints verifies'):
+    gan.restore_generator(config, workdir)

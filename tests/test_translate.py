@@ -4,8 +4,12 @@ command line (run_translate.py / face2music translate) and its errors."""
 import json
 import os
 import re
+import resource
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -200,3 +204,48 @@ def test_an_unwritable_output_directory_is_named_before_any_work(model, images, 
   monkeypatch.setattr(model, 'faces', lambda *args: pytest.fail('Faces were looked for first.'))
   with pytest.raises(PermissionError, match=f'The output directory {re.escape(out)} is not writable'):
     translate.translate(model, [str(images / 'astronaut.jpg')], output_dir=out)
+
+
+def test_a_full_disk_half_way_writes_no_file_and_the_rerun_goes_on(trained_tiny_workdir, images, tmp_path):
+  """The outputs are written all or none: a write that fails (here EFBIG from a file-size limit, as ENOSPC would)
+  leaves the output directory as it was, and the rerun is not refused on leftovers."""
+  out = tmp_path / 'out'
+  args = (f'--workdir={trained_tiny_workdir}', '--group', f'--output_dir={out}', str(images / 'astronaut.jpg'),
+          str(images / 'twins.png'))
+  limit = 20_000  # A note's WAV (16.4 kB) fits; the twins' group piece (40 kB) does not.
+  failed = subprocess.run([sys.executable, os.path.join(ROOT, 'run_translate.py'), *args], cwd=str(tmp_path), env={
+      **os.environ, 'JAX_PLATFORMS': 'cpu'
+  }, capture_output=True, text=True, timeout=600,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY)))
+  assert failed.returncode == 2, failed.stderr[-3000:]
+  last = failed.stderr.strip().splitlines()[-1]
+  assert last.startswith('Error: Could not write ') and 'twins_group.wav' in last and 'disk full' in last, last
+  assert 'Traceback' not in failed.stderr and os.listdir(out) == []
+  done = _run(*args, cwd=str(tmp_path))
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert sorted(os.listdir(out)) == [
+      'astronaut_face0.wav', 'astronaut_group.wav', 'twins_face0.wav', 'twins_face1.wav', 'twins_group.wav'
+  ]
+
+
+def test_ctrl_c_during_translation_stops_with_its_own_code_and_writes_nothing(images, tmp_path):
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  for k in range(40):
+    shutil.copy(images / 'twins.png', photos / f'twins{k:02d}.png')
+  log = tmp_path / 'log'
+  with open(log, 'w') as out:
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'run_translate.py'),
+                             str(photos)], cwd=str(tmp_path), env={
+                                 **os.environ, 'JAX_PLATFORMS': 'cpu'
+                             }, stdout=out, stderr=subprocess.STDOUT)
+  deadline = time.time() + 300
+  while 'Using the shipped model' not in log.read_text():  # Logged once the handler is installed.
+    assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+    time.sleep(0.05)
+  time.sleep(0.5)  # Into the work: 80 faces take seconds.
+  proc.send_signal(signal.SIGINT)
+  assert proc.wait(timeout=120) == 3, log.read_text()[-3000:]
+  text = log.read_text()
+  assert 'Stopped: SIGINT received during the translation' in text and 'Traceback' not in text, text[-3000:]
+  assert not os.path.exists(tmp_path / 'translations') or os.listdir(tmp_path / 'translations') == []

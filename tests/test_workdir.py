@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from face2music_jax import config_lib
 from face2music_jax import files
 from face2music_jax import train
 from face2music_jax import workdir
@@ -80,6 +81,7 @@ def test_the_same_run_is_accepted_with_another_length_and_intervals(tmp_path):
 def test_another_run_is_refused_naming_the_fields_that_differ(tmp_path, changes, fields):
   path = str(tmp_path)
   workdir.accept_run(helpers.tiny_config(), path)
+  os.makedirs(os.path.join(path, 'checkpoints', '2'))  # The identity binds once a checkpoint exists.
   config = helpers.tiny_config()
   for field, value in changes.items():
     section, _, name = field.rpartition('.')
@@ -95,6 +97,7 @@ def test_a_refused_run_leaves_config_json_as_it_was(tmp_path):
   config = helpers.tiny_config()
   workdir.accept_run(config, path)
   files.write_text(os.path.join(path, 'config.json'), config.to_json_best_effort(indent=2))
+  os.makedirs(os.path.join(path, 'checkpoints', '2'))
   before = open(os.path.join(path, 'config.json')).read()
   config.seed = 5
   with pytest.raises(workdir.WorkdirError, match=r'config\.seed = 5 here, 0 in the work directory'):
@@ -112,3 +115,51 @@ def test_a_work_directory_of_an_older_version_is_judged_by_its_config_json(tmp_p
   config.train.g_lr *= 2
   with pytest.raises(workdir.WorkdirError, match=r'config\.train\.g_lr'):
     workdir.accept_run(config, path)
+
+
+def test_without_a_checkpoint_another_config_takes_the_directory_over(tmp_path, caplog):
+  """A run that failed before its first checkpoint (e.g. a batch that did not fit) does not lock the corrected rerun
+  out; the stage artefacts are kept when only train.* fields differ, and set aside otherwise."""
+  path = str(tmp_path)
+  config = helpers.tiny_config()
+  workdir.accept_run(config, path)
+  os.makedirs(os.path.join(path, 'audio_embedding'))
+  files.write_json(os.path.join(path, 'statistics.json'), {'mu_x': 1.0}, checksum=True)
+  config.train.batch_size = 2
+  record = workdir.accept_run(config, path)
+  assert record['fields']['train.batch_size'] == 2 and 'holds no checkpoint' in caplog.text
+  assert sorted(os.listdir(path)) == ['audio_embedding', 'run.json', 'statistics.json']
+  config.seed = 3  # The stages depend on it: their artefacts are set aside.
+  assert workdir.accept_run(config, path)['fields']['seed'] == 3
+  assert sorted(os.listdir(path)) == ['audio_embedding.stale-config', 'run.json', 'statistics.json.stale-config']
+  assert workdir.identity(path)['fields']['seed'] == 3
+
+
+def test_commands_on_a_trained_run_check_its_config_json_against_its_identity(tmp_path):
+  path = str(tmp_path)
+  config = helpers.tiny_config()
+  workdir.accept_run(config, path)
+  config_json = os.path.join(path, 'config.json')
+  files.write_text(config_json, config.to_json_best_effort(indent=2))
+  assert workdir.run_config(path).audio.sample_rate == config.audio.sample_rate
+  edited = helpers.tiny_config()
+  edited.audio.sample_rate = 8000
+  files.write_text(config_json, edited.to_json_best_effort(indent=2))
+  with pytest.raises(
+      workdir.WorkdirError, match=r'config.json is not the config of the run .*config\.audio\.sample_'
+      r'rate = 8000 here, 16000 in the work directory'):
+    workdir.run_config(path)
+  with pytest.raises(workdir.WorkdirError, match=r'The --config given is not the config of the run.*config\.seed'):
+    other = helpers.tiny_config()
+    other.seed = 4
+    workdir.run_config(path, other)
+  for damage, message in ((b'\xff\xfe garbage', 'is not valid JSON'), (b'{}', 'is not a config written by training'),
+                          (b'[1, 2]', 'is not a config written by training')):
+    with open(config_json, 'wb') as f:
+      f.write(damage)
+    with pytest.raises(config_lib.ConfigError, match=message):
+      workdir.run_config(path)
+  with open(os.path.join(path, 'run.json'), 'w') as f:
+    f.write('{"fields": {}, "verified_from": 0}')  # No checksum: not accepted unverified.
+  with pytest.raises(workdir.WorkdirError, match='run.json, the identity of the run .* is corrupt .*no checksum'):
+    workdir.verified_from(path)

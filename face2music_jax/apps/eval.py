@@ -30,11 +30,22 @@ flags.DEFINE_string(
 def main(argv):
   # pylint: disable=import-outside-toplevel  (after flag parsing: --help answers at once)
   from face2music_jax import evaluate
+  from face2music_jax import preemption
+  from face2music_jax import workdir as workdir_lib
   from face2music_jax.evaluators import photos
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
-  config, workdir = cli.config_and_workdir(FLAGS.config, FLAGS.workdir)
+  stopped = 'during the evaluation: stopped; nothing of it was written (its outputs are written whole at the end).'
+  with preemption.handling_sigterm(stopped):
+    config, workdir = cli.config_and_workdir(FLAGS.config, FLAGS.workdir)
+    if not os.path.isdir(workdir):
+      raise evaluate.EvaluationError(f'No work directory {workdir}: train a model there first (face2music train).')
+    with workdir_lib.locked(workdir, workdir_lib.EVAL_LOCK_FILE):
+      _evaluate(config, workdir, evaluate, photos)
+
+
+def _evaluate(config, workdir: str, evaluate, photos) -> None:
   logging.info('Config %s (%s), workdir %s', config.name, config.size, workdir)
   if FLAGS.photos:
     out_dir = os.path.join(workdir, 'eval_photos')

@@ -23,7 +23,6 @@ face beside its notes.
 import html
 import json
 import os
-import shutil
 import time
 from typing import Any
 
@@ -226,16 +225,16 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
       'closest_pair': closest,
       'per_pitch': per_pitch,
   }
-  _write(out_dir, summary, faces, audio, midi, face_index, f0, sr)
-  summary['seconds'] = round(time.perf_counter() - start, 1)
-  files.write_json(os.path.join(out_dir, 'metrics.json'), summary)
+  with files.building(out_dir) as build_dir:  # All of the outputs or none (a full disk, Ctrl-C).
+    _write(build_dir, summary, faces, audio, midi, face_index, f0, sr)
+    summary['seconds'] = round(time.perf_counter() - start, 1)
+    files.write_text(os.path.join(build_dir, 'metrics.json'), json.dumps(summary, indent=2))
   return summary
 
 
 def _write(out_dir: str, summary: dict[str, Any], faces: dict[str, Any], audio: np.ndarray, midi: np.ndarray,
            face_index: np.ndarray, f0: np.ndarray, sample_rate: int) -> None:
   """faces/face_XXX.png, notes/face_XXX_midiYY.wav and index.html (every face beside its notes)."""
-  shutil.rmtree(out_dir, ignore_errors=True)
   os.makedirs(os.path.join(out_dir, 'faces'))
   os.makedirs(os.path.join(out_dir, 'notes'))
   rows = []
