@@ -27,10 +27,11 @@ from face2music_jax import preemption
 _KNOWN_ERRORS = (('face2music_jax.config_lib', 'ConfigError'), ('face2music_jax.checkpoint', 'CheckpointError'),
                  ('face2music_jax.evaluate', 'EvaluationError'), ('face2music_jax.translate', 'TranslationError'),
                  ('face2music_jax.translator', 'BundleError'), ('face2music_jax.data.audio', 'DataError'),
-                 ('face2music_jax.data.face_records', 'FaceDataError'),
-                 ('face2music_jax.data.face_embedding', 'NoFaceError'), ('face2music_jax.data.notes', 'SoundFontError'),
-                 ('face2music_jax.files', 'WriteError'), ('face2music_jax.workdir',
-                                                          'WorkdirError'), ('face2music_jax.data.images', 'ImageError'))
+                 ('face2music_jax.data.face_records', 'FaceDataError'), ('face2music_jax.data.face_embedding',
+                                                                         'NoFaceError'),
+                 ('face2music_jax.data.notes', 'SoundFontError'), ('face2music_jax.data.notes', 'CorruptDatasetError'),
+                 ('face2music_jax.files', 'WriteError'), ('face2music_jax.train', 'MemoryLimitError'),
+                 ('face2music_jax.workdir', 'WorkdirError'), ('face2music_jax.data.images', 'ImageError'))
 
 
 def known_errors() -> tuple[type[BaseException], ...]:
@@ -84,6 +85,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as e:  # ml_collections' errors for a missing field, at whichever level.
     message = str(e)
+    if "has no attribute 'get_config'" in message:
+      config_arg = next((a for a in argv if a.startswith('--config=')), '--config')
+      _error(f'{config_arg}: the config file defines no get_config() function, which returns the config (see '
+             'face2music_jax/configs/aux.py).')
     suggestion = re.search(r'Did you mean \W*"(\w+)\W* instead of \W*"(\w+)', message)
     unknown = suggestion.group(2) if suggestion else re.search(r"(\w+)", message).group(1)
     for arg in argv[1:]:

@@ -10,6 +10,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -19,11 +20,13 @@ from clu import metric_writers
 from face2music_jax import checkpoint
 from face2music_jax import config_lib
 from face2music_jax import files
+from face2music_jax import losses
 from face2music_jax import parallel
 from face2music_jax import preemption
 from face2music_jax import progress
 from face2music_jax import stages
 from face2music_jax import workdir as workdir_lib
+from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.audio import wav as wav_lib
 from face2music_jax.gan import Models, TrainState, make_generate, to_host
 from face2music_jax.train_step import compile_train_step
@@ -88,6 +91,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, inputs: inputs_lib.In
     config_lib.validate(config)
     parallel.local_batch_size(config.train.batch_size)  # Divisible over the devices, before any stage runs.
     files.check_writable(workdir, 'work directory')
+    # The data are built there (under $FACE2MUSIC_CACHE by default): a file in its place, or no permission, is named
+    # now rather than deep in the notes' builder.
+    files.check_writable(config.data_dir, 'data directory (config.data_dir; $FACE2MUSIC_CACHE/data by default)')
     os.makedirs(workdir, exist_ok=True)
     # Process 0 speaks for the run: the others run with it or not at all.
     with workdir_lib.locked(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
@@ -122,12 +128,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   inputs = inputs_lib.for_config(config, inputs)
   # This process's share first: a run whose face files do not split over its hosts fails before any stage trains.
   data = inputs_lib.TrainingData(config, inputs)
+  mesh = parallel.make_mesh()
+  models = Models(config)
+  # Compiled now, before the stages, so that a step that cannot fit in memory fails in seconds, not after them.
+  logging.info('Compiling the train step...')
+  step_fn = _compile_within_memory(compile_train_step(models, mesh), models, config, data)
   metric = stages.ensure_audio_embedding(config, workdir, inputs)
   stages.ensure_classifiers(config, workdir, inputs)
   stats = stages.ensure_statistics(config, workdir, metric, inputs)
 
-  mesh = parallel.make_mesh()
-  models = Models(config)
   root = jax.jit(lambda: jax.random.key(config.seed), out_shardings=parallel.replicated(mesh))()
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(root)
   manager = checkpoint.manager(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
@@ -137,11 +146,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   if latest is not None:
     logging.info('Resumed from the checkpoint at step %d.', latest)
   start_step = int(to_host(state.step))
+  if start_step >= config.train.num_steps:
+    logging.warning(
+        'The checkpoint is at step %d, at or past config.train.num_steps = %d: nothing to train (raise '
+        '--config.train.num_steps to train on).', start_step, config.train.num_steps)
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   if is_main:
     _truncate_jsonl(metrics_path, start_step)
 
-  step_fn = compile_train_step(models, mesh)
   metric_r = parallel.replicate(mesh, metric)
   stats_r = parallel.replicate(mesh, {k: np.float32(v) for k, v in stats.items()})
   sample_z, sample_pitch, sample_names = _sample_inputs(config, inputs, mesh)
@@ -156,14 +168,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   try:
     with sigterm.deferred():
       batch = parallel.global_batch(mesh, data.batch(start_step)) if start_step < t.num_steps else None
-      if start_step < t.num_steps:
-        logging.info('Compiling the train step (the first step waits for it)...')
       for step in range(start_step, t.num_steps):
         state, metrics = step_fn(state, batch, metric_r, stats_r, root)
         done = step + 1
         if step == start_step:
           jax.block_until_ready(metrics)
-          logging.info('Compiled; the first step took %.1f s.', time.time() - timer_start)
+          logging.info('The first step took %.1f s.', time.time() - timer_start)
           timer_start, timer_step = time.time(), done
         progress_bar.update(1)
         # Dispatch is asynchronous: the next batch is assembled while this step runs, before anything below waits
@@ -213,6 +223,85 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
     raise
   progress_bar.close()
   return state
+
+
+class MemoryLimitError(MemoryError):
+  """The train step of the config cannot fit in this machine's memory; the message gives the estimate."""
+
+
+def available_memory() -> tuple[int, str] | None:
+  """(bytes a process may still use on its devices, where that figure comes from); None if unknown.
+
+  On accelerators, the first local device's memory limit (XLA's allocator); on the CPU, the host's available memory
+  (MemAvailable of /proc/meminfo, Linux).
+  """
+  device = jax.local_devices()[0]
+  if device.platform != 'cpu':
+    stats = device.memory_stats() or {}
+    return (int(stats['bytes_limit']), f'{device.device_kind} memory') if 'bytes_limit' in stats else None
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemAvailable:'):
+          return int(line.split()[1]) * 1024, 'available host memory'
+  except OSError:
+    pass
+  return None
+
+
+def _compile_within_memory(step_fn, models: Models, config: ml_collections.ConfigDict, data: inputs_lib.TrainingData):
+  """The train step compiled for the config's shapes, after checking XLA's estimate of its memory against what the
+  machine has.
+
+  The estimate (`memory_analysis` of the compiled step: its arguments, outputs and temporaries, per device, times
+  the local devices on the CPU, where they share the host's memory, plus the batch the host assembles) is known
+  before any stage runs, so that a batch that cannot fit fails at once, with the figures, rather than with a
+  MemoryError after the stages.
+
+  Raises:
+    MemoryLimitError: the estimate exceeds the available memory.
+  """
+  c = config
+  batch = config.train.batch_size
+  embedding_model = embedding_lib.make_audio_embedding(c)
+  metric = {
+      'params': jax.eval_shape(embedding_model.init, jax.random.key(0), jnp.zeros((1, c.audio.length)))['params'],
+      'mfcc_mean': jax.ShapeDtypeStruct((c.mfcc.n_mfcc,), np.float32),
+      'mfcc_std': jax.ShapeDtypeStruct((c.mfcc.n_mfcc,), np.float32),
+  }
+  shapes = {
+      'embedding': jax.ShapeDtypeStruct((c.train.d_steps, batch, data.faces.shape[-1]), data.faces.dtype),
+      'audio': jax.ShapeDtypeStruct((c.train.d_steps, batch) + data.audio.shape[1:], data.audio.dtype),
+      'pitch': jax.ShapeDtypeStruct((c.train.d_steps, batch), np.int32),
+  }
+  stats = {k: jax.ShapeDtypeStruct((), np.float32) for k in losses.STATS_KEYS}
+  root = jax.eval_shape(lambda: jax.random.key(0))
+  state = jax.eval_shape(models.init, root)
+  try:
+    compiled = step_fn.lower(state, shapes, metric, stats, root).compile()
+  except (OverflowError, MemoryError) as e:  # E.g. batch**2 / 2 pairs of the metric loss beyond int32 indices.
+    raise MemoryLimitError(f'The train step cannot be built at config.train.batch_size = {batch} ({type(e).__name__}: '
+                           f'{e}): lower config.train.batch_size.') from e
+  available = available_memory()
+  analysis = compiled.memory_analysis()
+  if available is None or analysis is None:
+    return compiled
+  per_device = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes -
+                analysis.alias_size_in_bytes)
+  on_cpu = jax.local_devices()[0].platform == 'cpu'
+  devices = jax.local_device_count() if on_cpu else 1
+  # On the CPU the devices' memory is the host's, which also holds the numpy batch the step's inputs come from.
+  host_batch = sum(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in shapes.values()) // jax.process_count()
+  needed = per_device * devices + (host_batch if on_cpu else 0)
+  gib = 2.0**30
+  logging.info('Memory of the train step: %.2f GiB estimated, %.1f GiB %s.', needed / gib, available[0] / gib,
+               available[1])
+  if needed > available[0]:
+    raise MemoryLimitError(
+        f'The train step needs about {needed / gib:.1f} GiB (XLA\'s estimate at config.train.batch_size = {batch}: '
+        f'{per_device / gib:.1f} GiB per device x {devices} device(s), and the host\'s batch), but there are '
+        f'{available[0] / gib:.1f} GiB of {available[1]}: lower config.train.batch_size.')
+  return compiled
 
 
 def _stopped(saver: checkpoint.Saver, writer: metric_writers.MetricWriter) -> None:

@@ -71,3 +71,24 @@ def test_an_unknown_config_field_is_one_line_naming_it():
   assert done.returncode == 2, done.stderr[-3000:]
   assert done.stderr.strip().splitlines()[-1] == (
       'Error: --config.train.g_lrr=1e-3: the config has no field train.g_lrr (did you mean config.train.g_lr?).')
+
+
+@pytest.mark.slow
+def test_an_operators_everyday_mistakes_are_one_line_each(tmp_path):
+  """A mistyped config path, a config file without get_config(), a file where the data (cache) directory goes."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  (tmp_path / 'mine.py').write_text('import ml_collections\n\n\ndef config():\n  return ml_collections.ConfigDict()\n')
+  (tmp_path / 'cache').write_text('a file, not a directory')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', FACE2MUSIC_CACHE=str(tmp_path / 'cache'))
+  expected = {
+      '--config=configs/auxx.py': 'Error: --config=configs/auxx.py: no such config file; name one of',
+      f'--config={tmp_path}/mine.py': f'Error: --config={tmp_path}/mine.py: the config file defines no get_config()',
+      '--config=aux:tiny': f'Error: The data directory (config.data_dir; $FACE2MUSIC_CACHE/data by default) {tmp_path}/'
+                           'cache/data is not writable',
+  }
+  for arg, line in expected.items():
+    done = subprocess.run([sys.executable, 'run_train.py', arg, f'--workdir={tmp_path}/workdir'], cwd=root,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2 and 'Traceback' not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1].startswith(line), done.stderr[-3000:]
+  assert not os.path.exists(tmp_path / 'workdir')

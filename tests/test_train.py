@@ -195,3 +195,23 @@ def test_sigterm_saves_a_checkpoint_before_exit_and_the_rerun_resumes(tiny_confi
   # What a person watching sees: compilation announced and timed, a progress bar with the rate and the time left.
   assert 'Compiling the train step' in out and 'Compiled; the first step took' in out
   assert re.search(r'train: .*\d+/100000 \[.*<.*step/s', out), out[-2000:]
+
+
+def test_a_step_that_cannot_fit_fails_before_the_stages_and_does_not_lock_out_the_corrected_rerun(
+    tiny_config, monkeypatch, caplog):
+  workdir = tiny_config.workdir
+  too_big = tiny_config.copy_and_resolve_references()
+  too_big.train.batch_size = 1_000_000  # Not even the metric loss's pair indices fit (int32).
+  with pytest.raises(train.MemoryLimitError, match='cannot be built at config.train.batch_size = 1000000'):
+    train.train(too_big, workdir)
+  with monkeypatch.context() as patch:  # XLA's estimate of the tiny step against a machine of 1 MiB.
+    patch.setattr(train, 'available_memory', lambda: (2**20, 'test memory'))
+    with pytest.raises(train.MemoryLimitError, match=r'needs about .* GiB .* but there are 0\.0 GiB of test memory'):
+      train.train(tiny_config, workdir)
+  assert sorted(os.listdir(workdir)) == ['config.json', 'run.json']  # No stage ran.
+  state = train.train(tiny_config, workdir)  # The corrected run takes the directory over.
+  assert int(gan.to_host(state.step)) == tiny_config.train.num_steps
+  longer = tiny_config.copy_and_resolve_references()
+  longer.train.num_steps = 2  # Below the checkpoint's step: said, not silently nothing.
+  train.train(longer, workdir)
+  assert f'at step {tiny_config.train.num_steps}, at or past config.train.num_steps = 2: nothing to train' in caplog.text

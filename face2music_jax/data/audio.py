@@ -19,6 +19,7 @@ another rate than config.audio.sample_rate fails when it is opened. Training hol
 is no streaming reader of notes.
 """
 
+import os
 import re
 from collections.abc import Iterator
 
@@ -81,7 +82,9 @@ def audio_builder(config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder
                       'stages.ensure_data (run by run_train.py and run_eval.py) renders them.')
   else:
     data_dir = config_lib.tfds_data_dir(config)
-    builder = tfds.builder(config.data.nsynth_name, data_dir=data_dir)
+    builder = notes.readable_builder(lambda: tfds.builder(config.data.nsynth_name, data_dir=data_dir),
+                                     os.path.join(data_dir, config.data.nsynth_name),
+                                     'copy the prepared dataset there again')
     if not builder.is_prepared():
       raise DataError(
           f'TFDS {config.data.nsynth_name!r} is not prepared in {data_dir} (config.data.tfds_data_dir), and it '

@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import ml_collections
@@ -71,6 +71,10 @@ _FLUSH_SAMPLES = SAMPLE_RATE // 10  # Rendered and dropped after each note, see 
 
 class SoundFontError(ValueError):
   """The SoundFont file is missing, unreadable or lacks a program; the message names the file."""
+
+
+class CorruptDatasetError(ValueError):
+  """A prepared dataset's description (dataset_info.json, features.json) does not read; the message names it."""
 
 
 class SilentNoteError(RuntimeError):
@@ -388,8 +392,29 @@ class SoundfontNotes(tfds.core.GeneratorBasedBuilder):
 
 
 def notes_builder(config: ml_collections.ConfigDict) -> SoundfontNotes:
-  """The builder for `config.notes` in `config_lib.tfds_data_dir(config)`, prepared or not."""
-  return SoundfontNotes(config=builder_config(config), data_dir=config_lib.tfds_data_dir(config))
+  """The builder for `config.notes` in `config_lib.tfds_data_dir(config)`, prepared or not.
+
+  Raises:
+    CorruptDatasetError: the prepared dataset's description does not read (it names the directory).
+  """
+  c = builder_config(config)
+  where = os.path.join(config_lib.tfds_data_dir(config), SoundfontNotes.name, c.name, str(SoundfontNotes.VERSION))
+  return readable_builder(lambda: SoundfontNotes(config=c, data_dir=config_lib.tfds_data_dir(config)), where,
+                          'delete that directory to render the notes again')
+
+
+def readable_builder(make: Callable[[], tfds.core.DatasetBuilder], where: str,
+                     way_out: str) -> tfds.core.DatasetBuilder:
+  """`make()`, a TFDS builder (which reads its prepared dataset's description), with a damaged description (TFDS
+  raises UnicodeDecodeError, JSONDecodeError, KeyError, ...) as one CorruptDatasetError naming `where`."""
+  try:
+    builder = make()
+    if builder.is_prepared():
+      _ = builder.info.features  # Read now, not at the first use.
+    return builder
+  except (ValueError, OSError, KeyError, TypeError) as e:
+    raise CorruptDatasetError(f'The description of the dataset in {where} (its dataset_info.json or features.json) '
+                              f'does not read: {type(e).__name__}: {e}. To go on, {way_out}.') from e
 
 
 def prepare_notes(config: ml_collections.ConfigDict) -> SoundfontNotes:

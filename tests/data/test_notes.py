@@ -2,6 +2,9 @@
 
 import contextlib
 import io
+import os
+import re
+import shutil
 
 import librosa
 import numpy as np
@@ -9,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from face2music_jax.configs import aux
+from face2music_jax.data import audio as audio_data
 from face2music_jax.data import notes
 
 
@@ -168,3 +172,18 @@ def test_missing_fluidsynth_says_how_to_install():
     pass
   with pytest.raises(ImportError, match='libfluidsynth3'):
     notes.open_renderer('fluidsynth', notes.default_soundfont())
+
+
+def test_a_damaged_dataset_description_is_named_with_the_way_out(tiny, tmp_path):
+  config, builder, _ = tiny
+  config = config.copy_and_resolve_references()
+  config.data_dir = str(tmp_path / 'data')
+  shutil.copytree(os.path.dirname(os.path.dirname(os.path.dirname(builder.data_dir))), config.data_dir + '/tfds')
+  info = os.path.join(notes.notes_builder(config).data_dir, 'dataset_info.json')
+  with open(info, 'wb') as f:
+    f.write(b'\xff\xfe not JSON')
+  where = re.escape(os.path.dirname(info))
+  with pytest.raises(notes.CorruptDatasetError, match=f'{where} .*does not read: UnicodeDecodeError.*delete that'):
+    notes.prepare_notes(config)
+  with pytest.raises(notes.CorruptDatasetError, match=where):
+    audio_data.load_notes(config, 'train')
