@@ -4,6 +4,7 @@ import glob
 import os
 
 import numpy as np
+import orbax.checkpoint as ocp
 from scipy.spatial.distance import pdist
 
 from face2music_jax import checkpoint
@@ -41,6 +42,19 @@ def test_a_corrupt_artefact_is_set_aside_so_that_its_stage_runs_again(tmp_path, 
   with open(stats, 'w') as f:
     f.write(text.replace('2.0', '3.0'))
   assert stages._read_json(stats, ('mu_x', 'sigma_x')) is None
+  files.write_json(stats, {'mu_x': 1.0, 'sigma_x': 2.0})  # Its checksum key gone: never accepted unverified.
+  assert stages._read_json(stats, ('mu_x', 'sigma_x')) is None
   assert sorted(os.listdir(tmp_path)) == [
-      'classifiers', 'statistics.json.corrupt-checksum', 'statistics.json.corrupt-checksum-2'
+      'classifiers', 'statistics.json.corrupt-checksum', 'statistics.json.corrupt-checksum-2',
+      'statistics.json.corrupt-checksum-3'
   ]
+
+
+def test_an_artefact_without_its_checksums_is_set_aside(tmp_path):
+  """Damaged metadata can read as metadata without checksums: the artefact is not used unverified."""
+  path = str(tmp_path / 'audio_embedding')
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(path, {'w': np.arange(10, dtype=np.float32)})  # As save_artefact, but without checksums.
+  checkpointer.wait_until_finished()
+  assert stages._restored(path, {'w': np.zeros(10, np.float32)}) is None
+  assert os.listdir(tmp_path) == ['audio_embedding.corrupt-unchecksummed']
