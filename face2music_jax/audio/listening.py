@@ -22,6 +22,8 @@ import librosa
 import numpy as np
 from scipy.spatial import distance
 
+from face2music_jax.audio import synthesis
+
 # pYIN's search range: MIDI 24 (C1, 32.7 Hz) to MIDI 96 (C7, 2093 Hz), the SoundFont notes' range, with a margin.
 F0_MIN_HZ = 30.0
 F0_MAX_HZ = 2200.0
@@ -35,8 +37,8 @@ N_MFCC = 20
 
 
 def midi_to_hz(midi: np.ndarray | float) -> np.ndarray:
-  """Equal temperament, A4 = MIDI 69 = 440 Hz."""
-  return 440.0 * 2.0**((np.asarray(midi, np.float64) - 69.0) / 12.0)
+  """synthesis.midi_to_hz in float64 numpy."""
+  return synthesis.midi_to_hz(np.asarray(midi, np.float64))
 
 
 def estimate_pitch(audio: np.ndarray, sample_rate: int, fmin: float = F0_MIN_HZ,

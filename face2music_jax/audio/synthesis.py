@@ -8,6 +8,11 @@ control signals at a frame rate (one frame every `hop` samples) and by a smooth 
 
 The harmonic amplitudes are interpolated linearly between frames; partials at or above Nyquist get no
 amplitude, so nothing aliases. Everything is pure, batched, jittable and differentiable in the controls.
+
+As in DDSP, a network predicts raw, unbounded outputs and this module owns everything after them: `controls(raw)`
+turns them into the synthesiser's controls (every nonlinearity and scaling: amplitudes, the harmonic distribution
+with its fundamental floor, the noise bands, the envelope's time constants), and `synthesize(controls, ...)` makes
+the note. models/generator.py's HarmonicGenerator only predicts the raw outputs.
 """
 
 import jax
@@ -19,8 +24,12 @@ import numpy as np
 NOISE_SEED = 0
 
 
-def midi_to_hz(midi: jax.Array) -> jax.Array:
-  """Equal temperament, A4 = MIDI 69 = 440 Hz."""
+def midi_to_hz(midi: jax.Array | np.ndarray | float) -> jax.Array | np.ndarray | float:
+  """Equal temperament, A4 = MIDI 69 = 440 Hz; for jax arrays, numpy arrays (float64 stays float64) and numbers.
+
+  The one definition of the project's tuning: the synthesiser's f0, the listening measures' expected pitches and
+  the synthetic notes of tests and benchmarks all use it.
+  """
   return 440.0 * 2.0**((midi - 69.0) / 12.0)
 
 
@@ -161,3 +170,65 @@ def filtered_noise(magnitudes: jax.Array, length: int, hop: int) -> jax.Array:
   first, second = frame_audio[:, :, :hop], frame_audio[:, :, hop:]
   # Output block b (samples [b hop, (b + 1) hop)) = second half of frame b + first half of frame b + 1.
   return (second[:, :-1] + first[:, 1:]).reshape(batch, length)
+
+
+# Ranges of the envelope's controls: attack 1-100 ms, decay time constant 20 ms - 5 s (a sigmoid in [0, 1] is the
+# exponent of the range's ratio).
+ATTACK_S = (0.001, 100.0)
+DECAY_S = (0.02, 250.0)
+
+
+def controls(raw: dict[str, jax.Array], *, length: int, sample_rate: int, noise_max: float = 2.0,
+             relative_noise: bool = False, fundamental_floor: float = 0.0) -> dict[str, jax.Array]:
+  """A network's raw outputs -> the synthesiser's controls: every nonlinearity and scaling, nothing learned.
+
+  Args:
+    raw: unbounded network outputs, float32:
+      'amplitude' [B, F, 1]: the overall amplitude per control frame (exp_sigmoid: 0-2);
+      'harmonics' [B, F, K]: the harmonic distribution (exp_sigmoid, then at least `fundamental_floor` on the
+        fundamental: with_fundamental);
+      'noise' [B, F, bands]: the noise filter's magnitudes (exp_sigmoid up to `noise_max`), interpolated to the F + 1
+        frames filtered_noise overlaps;
+      'envelope' [B, 3]: attack, decay and sustain (sigmoid; attack 1-100 ms and decay 20 ms - 5 s on exponential
+        scales, sustain 0-1).
+    length: samples of the note.
+    sample_rate: Hz.
+    noise_max: the upper bound of each noise band's magnitude (DDSP's 2).
+    relative_noise: scale the noise by the frame's harmonic amplitude, so that `noise_max` bounds it relative to
+      the harmonics.
+    fundamental_floor: the fraction of the harmonic amplitude the fundamental always carries; 0 = none.
+
+  Returns:
+    {'amplitude' [B, F], 'distribution' [B, F, K], 'noise' [B, F + 1, bands], 'envelope' [B, length]}.
+  """
+  amplitude = exp_sigmoid(raw['amplitude'])
+  distribution = with_fundamental(exp_sigmoid(raw['harmonics']), fundamental_floor)
+  noise = exp_sigmoid(raw['noise'], max_value=noise_max)
+  if relative_noise:
+    noise = noise * amplitude
+  batch, frames, bands = noise.shape
+  noise = jax.image.resize(noise, (batch, frames + 1, bands), 'linear')
+  attack, decay, sustain = jnp.split(jax.nn.sigmoid(raw['envelope']), 3, axis=-1)
+  envelope = attack_decay_envelope(ATTACK_S[0] * ATTACK_S[1]**attack, DECAY_S[0] * DECAY_S[1]**decay, sustain, length,
+                                   sample_rate)
+  return {'amplitude': amplitude[..., 0], 'distribution': distribution, 'noise': noise, 'envelope': envelope}
+
+
+def synthesize(controls_: dict[str, jax.Array], f0_hz: jax.Array, length: int, sample_rate: int,
+               release_s: float = 0.0) -> jax.Array:
+  """A note from its controls (`controls`): envelope x release x (harmonics + filtered noise).
+
+  Args:
+    controls_: the controls of B notes.
+    f0_hz: [B] fundamentals (Hz).
+    length: samples; divisible by the number of control frames.
+    sample_rate: Hz.
+    release_s: a fade over the note's last seconds (release_window); 0 = none.
+
+  Returns:
+    [B, length] float32 waveforms.
+  """
+  frames = controls_['amplitude'].shape[1]
+  harmonic = harmonic_synth(f0_hz, controls_['amplitude'], controls_['distribution'], length, sample_rate)
+  noise = filtered_noise(controls_['noise'], length, length // frames)
+  return controls_['envelope'] * release_window(length, sample_rate, release_s) * (harmonic + noise)

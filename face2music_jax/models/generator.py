@@ -119,8 +119,9 @@ class Generator(nn.Module):
 class HarmonicGenerator(nn.Module):
   """A harmonic-plus-noise synthesiser whose controls a network predicts from the face and the pitch.
 
-  The fundamental is set exactly from the requested pitch (f0 = 440 * 2**((midi - 69) / 12) Hz). From the face
-  embedding and the pitch, the network predicts the note's shape in time and its timbre (audio/synthesis.py):
+  The fundamental is set exactly from the requested pitch (synthesis.midi_to_hz). From the face embedding and the
+  pitch, the network predicts raw, unbounded outputs, which `synthesis.controls` turns into the note's shape in
+  time and its timbre and `synthesis.synthesize` into audio (DDSP's split of network and synthesiser):
 
   - an attack-decay-sustain envelope (attack 1-100 ms, decay time constant 20 ms - 5 s, sustain level 0-1),
     smooth by construction, which carries the note's fast changes (its attack);
@@ -220,22 +221,15 @@ class HarmonicGenerator(nn.Module):
       x = nn.leaky_relu(x * (1.0 + scale) + shift, 0.2)
     # The heads and the synthesis in float32 (class docstring).
     x, c = x.astype(jnp.float32), c.astype(jnp.float32)
-    amplitude = synthesis.exp_sigmoid(nn.Dense(1, bias_init=nn.initializers.constant(-1.0), name='amplitude')(x))
-    distribution = synthesis.with_fundamental(synthesis.exp_sigmoid(nn.Dense(self.num_harmonics, name='harmonics')(x)),
-                                              self.fundamental_floor)
-    noise = synthesis.exp_sigmoid(
-        nn.Dense(self.noise_bands, bias_init=nn.initializers.constant(-5.0), name='noise')(x), max_value=self.noise_max)
-    if self.relative_noise:
-      noise = noise * amplitude
-    noise = jax.image.resize(noise, (noise.shape[0], self.frames + 1, self.noise_bands), 'linear')
-    attack, decay, sustain = jnp.split(jax.nn.sigmoid(nn.Dense(3, name='envelope')(c)), 3, axis=-1)
-    envelope = synthesis.attack_decay_envelope(0.001 * 100.0**attack, 0.02 * 250.0**decay, sustain, self.length,
-                                               self.sample_rate)
-    f0 = synthesis.midi_to_hz(midi)
-    harmonic = synthesis.harmonic_synth(f0, amplitude[..., 0], distribution, self.length, self.sample_rate)
-    noise = synthesis.filtered_noise(noise, self.length, self.length // self.frames)
-    release = synthesis.release_window(self.length, self.sample_rate, self.release_s)
-    return envelope * release * (harmonic + noise)
+    raw = {
+        'amplitude': nn.Dense(1, bias_init=nn.initializers.constant(-1.0), name='amplitude')(x),
+        'harmonics': nn.Dense(self.num_harmonics, name='harmonics')(x),
+        'noise': nn.Dense(self.noise_bands, bias_init=nn.initializers.constant(-5.0), name='noise')(x),
+        'envelope': nn.Dense(3, name='envelope')(c),
+    }
+    controls = synthesis.controls(raw, length=self.length, sample_rate=self.sample_rate, noise_max=self.noise_max,
+                                  relative_noise=self.relative_noise, fundamental_floor=self.fundamental_floor)
+    return synthesis.synthesize(controls, synthesis.midi_to_hz(midi), self.length, self.sample_rate, self.release_s)
 
 
 def make_generator(config: ml_collections.ConfigDict) -> Generator | HarmonicGenerator:

@@ -207,3 +207,28 @@ def test_release_window_and_fundamental_floor():
   floored = np.asarray(synthesis.with_fundamental(weights, 0.2))
   np.testing.assert_allclose(floored, [[0.2, 0.2, 0.2, 0.4]], atol=1e-6)
   assert synthesis.with_fundamental(weights, 0.0) is weights
+
+
+def test_controls_bound_every_output_whatever_the_network_says():
+  """synthesis.controls owns every scaling of the network's raw outputs: extreme raw values stay in range."""
+  rng = np.random.default_rng(0)
+  batch, frames, harmonics, bands, length = 3, 16, 64, 32, 8192
+  raw = {
+      'amplitude': 30.0 * rng.normal(size=(batch, frames, 1)),
+      'harmonics': 30.0 * rng.normal(size=(batch, frames, harmonics)),
+      'noise': 30.0 * rng.normal(size=(batch, frames, bands)),
+      'envelope': np.array([[-50.0, -50.0, -50.0], [50.0, 50.0, 50.0], [0.0, 0.0, 0.0]]),
+  }
+  raw = {k: jnp.asarray(v, jnp.float32) for k, v in raw.items()}
+  c = synthesis.controls(raw, length=length, sample_rate=16000, noise_max=2.0, relative_noise=True,
+                         fundamental_floor=0.2)
+  assert c['amplitude'].shape == (batch, frames) and c['noise'].shape == (batch, frames + 1, bands)
+  assert c['distribution'].shape == (batch, frames, harmonics) and c['envelope'].shape == (batch, length)
+  assert float(c['amplitude'].min()) > 0 and float(c['amplitude'].max()) <= 2.0 + 1e-6
+  np.testing.assert_allclose(c['distribution'].sum(-1), 1.0, rtol=1e-5)
+  assert float(c['distribution'][..., 0].min()) >= 0.2 - 1e-6
+  assert float(c['noise'].min()) >= 0 and float(c['noise'].max()) <= 2.0 * 2.0 + 1e-5  # Relative: x amplitude <= 2.
+  assert float(c['envelope'].min()) >= 0 and float(c['envelope'].max()) <= 1.0
+  audio = synthesis.synthesize(c, synthesis.midi_to_hz(jnp.array([36.0, 60.0, 72.0])), length, 16000, release_s=0.05)
+  assert audio.shape == (batch, length) and bool(jnp.all(jnp.isfinite(audio)))
+  assert float(jnp.abs(audio[:, -1]).max()) == 0.0  # The release ends in silence.
