@@ -169,6 +169,10 @@ def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path, name):
     results[n] = dict(np.load(out))
   assert int(results[1].pop('devices')) == 1 and int(results[8].pop('devices')) == 8
   assert results[1].keys() == results[8].keys() and len(results[1]) > 10
+  config = helpers.tiny_config(name)
+  initial = gan.to_host(jax.jit(gan.Models(config).init)(jax.random.key(config.seed)))
+  initial = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path((initial.g, initial.d,
+                                                                                          initial.aux))[0]}
   for k in results[1]:
     if k.startswith('loss_'):
       # The first step's losses, before any update; the MFCC's log power of near-silent initial outputs makes
@@ -176,7 +180,14 @@ def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path, name):
       if 'grad_norm' not in k:
         np.testing.assert_allclose(results[8][k], results[1][k], rtol=1e-4, err_msg=k)
     else:
-      np.testing.assert_allclose(results[8][k], results[1][k], atol=1e-5, rtol=1e-5, err_msg=k)
+      # The computation cannot be exact across device counts: the gradients are sums in another order, and the
+      # steps amplify a difference in the last bits of a gradient element near 0 into a weight difference of up to
+      # lr * delta_g / eps per step (seen: 1.2e-5, 2 of 32768 elements, where the weights moved by ~2e-4). The
+      # bound is a quarter of the largest move of the leaf's weights over the two steps: a fault of the sharded
+      # step (a gradient not averaged over the devices, a batch split wrongly) moves them by the order of the
+      # update itself. Leaves the steps do not move must agree to rounding.
+      moved = float(np.abs(results[1][k] - initial[k]).max())
+      np.testing.assert_allclose(results[8][k], results[1][k], atol=0.25 * moved + 1e-6, rtol=0, err_msg=k)
 
 
 @pytest.mark.skipif(jax.device_count() < 2, reason='needs several devices (an accelerator host; the CPU variant is '
