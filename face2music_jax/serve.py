@@ -186,4 +186,4 @@ def make_app(translator: translator_lib.Translator, limits: Limits = Limits()) -
 def warm_up(translator: translator_lib.Translator) -> None:
   """Compiles the generator and loads the face models, so that the first request is answered at once."""
   translator.generate(np.zeros((1, translator.config.data.embedding_dim), np.float32), [translator.pitch_range[0]])
-  translator.embedder  # pylint: disable=pointless-statement  (loads dlib's models)
+  _ = translator.embedder  # Loads dlib's models.

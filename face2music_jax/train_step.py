@@ -61,8 +61,8 @@ def make_train_step(models: gan.Models):
       d_others = {n: v for n, v in d_vars.items() if n != 'params'}
       aux_inputs = jnp.concatenate([phi(real), phi(fake)]) if use_aux else None
 
-      def d_objective(d_params, aux_params, d_others=d_others, k_d=k_d, k_gp=k_gp, k_agp=k_agp, real=real, fake=fake,
-                      real_pitch=real_pitch, aux_inputs=aux_inputs):
+      def d_objective(d_params, aux_params, d_vars=d_vars, d_others=d_others, k_d=k_d, k_gp=k_gp, k_agp=k_agp,
+                      real=real, fake=fake, real_pitch=real_pitch, aux_inputs=aux_inputs):
         logits, pitch_logits, new_others = models.discriminate(_with(d_vars, d_params, d_others),
                                                                jnp.concatenate([real, fake]),
                                                                jnp.concatenate([real_pitch, real_pitch]), k_d)

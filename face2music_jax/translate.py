@@ -146,7 +146,7 @@ def translate(translator, images: Sequence[str], *, pitch: int | str = DEFAULT_P
     raise TranslationError('No face found in any image: ' + '; '.join(skipped))
 
   outputs = []
-  for path, _, embeddings, face_boxes in found:
+  for path, _, _, face_boxes in found:
     names = [f'{_stem(path)}_face{k}.wav' for k in range(len(face_boxes))]
     names += [f'{_stem(path)}_group.wav'] * group + [f'{_stem(path)}_boxes.png'] * boxes
     outputs.extend(os.path.join(output_dir, n) for n in names)

@@ -148,7 +148,7 @@ def test_embeddings_of_another_embedder_are_never_reused(network_faces, weights,
   assert face_records.EMBEDDER_KEY not in example.features.feature
 
 
-def test_converter_and_precompute_tool_embed_with_the_network(weights, tmp_path):
+def test_converter_and_precompute_tool_embed_with_the_network(weights, tmp_path, capsys):
   lfw = (skimage_data.lfw_subset()[:6] * 255).round().astype(np.uint8)
   for i, image in enumerate(lfw):
     os.makedirs(tmp_path / 'folder' / f'n{i // 2}', exist_ok=True)
@@ -180,6 +180,7 @@ def test_converter_and_precompute_tool_embed_with_the_network(weights, tmp_path)
                         (['--embed=dlib', f'--face_weights={weights}'], 'only used with --embed=network')]:
     with pytest.raises(SystemExit):
       face_records._parse_flags(['face_records', 'embed', '--input=x', '--output_dir=y', *argv])
+    assert message in capsys.readouterr().err
   with pytest.raises(app.UsageError, match=f'{tmp_path}/missing.npz'):
     face_records.main(
         face_records._parse_flags([
@@ -265,7 +266,7 @@ def test_bad_weights_fail_at_start_naming_the_field(network_faces, weights, tmp_
   config = config.copy_and_resolve_references()
   workdir = str(tmp_path / 'workdir')
   config.data.face_weights = str(tmp_path / 'missing.npz')
-  with pytest.raises(config_lib.ConfigError, match=rf'config.data.face_weights = .*missing.npz.*no such file'):
+  with pytest.raises(config_lib.ConfigError, match=r'config.data.face_weights = .*missing.npz.*no such file'):
     train.train(config, workdir)
   assert not os.path.exists(workdir)  # Failed before anything was written.
   with pytest.raises(config_lib.ConfigError, match='config.data.face_weights = .*missing.npz'):

@@ -1,4 +1,5 @@
-"""The code is formatted by the project's one formatter configuration (setup.cfg [yapf])."""
+"""The code is formatted by the project's one formatter configuration (setup.cfg [yapf]) and passes the linter
+(ruff, pyproject.toml [tool.ruff])."""
 
 import os
 import subprocess
@@ -15,3 +16,9 @@ def test_the_code_is_formatted_with_the_projects_yapf_style():
   assert result.returncode == 0 and not result.stdout, (
       'Not formatted; run `yapf -i -r face2music_jax configs tests scripts benchmarks run_*.py`:\n' +
       result.stdout[:3000] + result.stderr[-2000:])
+
+
+def test_the_code_passes_the_linter():
+  result = subprocess.run([sys.executable, '-m', 'ruff', 'check', '--output-format=concise', *PATHS], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, 'ruff check . finds:\n' + result.stdout[:3000] + result.stderr[-2000:]

@@ -171,8 +171,10 @@ def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path, name):
   assert results[1].keys() == results[8].keys() and len(results[1]) > 10
   config = helpers.tiny_config(name)
   initial = gan.to_host(jax.jit(gan.Models(config).init)(jax.random.key(config.seed)))
-  initial = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path((initial.g, initial.d,
-                                                                                          initial.aux))[0]}
+  initial = {
+      jax.tree_util.keystr(k): v
+      for k, v in jax.tree_util.tree_flatten_with_path((initial.g, initial.d, initial.aux))[0]
+  }
   for k in results[1]:
     if k.startswith('loss_'):
       # The first step's losses, before any update; the MFCC's log power of near-silent initial outputs makes

@@ -166,7 +166,7 @@ def test_silent_note_is_rejected_with_its_program_pitch_and_velocity():
 
 def test_missing_fluidsynth_says_how_to_install():
   try:
-    import fluidsynth  # pylint: disable=g-import-not-at-top,unused-import
+    import fluidsynth  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import
     pytest.skip('pyfluidsynth is installed')
   except ImportError:
     pass
