@@ -79,13 +79,11 @@ def load_config(workdir: str, config: ml_collections.ConfigDict | None = None) -
     raise ConfigError(f'{path} is not a config written by training (it lacks {", ".join(missing)}): pass the config '
                       'the model was trained with.')
   for field, value in ADDED_FIELDS.items():
-    *parents, leaf = field.split('.')
-    node = loaded
-    for part in parents:
-      node = node.setdefault(part, {})
-    if leaf not in node:
+    try:
+      get_field(loaded, field)
+    except ConfigError:
       logging.info('%s has no %s (written by an older version): using %r.', path, field, value)
-      node[leaf] = value
+      set_field(loaded, field, value, create=True)
   return ml_collections.ConfigDict(loaded)
 
 
@@ -134,21 +132,57 @@ def _check(ok: bool, field: str, value, expected: str) -> None:
     raise ConfigError(f'config.{field} = {value!r} is invalid: {expected}.')
 
 
+def get_field(config: Any, field: str) -> Any:
+  """The value of a dotted field ('train.g_lr') of a ConfigDict or nested dict.
+
+  Raises:
+    ConfigError: naming the field, if the config has no such field.
+  """
+  node = config
+  for part in field.split('.'):
+    if not hasattr(node, 'keys') or part not in node:
+      raise ConfigError(f'The config has no field {field}.')
+    node = node[part]
+  return node
+
+
+def set_field(config: Any, field: str, value: Any, create: bool = False) -> None:
+  """Sets a dotted field ('train.g_lr') of a ConfigDict or nested dict to `value`.
+
+  Args:
+    config: the config.
+    field: the dotted name.
+    value: the new value.
+    create: create the field (and its missing sections, as dicts) if it is absent, as for the fields that older
+      config files lack; otherwise an absent field is an error.
+
+  Raises:
+    ConfigError: naming the field, if it is absent (and not `create`).
+  """
+  *parents, leaf = field.split('.')
+  node = config
+  for part in parents:
+    if create and part not in node:
+      node[part] = {}
+    if not hasattr(node, 'keys') or part not in node or not hasattr(node[part], 'keys'):
+      raise ConfigError(f'The config has no field {field}.')
+    node = node[part]
+  if leaf not in node and not create:
+    raise ConfigError(f'The config has no field {field}.')
+  node[leaf] = value
+
+
 def _finite(value) -> bool:
   return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _positive(config, field: str) -> None:
-  value = config
-  for part in field.split('.'):
-    value = value[part]
+  value = get_field(config, field)
   _check(_finite(value) and value > 0, field, value, 'expected a positive finite number')
 
 
 def _choice(config, field: str, choices: tuple[str, ...]) -> None:
-  value = config
-  for part in field.split('.'):
-    value = value[part]
+  value = get_field(config, field)
   _check(value in choices, field, value, f'expected one of {choices}')
 
 

@@ -100,15 +100,10 @@ def cell_config(config_name: str, size: str, seed: int, overrides: dict[str, Any
     raise config_lib.ConfigError(f'Unknown config {config_name!r}: expected some of {", ".join(CONFIGS)}.')
   config = importlib.import_module(f'face2music_jax.configs.{config_name}').get_config(size)
   for field, value in overrides.items():
-    *parents, leaf = field.split('.')
-    node = config
-    for part in parents:
-      node = node[part] if part in node else None
-      if not isinstance(node, ml_collections.ConfigDict):
-        raise config_lib.ConfigError(f'--set {field}={value!r}: the config has no field {field}.')
-    if leaf not in node:
-      raise config_lib.ConfigError(f'--set {field}={value!r}: the config has no field {field}.')
-    node[leaf] = value
+    try:
+      config_lib.set_field(config, field, value)
+    except config_lib.ConfigError as e:
+      raise config_lib.ConfigError(f'--set {field}={value!r}: the config has no field {field}.') from e
   config.seed = seed
   config.workdir = workdir
   return config_lib.validate(config)

@@ -111,19 +111,11 @@ def _config(bundle_config: ml_collections.ConfigDict, generator: str, size: str,
             overrides: dict[str, object]) -> ml_collections.ConfigDict:
   config = default.get_config(size, name='aux')
   for field in _KEPT_FIELDS:
-    parts = field.split('.')
-    src, dst = bundle_config, config
-    for part in parts[:-1]:
-      src, dst = src[part], dst[part]
-    dst[parts[-1]] = src[parts[-1]]
+    config_lib.set_field(config, field, config_lib.get_field(bundle_config, field))
   config.model.generator = generator
   config.train.log_every = 100
   for field, value in overrides.items():
-    *parents, leaf = field.split('.')
-    node = config
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
+    config_lib.set_field(config, field, value)
   return config_lib.validate(config)
 
 

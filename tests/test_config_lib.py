@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -100,3 +101,16 @@ def test_the_face_network_is_checked_at_start(tmp_path):
   config.data.face_weights = str(tmp_path / 'other.npz')
   with pytest.raises(config_lib.ConfigError, match='params/last_linear/kernel'):
     config_lib.validate(config)
+
+
+def test_one_helper_reads_and_sets_a_dotted_field():
+  config = aux.get_config('tiny')
+  assert config_lib.get_field(config, 'train.g_lr') == config.train.g_lr
+  config_lib.set_field(config, 'model.harmonic.hidden', 7)
+  assert config.model.harmonic.hidden == 7
+  for field in ('train.g_lrr', 'trian.g_lr', 'train.g_lr.x'):
+    with pytest.raises(config_lib.ConfigError, match=f'The config has no field {re.escape(field)}'):
+      config_lib.set_field(config, field, 1)
+  loaded = {'train': {}}
+  config_lib.set_field(loaded, 'model.harmonic.release', 0.5, create=True)  # A field an older config.json lacks.
+  assert loaded == {'train': {}, 'model': {'harmonic': {'release': 0.5}}}
