@@ -10,7 +10,7 @@ white noise, harmonic tones), so every number has a scale.
   voiced         the fraction of a clip's frames that pYIN calls voiced.
   flatness       median over frames of the spectral flatness (geometric / arithmetic mean of the power spectrum):
                  about 5e-6 for the rendered notes, 6e-4 for a harmonic tone with noise 40 dB below it, 0.56
-                 for white noise (shared/DESIGN.md).
+                 for white noise (docs/experiments.md, its first section).
   distinctness   mean distance between the time-averaged MFCCs of translations of *different* faces at one pitch,
                  divided by the same mean over real notes of that pitch: 1 = as varied as real instruments, 0 =
                  every face sounds the same.

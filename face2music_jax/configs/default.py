@@ -17,7 +17,7 @@ SIZES = ('tiny', 'small', 'paper')
 
 # NSynth instrument families whose notes the SoundFont builder renders (synth_lead has no General MIDI
 # counterpart that plays the claimed pitch), each with 1-based General MIDI program numbers measured to play the
-# claimed pitch with TimGM6mb.sf2 and FluidR3_GM.sf2 (shared/DESIGN.md).
+# claimed pitch with TimGM6mb.sf2 and FluidR3_GM.sf2 (each checked by pYIN when the notes were chosen).
 GM_PROGRAMS = {
     'bass': (33, 34),
     'brass': (57, 61),

@@ -18,7 +18,7 @@ class AudioConvNet(nn.Module):
 
   The audio is first folded into 1 ms frames (space-to-depth: [B, T] -> [B, T/16, 16]), so that every
   convolution is stride 1: XLA's CPU backend runs those near its matmul ceiling, unlike strided convs
-  (shared/DESIGN.md); the last block's 9 taps over 8 frames take the im2col path of SameConv1D. Each block:
+  (docs/results.md, Performance); the last block's 9 taps over 8 frames take the im2col path of SameConv1D. Each block:
   9-tap conv, layer norm, LeakyReLU 0.2, average pool by 4.
 
   Attributes:

@@ -3,7 +3,7 @@
 `ConvTranspose1D` and `Conv1D` compute exactly what `flax.linen.ConvTranspose` and a strided `flax.linen.Conv`
 compute with 'SAME' padding, from one kernel parameter of the same shape and name, but only ever run stride-1
 convolutions: XLA's CPU backend runs the stock lhs-dilated (transposed) and strided convolutions, above all their
-backward passes, one to two orders of magnitude below its matmul rate (shared/DESIGN.md). Both wrap cleanly in
+backward passes, one to two orders of magnitude below its matmul rate (docs/results.md, Performance). Both wrap cleanly in
 `flax.linen.SpectralNorm`, which sees the stock-shaped kernel.
 
 Each layer with parameters takes flax's `dtype` (the computation's: None promotes the inputs and the parameters, as
