@@ -43,16 +43,15 @@ from face2music_jax import config_lib
 from face2music_jax import files
 from face2music_jax import gan
 from face2music_jax import loops
-from face2music_jax import metrics
 from face2music_jax import plots
 from face2music_jax import report
 from face2music_jax import stages
 from face2music_jax.audio import embedding as embedding_lib
-from face2music_jax.audio import listening
 from face2music_jax.audio import wav as wav_lib
 from face2music_jax.data import inputs as inputs_lib
-from face2music_jax.data import sampling
-from face2music_jax.models.classifiers import make_classifier
+from face2music_jax.evaluators import correlation
+from face2music_jax.evaluators import fidelity
+from face2music_jax.evaluators import listening as listening_eval
 
 EVAL_DIR = 'eval'
 METRICS_FILE = 'metrics.json'
@@ -71,110 +70,6 @@ def load_faces(inputs: inputs_lib.Inputs, images: bool = True) -> dict[str, np.n
     keys = ('embedding', 'name', 'image') if images else ('embedding', 'name')
     parts.append({**{k: faces[k] for k in keys}, 'split': np.full(len(faces['name']), split)})
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-# Clips per listening pitch in the white-noise and harmonic-tone reference rows.
-_REFERENCE_CLIPS = 8
-
-
-def listen(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs, generate: Any,
-           faces: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
-  """The listening measures (audio/listening.py) of translations of held-out faces, with reference rows.
-
-  Every face of `faces` (up to config.eval.listening_faces, round-robin over identities) is translated at every
-  pitch of `config_lib.listening_pitches(config)`. The reference rows go through the same measures: the real test
-  notes (each at its own pitch), white noise and harmonic tones (10 partials, amplitudes 1/k) at the listening
-  pitches. Distinctness compares translations of different identities at one pitch with real notes of that pitch
-  (all splits); for the real-notes row it compares pairs of different instruments among those real notes.
-
-  Args:
-    config: the model's config.
-    inputs: the loader of the config's data (the real notes).
-    generate: jitted (z [B, E], pitch class [B]) -> audio [B, length].
-    faces: held-out faces: 'embedding' [M, E], 'name' [M].
-
-  Returns:
-    (the measures: {'pitches', 'num_faces', 'num_identities', 'rows': {row: summary with 'distinctness'}},
-     the translations: {'audio' [P * F, length], 'face_index' [P * F] into `faces`, plus `clip_measures`}).
-  """
-  sr, pitch_min = config.audio.sample_rate, config.audio.pitch_min
-  pitches = np.asarray(config_lib.listening_pitches(config))
-  index = sampling.round_robin_by_identity(faces['name'], config.eval.listening_faces)
-  face_index = np.tile(index, len(pitches))
-  midi = np.repeat(pitches, len(index))
-  audio = loops.batched(generate, faces['embedding'][face_index], (midi - pitch_min).astype(np.int32),
-                        batch_size=config.eval.batch_size)
-  notes = [inputs.notes(split) for split in ('train', 'valid', 'test')]
-  ref_midi = np.concatenate([n['pitch'] for n in notes]) + pitch_min
-  keep = np.isin(ref_midi, pitches)
-  ref_audio, ref_midi = np.concatenate([n['audio'] for n in notes])[keep], ref_midi[keep]
-
-  def row(clips_audio, clips_midi, groups, distinct_audio=None, distinct_midi=None):
-    clips = listening.clip_measures(clips_audio, clips_midi, sr)
-    summary = listening.summarise(clips)
-    if distinct_audio is None:
-      distinct_audio, distinct_midi = clips_audio, clips_midi
-    summary['distinctness'] = listening.distinctness(distinct_audio, distinct_midi, groups, ref_audio, ref_midi, sr)
-    return summary, clips
-
-  rows = {}
-  rows['translations'], clips = row(audio, midi, faces['name'][face_index])
-  test = notes[2]
-  # The real notes' distinctness: pairs of different instruments among the real notes of the listening pitches
-  # (the test split alone has too few notes per pitch), against all their pairs: about 1 by construction.
-  ref_instrument = np.concatenate([n['instrument'] for n in notes])[keep]
-  rows['real_test_notes'], _ = row(test['audio'], test['pitch'] + pitch_min, ref_instrument, ref_audio, ref_midi)
-  ref_midi_rows = np.repeat(pitches, _REFERENCE_CLIPS)
-  noise = listening.white_noise(len(ref_midi_rows), config.audio.length, seed=config.eval.seed)
-  rows['white_noise'], _ = row(noise, ref_midi_rows, np.arange(len(ref_midi_rows)))
-  tones = listening.harmonic_tone(ref_midi_rows, config.audio.length, sr)
-  rows['harmonic_tone'], _ = row(tones, ref_midi_rows, np.arange(len(ref_midi_rows)))
-  measures = {
-      'pitches': pitches.tolist(),
-      'num_faces': int(len(index)),
-      'num_identities': int(len(set(faces['name'][index]))),
-      'rows': rows
-  }
-  return measures, {'audio': audio, 'face_index': face_index, **clips}
-
-
-def _classify(config: ml_collections.ConfigDict, kind: str, params: Any,
-              audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(softmax [N, C], penultimate features [N, F]) of a frozen classifier."""
-  model = make_classifier(config, kind)
-
-  @jax.jit
-  def apply(a):
-    logits, features = model.apply({'params': params}, a)
-    return jax.nn.softmax(logits), features
-
-  return loops.batched(apply, audio, batch_size=config.eval.batch_size)
-
-
-def _reference_audio(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs,
-                     pitch: np.ndarray) -> dict[str, np.ndarray]:
-  """The reference rows' audio for FID / IS: the real test notes, white noise, and harmonic tones at `pitch`
-  (pitch classes, those of the real notes the translations are compared with)."""
-  midi = pitch + config.audio.pitch_min
-  return {
-      'real_test_notes': inputs.notes('test')['audio'],
-      'white_noise': listening.white_noise(len(pitch), config.audio.length, seed=config.eval.seed),
-      'harmonic_tone': listening.harmonic_tone(midi, config.audio.length, config.audio.sample_rate)
-  }
-
-
-def _pearson_per_pitch(embeddings: np.ndarray, listened: dict[str, Any], phi: np.ndarray) -> dict[int, float | None]:
-  """{MIDI pitch: Pearson correlation of pairwise face vs. audio-metric distances of the translations of the
-  listening faces at that pitch} (None where undefined); each face appears once per pitch."""
-  out = {}
-  for p in np.unique(listened['midi_pitch']):
-    at = listened['midi_pitch'] == p
-    if np.count_nonzero(at) < 3:
-      out[int(p)] = None
-      continue
-    r, _ = metrics.distance_correlation(embeddings[listened['face_index'][at]], phi[at])
-    out[int(p)] = _json_float(r)
-  return out
 
 
 class _PhaseTimer:
@@ -252,49 +147,31 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   fake_phi = loops.batched(phi, fake_audio, batch_size=e.batch_size)
   timer.lap('audio_metric')
 
-  result: dict[str, Any] = {}
-  notes_text = []
-  references = _reference_audio(config, inputs, pitch)
+  references = fidelity.reference_audio(config, inputs.notes('test')['audio'], pitch)
   if other_real is not None:
     references = {'real_train_notes': other_real, **references}
-  reference_rows: dict[str, dict[str, float]] = {row: {} for row in references}
-  for kind in ('pitch', 'family'):
-    real_probs, real_features = _classify(config, kind, classifiers[kind], real_audio)
-    fake_probs, fake_features = _classify(config, kind, classifiers[kind], fake_audio)
-    result[f'{kind}_test_accuracy'] = classifiers['metrics'][f'{kind}_test_accuracy']
-    result[f'fid_{kind}'] = metrics.frechet_distance(real_features, fake_features)
-    result[f'inception_score_{kind}'] = metrics.inception_score(fake_probs)
-    result[f'inception_score_{kind}_real'] = metrics.inception_score(real_probs)
-    result[f'inception_score_{kind}_max'] = real_probs.shape[1]
-    for row, audio in references.items():
-      probs, features = _classify(config, kind, classifiers[kind], audio)
-      reference_rows[row][f'fid_{kind}'] = _json_float(metrics.frechet_distance(real_features, features))
-      reference_rows[row][f'inception_score_{kind}'] = _json_float(metrics.inception_score(probs))
+  fid = fidelity.evaluate(config, classifiers, real_audio, fake_audio, references)
+  result, reference_rows = dict(fid['metrics']), fid['reference_rows']
   timer.lap('classifiers_fid_is')
 
   test_faces = {k: v[faces['split'] == 'test'] for k, v in faces.items()}
-  listening_measures, listened = listen(config, inputs, generate, test_faces)
+  listening_measures, listened = listening_eval.evaluate(config, inputs, generate, test_faces)
   result['in_tune_50c'] = listening_measures['rows']['translations']['in_tune_50c']
   result['flatness_median'] = listening_measures['rows']['translations']['flatness']['median']
   result['distinctness'] = listening_measures['rows']['translations']['distinctness']['mean']
   timer.lap('listening')
 
-  per_pitch = _pearson_per_pitch(test_faces['embedding'], listened,
-                                 loops.batched(phi, listened['audio'], batch_size=e.batch_size))
-  finite = [r for r in per_pitch.values() if r is not None]
-  result['pearson_correlation'] = float(np.mean(finite)) if finite else None
-  r, p_value = metrics.distance_correlation(z, fake_phi, groups=face_index)
-  result['pearson_correlation_random_pitch'], result['pearson_random_pitch_p_value'] = r, p_value
-  if not finite:
-    notes_text.append('pearson_correlation is undefined: at every listening pitch, all pairwise distances in one '
-                      'space are equal.')
-  assigned = metrics.nearest_centroid_labels(fake_phi, real_phi, real_family)
-  result['silhouette_value'] = metrics.silhouette_value(z, assigned)
-  counts = np.bincount(assigned, minlength=len(families))
-  if result['silhouette_value'] is None:
-    notes_text.append(f'silhouette_value is undefined: the translations were assigned to {np.count_nonzero(counts)} '
-                      f'famil{"y" if np.count_nonzero(counts) == 1 else "ies"}; it needs 2 to N - 1.')
-    logging.warning(notes_text[-1])
+  correlation_measures = correlation.evaluate(
+      listened_faces=test_faces['embedding'][listened['face_index']],
+      listened_phi=loops.batched(phi, listened['audio'],
+                                 batch_size=e.batch_size), listened_midi=listened['midi_pitch'], z=z, fake_phi=fake_phi,
+      face_index=face_index, real_phi=real_phi, real_family=real_family, num_families=len(families))
+  result.update(correlation_measures['metrics'])
+  assigned, counts, per_pitch = (correlation_measures['assigned'], correlation_measures['family_counts'],
+                                 correlation_measures['pearson_per_pitch'])
+  notes_text = list(correlation_measures['notes'])
+  for note in notes_text:
+    logging.warning(note)
   timer.lap('pearson_silhouette')
 
   summary = {

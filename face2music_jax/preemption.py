@@ -19,8 +19,14 @@ from absl import logging
 EXIT_CODE = 3
 
 
-class Preempted(Exception):
-  """SIGTERM stopped the run before its last step; the message says what was saved and that a rerun resumes."""
+class Preempted(KeyboardInterrupt):
+  """SIGTERM stopped the run before its last step; the message says what was saved and that a rerun resumes.
+
+  A KeyboardInterrupt, as Ctrl-C's own: the signal handler raises it wherever the main thread is, also inside
+  library code that catches `Exception` (Orbax's restore turns any Exception into "cannot read", which would have
+  set an intact checkpoint aside as corrupt; a future's callback logs and drops it; asyncio's loop re-raises only
+  SystemExit and KeyboardInterrupt).
+  """
 
 
 # What a stop outside the training loop means, for the message of `Preempted`.

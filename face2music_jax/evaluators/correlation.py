@@ -1,0 +1,78 @@
+"""Correlation: do faces that look alike sound alike? Pearson of face and audio distances, and the silhouette.
+
+- `pearson_correlation`: Pearson of pairwise face distances ||f_i - f_j|| and audio metric distances
+  ||phi(y_i) - phi(y_j)|| of the translations, at one listening pitch at a time over the held-out faces, averaged
+  over the pitches (a pitch drawn per face would add audio distance that the faces cannot explain);
+- `pearson_correlation_random_pitch` (and its p-value): the same over translations at drawn pitches, pairs of one
+  face with itself left out;
+- `silhouette_value`: of the faces in face space, each labelled with the family whose real-note centroid in phi
+  space is nearest to its translation (`assigned`).
+"""
+
+from typing import Any
+
+import numpy as np
+
+from face2music_jax import metrics
+
+
+def _json_float(value: float | None) -> float | None:
+  return None if value is None or not np.isfinite(value) else float(value)
+
+
+def pearson_per_pitch(embeddings: np.ndarray, phi: np.ndarray, midi: np.ndarray) -> dict[int, float | None]:
+  """{MIDI pitch: Pearson of pairwise face vs audio-metric distances of the translations at that pitch} (None
+  where undefined: fewer than 3 translations, or all distances in one space equal)."""
+  out = {}
+  for p in np.unique(midi):
+    at = midi == p
+    if np.count_nonzero(at) < 3:
+      out[int(p)] = None
+      continue
+    out[int(p)] = _json_float(metrics.distance_correlation(embeddings[at], phi[at])[0])
+  return out
+
+
+def evaluate(*, listened_faces: np.ndarray, listened_phi: np.ndarray, listened_midi: np.ndarray, z: np.ndarray,
+             fake_phi: np.ndarray, face_index: np.ndarray, real_phi: np.ndarray, real_family: np.ndarray,
+             num_families: int) -> dict[str, Any]:
+  """The correlation measures (module docstring).
+
+  Args:
+    listened_faces: [L, E] the face embedding of each translation of the listening measures.
+    listened_phi: [L, F] phi of those translations.
+    listened_midi: [L] their MIDI pitches.
+    z: [N, E] the face embeddings of the translations at drawn pitches.
+    fake_phi: [N, F] phi of those translations.
+    face_index: [N] which face each is (pairs of one face with itself are left out).
+    real_phi: [M, F] phi of real notes; real_family: [M] their families.
+    num_families: the number of families.
+
+  Returns:
+    {'metrics': {'pearson_correlation', 'pearson_correlation_random_pitch', 'pearson_random_pitch_p_value',
+     'silhouette_value'}, 'pearson_per_pitch': {midi: r}, 'assigned': [N] family of each translation,
+     'family_counts': [num_families], 'notes': [why a measure is undefined]}.
+  """
+  per_pitch = pearson_per_pitch(listened_faces, listened_phi, listened_midi)
+  finite = [r for r in per_pitch.values() if r is not None]
+  result: dict[str, Any] = {'pearson_correlation': float(np.mean(finite)) if finite else None}
+  r, p_value = metrics.distance_correlation(z, fake_phi, groups=face_index)
+  result['pearson_correlation_random_pitch'], result['pearson_random_pitch_p_value'] = r, p_value
+  notes = []
+  if not finite:
+    notes.append('pearson_correlation is undefined: at every listening pitch, all pairwise distances in one space '
+                 'are equal.')
+  assigned = metrics.nearest_centroid_labels(fake_phi, real_phi, real_family)
+  result['silhouette_value'] = metrics.silhouette_value(z, assigned)
+  counts = np.bincount(assigned, minlength=num_families)
+  if result['silhouette_value'] is None:
+    used = np.count_nonzero(counts)
+    notes.append(f'silhouette_value is undefined: the translations were assigned to {used} '
+                 f'famil{"y" if used == 1 else "ies"}; it needs 2 to N - 1.')
+  return {
+      'metrics': result,
+      'pearson_per_pitch': per_pitch,
+      'assigned': assigned,
+      'family_counts': counts,
+      'notes': notes
+  }
