@@ -33,6 +33,23 @@ def midi_to_hz(midi: jax.Array | np.ndarray | float) -> jax.Array | np.ndarray |
   return 440.0 * 2.0**((midi - 69.0) / 12.0)
 
 
+def sin_cycles(cycles: jax.Array) -> jax.Array:
+  """sin(2 pi cycles), as a range-reduced odd polynomial: within 5e-7 of jnp.sin, ~3.5x faster on the CPU.
+
+  XLA's CPU backend computes jnp.sin through a general range reduction that it does not vectorise well (the
+  oscillator bank of the small model, 16 x 8192 x 64 values, took 46 ms of a 160 ms train step). Phases in cycles
+  reduce exactly: r = cycles - round(cycles) in [-1/2, 1/2], folded to [-1/4, 1/4] by sin(pi - t) = sin(t), then
+  the Taylor polynomial of degree 11 of sin on [-pi/2, pi/2] (truncation error below 6e-8). Its derivative is
+  computed by autodiff through the same operations.
+  """
+  r = cycles - jnp.round(cycles)
+  r = jnp.where(r > 0.25, 0.5 - r, jnp.where(r < -0.25, -0.5 - r, r))
+  t = (2.0 * np.pi) * r
+  t2 = t * t
+  return t * (1.0 + t2 * (-1.0 / 6.0 + t2 * (1.0 / 120.0 + t2 * (-1.0 / 5040.0 + t2 * (1.0 / 362880.0 + t2 *
+                                                                                       (-1.0 / 39916800.0))))))
+
+
 def exp_sigmoid(x: jax.Array, max_value: float = 2.0, exponent: float = 10.0, threshold: float = 1e-7) -> jax.Array:
   """DDSP's positive, bounded amplitude nonlinearity: max_value * sigmoid(x)**ln(exponent) + threshold."""
   return max_value * jax.nn.sigmoid(x)**np.log(exponent) + threshold
@@ -131,10 +148,10 @@ def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Ar
   slope = jnp.concatenate([partials[:, 1:] - partials[:, :-1], jnp.zeros_like(partials[:, :1])], axis=1)
   # Phase accumulation in cycles. f0 is constant over a note, so the running sum of f0 / sample_rate is
   # f0 n / sample_rate; it is taken modulo 1 before multiplying by k, which keeps float32 phases exact to
-  # about 1e-5 cycles for every partial.
+  # about 1e-5 cycles for every partial (sin_cycles reduces k times it exactly).
   cycles = jnp.mod(f0_hz[:, None] / sample_rate * jnp.arange(length, dtype=jnp.float32)[None, :], 1.0)
   cycles = cycles.reshape(batch, frames, hop)
-  oscillators = jnp.sin(2.0 * jnp.pi * jnp.mod(cycles[..., None] * k, 1.0))  # [B, F, hop, K]
+  oscillators = sin_cycles(cycles[..., None] * k)  # [B, F, hop, K]
   ramp = jnp.arange(hop, dtype=jnp.float32) / hop
   audio = (jnp.einsum('bfjk,bfk->bfj', oscillators, partials) + ramp * jnp.einsum('bfjk,bfk->bfj', oscillators, slope))
   return audio.reshape(batch, length)

@@ -232,3 +232,12 @@ def test_controls_bound_every_output_whatever_the_network_says():
   audio = synthesis.synthesize(c, synthesis.midi_to_hz(jnp.array([36.0, 60.0, 72.0])), length, 16000, release_s=0.05)
   assert audio.shape == (batch, length) and bool(jnp.all(jnp.isfinite(audio)))
   assert float(jnp.abs(audio[:, -1]).max()) == 0.0  # The release ends in silence.
+
+
+def test_sin_cycles_is_within_5e_7_of_sin_and_so_is_its_derivative():
+  cycles = np.concatenate([np.linspace(-3.0, 3.0, 200_001), np.random.default_rng(0).uniform(0, 64, 200_000)])
+  x = jnp.asarray(cycles, jnp.float32)
+  exact = np.sin(2 * np.pi * np.asarray(x, np.float64))
+  assert float(np.abs(np.asarray(synthesis.sin_cycles(x), np.float64) - exact).max()) < 5e-7
+  grad = jax.vmap(jax.grad(synthesis.sin_cycles))(x)
+  np.testing.assert_allclose(grad, 2 * np.pi * np.cos(2 * np.pi * np.asarray(x, np.float64)), atol=5e-6)
