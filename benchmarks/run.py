@@ -102,7 +102,7 @@ def flops_of(compiled: jax.stages.Compiled) -> float:
 
 
 def get_config(name: str, size: str) -> ml_collections.ConfigDict:
-  config = importlib.import_module(f'configs.{name}').get_config(size)
+  config = importlib.import_module(f'face2music_jax.configs.{name}').get_config(size)
   config.train.dtype = FLAGS.dtype
   if FLAGS.data_dir:
     config.data_dir = FLAGS.data_dir
