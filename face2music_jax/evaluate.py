@@ -30,7 +30,6 @@ config.eval.batch_size.
 import functools
 import json
 import os
-import time
 from typing import Any
 
 import jax
@@ -44,6 +43,7 @@ from face2music_jax import files
 from face2music_jax import gan
 from face2music_jax import loops
 from face2music_jax import plots
+from face2music_jax import progress
 from face2music_jax import report
 from face2music_jax import stages
 from face2music_jax.audio import embedding as embedding_lib
@@ -70,19 +70,6 @@ def load_faces(inputs: inputs_lib.Inputs, images: bool = True) -> dict[str, np.n
     keys = ('embedding', 'name', 'image') if images else ('embedding', 'name')
     parts.append({**{k: faces[k] for k in keys}, 'split': np.full(len(faces['name']), split)})
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-class _PhaseTimer:
-  """Wall seconds of consecutive phases, for metrics.json's 'seconds' entry."""
-
-  def __init__(self):
-    self.seconds: dict[str, float] = {}
-    self._last = time.perf_counter()
-
-  def lap(self, phase: str) -> None:
-    now = time.perf_counter()
-    self.seconds[phase] = round(now - self._last, 3)
-    self._last = now
 
 
 def _json_float(value: float | None) -> float | None:
@@ -113,7 +100,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   if os.path.exists(out_dir) and not overwrite:
     raise EvaluationError(f'{out_dir} exists already: pass --overwrite (overwrite=True) to replace it.')
   files.check_writable(workdir, 'work directory')  # Before the work, not at the first figure.
-  timer = _PhaseTimer()
+  timer = progress.PhaseTimer()
   generator, g_vars, step = gan.restore_generator(config, workdir)
   logging.info('Evaluating the checkpoint at step %d of %s.', step, workdir)
 

@@ -33,6 +33,9 @@ from face2music_jax.train_step import compile_train_step
 from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.data import sampling
 
+# Where the time of the last training command went, phase by phase (progress.PhaseTimer), in the work directory.
+TIMING_FILE = 'timing.json'
+
 
 class NonFiniteError(FloatingPointError):
   """A loss or gradient became NaN or Inf; the message names the step and the losses."""
@@ -120,6 +123,7 @@ def _sample_inputs(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs,
 def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.Handler,
            inputs: inputs_lib.Inputs | None) -> TrainState:
   is_main = jax.process_index() == 0
+  timer = progress.PhaseTimer()
   identity = workdir_lib.accept_run(config, workdir)
   if is_main:
     files.write_text(os.path.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
@@ -128,14 +132,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   inputs = inputs_lib.for_config(config, inputs)
   # This process's share first: a run whose face files do not split over its hosts fails before any stage trains.
   data = inputs_lib.TrainingData(config, inputs)
+  timer.lap('data')
   mesh = parallel.make_mesh()
   models = Models(config)
   # Compiled now, before the stages, so that a step that cannot fit in memory fails in seconds, not after them.
   logging.info('Compiling the train step...')
   step_fn = _compile_within_memory(compile_train_step(models, mesh), models, config, data)
+  timer.lap('compile train step')
   metric = stages.ensure_audio_embedding(config, workdir, inputs)
+  timer.lap('stage: audio embedding')
   stages.ensure_classifiers(config, workdir, inputs)
+  timer.lap('stage: classifiers')
   stats = stages.ensure_statistics(config, workdir, metric, inputs)
+  timer.lap('stage: statistics')
 
   root = jax.jit(lambda: jax.random.key(config.seed), out_shardings=parallel.replicated(mesh))()
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(root)
@@ -153,6 +162,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   metrics_path = os.path.join(workdir, 'metrics.jsonl')
   if is_main:
     _truncate_jsonl(metrics_path, start_step)
+  timer.lap('init and restore')
 
   metric_r = parallel.replicate(mesh, metric)
   stats_r = parallel.replicate(mesh, {k: np.float32(v) for k, v in stats.items()})
@@ -199,12 +209,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
           progress_bar.set_postfix(d_loss=f"{values['d_loss']:.3f}", g_loss=f"{values['g_loss']:.3f}", refresh=False)
           timer_start, timer_step = time.time(), done
         if done % t.sample_every == 0 or done == t.num_steps:
+          timer.lap('train steps')
           clips = to_host(generate(state.g, sample_z, sample_pitch))
           if is_main:
             write_sample_wavs(os.path.join(workdir, 'samples', f'step_{done}'), clips, sample_names,
                               config.audio.sample_rate)
+          timer.lap('samples')
         if done % t.checkpoint_every == 0 or done == t.num_steps or sigterm.requested:
+          timer.lap('train steps')
           saver.save(done, state)
+          timer.lap('checkpoints')
         if sigterm.requested and done < t.num_steps:
           saver.wait()
           raise preemption.Preempted(
@@ -213,6 +227,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
       saver.wait()
       with summaries():
         writer.flush()
+      timer.lap('checkpoints')
   except files.WriteError as e:
     progress_bar.close()
     _stopped(saver, writer)
@@ -222,6 +237,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
     _stopped(saver, writer)
     raise
   progress_bar.close()
+  if is_main:
+    logging.info('Where the time went:\n%s', timer.table())
+  files.write_json(os.path.join(workdir, TIMING_FILE), {
+      'seconds': timer.seconds,
+      'start_step': start_step,
+      'end_step': config.train.num_steps
+  })
   return state
 
 

@@ -16,6 +16,7 @@ import pytest
 import soundfile
 
 from face2music_jax import config_lib
+from face2music_jax import files
 from face2music_jax import gan
 from face2music_jax import parallel
 from face2music_jax import preemption
@@ -50,6 +51,13 @@ def test_train_writes_checkpoints_logs_and_samples(tiny_config):
   stats = json.load(open(os.path.join(w, 'statistics.json')))
   assert stats['sigma_x'] > 0 and stats['sigma_y'] > 0
   assert json.load(open(os.path.join(w, 'config.json')))['name'] == 'aux'
+  # Where the time went, phase by phase, kept beside the run.
+  timing = files.read_json(os.path.join(w, train.TIMING_FILE))
+  assert list(timing['seconds']) == [
+      'data', 'compile train step', 'stage: audio embedding', 'stage: classifiers', 'stage: statistics',
+      'init and restore', 'train steps', 'samples', 'checkpoints'
+  ]
+  assert all(s >= 0 for s in timing['seconds'].values()) and timing['end_step'] == 4
 
 
 def test_batches_are_a_pure_function_of_the_step_with_a_fresh_sub_batch_per_discriminator_update(tiny_config):
