@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
 from face2music_jax import config_lib
 from face2music_jax import files
@@ -159,8 +160,13 @@ def export_bundle(workdir: str, out_dir: str, measures: dict[str, Any] | None = 
     for key, name, part in (('held_out', 'eval', 'metrics'), ('photos', 'eval_photos', 'headline')):
       path = os.path.join(workdir, name, 'metrics.json')
       if os.path.isfile(path):
-        with open(path) as f:
-          measures[key] = json.load(f).get(part, {})
+        try:
+          with open(path, 'rb') as f:
+            measures[key] = json.loads(f.read())[part]
+        except (ValueError, KeyError, TypeError, OSError) as e:  # Damaged: the manifest goes without it.
+          logging.warning(
+              '%s is unreadable (%s): its measures are not recorded in the manifest; rerun the '
+              'evaluation to record them.', path, e)
   config_text = json.dumps(config.to_dict(), indent=2, sort_keys=True).encode()
   build = f'{out_dir}.incomplete'
   shutil.rmtree(build, ignore_errors=True)

@@ -249,3 +249,14 @@ def test_ctrl_c_during_translation_stops_with_its_own_code_and_writes_nothing(im
   text = log.read_text()
   assert 'Stopped: SIGINT received during the translation' in text and 'Traceback' not in text, text[-3000:]
   assert not os.path.exists(tmp_path / 'translations') or os.listdir(tmp_path / 'translations') == []
+
+
+def test_export_with_a_damaged_evaluation_records_no_measures_and_says_so(trained_tiny_workdir, tmp_path, caplog):
+  workdir = str(tmp_path / 'workdir')
+  shutil.copytree(trained_tiny_workdir, workdir)
+  os.makedirs(os.path.join(workdir, 'eval'), exist_ok=True)
+  with open(os.path.join(workdir, 'eval', 'metrics.json'), 'wb') as f:
+    f.write(b'\xff{ not json')
+  manifest = translator_lib.export_bundle(workdir, str(tmp_path / 'bundle'), command='test')
+  assert 'held_out' not in manifest.get('measures', {})
+  assert f"{os.path.join(workdir, 'eval', 'metrics.json')} is unreadable" in caplog.text
