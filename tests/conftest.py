@@ -40,7 +40,6 @@ def trained_tiny_workdir(tiny_data_dir, tmp_path_factory) -> str:
   with filelock.FileLock(str(root / 'trained_tiny.lock')):
     if not os.path.exists(os.path.join(workdir, 'done')):
       config = helpers.tiny_config('aux')
-      config.model.generator = 'harmonic'
       config.data_dir = tiny_data_dir
       train.train(config, workdir)
       open(os.path.join(workdir, 'done'), 'w').close()

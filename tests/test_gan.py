@@ -44,7 +44,11 @@ def test_restore_generator_reads_the_generator_alone(tmp_path, monkeypatch):
   pitch = np.array([0, 5, 12], np.int32)
   audio = gan.make_generate(generator)(g_vars, z, pitch)
   assert audio.shape == (3, config.audio.length)
-  np.testing.assert_allclose(audio, gan.Models(config).generate(state.g, z, pitch, train=False)[0], atol=1e-6)
+  # Both compiled with the same arguments: the harmonic synthesiser's float32 phases (exact to ~1e-5 cycles)
+  # round differently op by op, or with the pitch folded in as a constant, which the upper partials turn into
+  # differences of ~1e-4.
+  trained = jax.jit(lambda g, z, p: gan.Models(config).generate(g, z, p, train=False)[0])(state.g, z, pitch)
+  np.testing.assert_allclose(audio, trained, atol=1e-6)
 
 
 def test_restore_generator_names_a_missing_checkpoint_and_creates_nothing(tmp_path):
@@ -61,6 +65,7 @@ def test_restore_generator_names_a_missing_checkpoint_and_creates_nothing(tmp_pa
 def test_a_checkpoint_of_another_config_fails_clearly(tmp_path, field, saved, restored):
   """Other shapes, or a generator with fewer arrays than the saved one (which a partial restore would accept)."""
   config = helpers.tiny_config('aux')
+  config.model.generator = 'wavegan'
   config.model[field] = saved
   workdir = str(tmp_path / 'workdir')
   _save_state(config, workdir)

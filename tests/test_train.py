@@ -116,7 +116,7 @@ def test_a_batch_that_does_not_divide_over_the_devices_fails_before_any_stage(ti
 
 def test_a_checkpoint_from_another_config_fails_clearly(tiny_config):
   train.train(tiny_config, tiny_config.workdir)
-  tiny_config.model.generator_dim = 4
+  tiny_config.model.harmonic.hidden = 8
   tiny_config.train.num_steps = 6
   with pytest.raises(Exception, match='another config'):
     train.train(tiny_config, tiny_config.workdir)

@@ -43,9 +43,12 @@ def _run_steps(config, num_steps, batch_seed=0, mesh=None):
   return state, history
 
 
-@pytest.mark.parametrize('name', ['baseline', 'metric', 'aux'])
-def test_each_config_step_runs_with_finite_losses(name):
+@pytest.mark.parametrize('name, generator', [('baseline', 'harmonic'), ('metric', 'harmonic'), ('aux', 'harmonic'),
+                                             ('aux', 'wavegan')])
+def test_each_config_step_runs_with_finite_losses(name, generator):
+  """Every config with the product's generator (the tiny size's, as every size's but `paper`), and the WaveGAN."""
   config = helpers.tiny_config(name)
+  config.model.generator = generator
   state, history = _run_steps(config, 2)
   assert int(gan.to_host(state.step)) == 2
   for m in history:
@@ -134,7 +137,9 @@ def test_train_step_lowers_the_metric_loss_on_a_fixed_batch():
   _, history = _run_steps(config, 150)
   first = np.mean([m['metric_loss'] for m in history[:10]])
   last = np.mean([m['metric_loss'] for m in history[-10:]])
-  assert last < 0.6 * first, (first, last)
+  # The harmonic generator (the tiny size's) reaches 0.63 of the first loss here (the WaveGAN, freer, 0.5): it can
+  # only move the timbre, not write any waveform.
+  assert last < 0.75 * first, (first, last)
 
 
 SCRIPT = r"""

@@ -97,14 +97,17 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
 
   # Models. Widths follow WaveGAN's `d` (model dimensionality); the paper size is WaveGAN's d=64.
   c.model = ml_collections.ConfigDict()
-  c.model.generator = 'wavegan'  # 'wavegan' (the paper's) or 'harmonic' (harmonic-plus-noise synthesiser, DDSP).
+  # 'harmonic' (the product's: a harmonic-plus-noise synthesiser, DDSP) or 'wavegan' (the paper's). Every size uses
+  # the harmonic one but `paper`, the paper's own model. The harmonic generator makes in-tune, tonal notes within a
+  # CPU budget; the WaveGAN does not (docs/experiments.md). `--config.model.generator=wavegan` trains it at any size.
+  c.model.generator = 'harmonic'
   c.model.generator_dim = 64
   c.model.discriminator_dim = 64
   c.model.kernel_size = 25
   c.model.stride = 4
   c.model.num_layers = 5  # Transposed convs in G / strided convs in D; length must divide by stride**num_layers.
   c.model.phase_shuffle = 2
-  # WaveGAN generator options (models/generator.py: Generator; docs/experiments.md measures them).
+  # WaveGAN generator options (models/generator.py: WaveGANGenerator; docs/experiments.md measures them).
   c.model.upsample = 'transposed'  # 'transposed' (WaveGAN), 'nearest' or 'linear' upsampling + stride-1 conv.
   c.model.pitch_input = False  # Feed a learned pitch embedding to G's first layer beside the face.
   c.model.post_filter = 0  # Taps of WaveGAN's learned post-processing filter on G's output (0 = none).
@@ -222,6 +225,7 @@ def _paper(c: ml_collections.ConfigDict) -> None:
   --config.model.post_filter=0 --config.train.pitch_classification_weight=0 --config.train.g_lr=1e-4
   --config.train.d_lr=4e-4 --config.train.adam_b1=0 --config.train.metric_warmup_steps=0` restores the paper's.
   """
+  c.model.generator = 'wavegan'  # The paper's model.
   c.model.upsample = 'nearest'
   c.model.pitch_input = True
   c.model.post_filter = 512
@@ -239,9 +243,6 @@ def _small(c: ml_collections.ConfigDict) -> None:
   c.model.audio_embedding_dim = 32
   c.model.audio_embedding_channels = 16
   c.model.classifier_channels = 16
-  # The harmonic generator makes in-tune, tonal notes within this CPU budget; the WaveGAN does not
-  # (docs/experiments.md). `--config.model.generator=wavegan` trains the paper's generator at this size.
-  c.model.generator = 'harmonic'
   c.model.harmonic.hidden = 128
   c.model.harmonic.channels = 64
   c.model.harmonic.num_harmonics = 64
@@ -273,6 +274,10 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   c.data.max_default_faces = 20
   c.model.generator_dim = 2
   c.model.discriminator_dim = 2
+  c.model.harmonic.hidden = 16
+  c.model.harmonic.channels = 8
+  c.model.harmonic.num_harmonics = 16
+  c.model.harmonic.noise_bands = 9
   c.model.audio_embedding_dim = 8
   c.model.audio_embedding_channels = 4
   c.model.classifier_channels = 4

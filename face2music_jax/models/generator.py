@@ -23,7 +23,7 @@ from face2music_jax.models.layers import ConditionalBatchNorm
 from face2music_jax.models.layers import ConvTranspose1D
 
 
-class Generator(nn.Module):
+class WaveGANGenerator(nn.Module):
   """WaveGAN's generator (Donahue et al., 2019) with conditional batch norm on the pitch.
 
   A dense layer maps the face embedding to `length / stride**num_layers` frames of `dim * 2**(num_layers - 1)`
@@ -86,7 +86,7 @@ class Generator(nn.Module):
     """
     upsampling = self.stride**self.num_layers
     if self.length % upsampling:
-      raise ValueError(f'Generator length {self.length} must be divisible by stride**num_layers = {upsampling}.')
+      raise ValueError(f'WaveGANGenerator length {self.length} must be divisible by stride**num_layers = {upsampling}.')
     channels = self.dim * 2**(self.num_layers - 1)
     if self.pitch_input:
       z = jnp.concatenate([z, nn.Embed(self.num_pitches, self.dim, name='pitch_embedding')(pitch)], axis=-1)
@@ -232,7 +232,7 @@ class HarmonicGenerator(nn.Module):
     return synthesis.synthesize(controls, synthesis.midi_to_hz(midi), self.length, self.sample_rate, self.release_s)
 
 
-def make_generator(config: ml_collections.ConfigDict) -> Generator | HarmonicGenerator:
+def make_generator(config: ml_collections.ConfigDict) -> WaveGANGenerator | HarmonicGenerator:
   """The generator `config.model.generator` of `config.model`, producing `config.audio.length` samples, computing
   in `config.train.dtype`."""
   m = config.model
@@ -245,10 +245,10 @@ def make_generator(config: ml_collections.ConfigDict) -> Generator | HarmonicGen
                              relative_noise=h.relative_noise, fundamental_floor=h.fundamental_floor,
                              normalize_face=h.normalize_face, release_s=config.audio.release_s,
                              dtype=jnp.dtype(config.train.dtype))
-  return Generator(dim=m.generator_dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
-                   kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=m.upsample,
-                   pitch_input=m.pitch_input, post_filter=m.post_filter, sample_rate=config.audio.sample_rate,
-                   release_s=config.audio.release_s, dtype=jnp.dtype(config.train.dtype))
+  return WaveGANGenerator(dim=m.generator_dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
+                          kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=m.upsample,
+                          pitch_input=m.pitch_input, post_filter=m.post_filter, sample_rate=config.audio.sample_rate,
+                          release_s=config.audio.release_s, dtype=jnp.dtype(config.train.dtype))
 
 
 def init_variables(generator: nn.Module, embedding_dim: int, rng: jax.Array) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def _random_params(params, key: int = 7):
 
 @pytest.mark.slow
 def test_generator_shapes_range_and_pitch_conditioning():
-  generator = generator_lib.Generator(dim=2, num_pitches=NUM_PITCHES, length=LENGTH)
+  generator = generator_lib.WaveGANGenerator(dim=2, num_pitches=NUM_PITCHES, length=LENGTH)
   z, pitch = _inputs()
   variables = _init(generator, z, pitch, train=False)
   assert set(variables) == {'params', 'batch_stats'}
@@ -61,7 +61,7 @@ def test_generator_shapes_range_and_pitch_conditioning():
 
 @pytest.mark.slow
 def test_generator_gradients_are_finite():
-  generator = generator_lib.Generator(dim=2, num_pitches=NUM_PITCHES, length=LENGTH)
+  generator = generator_lib.WaveGANGenerator(dim=2, num_pitches=NUM_PITCHES, length=LENGTH)
   z, pitch = _inputs()
   variables = _init(generator, z, pitch, train=False)
 
@@ -83,7 +83,7 @@ def test_generator_gradients_are_finite():
 
 
 def test_generator_rejects_indivisible_length():
-  generator = generator_lib.Generator(dim=2, num_pitches=NUM_PITCHES, length=1000)
+  generator = generator_lib.WaveGANGenerator(dim=2, num_pitches=NUM_PITCHES, length=1000)
   with pytest.raises(ValueError, match='divisible'):
     _init(generator, *_inputs(), train=False)
 
@@ -174,8 +174,8 @@ def test_make_from_config():
 def test_generator_upsampling_options(upsample):
   """Upsampling + stride-1 convolution in place of the transposed convolutions, with the pitch input and the
   post-processing filter: same output shape, finite gradients, and the pitch embedding reaches the output."""
-  generator = generator_lib.Generator(dim=2, num_pitches=NUM_PITCHES, length=LENGTH, upsample=upsample,
-                                      pitch_input=True, post_filter=64)
+  generator = generator_lib.WaveGANGenerator(dim=2, num_pitches=NUM_PITCHES, length=LENGTH, upsample=upsample,
+                                             pitch_input=True, post_filter=64)
   z, pitch = _inputs()
   variables = _init(generator, z, pitch, train=False)
   assert variables['params']['post_filter']['kernel'].shape == (64, 1, 1)
