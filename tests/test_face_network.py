@@ -296,6 +296,7 @@ def test_a_run_is_not_resumed_with_other_weights_at_the_same_path(weights, tmp_p
   config = network_config(str(tmp_path / 'data'), str(tmp_path / 'face.npz'))
   shutil.copyfile(weights, config.data.face_weights)
   workdir_lib.accept_run(config, str(tmp_path / 'run'))
+  os.makedirs(tmp_path / 'run' / 'checkpoints' / '2')  # The identity binds once a checkpoint exists.
   workdir_lib.accept_run(config, str(tmp_path / 'run'))  # The same weights: the same run.
   _other_weights(weights, config.data.face_weights)  # Replaced in place: the path alone would not tell.
   with pytest.raises(

@@ -160,7 +160,7 @@ def test_make_from_config():
   discriminator = discriminator_lib.make_discriminator(config)
   aux = discriminator_lib.make_aux_discriminator(config)
   assert generator.num_pitches == discriminator.num_pitches == 13
-  assert generator.length == config.audio.length and generator.dim == config.model.generator_dim
+  assert generator.length == config.audio.length and generator.hidden == config.model.harmonic.hidden
   assert discriminator.phase_shuffle == config.model.phase_shuffle
   assert aux.features == tuple(config.model.aux_features)
   z = jnp.zeros((2, config.data.embedding_dim))
