@@ -42,6 +42,7 @@ from face2music_jax import config_lib
 from face2music_jax import files
 from face2music_jax import gan
 from face2music_jax import loops
+from face2music_jax import metrics
 from face2music_jax import plots
 from face2music_jax import progress
 from face2music_jax import report
@@ -70,11 +71,6 @@ def load_faces(inputs: inputs_lib.Inputs, images: bool = True) -> dict[str, np.n
     keys = ('embedding', 'name', 'image') if images else ('embedding', 'name')
     parts.append({**{k: faces[k] for k in keys}, 'split': np.full(len(faces['name']), split)})
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def _json_float(value: float | None) -> float | None:
-  """JSON has no NaN: undefined values are written as null (the 'notes' entry says why)."""
-  return None if value is None or not np.isfinite(value) else float(value)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False,
@@ -172,7 +168,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
       'num_faces': len(faces['name']),
       'num_real_notes': int(len(notes['pitch'])),
       'metrics': {
-          k: v if isinstance(v, int) else _json_float(v) for k, v in result.items()
+          k: v if isinstance(v, int) else metrics.json_float(v) for k, v in result.items()
       },
       'assigned_families': {
           families[i]: int(c) for i, c in enumerate(counts)

@@ -128,3 +128,8 @@ def welch_interval(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> tu
   df = (va + vb)**2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
   half = float(stats.t.ppf(0.5 + confidence / 2, df) * se)
   return difference, difference - half, difference + half
+
+
+def json_float(value: float | None) -> float | None:
+  """JSON has no NaN: an undefined value (None, NaN, Inf) is written as null."""
+  return None if value is None or not np.isfinite(value) else float(value)

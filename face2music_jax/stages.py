@@ -103,17 +103,22 @@ def _read_json(path: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
     return None
 
 
+def audio_metric_shapes(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The shapes and dtypes of the audio metric phi's artefact (embedding_lib.AudioMetric), computed, not built."""
+  model = embedding_lib.make_audio_embedding(config)
+  return {
+      'params': jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, config.audio.length)))['params'],
+      'mfcc_mean': jax.ShapeDtypeStruct((config.mfcc.n_mfcc,), np.float32),
+      'mfcc_std': jax.ShapeDtypeStruct((config.mfcc.n_mfcc,), np.float32),
+  }
+
+
 def ensure_audio_embedding(config: ml_collections.ConfigDict, workdir: str,
                            inputs: inputs_lib.Inputs | None = None) -> embedding_lib.AudioMetric:
   """Stage 2a: the audio metric phi(y), trained when missing or corrupt (on the notes of `inputs`, or of a new
   loader if it is None or serves other data: `data.inputs.for_config`)."""
   path = os.path.join(workdir, 'audio_embedding')
-  model = embedding_lib.make_audio_embedding(config)
-  like = {
-      'params': model.init(jax.random.key(0), jnp.zeros((1, config.audio.length)))['params'],
-      'mfcc_mean': np.zeros(config.mfcc.n_mfcc),
-      'mfcc_std': np.zeros(config.mfcc.n_mfcc)
-  }
+  like = audio_metric_shapes(config)
   metric = _restored(path, like)
   if metric is None:
     logging.info('Stage audio_embedding: training the triplet audio embedding (%d steps).',

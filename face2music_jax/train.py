@@ -10,7 +10,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -26,7 +25,6 @@ from face2music_jax import preemption
 from face2music_jax import progress
 from face2music_jax import stages
 from face2music_jax import workdir as workdir_lib
-from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.audio import wav as wav_lib
 from face2music_jax.gan import Models, TrainState, make_generate, to_host
 from face2music_jax.train_step import compile_train_step
@@ -285,12 +283,7 @@ def _compile_within_memory(step_fn, models: Models, config: ml_collections.Confi
   """
   c = config
   batch = config.train.batch_size
-  embedding_model = embedding_lib.make_audio_embedding(c)
-  metric = {
-      'params': jax.eval_shape(embedding_model.init, jax.random.key(0), jnp.zeros((1, c.audio.length)))['params'],
-      'mfcc_mean': jax.ShapeDtypeStruct((c.mfcc.n_mfcc,), np.float32),
-      'mfcc_std': jax.ShapeDtypeStruct((c.mfcc.n_mfcc,), np.float32),
-  }
+  metric = stages.audio_metric_shapes(c)
   shapes = {
       'embedding': jax.ShapeDtypeStruct((c.train.d_steps, batch, data.faces.shape[-1]), data.faces.dtype),
       'audio': jax.ShapeDtypeStruct((c.train.d_steps, batch) + data.audio.shape[1:], data.audio.dtype),

@@ -32,7 +32,6 @@ def main(argv):
   from face2music_jax import evaluate
   from face2music_jax import preemption
   from face2music_jax import workdir as workdir_lib
-  from face2music_jax.evaluators import photos
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
@@ -42,10 +41,14 @@ def main(argv):
     if not os.path.isdir(workdir):
       raise evaluate.EvaluationError(f'No work directory {workdir}: train a model there first (face2music train).')
     with workdir_lib.locked(workdir, workdir_lib.EVAL_LOCK_FILE):
-      _evaluate(config, workdir, evaluate, photos)
+      _evaluate(config, workdir)
 
 
-def _evaluate(config, workdir: str, evaluate, photos) -> None:
+def _evaluate(config, workdir: str) -> None:
+  """The evaluation of the flags, under the stop handler and the evaluation lock."""
+  # pylint: disable=import-outside-toplevel  (after flag parsing: --help answers at once)
+  from face2music_jax import evaluate
+  from face2music_jax.evaluators import photos
   logging.info('Config %s (%s), workdir %s', config.name, config.size, workdir)
   if FLAGS.photos:
     out_dir = os.path.join(workdir, 'eval_photos')

@@ -45,16 +45,18 @@ flags.DEFINE_integer('max_image_pixels', images.MAX_PIXELS, 'The largest photo a
 def main(argv):
   # pylint: disable=import-outside-toplevel  (after flag parsing: --help answers at once)
   from face2music_jax import preemption
-  from face2music_jax import translate
-  from face2music_jax import translator as translator_lib
-  from face2music_jax.audio import melody as melody_lib
   cli.quiet_library_logs()
   stopped = 'during the translation: stopped; none of its files were written (they are written together at the end).'
   with preemption.handling_sigterm(stopped):
-    _translate(argv, translate, translator_lib, melody_lib)
+    _translate(argv)
 
 
-def _translate(argv, translate, translator_lib, melody_lib) -> None:
+def _translate(argv) -> None:
+  """The translation of the flags, under the stop handler."""
+  # pylint: disable=import-outside-toplevel  (after flag parsing: --help answers at once)
+  from face2music_jax import translate
+  from face2music_jax import translator as translator_lib
+  from face2music_jax.audio import melody as melody_lib
   if FLAGS.melody and FLAGS.midi:
     raise app.UsageError('Pass --melody or --midi, not both.')
   if FLAGS.config is not None and FLAGS.workdir is None:

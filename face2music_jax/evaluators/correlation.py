@@ -16,10 +16,6 @@ import numpy as np
 from face2music_jax import metrics
 
 
-def _json_float(value: float | None) -> float | None:
-  return None if value is None or not np.isfinite(value) else float(value)
-
-
 def pearson_per_pitch(embeddings: np.ndarray, phi: np.ndarray, midi: np.ndarray) -> dict[int, float | None]:
   """{MIDI pitch: Pearson of pairwise face vs audio-metric distances of the translations at that pitch} (None
   where undefined: fewer than 3 translations, or all distances in one space equal)."""
@@ -29,7 +25,7 @@ def pearson_per_pitch(embeddings: np.ndarray, phi: np.ndarray, midi: np.ndarray)
     if np.count_nonzero(at) < 3:
       out[int(p)] = None
       continue
-    out[int(p)] = _json_float(metrics.distance_correlation(embeddings[at], phi[at])[0])
+    out[int(p)] = metrics.json_float(metrics.distance_correlation(embeddings[at], phi[at])[0])
   return out
 
 

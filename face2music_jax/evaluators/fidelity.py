@@ -46,10 +46,6 @@ def reference_audio(config: ml_collections.ConfigDict, test_notes: np.ndarray,
   }
 
 
-def _json_float(value: float | None) -> float | None:
-  return None if value is None or not np.isfinite(value) else float(value)
-
-
 def evaluate(config: ml_collections.ConfigDict, classifiers: dict[str, Any], real_audio: np.ndarray,
              fake_audio: np.ndarray, references: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
   """FID and IS of the translations and of each reference, with each classifier.
@@ -79,6 +75,6 @@ def evaluate(config: ml_collections.ConfigDict, classifiers: dict[str, Any], rea
     result[f'inception_score_{kind}_max'] = real_probs.shape[1]
     for row, audio in references.items():
       probs, features = classify(config, kind, classifiers[kind], audio)
-      rows[row][f'fid_{kind}'] = _json_float(metrics.frechet_distance(real_features, features))
-      rows[row][f'inception_score_{kind}'] = _json_float(metrics.inception_score(probs))
+      rows[row][f'fid_{kind}'] = metrics.json_float(metrics.frechet_distance(real_features, features))
+      rows[row][f'inception_score_{kind}'] = metrics.json_float(metrics.inception_score(probs))
   return {'metrics': result, 'reference_rows': rows}
