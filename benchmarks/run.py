@@ -160,7 +160,7 @@ def train_step_benchmark(config: ml_collections.ConfigDict, timed_steps: int, ce
   seconds = median_seconds(step, timed_steps)
   return {
       'batch_size': config.train.batch_size,
-      'generator_dim': config.model.generator_dim,
+      'generator_dim': config.model.wavegan.dim,
       'dtype': config.train.dtype,
       'memory': memory_of(compiled),
       'step_seconds': seconds,

@@ -40,9 +40,9 @@ class ConfigError(ValueError):
 # versions that lacked them: a `config.json` written before a field existed loads as the model was trained.
 ADDED_FIELDS = {
     'model.generator': 'wavegan',
-    'model.upsample': 'transposed',
-    'model.pitch_input': False,
-    'model.post_filter': 0,
+    'model.wavegan.upsample': 'transposed',
+    'model.wavegan.pitch_input': False,
+    'model.wavegan.post_filter': 0,
     'train.pitch_classification_weight': 0.0,
     'train.metric_warmup_steps': 0,
     'eval.listening_pitches': (36, 48, 60, 72),
@@ -55,6 +55,15 @@ ADDED_FIELDS = {
     'model.harmonic.fundamental_floor': 0.0,
 }
 
+# Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
+# the new names.
+RENAMED_FIELDS = {
+    'model.generator_dim': 'model.wavegan.dim',
+    'model.upsample': 'model.wavegan.upsample',
+    'model.pitch_input': 'model.wavegan.pitch_input',
+    'model.post_filter': 'model.wavegan.post_filter',
+}
+
 # The sections every config has: a config.json without them was not written by training.
 _CONFIG_SECTIONS = ('audio', 'data', 'model', 'train', 'eval')
 
@@ -62,7 +71,8 @@ _CONFIG_SECTIONS = ('audio', 'data', 'model', 'train', 'eval')
 def load_config(workdir: str, config: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
   """`config` if given, else the resolved config that training wrote to `<workdir>/config.json`.
 
-  Fields of ADDED_FIELDS missing from an older config.json get the values its model was trained with.
+  Fields of RENAMED_FIELDS are read under their new names; fields of ADDED_FIELDS missing from an older config.json
+  get the values its model was trained with.
   """
   if config is not None:
     return config
@@ -74,10 +84,26 @@ def load_config(workdir: str, config: ml_collections.ConfigDict | None = None) -
       loaded = tuples(json.loads(f.read()))
   except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, unreadable.
     raise ConfigError(f'{path} is not valid JSON ({e}): pass the config the model was trained with.') from e
+  return from_dict(loaded, path)
+
+
+def from_dict(loaded: Any, path: str) -> ml_collections.ConfigDict:
+  """The config of a config.json's content written by training (`path` names it in messages), with the fields of
+  RENAMED_FIELDS under their new names and those of ADDED_FIELDS it lacks set to the values of older versions.
+
+  Raises:
+    ConfigError: it is not a config written by training.
+  """
   missing = [k for k in _CONFIG_SECTIONS if not isinstance(loaded, dict) or not isinstance(loaded.get(k), dict)]
   if missing:
     raise ConfigError(f'{path} is not a config written by training (it lacks {", ".join(missing)}): pass the config '
                       'the model was trained with.')
+  for old, new in RENAMED_FIELDS.items():
+    parent, _, name = old.rpartition('.')
+    section = get_field(loaded, parent) if parent else loaded
+    if isinstance(section, dict) and name in section:
+      logging.info('%s has %s (written by an older version): read as %s.', path, old, new)
+      set_field(loaded, new, section.pop(name), create=True)
   for field, value in ADDED_FIELDS.items():
     try:
       get_field(loaded, field)
@@ -215,7 +241,7 @@ def face_network_dim(path: str) -> int:
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Raises ConfigError naming the first invalid field; returns the config unchanged otherwise."""
   for field in ('audio.sample_rate', 'audio.length', 'data.face_image_size', 'data.embedding_dim', 'data.face_views',
-                'data.shuffle_buffer', 'model.generator_dim', 'model.discriminator_dim', 'model.kernel_size',
+                'data.shuffle_buffer', 'model.wavegan.dim', 'model.discriminator_dim', 'model.kernel_size',
                 'model.stride', 'model.num_layers', 'model.audio_embedding_dim', 'model.audio_embedding_channels',
                 'model.classifier_channels', 'mfcc.n_mfcc', 'mfcc.n_fft', 'mfcc.hop_length', 'mfcc.n_mels',
                 'train.batch_size', 'train.num_steps', 'train.d_steps', 'train.g_lr', 'train.d_lr', 'train.aux_lr',
@@ -230,7 +256,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config, 'data.face_embedding', FACE_EMBEDDINGS)
   _choice(config, 'notes.renderer', RENDERERS)
   _choice(config, 'model.generator', GENERATORS)
-  _choice(config, 'model.upsample', UPSAMPLINGS)
+  _choice(config, 'model.wavegan.upsample', UPSAMPLINGS)
   _choice(config, 'train.loss', LOSSES)
   _choice(config, 'audio_embedding.mining', MININGS)
   _choice(config, 'train.nonfinite', NONFINITE)
@@ -267,7 +293,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         f'expected 0 (all {DEFAULT_FACE_IDENTITIES} default identities) or {every}..{DEFAULT_FACE_IDENTITIES}: '
         f'there are {DEFAULT_FACE_IDENTITIES}, and every {every}th is held out for the test split')
   _check(m.phase_shuffle >= 0, 'model.phase_shuffle', m.phase_shuffle, 'expected >= 0')
-  _check(m.post_filter >= 0, 'model.post_filter', m.post_filter, 'expected >= 0 taps')
+  _check(m.wavegan.post_filter >= 0, 'model.wavegan.post_filter', m.wavegan.post_filter, 'expected >= 0 taps')
   _check(
       len(m.aux_features) > 0 and m.aux_features[-1] == 1 and all(f > 0 for f in m.aux_features), 'model.aux_features',
       m.aux_features, 'expected positive widths ending in 1')

@@ -120,8 +120,11 @@ def read_bundle(directory: str) -> tuple[dict[str, Any], ml_collections.ConfigDi
     if _sha256(path) != sums[name]:
       raise BundleError(f'{path} does not match the checksum in {manifest_path}: the bundle is damaged; '
                         'export it again (or reinstall the package for the shipped model).')
-  with open(os.path.join(directory, CONFIG)) as f:
-    config = ml_collections.ConfigDict(config_lib.tuples(json.load(f)))
+  try:
+    with open(os.path.join(directory, CONFIG)) as f:
+      config = config_lib.from_dict(config_lib.tuples(json.load(f)), os.path.join(directory, CONFIG))
+  except (ValueError, config_lib.ConfigError) as e:  # Matched its checksum: written so by the export.
+    raise BundleError(f'{os.path.join(directory, CONFIG)} is not a model config ({e}): export the bundle again.') from e
   with open(os.path.join(directory, GENERATOR), 'rb') as f:
     blob = f.read()
   return manifest, config, blob

@@ -130,6 +130,9 @@ def fingerprint(fields: dict[str, Any]) -> str:
 
 def _differences(here: dict[str, Any], there: dict[str, Any]) -> list[str]:
   """'config.<field> = <here> here, <there> in the work directory' for every field that differs."""
+  for old, new in config_lib.RENAMED_FIELDS.items():  # Records of older versions name moved fields by old names.
+    if old in there:
+      there[new] = there.pop(old)
   for field, value in config_lib.ADDED_FIELDS.items():  # What runs of older versions had.
     if not _resumable(field):
       there.setdefault(field, list(value) if isinstance(value, tuple) else value)

@@ -7,7 +7,7 @@ run there reads everything from one .npz bundle made here from a trained workdir
   python scripts/gpu_train.py bundle --workdir=~/.cache/face2music_jax/work/aux_small --out=.devdata/bundle.npz
   # there: train each generator at a size for a wall-clock budget, then measure it; results under --out
   python scripts/gpu_train.py run --bundle=.devdata/bundle.npz --out=$OUT --deadline=540 \
-      --runs='wavegan:paper:240,wavegan:paper:120:model.upsample=nearest;train.g_lr=2e-4,harmonic:paper:60'
+      --runs='wavegan:paper:240,wavegan:paper:120:model.wavegan.upsample=nearest;train.g_lr=2e-4,harmonic:paper:60'
 
 Each run is `generator:size:seconds[:field=value;...]` (config overrides, values as Python literals). `run` trains
 the `aux` config (adversarial + metric preservation + auxiliary D) with the project's own jitted

@@ -13,8 +13,8 @@ from face2music_jax import config_lib
 
 @pytest.mark.parametrize('field, value, message', [
     ('model.generator', 'vocoder', 'model.generator'),
-    ('model.upsample', 'cubic', 'model.upsample'),
-    ('model.post_filter', -1, 'model.post_filter'),
+    ('model.wavegan.upsample', 'cubic', 'model.wavegan.upsample'),
+    ('model.wavegan.post_filter', -1, 'model.wavegan.post_filter'),
     ('model.harmonic.frames', 100, 'model.harmonic.frames'),
     ('model.harmonic.num_harmonics', 0, 'model.harmonic.num_harmonics'),
     ('train.pitch_classification_weight', -1.0, 'train.pitch_classification_weight'),
@@ -56,7 +56,7 @@ def test_an_older_config_json_loads_with_the_values_its_model_was_trained_with(t
   (tmp_path / 'config.json').write_text(json.dumps(written))
   loaded = config_lib.load_config(str(tmp_path))
   assert loaded.model.generator == 'wavegan'  # What every model was before the harmonic generator existed.
-  assert loaded.model.upsample == 'transposed' and loaded.train.pitch_classification_weight == 0.0
+  assert loaded.model.wavegan.upsample == 'transposed' and loaded.train.pitch_classification_weight == 0.0
   assert loaded.eval.listening_pitches == (36, 48, 60, 72)
   assert loaded.train.dtype == 'float32' and loaded.model.harmonic.noise_max == 2.0
   assert loaded.notes.exclude == ((66, 64),)  # JSON lists come back as the config's tuples.
@@ -64,6 +64,21 @@ def test_an_older_config_json_loads_with_the_values_its_model_was_trained_with(t
   # A current config.json keeps its own values.
   (tmp_path / 'config.json').write_text(config.to_json())
   assert config_lib.load_config(str(tmp_path)).model.generator == 'harmonic'
+
+
+def test_a_config_json_of_the_fields_before_they_moved_loads_under_their_new_names(tmp_path):
+  config = aux.get_config('paper')
+  written = json.loads(config.to_json())
+  wavegan = written['model'].pop('wavegan')
+  written['model'].update(generator_dim=wavegan['dim'], upsample=wavegan['upsample'],
+                          pitch_input=wavegan['pitch_input'], post_filter=wavegan['post_filter'])
+  assert set(
+      config_lib.RENAMED_FIELDS) == {f'model.{k}' for k in ('generator_dim', 'upsample', 'pitch_input', 'post_filter')}
+  (tmp_path / 'config.json').write_text(json.dumps(written))
+  loaded = config_lib.load_config(str(tmp_path))
+  assert loaded.to_dict() == config_lib.tuples(json.loads(config.to_json()))
+  assert (loaded.model.wavegan.upsample, loaded.model.wavegan.post_filter) == ('nearest', 512)
+  assert 'upsample' not in loaded.model
 
 
 def test_a_missing_or_corrupt_config_json_is_named(tmp_path):

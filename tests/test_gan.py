@@ -61,15 +61,15 @@ def test_restore_generator_names_a_missing_checkpoint_and_creates_nothing(tmp_pa
   assert not os.path.exists(workdir)
 
 
-@pytest.mark.parametrize('field, saved, restored', [('generator_dim', 2, 4), ('post_filter', 5, 0)])
+@pytest.mark.parametrize('field, saved, restored', [('dim', 2, 4), ('post_filter', 5, 0)])
 def test_a_checkpoint_of_another_config_fails_clearly(tmp_path, field, saved, restored):
   """Other shapes, or a generator with fewer arrays than the saved one (which a partial restore would accept)."""
   config = helpers.tiny_config('aux')
   config.model.generator = 'wavegan'
-  config.model[field] = saved
+  config.model.wavegan[field] = saved
   workdir = str(tmp_path / 'workdir')
   _save_state(config, workdir)
-  config.model[field] = restored
+  config.model.wavegan[field] = restored
   with pytest.raises(checkpoint.CheckpointError, match=r'another config\? Use another --workdir'):
     gan.restore_generator(config, workdir)
 

@@ -93,10 +93,10 @@ def test_stop_and_resume_gives_the_same_parameters_as_an_uninterrupted_run(tiny_
 
 
 def test_bad_config_values_fail_at_start_naming_the_field(tiny_config):
-  tiny_config.model.generator_dim = -4
-  with pytest.raises(config_lib.ConfigError, match='model.generator_dim'):
+  tiny_config.model.wavegan.dim = -4
+  with pytest.raises(config_lib.ConfigError, match='model.wavegan.dim'):
     train.train(tiny_config, tiny_config.workdir)
-  tiny_config.model.generator_dim = 2
+  tiny_config.model.wavegan.dim = 2
   tiny_config.data.audio_source = 'mp3_folder'
   with pytest.raises(config_lib.ConfigError, match='data.audio_source'):
     train.train(tiny_config, tiny_config.workdir)

@@ -117,6 +117,28 @@ def test_a_work_directory_of_an_older_version_is_judged_by_its_config_json(tmp_p
     workdir.accept_run(config, path)
 
 
+def test_a_run_recorded_before_fields_moved_is_still_the_same_run(tmp_path):
+  """run.json and config.json of a version that named model.wavegan.dim model.generator_dim (etc.)."""
+  path = str(tmp_path)
+  config = helpers.tiny_config()
+  record = workdir.accept_run(config, path)
+  fields = {
+      next((old for old, new in config_lib.RENAMED_FIELDS.items() if new == k), k):
+          v for k, v in record['fields'].items()
+  }
+  assert 'model.generator_dim' in fields and 'model.wavegan.dim' not in fields
+  files.write_json(os.path.join(path, workdir.IDENTITY_FILE), {**record, 'fields': fields}, checksum=True)
+  written = json.loads(config.to_json_best_effort())
+  written['model'].update({'generator_dim' if k == 'dim' else k: v for k, v in written['model'].pop('wavegan').items()})
+  files.write_text(os.path.join(path, 'config.json'), json.dumps(written))
+  os.makedirs(os.path.join(path, 'checkpoints', '2'))
+  assert workdir.run_config(path).model.wavegan.dim == config.model.wavegan.dim  # Evaluation, translation, export.
+  workdir.accept_run(config, path)  # Training resumes it.
+  config.model.wavegan.dim += 1
+  with pytest.raises(workdir.WorkdirError, match=r'config\.model\.wavegan\.dim = 3 here, 2 in'):
+    workdir.accept_run(config, path)
+
+
 def test_without_a_checkpoint_another_config_takes_the_directory_over(tmp_path, caplog):
   """A run that failed before its first checkpoint (e.g. a batch that did not fit) does not lock the corrected rerun
   out; the stage artefacts are kept when only train.* fields differ, and set aside otherwise."""

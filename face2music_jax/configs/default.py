@@ -101,16 +101,18 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # the harmonic one but `paper`, the paper's own model. The harmonic generator makes in-tune, tonal notes within a
   # CPU budget; the WaveGAN does not (docs/experiments.md). `--config.model.generator=wavegan` trains it at any size.
   c.model.generator = 'harmonic'
-  c.model.generator_dim = 64
   c.model.discriminator_dim = 64
   c.model.kernel_size = 25
   c.model.stride = 4
   c.model.num_layers = 5  # Transposed convs in G / strided convs in D; length must divide by stride**num_layers.
   c.model.phase_shuffle = 2
-  # WaveGAN generator options (models/generator.py: WaveGANGenerator; docs/experiments.md measures them).
-  c.model.upsample = 'transposed'  # 'transposed' (WaveGAN), 'nearest' or 'linear' upsampling + stride-1 conv.
-  c.model.pitch_input = False  # Feed a learned pitch embedding to G's first layer beside the face.
-  c.model.post_filter = 0  # Taps of WaveGAN's learned post-processing filter on G's output (0 = none).
+  # The WaveGAN generator (models/generator.py: WaveGANGenerator; docs/experiments.md measures its options). It
+  # shares kernel_size, stride and num_layers with the discriminator.
+  c.model.wavegan = ml_collections.ConfigDict()
+  c.model.wavegan.dim = 64  # WaveGAN's d: the width of G's last layer (x16 at its first).
+  c.model.wavegan.upsample = 'transposed'  # 'transposed' (WaveGAN), 'nearest' or 'linear' upsampling + stride-1 conv.
+  c.model.wavegan.pitch_input = False  # Feed a learned pitch embedding to G's first layer beside the face.
+  c.model.wavegan.post_filter = 0  # Taps of WaveGAN's learned post-processing filter on G's output (0 = none).
   c.model.aux_features = (128, 64, 32, 16, 1)
   # The harmonic generator (models/generator.py: HarmonicGenerator).
   c.model.harmonic = ml_collections.ConfigDict()
@@ -221,14 +223,14 @@ def _paper(c: ml_collections.ConfigDict) -> None:
 
   Measured on an H100 (docs/experiments.md, aux, ~12k steps): the plain WaveGAN (transposed convolutions,
   TTUR 1e-4 / 4e-4, Adam b1 0) reached 74% in tune, FID-pitch 23, IS-pitch 30; with these changes 85%, FID-pitch
-  4.1, IS-pitch 48 (real notes: 49.6). `--config.model.upsample=transposed --config.model.pitch_input=False
-  --config.model.post_filter=0 --config.train.pitch_classification_weight=0 --config.train.g_lr=1e-4
+  4.1, IS-pitch 48 (real notes: 49.6). `--config.model.wavegan.upsample=transposed
+  --config.model.wavegan.pitch_input=False --config.model.wavegan.post_filter=0 --config.train.pitch_classification_weight=0 --config.train.g_lr=1e-4
   --config.train.d_lr=4e-4 --config.train.adam_b1=0 --config.train.metric_warmup_steps=0` restores the paper's.
   """
   c.model.generator = 'wavegan'  # The paper's model.
-  c.model.upsample = 'nearest'
-  c.model.pitch_input = True
-  c.model.post_filter = 512
+  c.model.wavegan.upsample = 'nearest'
+  c.model.wavegan.pitch_input = True
+  c.model.wavegan.post_filter = 512
   c.train.g_lr = 2e-4
   c.train.d_lr = 2e-4
   c.train.adam_b1 = 0.5
@@ -238,7 +240,7 @@ def _paper(c: ml_collections.ConfigDict) -> None:
 def _small(c: ml_collections.ConfigDict) -> None:
   """A model that trains on 2 CPU cores in minutes, on the embedded default data."""
   c.notes.velocities = (75, 127)
-  c.model.generator_dim = 16
+  c.model.wavegan.dim = 16
   c.model.discriminator_dim = 16
   c.model.audio_embedding_dim = 32
   c.model.audio_embedding_channels = 16
@@ -272,7 +274,7 @@ def _tiny(c: ml_collections.ConfigDict) -> None:
   c.data.shuffle_buffer = 64
   c.data.face_views = 2
   c.data.max_default_faces = 20
-  c.model.generator_dim = 2
+  c.model.wavegan.dim = 2
   c.model.discriminator_dim = 2
   c.model.harmonic.hidden = 16
   c.model.harmonic.channels = 8

@@ -245,9 +245,10 @@ def make_generator(config: ml_collections.ConfigDict) -> WaveGANGenerator | Harm
                              relative_noise=h.relative_noise, fundamental_floor=h.fundamental_floor,
                              normalize_face=h.normalize_face, release_s=config.audio.release_s,
                              dtype=jnp.dtype(config.train.dtype))
-  return WaveGANGenerator(dim=m.generator_dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
-                          kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=m.upsample,
-                          pitch_input=m.pitch_input, post_filter=m.post_filter, sample_rate=config.audio.sample_rate,
+  w = m.wavegan
+  return WaveGANGenerator(dim=w.dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
+                          kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=w.upsample,
+                          pitch_input=w.pitch_input, post_filter=w.post_filter, sample_rate=config.audio.sample_rate,
                           release_s=config.audio.release_s, dtype=jnp.dtype(config.train.dtype))
 
 
