@@ -106,12 +106,14 @@ def quiet_library_logs() -> None:
 
 
 def reports_known_errors(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
-  """Decorates an absl `main`: a known_errors() exception prints `Error: <message>` to stderr and exits with code 2;
+  """Decorates an absl `main`, which then compiles with JAX's persistent cache (`jax_cache`): a known_errors() exception prints `Error: <message>` to stderr and exits with code 2;
   a run stopped by SIGTERM prints `Stopped: <message>` and exits with code 3; any other exception propagates with
   its traceback."""
 
   @functools.wraps(main)
   def wrapped(argv: Sequence[str]) -> None:
+    from face2music_jax import jax_cache  # pylint: disable=import-outside-toplevel  (after --help)
+    jax_cache.enable()
     try:
       main(argv)
     except preemption.Preempted as e:

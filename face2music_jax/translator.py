@@ -35,6 +35,7 @@ from absl import logging
 
 from face2music_jax import config_lib
 from face2music_jax import files
+from face2music_jax import jax_cache
 from face2music_jax.audio import melody as melody_lib
 from face2music_jax.audio import wav as wav_lib
 from face2music_jax.data import face_embedding
@@ -72,18 +73,6 @@ class FaceNote:
   audio: np.ndarray
   sample_rate: int
   midi_pitch: int | None = None
-
-
-def enable_compilation_cache() -> None:
-  """JAX's persistent compilation cache under the cache root, for every compilation (translation starts warm)."""
-  directory = os.path.join(config_lib.cache_root(), 'jax_cache')
-  try:
-    os.makedirs(directory, exist_ok=True)
-  except OSError:
-    return  # An unwritable cache only costs compile time.
-  jax.config.update('jax_compilation_cache_dir', directory)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
-  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
 def _sha256(path: str) -> str:
@@ -223,7 +212,7 @@ class Translator:
       BundleError: a bundle that is missing or altered (naming the file).
       checkpoint.CheckpointError, config_lib.ConfigError: a work directory without a usable checkpoint or config.
     """
-    enable_compilation_cache()
+    jax_cache.enable()
     directory = DEFAULT_BUNDLE if source is None else source
     if not os.path.isdir(directory):
       raise BundleError(f'No model at {directory}: expected a model bundle or a training work directory.')

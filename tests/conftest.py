@@ -44,3 +44,11 @@ def trained_tiny_workdir(tiny_data_dir, tmp_path_factory) -> str:
       train.train(config, workdir)
       open(os.path.join(workdir, 'done'), 'w').close()
   return workdir
+
+
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory) -> str | None:
+  """JAX's persistent compilation cache, shared by every test (and xdist worker) of the run, as the commands use
+  theirs: a tiny step compiled by one test is loaded by the next."""
+  from face2music_jax import jax_cache  # pylint: disable=import-outside-toplevel
+  return jax_cache.enable(str(tmp_path_factory.getbasetemp().parent / 'jax_cache'))
