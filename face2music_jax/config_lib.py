@@ -186,13 +186,13 @@ def _choice(config, field: str, choices: tuple[str, ...]) -> None:
   _check(value in choices, field, value, f'expected one of {choices}')
 
 
-# The variable of a face network weights file (models/face.py) whose last axis is the embedding width.
+# The variable of a face network weights file (faces/network.py) whose last axis is the embedding width.
 _FACE_NETWORK_OUTPUT = 'params/last_linear/kernel'
 
 
 def face_network_dim(path: str) -> int:
-  """The embedding width of a face network weights file (models/face.py), read from its last layer alone; the
-  whole file is checked when the network is loaded (data/face_embedding.py: make_embedder).
+  """The embedding width of a face network weights file (faces/network.py), read from its last layer alone; the
+  whole file is checked when the network is loaded (faces/embedding.py: make_embedder).
 
   Raises:
     ConfigError: naming config.data.face_weights and the file, if it is missing, not an .npz or lacks the layer.
@@ -200,7 +200,7 @@ def face_network_dim(path: str) -> int:
   where = f'config.data.face_weights = {path!r}'
   if not os.path.isfile(path):
     raise ConfigError(f'{where}: no such file (expected the .npz weights of the face network; format in '
-                      'face2music_jax/models/face.py).')
+                      'face2music_jax/faces/network.py).')
   try:
     with np.load(path, allow_pickle=False) as weights:
       kernel = weights[_FACE_NETWORK_OUTPUT]

@@ -37,8 +37,8 @@ from face2music_jax import config_lib
 from face2music_jax import files
 from face2music_jax.audio import melody as melody_lib
 from face2music_jax.audio import wav as wav_lib
-from face2music_jax.data import face_embedding
-from face2music_jax.data import images as images_lib
+from face2music_jax.faces import embedding as face_embedding
+from face2music_jax.faces import images as images_lib
 from face2music_jax.models import generator as g_lib
 
 # The shipped model: package data, so that an install carries it.

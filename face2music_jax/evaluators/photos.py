@@ -40,8 +40,8 @@ from face2music_jax import metrics
 from face2music_jax import translator as translator_lib
 from face2music_jax.audio import listening
 from face2music_jax.audio import wav as wav_lib
-from face2music_jax.data import face_embedding
-from face2music_jax.data import images as images_lib
+from face2music_jax.faces import embedding as face_embedding
+from face2music_jax.faces import images as images_lib
 
 
 def photo_files(directory: str) -> list[str]:
