@@ -106,6 +106,24 @@ def num_pitches(config: ml_collections.ConfigDict) -> int:
   return config.audio.pitch_max - config.audio.pitch_min + 1
 
 
+# `pitch` means two things: in the note batches (data/note_batches.py) and as G's and D's input it is a pitch class,
+# an index into the model's pitch range (MIDI pitch - config.audio.pitch_min); everywhere else (translation, the
+# listening measures, melodies, names like `midi`) it is a MIDI pitch. These two are the one conversion between them.
+
+
+def pitch_class(config: ml_collections.ConfigDict, midi):
+  """MIDI pitch -> pitch class: midi - config.audio.pitch_min, for an int or an array (numpy, JAX, TensorFlow),
+  whose dtype is kept. No range check: a MIDI pitch outside pitch_min..pitch_max gives a class outside
+  0..num_pitches(config) - 1."""
+  return midi - int(config.audio.pitch_min)
+
+
+def midi_pitch(config: ml_collections.ConfigDict, pitch):
+  """Pitch class -> MIDI pitch: pitch + config.audio.pitch_min, for an int or an array (numpy, JAX, TensorFlow),
+  whose dtype is kept; the inverse of `pitch_class`."""
+  return pitch + int(config.audio.pitch_min)
+
+
 def family_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The instrument families that the notes' `family` indexes: those rendered, or all 11 of NSynth for real nsynth."""
   if config.data.audio_source == 'soundfont_notes':

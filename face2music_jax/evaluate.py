@@ -242,8 +242,8 @@ def _write_examples(directory: str, config: ml_collections.ConfigDict, faces: di
     wav_lib.write_wav(os.path.join(directory, wav), audio[i], config.audio.sample_rate)
     examples.append(
         report.Example(face=face, audio=wav, name=str(faces['name'][face_index[i]]),
-                       split=str(faces['split'][face_index[i]]), midi_pitch=int(pitch[i]) + config.audio.pitch_min,
-                       family=families[assigned[i]]))
+                       split=str(faces['split'][face_index[i]]),
+                       midi_pitch=config_lib.midi_pitch(config, int(pitch[i])), family=families[assigned[i]]))
   return examples
 
 

@@ -102,7 +102,7 @@ def make_generate(generator: nn.Module) -> Callable[[dict[str, Any], jax.Array, 
 
   Returns:
     generate(g_vars, z, pitch): generator variables, face embeddings f(x) [B, E] float32, pitch classes [B]
-    int32 (MIDI pitch - config.audio.pitch_min) -> audio [B, config.audio.length] float32.
+    int32 (`config_lib.pitch_class`: MIDI pitch - config.audio.pitch_min) -> audio [B, config.audio.length] float32.
   """
   return jax.jit(lambda g_vars, z, pitch: generator.apply(g_vars, z, pitch, train=False))
 

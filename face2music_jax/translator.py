@@ -279,7 +279,7 @@ class Translator:
   def generate(self, embeddings: np.ndarray, midi: Sequence[int] | np.ndarray) -> np.ndarray:
     """G(f(x), pitch) in eval mode: embeddings [N, E], MIDI pitches [N] -> audio [N, length] float32."""
     embeddings = np.asarray(embeddings, np.float32)
-    classes = np.asarray(midi, np.int32) - self.pitch_range[0]
+    classes = config_lib.pitch_class(self.config, np.asarray(midi, np.int32))
     n = len(embeddings)
     if not n:
       return np.zeros((0, self.config.audio.length), np.float32)

@@ -229,7 +229,7 @@ def test_translate_embeds_photos_with_the_network(trained, weights, tmp_path):
   (translation,), _ = translate.translate(model, [photo], pitch=60, output_dir=str(tmp_path))
   audio, rate = soundfile.read(translation.wav)
   generator, g_vars, _ = gan.restore_generator(config, workdir)
-  want = gan.make_generate(generator)(g_vars, expected, np.array([60 - config.audio.pitch_min], np.int32))
+  want = gan.make_generate(generator)(g_vars, expected, np.array([config_lib.pitch_class(config, 60)], np.int32))
   assert rate == 16000 and np.abs(audio).max() > 0
   np.testing.assert_allclose(audio, np.clip(np.asarray(want)[0], -1, 1), atol=1e-4)  # 16-bit PCM.
 

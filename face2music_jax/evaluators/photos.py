@@ -142,7 +142,7 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   stages.ensure_data(config)
   inputs = inputs_lib.for_config(config, inputs)
   notes = [inputs.notes(split) for split in ('train', 'valid', 'test')]
-  ref_midi = np.concatenate([x['pitch'] for x in notes]) + config.audio.pitch_min
+  ref_midi = config_lib.midi_pitch(config, np.concatenate([x['pitch'] for x in notes]))
   ref_audio = np.concatenate([x['audio'] for x in notes])
   ref_family = np.concatenate([x['family'] for x in notes])
   metric = stages.ensure_audio_embedding(config, workdir, inputs)
