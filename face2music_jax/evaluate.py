@@ -47,12 +47,12 @@ from face2music_jax import plots
 from face2music_jax import progress
 from face2music_jax import report
 from face2music_jax import stages
-from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.audio import wav as wav_lib
 from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.evaluators import correlation
 from face2music_jax.evaluators import fidelity
 from face2music_jax.evaluators import listening as listening_eval
+from face2music_jax.models import audio_embedding as embedding_lib
 
 EVAL_DIR = 'eval'
 METRICS_FILE = 'metrics.json'

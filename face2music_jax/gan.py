@@ -22,7 +22,7 @@ from absl import logging
 from face2music_jax import checkpoint
 from face2music_jax import parallel
 from face2music_jax import workdir as workdir_lib
-from face2music_jax.audio import embedding as embedding_lib
+from face2music_jax.models import audio_embedding as embedding_lib
 from face2music_jax.models import discriminator as d_lib
 from face2music_jax.models import generator as g_lib
 

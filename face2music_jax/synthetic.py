@@ -6,8 +6,8 @@ import ml_collections
 import numpy as np
 
 from face2music_jax import config_lib
-from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.audio import synthesis
+from face2music_jax.models import audio_embedding as embedding_lib
 
 
 def batch(config: ml_collections.ConfigDict, batch_size: int, seed: int) -> dict[str, np.ndarray]:

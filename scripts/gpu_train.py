@@ -43,10 +43,10 @@ from face2music_jax import loops
 from face2music_jax import metrics
 from face2music_jax import parallel
 from face2music_jax import train_step
-from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.audio import listening
 from face2music_jax.audio import wav as wav_lib
 from face2music_jax.data import sampling
+from face2music_jax.models import audio_embedding as embedding_lib
 from face2music_jax.models.classifiers import AudioClassifier
 
 # Fields of the bundle's config that the run keeps whatever the size: the data, phi and classifiers they define.

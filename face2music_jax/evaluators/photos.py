@@ -126,8 +126,8 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   """
   # pylint: disable=import-outside-toplevel  (TensorFlow and Orbax only for this researcher's path)
   from face2music_jax import stages
-  from face2music_jax.audio import embedding as embedding_lib
   from face2music_jax.data import inputs as inputs_lib
+  from face2music_jax.models import audio_embedding as embedding_lib
   start = time.perf_counter()
   files.check_writable(os.path.dirname(os.path.abspath(out_dir)), 'output directory')
   translator = translator_lib.Translator.load(workdir, config)
