@@ -50,9 +50,9 @@ from face2music_jax import parallel
 from face2music_jax import stages
 from face2music_jax import synthetic
 from face2music_jax import train_step
-from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.audio import mfcc as mfcc_lib
 from face2music_jax.data import inputs as inputs_lib
+from face2music_jax.models import audio_embedding as embedding_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ('baseline', 'metric', 'aux')

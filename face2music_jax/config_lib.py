@@ -132,6 +132,24 @@ def num_pitches(config: ml_collections.ConfigDict) -> int:
   return config.audio.pitch_max - config.audio.pitch_min + 1
 
 
+# `pitch` means two things: in the note batches (data/note_batches.py) and as G's and D's input it is a pitch class,
+# an index into the model's pitch range (MIDI pitch - config.audio.pitch_min); everywhere else (translation, the
+# listening measures, melodies, names like `midi`) it is a MIDI pitch. These two are the one conversion between them.
+
+
+def pitch_class(config: ml_collections.ConfigDict, midi):
+  """MIDI pitch -> pitch class: midi - config.audio.pitch_min, for an int or an array (numpy, JAX, TensorFlow),
+  whose dtype is kept. No range check: a MIDI pitch outside pitch_min..pitch_max gives a class outside
+  0..num_pitches(config) - 1."""
+  return midi - int(config.audio.pitch_min)
+
+
+def midi_pitch(config: ml_collections.ConfigDict, pitch):
+  """Pitch class -> MIDI pitch: pitch + config.audio.pitch_min, for an int or an array (numpy, JAX, TensorFlow),
+  whose dtype is kept; the inverse of `pitch_class`."""
+  return pitch + int(config.audio.pitch_min)
+
+
 def family_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The instrument families that the notes' `family` indexes: those rendered, or all 11 of NSynth for real nsynth."""
   if config.data.audio_source == 'soundfont_notes':
@@ -212,13 +230,13 @@ def _choice(config, field: str, choices: tuple[str, ...]) -> None:
   _check(value in choices, field, value, f'expected one of {choices}')
 
 
-# The variable of a face network weights file (models/face.py) whose last axis is the embedding width.
+# The variable of a face network weights file (faces/network.py) whose last axis is the embedding width.
 _FACE_NETWORK_OUTPUT = 'params/last_linear/kernel'
 
 
 def face_network_dim(path: str) -> int:
-  """The embedding width of a face network weights file (models/face.py), read from its last layer alone; the
-  whole file is checked when the network is loaded (data/face_embedding.py: make_embedder).
+  """The embedding width of a face network weights file (faces/network.py), read from its last layer alone; the
+  whole file is checked when the network is loaded (faces/embedding.py: make_embedder).
 
   Raises:
     ConfigError: naming config.data.face_weights and the file, if it is missing, not an .npz or lacks the layer.
@@ -226,7 +244,7 @@ def face_network_dim(path: str) -> int:
   where = f'config.data.face_weights = {path!r}'
   if not os.path.isfile(path):
     raise ConfigError(f'{where}: no such file (expected the .npz weights of the face network; format in '
-                      'face2music_jax/models/face.py).')
+                      'face2music_jax/faces/network.py).')
   try:
     with np.load(path, allow_pickle=False) as weights:
       kernel = weights[_FACE_NETWORK_OUTPUT]

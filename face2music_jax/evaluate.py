@@ -47,12 +47,12 @@ from face2music_jax import plots
 from face2music_jax import progress
 from face2music_jax import report
 from face2music_jax import stages
-from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.audio import wav as wav_lib
 from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.evaluators import correlation
 from face2music_jax.evaluators import fidelity
 from face2music_jax.evaluators import listening as listening_eval
+from face2music_jax.models import audio_embedding as embedding_lib
 
 EVAL_DIR = 'eval'
 METRICS_FILE = 'metrics.json'
@@ -242,8 +242,8 @@ def _write_examples(directory: str, config: ml_collections.ConfigDict, faces: di
     wav_lib.write_wav(os.path.join(directory, wav), audio[i], config.audio.sample_rate)
     examples.append(
         report.Example(face=face, audio=wav, name=str(faces['name'][face_index[i]]),
-                       split=str(faces['split'][face_index[i]]), midi_pitch=int(pitch[i]) + config.audio.pitch_min,
-                       family=families[assigned[i]]))
+                       split=str(faces['split'][face_index[i]]),
+                       midi_pitch=config_lib.midi_pitch(config, int(pitch[i])), family=families[assigned[i]]))
   return examples
 
 

@@ -22,7 +22,7 @@ from absl import logging
 from face2music_jax import checkpoint
 from face2music_jax import parallel
 from face2music_jax import workdir as workdir_lib
-from face2music_jax.audio import embedding as embedding_lib
+from face2music_jax.models import audio_embedding as embedding_lib
 from face2music_jax.models import discriminator as d_lib
 from face2music_jax.models import generator as g_lib
 
@@ -102,7 +102,7 @@ def make_generate(generator: nn.Module) -> Callable[[dict[str, Any], jax.Array, 
 
   Returns:
     generate(g_vars, z, pitch): generator variables, face embeddings f(x) [B, E] float32, pitch classes [B]
-    int32 (MIDI pitch - config.audio.pitch_min) -> audio [B, config.audio.length] float32.
+    int32 (`config_lib.pitch_class`: MIDI pitch - config.audio.pitch_min) -> audio [B, config.audio.length] float32.
   """
   return jax.jit(lambda g_vars, z, pitch: generator.apply(g_vars, z, pitch, train=False))
 

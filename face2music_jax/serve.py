@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from face2music_jax import translator as translator_lib
 from face2music_jax.audio import melody as melody_lib
-from face2music_jax.data import images as images_lib
+from face2music_jax.faces import images as images_lib
 
 PAGE = os.path.join(os.path.dirname(__file__), 'assets', 'web', 'index.html')
 

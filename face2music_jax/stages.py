@@ -25,10 +25,10 @@ from face2music_jax import checkpoint
 from face2music_jax import files
 from face2music_jax import loops
 from face2music_jax import losses
-from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.data import default_faces
 from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.data import notes as notes_data
+from face2music_jax.models import audio_embedding as embedding_lib
 from face2music_jax.models.classifiers import AudioClassifier, make_classifier
 
 

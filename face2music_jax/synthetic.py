@@ -6,8 +6,8 @@ import ml_collections
 import numpy as np
 
 from face2music_jax import config_lib
-from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.audio import synthesis
+from face2music_jax.models import audio_embedding as embedding_lib
 
 
 def batch(config: ml_collections.ConfigDict, batch_size: int, seed: int) -> dict[str, np.ndarray]:
@@ -16,7 +16,7 @@ def batch(config: ml_collections.ConfigDict, batch_size: int, seed: int) -> dict
   rng = np.random.default_rng(seed)
   shape = (config.train.d_steps, batch_size)
   pitch = rng.integers(0, config_lib.num_pitches(config), shape).astype(np.int32)
-  freq = synthesis.midi_to_hz(pitch + config.audio.pitch_min)
+  freq = synthesis.midi_to_hz(config_lib.midi_pitch(config, pitch))
   t = np.arange(config.audio.length) / config.audio.sample_rate
   audio = 0.5 * np.sin(2 * np.pi * freq[..., None] * t) * np.exp(-3 * t)
   audio = (audio + 0.01 * rng.normal(size=audio.shape)).astype(np.float32)

@@ -113,7 +113,7 @@ def _sample_inputs(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs,
   sample_midi = np.repeat(config_lib.listening_pitches(config), len(sample_faces))
   z = parallel.replicate(mesh, np.tile(test_faces['embedding'][sample_faces],
                                        (len(sample_midi) // len(sample_faces), 1)))
-  pitch = parallel.replicate(mesh, (sample_midi - config.audio.pitch_min).astype(np.int32))
+  pitch = parallel.replicate(mesh, config_lib.pitch_class(config, sample_midi).astype(np.int32))
   names = [f'face_{i % len(sample_faces):02d}_midi{m}' for i, m in enumerate(sample_midi)]
   return z, pitch, names
 

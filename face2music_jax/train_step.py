@@ -16,7 +16,7 @@ import optax
 from face2music_jax import gan
 from face2music_jax import losses
 from face2music_jax import parallel
-from face2music_jax.audio import embedding as embedding_lib
+from face2music_jax.models import audio_embedding as embedding_lib
 
 
 def _with(variables: dict[str, Any], params: Any, others: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Translates face photos into WAV files with a `Translator` (the command line: run_translate.py, face2music
 translate).
 
-Each photo, or each image of a folder, is read upright in 8 bits (data/images.py; one larger than
+Each photo, or each image of a folder, is read upright in 8 bits (faces/images.py; one larger than
 `max_image_pixels` is refused before decoding); every face the detector finds is embedded and given a note at the
 requested pitch, or the whole of a melody, written to `<output_dir>/<photo stem>_face<k>.wav` (k = 0, 1, ... left
 to right, whatever the number of faces). A photo that cannot be read or shows no face is reported and skipped; the
@@ -24,7 +24,7 @@ from PIL import ImageDraw
 from face2music_jax import files
 from face2music_jax.audio import melody as melody_lib
 from face2music_jax.audio import wav as wav_lib
-from face2music_jax.data import images as images_lib
+from face2music_jax.faces import images as images_lib
 
 DEFAULT_PITCH = 'C4'
 _GAP_S = 0.25  # Silence between faces in a group piece.

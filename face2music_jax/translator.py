@@ -38,8 +38,8 @@ from face2music_jax import files
 from face2music_jax import jax_cache
 from face2music_jax.audio import melody as melody_lib
 from face2music_jax.audio import wav as wav_lib
-from face2music_jax.data import face_embedding
-from face2music_jax.data import images as images_lib
+from face2music_jax.faces import embedding as face_embedding
+from face2music_jax.faces import images as images_lib
 from face2music_jax.models import generator as g_lib
 
 # The shipped model: package data, so that an install carries it.
@@ -271,7 +271,7 @@ class Translator:
   def generate(self, embeddings: np.ndarray, midi: Sequence[int] | np.ndarray) -> np.ndarray:
     """G(f(x), pitch) in eval mode: embeddings [N, E], MIDI pitches [N] -> audio [N, length] float32."""
     embeddings = np.asarray(embeddings, np.float32)
-    classes = np.asarray(midi, np.int32) - self.pitch_range[0]
+    classes = config_lib.pitch_class(self.config, np.asarray(midi, np.int32))
     n = len(embeddings)
     if not n:
       return np.zeros((0, self.config.audio.length), np.float32)

@@ -29,7 +29,7 @@ from jax.experimental import multihost_utils
 
 from face2music_jax import config_lib
 from face2music_jax import files
-from face2music_jax.data import face_embedding
+from face2music_jax.faces import embedding as face_embedding
 
 LOCK_FILE = 'lock'
 EVAL_LOCK_FILE = 'eval.lock'

@@ -43,10 +43,10 @@ from face2music_jax import loops
 from face2music_jax import metrics
 from face2music_jax import parallel
 from face2music_jax import train_step
-from face2music_jax.audio import embedding as embedding_lib
 from face2music_jax.audio import listening
 from face2music_jax.audio import wav as wav_lib
 from face2music_jax.data import sampling
+from face2music_jax.models import audio_embedding as embedding_lib
 from face2music_jax.models.classifiers import AudioClassifier
 
 # Fields of the bundle's config that the run keeps whatever the size: the data, phi and classifiers they define.
@@ -78,7 +78,7 @@ def make_bundle(workdir: str, out: str) -> None:
   stats = stages.ensure_statistics(config, workdir, metric, inputs)
   notes = {s: inputs.notes(s) for s in ('train', 'valid', 'test')}
   pitches = np.asarray(config_lib.listening_pitches(config))
-  ref_midi = np.concatenate([notes[s]['pitch'] for s in notes]) + config.audio.pitch_min
+  ref_midi = config_lib.midi_pitch(config, np.concatenate([notes[s]['pitch'] for s in notes]))
   keep = np.isin(ref_midi, pitches)
   faces = evaluate.load_faces(inputs, images=False)
   bundle = {
@@ -191,7 +191,7 @@ def _train(config, bundle, seconds: float, deadline: float, log) -> tuple[gan.Tr
 
 def _measure(config, bundle, models, state) -> tuple[dict, np.ndarray, np.ndarray]:
   """Listening measures, FID / IS and Pearson of a trained state (as evaluate.py computes them)."""
-  sr, pmin = config.audio.sample_rate, config.audio.pitch_min
+  sr = config.audio.sample_rate
   g_vars = jax.tree.map(np.asarray, gan.to_host(state.g))
   generate = functools.partial(gan.make_generate(models.g), g_vars)
   pitches = np.asarray(config_lib.listening_pitches(config))
@@ -199,7 +199,7 @@ def _measure(config, bundle, models, state) -> tuple[dict, np.ndarray, np.ndarra
   index = sampling.round_robin_by_identity(names, config.eval.listening_faces)
   face_index, midi = np.tile(index, len(pitches)), np.repeat(pitches, len(index))
   z = bundle['test_faces'][face_index]
-  fake = loops.batched(generate, z, (midi - pmin).astype(np.int32), batch_size=_BATCH)
+  fake = loops.batched(generate, z, config_lib.pitch_class(config, midi).astype(np.int32), batch_size=_BATCH)
   ref_audio, ref_midi = bundle['ref_audio'].astype(np.float32), bundle['ref_midi']
   result = {'translations': listening.measure(fake, midi, sr)}
   result['translations']['distinctness'] = listening.distinctness(fake, midi, names[face_index], ref_audio, ref_midi,
@@ -284,7 +284,7 @@ def run(bundle_path: str, out: str, runs: str, deadline_seconds: float = 0) -> d
   }
   log = lambda s: print(s, flush=True)
   # The references, through the same measures.
-  test_midi = bundle['test_pitch'] + bundle_config.audio.pitch_min
+  test_midi = config_lib.midi_pitch(bundle_config, bundle['test_pitch'])
   results['real_test_notes'] = listening.measure(bundle['test_audio'].astype(np.float32), test_midi,
                                                  bundle_config.audio.sample_rate)
   for i, spec in enumerate(runs.split(',')):

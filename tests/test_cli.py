@@ -13,13 +13,13 @@ from face2music_jax import config_lib
 from face2music_jax import files
 from face2music_jax import preemption
 from face2music_jax import workdir
-from face2music_jax.data import audio as audio_data
+from face2music_jax.data import note_batches
 
 
 @pytest.mark.parametrize('error', [
     config_lib.ConfigError('config.audio.length = 8000 is invalid'),
     checkpoint.CheckpointError('No GAN checkpoint in /w/checkpoints'),
-    audio_data.DataError('corrupt.tfrecord is corrupt'),
+    note_batches.DataError('corrupt.tfrecord is corrupt'),
     PermissionError('The work directory /w is not writable'),
     files.WriteError('Could not write /w/samples/a.wav (is the disk full'),
     workdir.WorkdirError('The work directory /w is in use by process 7')

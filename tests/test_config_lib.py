@@ -4,6 +4,7 @@ import json
 import os
 import re
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -42,6 +43,23 @@ def test_listening_pitches_keep_those_in_the_trained_range():
   config = aux.get_config('tiny')  # MIDI 48..60
   assert config_lib.listening_pitches(config) == (48, 60)
   assert config_lib.listening_pitches(aux.get_config('small')) == (36, 48, 60, 72)
+
+
+def test_pitch_classes_and_midi_pitches_convert_one_way_and_back():
+  config = aux.get_config()
+  low, high = config.audio.pitch_min, config.audio.pitch_max
+  assert config_lib.pitch_class(config, low) == 0 and config_lib.midi_pitch(config, 0) == low
+  assert config_lib.pitch_class(config, high) == config_lib.num_pitches(config) - 1
+  midi = np.arange(low, high + 1, dtype=np.int32)
+  classes = config_lib.pitch_class(config, midi)
+  assert classes.dtype == np.int32 and np.array_equal(classes, np.arange(config_lib.num_pitches(config)))
+  back = config_lib.midi_pitch(config, classes)
+  assert back.dtype == np.int32 and np.array_equal(back, midi)
+  jax_back = config_lib.midi_pitch(config, jnp.asarray(classes))
+  assert jax_back.dtype == jnp.int32 and np.array_equal(np.asarray(jax_back), midi)
+  config.audio.pitch_min = 30
+  assert config_lib.midi_pitch(config, config_lib.pitch_class(config, 64)) == 64
+  assert config_lib.pitch_class(config, 64) == 34
 
 
 def test_an_older_config_json_loads_with_the_values_its_model_was_trained_with(tmp_path):

@@ -24,14 +24,14 @@ from face2music_jax import translate
 from face2music_jax import translator as translator_lib
 from face2music_jax import workdir as workdir_lib
 from face2music_jax.data import default_faces
-from face2music_jax.data import face_embedding
-from face2music_jax.data import face_records
 from face2music_jax.data import faces
-from face2music_jax.data import images
-from face2music_jax.data.face_records import FaceDataError
-from face2music_jax.models import face
-from face2music_jax.models import face_convert
-from face2music_jax.models import face_refine
+from face2music_jax.faces import convert as face_convert
+from face2music_jax.faces import embedding as face_embedding
+from face2music_jax.faces import images
+from face2music_jax.faces import network as face_network
+from face2music_jax.faces import records as face_records
+from face2music_jax.faces import refine as face_refine
+from face2music_jax.faces.records import FaceDataError
 from tests import helpers
 
 # Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
@@ -39,14 +39,14 @@ pytestmark = pytest.mark.slow
 
 # A narrow variant of the network (1/8 of the channels, one block of each kind) with the VGGFace2 network's 512-d
 # output, fast enough for tests at the real 160x160 input.
-SMALL = face.InceptionResnetV1(repeats=(1, 1, 1), width=1 / 8, embedding_dim=512)
+SMALL = face_network.InceptionResnetV1(repeats=(1, 1, 1), width=1 / 8, embedding_dim=512)
 SIZE = face_embedding.NETWORK_CHIP_SIZE
 
 
 @pytest.fixture(scope='module')
 def weights(tmp_path_factory) -> str:
   path = tmp_path_factory.mktemp('face_network') / 'small.npz'
-  face.save_face_weights(path, face.init_face_network(SMALL, seed=0, image_size=SIZE))
+  face_network.save_face_weights(path, face_network.init_face_network(SMALL, seed=0, image_size=SIZE))
   return str(path)
 
 
@@ -89,7 +89,7 @@ def _network_embeddings(weights: str, images: list[np.ndarray], assume_cropped: 
   """What the network gives on the faces, aligned as every path aligns them: 160x160 chips by dlib's landmarks."""
   aligner = face_embedding.FaceAligner(assume_cropped, SIZE)
   chips = np.concatenate([aligner.face_chips(image[None]) for image in images])
-  return face.FaceNetEmbedder(weights, image_size=SIZE)(chips)
+  return face_network.CropEmbedder(weights, image_size=SIZE)(chips)
 
 
 def test_default_faces_hold_the_networks_embeddings(network_faces, weights):
@@ -221,7 +221,7 @@ def test_translate_embeds_photos_with_the_network(trained, weights, tmp_path):
   model = translator_lib.Translator.load(workdir)
   embeddings, boxes = model.faces(photo)
   chips, expected_boxes = face_embedding.FaceAligner(False, SIZE).all_face_chips(images.read_rgb(photo))
-  expected = face.FaceNetEmbedder(weights, image_size=SIZE)(chips)
+  expected = face_network.CropEmbedder(weights, image_size=SIZE)(chips)
   assert embeddings.shape == (1, 512)
   np.testing.assert_allclose(embeddings, expected, atol=1e-5)
   np.testing.assert_array_equal(boxes, expected_boxes)
@@ -229,7 +229,7 @@ def test_translate_embeds_photos_with_the_network(trained, weights, tmp_path):
   (translation,), _ = translate.translate(model, [photo], pitch=60, output_dir=str(tmp_path))
   audio, rate = soundfile.read(translation.wav)
   generator, g_vars, _ = gan.restore_generator(config, workdir)
-  want = gan.make_generate(generator)(g_vars, expected, np.array([60 - config.audio.pitch_min], np.int32))
+  want = gan.make_generate(generator)(g_vars, expected, np.array([config_lib.pitch_class(config, 60)], np.int32))
   assert rate == 16000 and np.abs(audio).max() > 0
   np.testing.assert_allclose(audio, np.clip(np.asarray(want)[0], -1, 1), atol=1e-4)  # 16-bit PCM.
 
@@ -244,8 +244,8 @@ def test_refine_command_writes_refined_weights(network_faces, weights, tmp_path,
         '--views_per_identity=2', '--assume_cropped', '--lr=1e-3', '--log_every=1'
     ]) == 0
   assert 'Face network refinement step 2/2: triplet loss' in caplog.text
-  refined, before = face.load_face_weights(output), face.load_face_weights(weights)
-  assert face.network_for_variables(refined) == face.network_for_variables(before)
+  refined, before = face_network.load_face_weights(output), face_network.load_face_weights(weights)
+  assert face_network.network_for_variables(refined) == face_network.network_for_variables(before)
   assert not os.path.exists(output + '.incomplete')
   changed = jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), refined, before))
   assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(refined))

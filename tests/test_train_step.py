@@ -13,7 +13,7 @@ from face2music_jax import gan
 from face2music_jax import losses
 from face2music_jax import parallel
 from face2music_jax import train_step
-from face2music_jax.audio import embedding as embedding_lib
+from face2music_jax.models import audio_embedding as embedding_lib
 from tests import helpers
 
 # Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
@@ -147,7 +147,7 @@ import sys, numpy as np, jax
 sys.path.insert(0, {root!r})
 from tests import test_train_step, helpers
 from face2music_jax import gan
-from face2music_jax.audio import embedding as embedding_lib
+from face2music_jax.models import audio_embedding as embedding_lib
 
 config = helpers.tiny_config({name!r})
 # Adam's first updates are lr * g / (|g| + eps): with the default eps a gradient element that is ~0 up to rounding

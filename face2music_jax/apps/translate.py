@@ -18,7 +18,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from face2music_jax import cli
-from face2music_jax.data import images
+from face2music_jax.faces import images
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(

@@ -78,8 +78,8 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.data.face_image_size = 64  # Faces are resized to this square size (pixels).
   c.data.face_views = 8  # Augmented views per embedded default face (flips, crops, brightness).
   c.data.max_default_faces = 0  # Use only the first N default identities (0 = all 101); tests use fewer.
-  c.data.face_embedding = 'dlib'  # 'dlib' (128-d, ships offline) or 'network' (models/face.py, 512-d).
-  c.data.face_weights = ''  # .npz weights of the 'network' face embedding (format: face2music_jax/models/face.py).
+  c.data.face_embedding = 'dlib'  # 'dlib' (128-d, ships offline) or 'network' (faces/network.py, 512-d).
+  c.data.face_weights = ''  # .npz weights of the 'network' face embedding (format: face2music_jax/faces/network.py).
   c.data.embedding_dim = 128  # Width of the face embedding: 128 for dlib, 512 for the VGGFace2 network.
 
   # The SoundFont notes builder (NSynth format): 4 s notes, held 3 s then released.

@@ -1,5 +1,5 @@
 """The embedded default faces: real LFW crops from scikit-image (and the astronaut), in augmented views, converted
-into face records (`face_records.py`) with the config's face embeddings, once per embedder.
+into face records (`faces/records.py`) with the config's face embeddings, once per embedder.
 
 `prepare_default_faces` builds them when missing (`stages.ensure_data` is the one caller that builds);
 `built_face_files` only reads the index of built faces, and is what the reader (`faces.face_files`) calls.
@@ -19,10 +19,10 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from face2music_jax import config_lib
-from face2music_jax.data import face_embedding
-from face2music_jax.data import face_records
-from face2music_jax.data.face_embedding import Embedder
-from face2music_jax.data.face_records import FaceDataError
+from face2music_jax.faces import embedding as face_embedding
+from face2music_jax.faces import records as face_records
+from face2music_jax.faces.embedding import Embedder
+from face2music_jax.faces.records import FaceDataError
 
 # skimage.data.lfw_subset(): the first 100 images are LFW face crops, the other 100 are not faces; with the
 # astronaut, config_lib.DEFAULT_FACE_IDENTITIES identities.

@@ -1,4 +1,4 @@
-"""The reader of face records (format in `face_records.py`) for the models: the face files of a config, this
+"""The reader of face records (format in `faces/records.py`) for the models: the face files of a config, this
 host's share of them, and whole sets of records as numpy arrays, with or without decoded images.
 
 Training, its stages and evaluation hold the faces they use in memory (`data/inputs.py`): training reads only
@@ -20,12 +20,12 @@ import tensorflow as tf
 from absl import logging
 
 from face2music_jax.data import default_faces
-from face2music_jax.data import face_embedding
-from face2music_jax.data import face_records
-from face2music_jax.data.face_records import (EMBEDDER_KEY, EMBEDDING_DIM_KEY, EMBEDDING_KEY, FILENAME_KEY, IMAGE_KEY,
-                                              LABEL_KEY, NAME_KEY, FaceDataError)
+from face2music_jax.faces import embedding as face_embedding
+from face2music_jax.faces import records as face_records
+from face2music_jax.faces.records import (EMBEDDER_KEY, EMBEDDING_DIM_KEY, EMBEDDING_KEY, FILENAME_KEY, IMAGE_KEY,
+                                          LABEL_KEY, NAME_KEY, FaceDataError)
 
-_EMBED_COMMAND = 'python -m face2music_jax.data.face_records embed'
+_EMBED_COMMAND = 'python -m face2music_jax.faces.records embed'
 
 
 def face_files(config: ml_collections.ConfigDict, split: str) -> list[str]:

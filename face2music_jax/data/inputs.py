@@ -21,8 +21,8 @@ import numpy as np
 from absl import logging
 
 from face2music_jax import parallel
-from face2music_jax.data import audio as audio_data
 from face2music_jax.data import faces as face_data
+from face2music_jax.data import note_batches
 from face2music_jax.data.sampling import EpochSampler
 
 # The config fields that define the data an `Inputs` reads (the notes, the faces and their embeddings).
@@ -50,7 +50,7 @@ class Inputs:
     """All notes of a split, cropped and filtered as the models see them (`audio.load_notes`): audio [N, length]
     float32; pitch, family, velocity, instrument [N] int32."""
     if split not in self._notes:
-      self._notes[split] = audio_data.load_notes(self.config, split)
+      self._notes[split] = note_batches.load_notes(self.config, split)
     return self._notes[split]
 
   def face_files(self, split: str) -> list[str]:

@@ -4,7 +4,8 @@ Each note is 4 s of 16 kHz mono audio: the key is held for 3 s, then released fo
 instrument families are played by the General MIDI programs of `config.notes.programs`, over the MIDI pitches
 each family plausibly plays (`FAMILY_PITCH_RANGES`, intersected with the configured grid) and the configured
 velocities, less the (program, pitch) pairs of `config.notes.exclude`. The features have exactly the names,
-dtypes, shapes and class counts of TFDS `nsynth`, so one input pipeline (`face2music_jax.data.audio`) reads both.
+dtypes, shapes and class counts of TFDS `nsynth`, so one input pipeline (`face2music_jax.data.note_batches`) reads
+both.
 
 Feature values:
   - id: '<family>_synthetic_<program:03d>-<pitch:03d>-<velocity:03d>', NSynth's id layout, with the 1-based GM

@@ -12,6 +12,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from face2music_jax import config_lib
 from face2music_jax import loops
 from face2music_jax import metrics
 from face2music_jax.audio import listening
@@ -38,7 +39,7 @@ def reference_audio(config: ml_collections.ConfigDict, test_notes: np.ndarray,
                     pitch: np.ndarray) -> dict[str, np.ndarray]:
   """The reference rows' audio: the real test notes, white noise, and harmonic tones at `pitch` (pitch classes,
   those of the real notes the translations are compared with)."""
-  midi = pitch + config.audio.pitch_min
+  midi = config_lib.midi_pitch(config, pitch)
   return {
       'real_test_notes': test_notes,
       'white_noise': listening.white_noise(len(pitch), config.audio.length, seed=config.eval.seed),

@@ -41,15 +41,15 @@ def evaluate(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs, gener
     (the measures: {'pitches', 'num_faces', 'num_identities', 'rows': {row: summary with 'distinctness'}},
      the translations: {'audio' [P * F, length], 'face_index' [P * F] into `faces`, plus `clip_measures`}).
   """
-  sr, pitch_min = config.audio.sample_rate, config.audio.pitch_min
+  sr = config.audio.sample_rate
   pitches = np.asarray(config_lib.listening_pitches(config))
   index = sampling.round_robin_by_identity(faces['name'], config.eval.listening_faces)
   face_index = np.tile(index, len(pitches))
   midi = np.repeat(pitches, len(index))
-  audio = loops.batched(generate, faces['embedding'][face_index], (midi - pitch_min).astype(np.int32),
-                        batch_size=config.eval.batch_size)
+  audio = loops.batched(generate, faces['embedding'][face_index],
+                        config_lib.pitch_class(config, midi).astype(np.int32), batch_size=config.eval.batch_size)
   notes = [inputs.notes(split) for split in ('train', 'valid', 'test')]
-  ref_midi = np.concatenate([n['pitch'] for n in notes]) + pitch_min
+  ref_midi = config_lib.midi_pitch(config, np.concatenate([n['pitch'] for n in notes]))
   keep = np.isin(ref_midi, pitches)
   ref_audio, ref_midi = np.concatenate([n['audio'] for n in notes])[keep], ref_midi[keep]
 
@@ -67,7 +67,8 @@ def evaluate(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs, gener
   # The real notes' distinctness: pairs of different instruments among the real notes of the listening pitches
   # (the test split alone has too few notes per pitch), against all their pairs: about 1 by construction.
   ref_instrument = np.concatenate([n['instrument'] for n in notes])[keep]
-  rows['real_test_notes'], _ = row(test['audio'], test['pitch'] + pitch_min, ref_instrument, ref_audio, ref_midi)
+  rows['real_test_notes'], _ = row(test['audio'], config_lib.midi_pitch(config, test['pitch']), ref_instrument,
+                                   ref_audio, ref_midi)
   ref_midi_rows = np.repeat(pitches, _REFERENCE_CLIPS)
   noise = listening.white_noise(len(ref_midi_rows), config.audio.length, seed=config.eval.seed)
   rows['white_noise'], _ = row(noise, ref_midi_rows, np.arange(len(ref_midi_rows)))

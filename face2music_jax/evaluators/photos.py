@@ -40,8 +40,8 @@ from face2music_jax import metrics
 from face2music_jax import translator as translator_lib
 from face2music_jax.audio import listening
 from face2music_jax.audio import wav as wav_lib
-from face2music_jax.data import face_embedding
-from face2music_jax.data import images as images_lib
+from face2music_jax.faces import embedding as face_embedding
+from face2music_jax.faces import images as images_lib
 
 
 def photo_files(directory: str) -> list[str]:
@@ -126,8 +126,8 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   """
   # pylint: disable=import-outside-toplevel  (TensorFlow and Orbax only for this researcher's path)
   from face2music_jax import stages
-  from face2music_jax.audio import embedding as embedding_lib
   from face2music_jax.data import inputs as inputs_lib
+  from face2music_jax.models import audio_embedding as embedding_lib
   start = time.perf_counter()
   files.check_writable(os.path.dirname(os.path.abspath(out_dir)), 'output directory')
   translator = translator_lib.Translator.load(workdir, config)
@@ -142,7 +142,7 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   stages.ensure_data(config)
   inputs = inputs_lib.for_config(config, inputs)
   notes = [inputs.notes(split) for split in ('train', 'valid', 'test')]
-  ref_midi = np.concatenate([x['pitch'] for x in notes]) + config.audio.pitch_min
+  ref_midi = config_lib.midi_pitch(config, np.concatenate([x['pitch'] for x in notes]))
   ref_audio = np.concatenate([x['audio'] for x in notes])
   ref_family = np.concatenate([x['family'] for x in notes])
   metric = stages.ensure_audio_embedding(config, workdir, inputs)

@@ -152,7 +152,7 @@ class HarmonicGenerator(nn.Module):
 
   Attributes:
     num_pitches: number of pitch classes.
-    pitch_min: MIDI pitch of class 0.
+    pitch_min: MIDI pitch of class 0 (config.audio.pitch_min; the model adds it as `config_lib.midi_pitch` does).
     length: output samples; divisible by `frames`.
     sample_rate: Hz.
     hidden: width of the conditioning MLP.

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from face2music_jax import config_lib
 from face2music_jax.audio import listening
 from face2music_jax.data import inputs
 
@@ -13,7 +14,7 @@ PITCHES = np.repeat([36, 48, 60, 72], 2)
 @pytest.mark.slow
 def test_real_notes_are_in_tune_and_tonal(tiny_config):
   notes = inputs.Inputs(tiny_config).notes('train')
-  midi = notes['pitch'] + tiny_config.audio.pitch_min
+  midi = config_lib.midi_pitch(tiny_config, notes['pitch'])
   m = listening.measure(notes['audio'], midi, SR)
   assert m['in_tune_50c'] >= 0.95, m
   assert m['flatness']['median'] < 1e-3
@@ -47,7 +48,7 @@ def test_flatness_orders_tone_noisy_tone_and_noise():
 
 def test_distinctness_is_zero_for_identical_translations_and_about_one_for_real_notes(tiny_config):
   notes = inputs.Inputs(tiny_config).notes('train')
-  midi = notes['pitch'] + tiny_config.audio.pitch_min
+  midi = config_lib.midi_pitch(tiny_config, notes['pitch'])
   p = np.bincount(midi).argmax()
   real = notes['audio'][midi == p]
   same = np.repeat(real[:1], 4, axis=0)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from face2music_jax import config_lib
 from face2music_jax.audio import listening
 from face2music_jax.audio import synthesis
 from face2music_jax.models import generator as g_lib
@@ -120,7 +121,7 @@ def test_harmonic_generator_is_in_tune_for_every_face_and_pitch():
     params[f'conv{i}'] = jax.tree.map(jnp.zeros_like, params[f'conv{i}'])
   steady = np.asarray(generator.apply({**variables, 'params': params}, z, pitch, train=False))
   for clip, p in zip(steady, np.asarray(pitch)):
-    f0 = float(listening.midi_to_hz(p + config.audio.pitch_min))
+    f0 = float(listening.midi_to_hz(config_lib.midi_pitch(config, p)))
     assert _energy_off_harmonics(clip, f0) < 1e-3
   # The face changes the note: two faces at one pitch differ.
   other = np.asarray(generator.apply(variables, -z, pitch, train=False))

@@ -14,9 +14,11 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from face2music_jax.configs import default
-from face2music_jax.data import default_faces, face_embedding, face_records, faces
-from face2music_jax.data.face_embedding import DlibFaceEmbedder, NoFaceError
-from face2music_jax.data.face_records import FaceDataError
+from face2music_jax.data import default_faces, faces
+from face2music_jax.faces import embedding as face_embedding
+from face2music_jax.faces import records as face_records
+from face2music_jax.faces.embedding import DlibFaceEmbedder, NoFaceError
+from face2music_jax.faces.records import FaceDataError
 
 # Created out of order: labels must follow the sorted names, not the creation order.
 IDENTITIES = ('n000010', 'n000002', 'n000007', 'n000003')

@@ -5,10 +5,10 @@ import jax
 import numpy as np
 import pytest
 
-from face2music_jax.data import audio as audio_data
 from face2music_jax.data import faces as face_data
 from face2music_jax.data import inputs as inputs_lib
-from face2music_jax.data.face_records import FaceDataError
+from face2music_jax.data import note_batches
+from face2music_jax.faces.records import FaceDataError
 
 
 def _counting(monkeypatch, module, name: str) -> list:
@@ -23,7 +23,7 @@ def _counting(monkeypatch, module, name: str) -> list:
 
 
 def test_each_split_is_read_once_and_shared_by_configs_of_the_same_data(tiny_config, monkeypatch):
-  note_reads = _counting(monkeypatch, audio_data, 'load_notes')
+  note_reads = _counting(monkeypatch, note_batches, 'load_notes')
   face_reads = _counting(monkeypatch, face_data, 'load_faces')
   inputs = inputs_lib.Inputs(tiny_config)
   assert inputs.notes('train') is inputs.notes('train') and len(note_reads) == 1

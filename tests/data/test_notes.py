@@ -12,7 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from face2music_jax.configs import aux
-from face2music_jax.data import audio as audio_data
+from face2music_jax.data import note_batches
 from face2music_jax.data import notes
 
 
@@ -186,4 +186,4 @@ def test_a_damaged_dataset_description_is_named_with_the_way_out(tiny, tmp_path)
   with pytest.raises(notes.CorruptDatasetError, match=f'{where} .*does not read: UnicodeDecodeError.*delete that'):
     notes.prepare_notes(config)
   with pytest.raises(notes.CorruptDatasetError, match=where):
-    audio_data.load_notes(config, 'train')
+    note_batches.load_notes(config, 'train')

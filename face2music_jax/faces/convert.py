@@ -1,7 +1,7 @@
 """Converts facenet-pytorch's `InceptionResnetV1` state dict (e.g. its VGGFace2 weights) to a Flax weights file.
 
 facenet-pytorch (timesler/facenet-pytorch) ships the VGGFace2-trained FaceNet as a PyTorch state dict,
-`20180402-114759-vggface2.pt`. Its keys name modules as `models/face.py` does, with torch's `nn.Sequential`
+`20180402-114759-vggface2.pt`. Its keys name modules as `faces/network.py` does, with torch's `nn.Sequential`
 indices written `_i` in Flax:
 
   torch                                       Flax
@@ -14,10 +14,10 @@ indices written `_i` in Flax:
 `logits.*` (the VGGFace2 identity classifier) and `*.num_batches_tracked` are not needed and are ignored.
 
 Usage (PyTorch needed only here; it is not a dependency of the rest of the project):
-  python -m face2music_jax.models.face_convert convert --torch_state_dict=20180402-114759-vggface2.pt --output=vggface2.npz
+  python -m face2music_jax.faces.convert convert --torch_state_dict=20180402-114759-vggface2.pt --output=vggface2.npz
 
-The same command refines a weights file on face TFRecords (`python -m face2music_jax.models.face_convert refine ...`,
-models/face_refine.py).
+The same command refines a weights file on face TFRecords (`python -m face2music_jax.faces.convert refine ...`,
+faces/refine.py).
 """
 
 import argparse
@@ -30,7 +30,7 @@ from typing import Any
 from flax import traverse_util
 import numpy as np
 
-from face2music_jax.models import face
+from face2music_jax.faces import network
 
 # (Flax collection, Flax leaf name) -> torch parameter or buffer name.
 _TORCH_LEAF = {
@@ -62,8 +62,8 @@ def _to_flax_layout(array: np.ndarray) -> np.ndarray:
   return array
 
 
-def convert_state_dict(state_dict: Mapping[str, Any], model: face.InceptionResnetV1 | None = None) -> dict[str, Any]:
-  """Maps an `InceptionResnetV1` state dict to the variables of `models.face.InceptionResnetV1`.
+def convert_state_dict(state_dict: Mapping[str, Any], model: network.InceptionResnetV1 | None = None) -> dict[str, Any]:
+  """Maps an `InceptionResnetV1` state dict to the variables of `models.network.InceptionResnetV1`.
 
   Args:
     state_dict: torch key -> array (numpy, or anything `np.asarray` takes, e.g. a CPU torch tensor).
@@ -73,9 +73,9 @@ def convert_state_dict(state_dict: Mapping[str, Any], model: face.InceptionResne
   Raises:
     ValueError: naming missing keys, unexpected keys and keys of a wrong shape.
   """
-  model = model or face.InceptionResnetV1()
+  model = model or network.InceptionResnetV1()
   flat, problems, used = {}, [], set()
-  for flax_key, shape in face.variable_shapes(model).items():
+  for flax_key, shape in network.variable_shapes(model).items():
     key = torch_key(flax_key)
     if key not in state_dict:
       problems.append(f'missing {key}')
@@ -108,16 +108,16 @@ def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def convert_file(torch_state_dict: str | os.PathLike, output: str | os.PathLike) -> None:
-  """Converts facenet-pytorch's state dict file to a Flax weights file (.npz, see `models/face.py`)."""
-  face.save_face_weights(output, convert_state_dict(load_torch_state_dict(torch_state_dict)))
+  """Converts facenet-pytorch's state dict file to a Flax weights file (.npz, see `faces/network.py`)."""
+  network.save_face_weights(output, convert_state_dict(load_torch_state_dict(torch_state_dict)))
 
 
 def main(argv: Sequence[str]) -> int:
   """Command line: `convert --torch_state_dict=in.pt --output=out.npz`, or `refine --weights=in.npz
-  --records='DIR/train-*.tfrecord' --output=out.npz --steps=N` (models/face_refine.py)."""
+  --records='DIR/train-*.tfrecord' --output=out.npz --steps=N` (faces/refine.py)."""
   # Here, not at the top: refinement reads face TFRecords (TensorFlow, dlib), which conversion does not need.
-  from face2music_jax.models import face_refine  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(prog='python -m face2music_jax.models.face_convert',
+  from face2music_jax.faces import refine as face_refine  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(prog='python -m face2music_jax.faces.convert',
                                    description='Face embedding network tools.')
   commands = parser.add_subparsers(dest='command', required=True)
   convert = commands.add_parser('convert', help='facenet-pytorch InceptionResnetV1 state dict -> Flax .npz')

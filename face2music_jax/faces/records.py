@@ -10,7 +10,8 @@ Faces are stored as sharded TFRecords. Each record is a `tf.train.Example` with 
   embedding        float[D] optional: the precomputed face embedding f(x)
   embedding/dim    int64    optional: D, the width of `embedding`
   embedding/embedder bytes  optional: the embedder's tag, 'dlib' or 'network:<fingerprint of its weights file>'
-                            (data/face_embedding.py); `faces.face_files` checks it against the config's embedder
+                            (faces/embedding.py); `data/faces.py: face_files` checks it against the
+                            config's embedder
 
 Files are named `<split>-00000-of-00016.tfrecord`. Example order is shuffled (seeded) before sharding, so that
 every shard mixes identities. Beside the shards, `<split>.shard_lengths.json` records the number of records of
@@ -18,19 +19,19 @@ each (as TFDS's dataset_info.json does for its splits), and the readers verify i
 (truncated at a record boundary, emptied, or deleted from a glob's match) is an error naming it, not a silently
 smaller dataset. Shards without it (converted by older versions) are read unverified.
 
-The readers of sets of records for the models (host split, embeddings, images) are in `faces.py`; the embedded
-default faces in `default_faces.py`.
+The readers of sets of records for the models (host split, embeddings, images) are in `data/faces.py`; the
+embedded default faces in `data/default_faces.py`.
 
 Command line. Convert a VGGFace2-style folder (`<input_dir>/<identity>/<image>.jpg`):
 
-  python -m face2music_jax.data.face_records convert --input_dir=/data/vggface2/train \
+  python -m face2music_jax.faces.records convert --input_dir=/data/vggface2/train \
       --output_dir=/data/vggface2_tfr --split=train --num_shards=256 \
       [--embed=dlib | --embed=network --face_weights=vggface2.npz] [--skip_bad_images]
 
 then set `--config.data.face_source=tfrecords --config.data.face_tfrecords='/data/vggface2_tfr/{split}-*.tfrecord'`.
 Add (or replace) the embeddings of existing records, e.g. of your own images converted without `--embed`:
 
-  python -m face2music_jax.data.face_records embed --input='/data/faces/train-*.tfrecord' \
+  python -m face2music_jax.faces.records embed --input='/data/faces/train-*.tfrecord' \
       --output_dir=/data/faces_dlib [--embed=network --face_weights=vggface2.npz] [--assume_cropped] [--skip_no_face]
 """
 
@@ -50,9 +51,9 @@ from absl.flags import argparse_flags
 from PIL import Image
 
 from face2music_jax import config_lib
-from face2music_jax.data import face_embedding
-from face2music_jax.data import images as images_lib
-from face2music_jax.data.face_embedding import Embedder, NoFaceError
+from face2music_jax.faces import embedding as face_embedding
+from face2music_jax.faces import images as images_lib
+from face2music_jax.faces.embedding import Embedder, NoFaceError
 
 IMAGE_KEY = 'image/encoded'
 FILENAME_KEY = 'image/filename'
@@ -206,8 +207,8 @@ def read_image(path: str, max_pixels: int = images_lib.MAX_PIXELS) -> tuple[byte
   """JPEG bytes of an image file and its pixels, upright, uint8 [H, W, 3].
 
   JPEGs are stored as they are, unless their EXIF orientation says that the pixels are stored turned; those and
-  other formats are re-encoded. TensorFlow decodes the pixels, as the reader (`faces.load_faces`) does; the size is
-  checked from the header first.
+  other formats are re-encoded. TensorFlow decodes the pixels, as the reader (`data/faces.py: load_faces`) does; the
+  size is checked from the header first.
 
   Raises:
     FaceDataError: naming the file, if it does not decode or is larger than `max_pixels`.

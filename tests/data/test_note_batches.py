@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from face2music_jax.configs import aux
 from face2music_jax import config_lib
 from face2music_jax.audio import synthesis
-from face2music_jax.data import audio, notes
+from face2music_jax.data import note_batches, notes
 
 NSYNTH = 'nsynth/gansynth_subset'
 _ONSET = 0.5  # Amplitude of the first sample of each synthetic note.
@@ -91,7 +91,7 @@ def nsynth_config(tmp_path_factory):
 
 
 def test_notes_have_configured_shapes_dtypes_and_pitch_range(tiny):
-  loaded = audio.load_notes(tiny, 'train')
+  loaded = note_batches.load_notes(tiny, 'train')
   n = len(loaded['pitch'])
   assert n and loaded['audio'].shape == (n, tiny.audio.length) and loaded['audio'].dtype == np.float32
   for key in ('pitch', 'family', 'velocity', 'instrument'):
@@ -102,20 +102,20 @@ def test_notes_have_configured_shapes_dtypes_and_pitch_range(tiny):
   # Cropped at the onset: the first samples already sound.
   assert np.all(np.max(np.abs(loaded['audio'][:, :200]), axis=1) > 1e-3)
   assert config_lib.family_names(tiny) == ('bass', 'flute', 'keyboard', 'string')
-  first = audio.load_notes(tiny, 'train', max_examples=3)
+  first = note_batches.load_notes(tiny, 'train', max_examples=3)
   np.testing.assert_array_equal(first['audio'], loaded['audio'][:3])
 
 
 def test_unrendered_soundfont_notes_are_named_and_not_rendered_by_the_reader(tmp_path):
   config = aux.get_config('tiny')
   config.data_dir = str(tmp_path)
-  with pytest.raises(audio.DataError, match=r'SoundFont notes are not rendered: .*soundfont_notes.*ensure_data'):
-    audio.load_notes(config, 'train')
+  with pytest.raises(note_batches.DataError, match=r'SoundFont notes are not rendered: .*soundfont_notes.*ensure_data'):
+    note_batches.load_notes(config, 'train')
   assert not notes.notes_builder(config).is_prepared()
 
 
 def test_real_nsynth_format_goes_through_the_same_code(nsynth_config):
-  loaded = audio.load_notes(nsynth_config, 'train')
+  loaded = note_batches.load_notes(nsynth_config, 'train')
   kept = [(i, p, o) for i, (p, o) in enumerate(_NSYNTH_NOTES) if 48 <= p <= 60]
   assert loaded['velocity'].tolist() == [i for i, _, _ in kept]  # File order; out-of-range pitches dropped.
   assert loaded['pitch'].tolist() == [p - 48 for _, p, _ in kept]
@@ -130,7 +130,7 @@ def test_real_nsynth_format_goes_through_the_same_code(nsynth_config):
     np.testing.assert_allclose(row[:len(expected)], expected * release[:len(expected)], rtol=1e-6, atol=1e-7)
     assert not np.any(row[len(expected):])  # Zero-padded when the note ends within `length` samples.
   assert config_lib.num_families(nsynth_config) == 11
-  valid = audio.load_notes(nsynth_config, 'valid')
+  valid = note_batches.load_notes(nsynth_config, 'valid')
   assert valid['audio'].shape == (3, length) and valid['pitch'].dtype == np.int32
 
 
@@ -138,13 +138,13 @@ def test_unprepared_nsynth_says_how_to_prepare_it(tmp_path):
   config = aux.get_config('tiny')
   config.data_dir = str(tmp_path)
   config.data.audio_source = 'nsynth'
-  with pytest.raises(audio.DataError, match=r'not prepared in .*tfds_data_dir.*tfds build'):
-    audio.load_notes(config, 'train')
+  with pytest.raises(note_batches.DataError, match=r'not prepared in .*tfds_data_dir.*tfds build'):
+    note_batches.load_notes(config, 'train')
 
 
 def test_unknown_split_is_named(nsynth_config):
-  with pytest.raises(audio.DataError, match="no split 'test'"):
-    audio.load_notes(nsynth_config, 'test')
+  with pytest.raises(note_batches.DataError, match="no split 'test'"):
+    note_batches.load_notes(nsynth_config, 'test')
 
 
 def test_wrong_audio_shape_in_dataset_info_is_named(tmp_path):
@@ -158,8 +158,8 @@ def test_wrong_audio_shape_in_dataset_info_is_named(tmp_path):
   })
   _write_prepared(os.path.join(config.data_dir, 'tfds', 'short_notes', '1.0.0'), 'short_notes', short,
                   {'train': [short.serialize_example(_nsynth_example(0, 50, 0, num_samples=16000))]})
-  with pytest.raises(audio.DataError, match=r"'audio' .* shape \(16000,\).*expected shape \(64000,\)"):
-    audio.load_notes(config, 'train')
+  with pytest.raises(note_batches.DataError, match=r"'audio' .* shape \(16000,\).*expected shape \(64000,\)"):
+    note_batches.load_notes(config, 'train')
 
 
 def test_records_of_wrong_shape_name_their_file(tmp_path):
@@ -170,8 +170,8 @@ def test_records_of_wrong_shape_name_their_file(tmp_path):
   example = tf.train.Example.FromString(features.serialize_example(_nsynth_example(0, 50, 0)))
   del example.features.feature['audio'].float_list.value[16000:]  # A 1 s note where NSynth has 4 s.
   (path,) = _write_prepared(_nsynth_dir(config), 'nsynth', features, {'train': [example.SerializeToString()]})
-  with pytest.raises(audio.DataError, match=f'{re.escape(path)}.*audio'):
-    audio.load_notes(config, 'train')
+  with pytest.raises(note_batches.DataError, match=f'{re.escape(path)}.*audio'):
+    note_batches.load_notes(config, 'train')
 
 
 def test_corrupt_tfrecord_names_its_file(tiny, tmp_path):
@@ -182,8 +182,8 @@ def test_corrupt_tfrecord_names_its_file(tiny, tmp_path):
   with open(path, 'r+b') as f:
     f.seek(os.path.getsize(path) // 2)
     f.write(np.random.default_rng(0).bytes(1000))
-  with pytest.raises(audio.DataError, match=f'Corrupt or malformed record in {re.escape(path)}'):
-    audio.load_notes(config, 'train')
+  with pytest.raises(note_batches.DataError, match=f'Corrupt or malformed record in {re.escape(path)}'):
+    note_batches.load_notes(config, 'train')
 
 
 def test_a_sample_rate_other_than_the_configs_is_named(tmp_path, tiny):
@@ -197,15 +197,15 @@ def test_a_sample_rate_other_than_the_configs_is_named(tmp_path, tiny):
   })
   _write_prepared(os.path.join(config.data_dir, 'tfds', 'notes_22k', '1.0.0'), 'notes_22k', resampled,
                   {'train': [resampled.serialize_example(_nsynth_example(0, 50, 0))]})
-  with pytest.raises(audio.DataError, match=r"'audio' of .*notes_22k.* sampled at 22050 Hz but "
+  with pytest.raises(note_batches.DataError, match=r"'audio' of .*notes_22k.* sampled at 22050 Hz but "
                      r'config\.audio\.sample_rate = 16000'):
-    audio.load_notes(config, 'train')
+    note_batches.load_notes(config, 'train')
   # The SoundFont notes are rendered at 16 kHz: a config asking for another rate is refused the same way.
   other = aux.get_config('tiny')
   other.data_dir = tiny.data_dir
   other.audio.sample_rate = 22050
-  with pytest.raises(audio.DataError, match=r'sampled at 16000 Hz but config\.audio\.sample_rate = 22050'):
-    audio.load_notes(other, 'valid')
+  with pytest.raises(note_batches.DataError, match=r'sampled at 16000 Hz but config\.audio\.sample_rate = 22050'):
+    note_batches.load_notes(other, 'valid')
 
 
 def test_a_note_shorter_than_the_onset_crop_names_its_file_and_record(tmp_path):
@@ -218,5 +218,5 @@ def test_a_note_shorter_than_the_onset_crop_names_its_file_and_record(tmp_path):
   del short.features.feature['audio'].float_list.value[config.audio.length // 2:]  # Half of the onset crop.
   (path,) = _write_prepared(_nsynth_dir(config), 'nsynth', features,
                             {'train': [good[0], short.SerializeToString(), good[1]]})
-  with pytest.raises(audio.DataError, match=f'{re.escape(path)} \\(record 1, counting from 0\\).*audio'):
-    audio.load_notes(config, 'train')
+  with pytest.raises(note_batches.DataError, match=f'{re.escape(path)} \\(record 1, counting from 0\\).*audio'):
+    note_batches.load_notes(config, 'train')

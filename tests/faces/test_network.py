@@ -9,14 +9,14 @@ from torch import nn as tnn
 from torch.nn import functional as F
 
 from face2music_jax import losses
-from face2music_jax.models import face
-from face2music_jax.models import face_convert
+from face2music_jax.faces import convert as face_convert
+from face2music_jax.faces import network
 
 # Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
 pytestmark = pytest.mark.slow
 
 # A small variant, fast enough to train in a test; 80 pixels is about the smallest input it takes.
-SMALL = face.InceptionResnetV1(repeats=(1, 1, 1), width=1 / 8, embedding_dim=32)
+SMALL = network.InceptionResnetV1(repeats=(1, 1, 1), width=1 / 8, embedding_dim=32)
 SMALL_SIZE = 80
 
 
@@ -142,7 +142,7 @@ def torch_state_dict():
 
 @pytest.fixture(scope='module')
 def small_variables():
-  return face.init_face_network(SMALL, seed=0, image_size=SMALL_SIZE)
+  return network.init_face_network(SMALL, seed=0, image_size=SMALL_SIZE)
 
 
 def _random_faces(n, size, seed):
@@ -157,7 +157,7 @@ def test_converted_network_matches_pytorch(torch_state_dict, tmp_path):
   assert face_convert.main(
       ['convert', f'--torch_state_dict={tmp_path / "facenet.pt"}', f'--output={tmp_path / "facenet.npz"}']) == 0
 
-  embedder = face.FaceNetEmbedder(str(tmp_path / 'facenet.npz'), batch_size=2)
+  embedder = network.CropEmbedder(str(tmp_path / 'facenet.npz'), batch_size=2)
   images = _random_faces(2, 160, seed=1)
   got = embedder(images)
   with torch.no_grad():
@@ -184,26 +184,26 @@ def test_converter_names_missing_unexpected_and_misshapen_keys(torch_state_dict)
 def test_weights_file_round_trip_and_errors(small_variables, tmp_path):
   variables = small_variables
   path = tmp_path / 'small.npz'
-  face.save_face_weights(path, variables)
-  loaded = face.load_face_weights(path)
+  network.save_face_weights(path, variables)
+  loaded = network.load_face_weights(path)
   jax.tree.map(np.testing.assert_array_equal, loaded, jax.tree.map(np.asarray, variables))
-  assert face.network_for_variables(loaded) == SMALL
+  assert network.network_for_variables(loaded) == SMALL
 
   with pytest.raises(FileNotFoundError, match='nope.npz'):
-    face.load_face_weights(tmp_path / 'nope.npz')
+    network.load_face_weights(tmp_path / 'nope.npz')
   (tmp_path / 'junk.npz').write_bytes(b'not a zip file')
   with pytest.raises(ValueError, match='Cannot read'):
-    face.load_face_weights(tmp_path / 'junk.npz')
+    network.load_face_weights(tmp_path / 'junk.npz')
 
   flat = dict(np.load(path))
   flat['params/repeat_2_0/conv2d/kernel'] = np.zeros((1, 1, 7, 7), np.float32)
   np.savez(tmp_path / 'bad.npz', **flat)
   with pytest.raises(ValueError, match=r'params/repeat_2_0/conv2d/kernel has shape \(1, 1, 7, 7\)'):
-    face.load_face_weights(tmp_path / 'bad.npz')
+    network.load_face_weights(tmp_path / 'bad.npz')
 
 
 def test_embedder_batches_resizes_and_normalises(small_variables):
-  embedder = face.FaceNetEmbedder(small_variables, image_size=SMALL_SIZE, batch_size=3)
+  embedder = network.CropEmbedder(small_variables, image_size=SMALL_SIZE, batch_size=3)
   images = _random_faces(7, 100, seed=2)
   out = embedder(images)
   assert embedder.dim == 32 and out.shape == (7, 32) and out.dtype == np.float32
@@ -237,13 +237,13 @@ def test_refinement_lowers_triplet_loss(small_variables):
   variables = small_variables
 
   def eval_loss(v):
-    embeddings = face.FaceNetEmbedder(v, image_size=SMALL_SIZE, batch_size=len(images))(images)
+    embeddings = network.CropEmbedder(v, image_size=SMALL_SIZE, batch_size=len(images))(images)
     return float(losses.triplet_loss(jnp.asarray(embeddings), jnp.asarray(labels), 0.2, 'batch_hard'))
 
   before = eval_loss(variables)
   # Less dropout than facenet-pytorch's 0.6: the small variant pools only 224 features.
-  refined = face.refine_face_network(variables, images, labels, steps=60, batch_size=16, lr=3e-3, margin=0.2, seed=0,
-                                     dropout_rate=0.2, image_size=SMALL_SIZE)
+  refined = network.refine_face_network(variables, images, labels, steps=60, batch_size=16, lr=3e-3, margin=0.2, seed=0,
+                                        dropout_rate=0.2, image_size=SMALL_SIZE)
   after = eval_loss(refined)
   assert after < 0.5 * before, (before, after)  # Typically 0.29 -> 0.04.
   assert eval_loss(variables) == before  # The caller's variables survive the donated train steps.
@@ -251,6 +251,6 @@ def test_refinement_lowers_triplet_loss(small_variables):
 
 def test_small_widths_must_give_whole_channels():
   with pytest.raises(ValueError, match='multiple of 1/16'):
-    face.init_face_network(face.InceptionResnetV1(repeats=(1, 1, 1), width=0.3), image_size=SMALL_SIZE)
+    network.init_face_network(network.InceptionResnetV1(repeats=(1, 1, 1), width=0.3), image_size=SMALL_SIZE)
   with pytest.raises(ValueError, match='at least 75'):
-    face.init_face_network(SMALL, image_size=64)
+    network.init_face_network(SMALL, image_size=64)

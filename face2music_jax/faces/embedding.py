@@ -1,21 +1,21 @@
 """Face embeddings f(x): the `Embedder` protocol, dlib's 128-d face-recognition ResNet, the Flax face network on
 the same aligned faces, the choice between them from a config, and the flags that choose one on the face records'
-command line (`face_records.py`).
+command line (`records.py`).
 
 Any callable that maps uint8 images [N, H, W, 3] to float32 embeddings [N, D] and has a `.dim` attribute is an
-`Embedder` and can be given to the converter (`face_records.convert_folder`) or to `face_records.add_embeddings`.
+`Embedder` and can be given to the converter (`records.convert_folder`) or to `records.add_embeddings`.
 Two are here, both on faces found and aligned by dlib (`FaceAligner`): dlib's network (`DlibFaceEmbedder`, 128-d,
-ships offline) and the Flax Inception-ResNet-v1 of `face2music_jax/models/face.py` (`FaceNetworkEmbedder`, 512-d
+ships offline) and the Flax Inception-ResNet-v1 of `face2music_jax/faces/network.py` (`FaceNetworkEmbedder`, 512-d
 with the VGGFace2 weights). `make_embedder(config)` picks one from config.data.face_embedding and face_weights:
 the default faces, the converter, the `embed` command and translation all embed with it. Each embedder has a `tag`
 ('dlib', or 'network:<fingerprint of the weights file>') that the records and the default faces' directory carry,
-so that embeddings of one embedder are never read as another's (faces.face_files checks it).
+so that embeddings of one embedder are never read as another's (`data/faces.py: face_files` checks it).
 
 Measured on LFW crops (skimage.data.lfw_subset, 25x25 upscaled to 150x150): a face and its mirror image lie about
 0.22 apart, two different people about 0.70 (dlib's own same-person threshold is 0.6).
 
-Embeddings are precomputed into face TFRecords with `python -m face2music_jax.data.face_records embed` (or while
-converting: `... face_records convert --embed=...`); the flags that choose the embedder there are defined here
+Embeddings are precomputed into face TFRecords with `python -m face2music_jax.faces.records embed` (or while
+converting: `... faces.records convert --embed=...`); the flags that choose the embedder there are defined here
 (`add_embedder_flags`).
 """
 
@@ -32,7 +32,7 @@ from absl import app
 from PIL import Image
 
 from face2music_jax import config_lib
-from face2music_jax.models import face as face_model
+from face2music_jax.faces import network as face_network
 
 
 class Embedder(Protocol):
@@ -65,7 +65,7 @@ class NoFaceError(ValueError):
 # dlib aligns every face to a 150x150 chip; the landmark predictor needs about as many pixels to place the eyes.
 _CHIP_SIZE = 150
 # The Flax network's chips: its input size (the VGGFace2 weights were trained on 160x160 crops).
-NETWORK_CHIP_SIZE = face_model.DEFAULT_IMAGE_SIZE
+NETWORK_CHIP_SIZE = face_network.DEFAULT_IMAGE_SIZE
 # The detector looks at a copy of a larger photo shrunk to this many pixels: its cost grows with the pixels (an
 # 8000x8000 photo took 54 s and 3.8 GB), and a face that fills a useful part of a photo stays above its 40-80
 # pixel minimum. Landmarks and chips are taken from the photo itself.
@@ -278,10 +278,10 @@ def network_tag(weights: str) -> str:
 
 
 class FaceNetworkEmbedder(_AlignedEmbedder):
-  """The Flax Inception-ResNet-v1 of `models/face.py` (512-d with the VGGFace2 weights) on dlib-aligned chips.
+  """The Flax Inception-ResNet-v1 of `faces/network.py` (512-d with the VGGFace2 weights) on dlib-aligned chips.
 
   Faces are found and aligned as for dlib's network (`FaceAligner`), to 160x160 chips, the network's input size,
-  so that the faces of the face data, of refinement (`python -m face2music_jax.models.face_convert refine`) and of
+  so that the faces of the face data, of refinement (`python -m face2music_jax.faces.convert refine`) and of
   translation are all framed alike. The network runs in eval mode.
 
   Attributes:
@@ -294,7 +294,7 @@ class FaceNetworkEmbedder(_AlignedEmbedder):
     """Loads the network.
 
     Args:
-      weights: a weights file (format in `models/face.py`).
+      weights: a weights file (format in `faces/network.py`).
       assume_cropped: treat each whole image as the face box (`FaceAligner`).
       batch_size: chips per forward pass.
 
@@ -305,7 +305,7 @@ class FaceNetworkEmbedder(_AlignedEmbedder):
     super().__init__(FaceAligner(assume_cropped, NETWORK_CHIP_SIZE))
     self.weights = weights
     self.tag = network_tag(weights)
-    self._network = face_model.FaceNetEmbedder(weights, image_size=NETWORK_CHIP_SIZE, batch_size=batch_size)
+    self._network = face_network.CropEmbedder(weights, image_size=NETWORK_CHIP_SIZE, batch_size=batch_size)
     self.dim = self._network.dim
 
   def _embed_chips(self, chips: np.ndarray) -> np.ndarray:
@@ -323,7 +323,7 @@ def embedder_for(kind: str, face_weights: str = '', *, assume_cropped: bool = Fa
     return DlibFaceEmbedder(assume_cropped=assume_cropped, num_jitters=num_jitters)
   if kind == 'network':
     if not face_weights:
-      raise ValueError("The 'network' face embedding needs a weights file (.npz; format in models/face.py).")
+      raise ValueError("The 'network' face embedding needs a weights file (.npz; format in faces/network.py).")
     return FaceNetworkEmbedder(face_weights, assume_cropped=assume_cropped)
   raise ValueError(f'Unknown face embedding {kind!r}: expected one of {config_lib.FACE_EMBEDDINGS}.')
 
@@ -371,7 +371,7 @@ def add_embedder_flags(parser, choices: tuple[str, ...] = config_lib.FACE_EMBEDD
   parser.add_argument(
       '--embed', choices=choices, default=default,
       help="The face embedding (as config.data.face_embedding): 'dlib' (128-d) or 'network' (the "
-      'Flax network of models/face.py with --face_weights).')
+      'Flax network of faces/network.py with --face_weights).')
   parser.add_argument('--face_weights', default='',
                       help='With --embed=network: its weights file (.npz, as config.data.face_weights).')
 

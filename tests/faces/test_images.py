@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from face2music_jax.data import images
+from face2music_jax.faces import images
 
 
 def _picture() -> np.ndarray:

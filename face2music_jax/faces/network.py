@@ -4,7 +4,7 @@ The architecture is the one of facenet-pytorch's `InceptionResnetV1` (Szegedy et
 `20180402-114759-vggface2.pt` of David Sandberg's FaceNet): input 160x160 RGB standardised as (x - 127.5) / 128,
 a stem of plain convolutions, 5 Block35, Mixed_6a, 10 Block17, Mixed_7a, 5 Block8 and a final Block8 without
 ReLU, global average pooling, dropout, a 1792 -> 512 linear layer without bias, batch norm, L2 normalisation.
-Parameter names follow facenet-pytorch's module names, so `face_convert.py` maps a state dict mechanically:
+Parameter names follow facenet-pytorch's module names, so `convert.py` maps a state dict mechanically:
 torch `repeat_1.0.branch1.1.conv.weight` is Flax `params/repeat_1_0/branch1_1/conv/kernel`.
 
 Weights file format: an uncompressed `.npz` (`numpy.savez`) holding one float32 array per Flax variable, keyed by
@@ -14,14 +14,14 @@ its collection and module path joined with '/':
 e.g. `params/conv2d_1a/conv/kernel` [3, 3, 3, 32] and `batch_stats/last_bn/var` [512]. The file describes its
 network: the block repeat counts, the width and the embedding size are read from the keys and shapes. Write one
 with `save_face_weights`, or convert facenet-pytorch's state dict:
-  python -m face2music_jax.models.face_convert convert --torch_state_dict=20180402-114759-vggface2.pt --output=vggface2.npz
-and refine it on face TFRecords (models/face_refine.py):
-  python -m face2music_jax.models.face_convert refine --weights=vggface2.npz --records='/data/faces/train-*.tfrecord' \
+  python -m face2music_jax.faces.convert convert --torch_state_dict=20180402-114759-vggface2.pt --output=vggface2.npz
+and refine it on face TFRecords (faces/refine.py):
+  python -m face2music_jax.faces.convert refine --weights=vggface2.npz --records='/data/faces/train-*.tfrecord' \
       --output=refined.npz --steps=2000
 
-`FaceNetEmbedder` turns uint8 face crops into embeddings, and `refine_face_network` fine-tunes the network with a
+`CropEmbedder` turns uint8 face crops into embeddings, and `refine_face_network` fine-tunes the network with a
 triplet loss on face identities, as the paper does. The data pipeline, training and translation use the network
-on dlib-aligned 160x160 chips (`face2music_jax/data/face_embedding.py: FaceNetworkEmbedder`, picked by
+on dlib-aligned 160x160 chips (`face2music_jax/faces/embedding.py: FaceNetworkEmbedder`, picked by
 `make_embedder` for `--config.data.face_embedding=network --config.data.face_weights=<file>
 --config.data.embedding_dim=512`).
 """
@@ -301,8 +301,9 @@ def _embed(model: InceptionResnetV1, variables: Variables, images: jax.Array, im
   return model.apply(variables, preprocess_faces(images, image_size), train=False)
 
 
-class FaceNetEmbedder:
-  """Face crops -> embeddings with the Inception-ResNet-v1 network (eval mode).
+class CropEmbedder:
+  """Face crops, as given -> embeddings with the Inception-ResNet-v1 network (eval mode); no detection or alignment
+  (`faces/embedding.py: FaceNetworkEmbedder` aligns faces with dlib first, then embeds the chips with this).
 
   Same protocol as the dlib embedder: callable on uint8 images, returns float32 [N, dim], has `.dim`.
 

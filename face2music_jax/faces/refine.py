@@ -1,12 +1,12 @@
 """Refines the face network on face TFRecords with a triplet loss on identities, as the paper refines its VGGFace2
-network (`models/face.py: refine_face_network`), from the command line:
+network (`faces/network.py: refine_face_network`), from the command line:
 
-  python -m face2music_jax.models.face_convert refine --weights=vggface2.npz \
+  python -m face2music_jax.faces.convert refine --weights=vggface2.npz \
       --records='/data/vggface2_tfr/train-*.tfrecord' --output=vggface2_refined.npz --steps=2000 \
       [--max_images=20000] [--assume_cropped] [--skip_no_face] [--batch_size=32 --lr=1e-4 --margin=0.2 ...]
 
-The faces are read from the records (format in `data/face_records.py`; identities by name, so records of several splits
-may be mixed), found and aligned as `data/face_embedding.py: FaceNetworkEmbedder` aligns them for embedding (dlib's
+The faces are read from the records (format in `faces/records.py`; identities by name, so records of several splits
+may be mixed), found and aligned as `faces/embedding.py: FaceNetworkEmbedder` aligns them for embedding (dlib's
 detector, or the whole image with --assume_cropped, and 160x160 chips by the 5 landmarks), so that the network is
 refined on faces framed as it will embed them. Every chip is held in memory: --max_images bounds how many are read
 (the converter shuffles records before sharding, so the first ones mix identities). The refined weights are
@@ -23,9 +23,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from face2music_jax.data import face_embedding
-from face2music_jax.data import face_records
-from face2music_jax.models import face
+from face2music_jax.faces import embedding as face_embedding
+from face2music_jax.faces import network as face_network
+from face2music_jax.faces import records as face_records
 
 DEFAULTS = {
     'batch_size': 32,
@@ -91,7 +91,7 @@ def refine_file(weights: str, records: str | Sequence[str], output: str, *, step
   """Reads a weights file, refines the network on the faces of face TFRecords, writes the refined weights.
 
   Args:
-    weights: the starting weights file (format in `models/face.py`).
+    weights: the starting weights file (format in `faces/network.py`).
     records: a glob or a list of face TFRecords.
     output: the weights file to write (may be `weights`; written under its name only when complete).
     steps: optimiser steps.
@@ -104,24 +104,24 @@ def refine_file(weights: str, records: str | Sequence[str], output: str, *, step
   Returns:
     The refined variables {'params', 'batch_stats'}.
   """
-  variables = face.load_face_weights(weights)
+  variables = face_network.load_face_weights(weights)
   aligner = face_embedding.FaceAligner(assume_cropped, face_embedding.NETWORK_CHIP_SIZE)
   chips, identities, names = read_face_chips(records, aligner, max_images=max_images, skip_no_face=skip_no_face)
   logging.info('Refining %s on %d faces of %d identities for %d steps.', weights, len(chips), len(names), steps)
-  refined = face.refine_face_network(variables, chips, identities, steps=steps,
-                                     image_size=face_embedding.NETWORK_CHIP_SIZE, **{
-                                         **DEFAULTS,
-                                         **kwargs
-                                     })
+  refined = face_network.refine_face_network(variables, chips, identities, steps=steps,
+                                             image_size=face_embedding.NETWORK_CHIP_SIZE, **{
+                                                 **DEFAULTS,
+                                                 **kwargs
+                                             })
   incomplete = f'{output}.incomplete'
-  face.save_face_weights(incomplete, refined)
+  face_network.save_face_weights(incomplete, refined)
   os.replace(incomplete, output)
   logging.info('Wrote the refined face network to %s.', output)
   return refined
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-  """The `refine` subcommand of `python -m face2music_jax.models.face_convert`."""
+  """The `refine` subcommand of `python -m face2music_jax.faces.convert`."""
   refine = commands.add_parser('refine', help='Refine a face network on face TFRecords (triplet loss on identities).')
   refine.add_argument('--weights', required=True, help='The starting weights (.npz, e.g. converted VGGFace2).')
   refine.add_argument('--records', required=True, help="Glob of face TFRecords, e.g. '/data/faces/train-*.tfrecord'.")

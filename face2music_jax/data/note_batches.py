@@ -6,8 +6,8 @@ downloaded). Both have TFDS nsynth's features, and every example becomes
 
   audio:      [length] float32, 16 kHz, `config.audio.length` samples from the note onset (zero-padded), faded
               out over the last `config.audio.release_s` (synthesis.release_window, as the generated notes);
-  pitch:      int32 class index, MIDI pitch - config.audio.pitch_min (notes outside pitch_min..pitch_max are
-              dropped);
+  pitch:      int32 class index, MIDI pitch - config.audio.pitch_min (`config_lib.pitch_class`; notes outside
+              pitch_min..pitch_max are dropped);
   family:     int32 index into `config_lib.family_names(config)`;
   velocity:   int32 MIDI velocity;
   instrument: int32 NSynth instrument label.
@@ -123,7 +123,7 @@ def _examples(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
     clip = tf.pad(clip, [[0, a.length - tf.shape(clip)[0]]]) * release
     return {
         'audio': tf.ensure_shape(clip, [a.length]),
-        'pitch': tf.cast(ex['pitch'], tf.int32) - a.pitch_min,
+        'pitch': config_lib.pitch_class(config, tf.cast(ex['pitch'], tf.int32)),
         'family': tf.gather(family_index, ex['instrument']['family']),
         'velocity': tf.cast(ex['velocity'], tf.int32),
         'instrument': tf.cast(ex['instrument']['label'], tf.int32),

@@ -3,7 +3,7 @@ orientation applied, and 16-bit and other modes converted to 8-bit RGB.
 
 A photo's pixels are often stored sideways with an EXIF tag saying how to turn them; a 16-bit greyscale PNG
 clipped to 8 bits is white; and a PNG of a few KB can decode to gigabytes. The face converter
-(data/face_records.py) and translation (translate.py) read images through these functions.
+(faces/records.py) and translation (translate.py) read images through these functions.
 """
 
 import io
