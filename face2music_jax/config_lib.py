@@ -53,6 +53,7 @@ ADDED_FIELDS = {
     'audio.release_s': 0.0,
     'model.harmonic.normalize_face': False,
     'model.harmonic.fundamental_floor': 0.0,
+    'data.exported': '',
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with

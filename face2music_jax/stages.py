@@ -25,9 +25,7 @@ from face2music_jax import checkpoint
 from face2music_jax import files
 from face2music_jax import loops
 from face2music_jax import losses
-from face2music_jax.data import default_faces
 from face2music_jax.data import inputs as inputs_lib
-from face2music_jax.data import notes as notes_data
 from face2music_jax.models import audio_embedding as embedding_lib
 from face2music_jax.models.classifiers import AudioClassifier, make_classifier
 
@@ -36,7 +34,13 @@ def ensure_data(config: ml_collections.ConfigDict) -> None:
   """Stage 1: builds the embedded default datasets when missing (real datasets must already be prepared).
 
   The one door that builds data: the readers (`data/inputs.py` and below) only read, and name what is missing.
+  Data read from an exported file (`config.data.exported`) are built already.
   """
+  if config.data.exported:
+    return
+  # pylint: disable=import-outside-toplevel  (the builders need TensorFlow, TFDS and dlib)
+  from face2music_jax.data import default_faces
+  from face2music_jax.data import notes as notes_data
   if config.data.audio_source == 'soundfont_notes':
     notes_data.prepare_notes(config)
   if config.data.face_source == 'lfw_subset':

@@ -8,13 +8,12 @@ import functools
 import json
 import os
 import time
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-import tensorflow as tf
 from absl import logging
-from clu import metric_writers
 
 from face2music_jax import checkpoint
 from face2music_jax import config_lib
@@ -167,9 +166,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   sample_z, sample_pitch, sample_names = _sample_inputs(config, inputs, mesh)
   generate = make_generate(models.g)
   # TensorBoard on process 0 only; the progress line below is the log.
-  writer = metric_writers.SummaryWriter(workdir) if is_main else metric_writers.MultiWriter([])
-  # The summary writer's failed writes surface as TensorFlow errors, when it writes or flushes.
-  summaries = functools.partial(files.writing, os.path.join(workdir, 'events.out.tfevents.*'), (tf.errors.OpError,))
+  writer, writer_errors = _summary_writer(workdir, is_main)
+  summaries = functools.partial(files.writing, os.path.join(workdir, 'events.out.tfevents.*'), writer_errors)
   t = config.train
   timer_start, timer_step = time.time(), start_step
   progress_bar = progress.bar(t.num_steps, 'train', initial=start_step)
@@ -319,7 +317,34 @@ def _compile_within_memory(step_fn, models: Models, config: ml_collections.Confi
   return compiled
 
 
-def _stopped(saver: checkpoint.Saver, writer: metric_writers.MetricWriter) -> None:
+class _NoSummaries:
+  """The summary writer of processes other than 0, and of machines without TensorFlow."""
+
+  def write_scalars(self, step: int, scalars: dict[str, Any]) -> None:
+    pass
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+
+def _summary_writer(workdir: str, is_main: bool) -> tuple[Any, tuple[type[Exception], ...]]:
+  """TensorBoard summaries (clu, which writes through TensorFlow) on process 0, and the errors its failed writes
+  raise (when it writes or flushes); none where TensorFlow is not installed (metrics.jsonl has every logged value)."""
+  if not is_main:
+    return _NoSummaries(), ()
+  try:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from clu import metric_writers  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    logging.warning('TensorFlow is not installed: no TensorBoard summaries (metrics.jsonl has every logged value).')
+    return _NoSummaries(), ()
+  return metric_writers.SummaryWriter(workdir), (tf.errors.OpError,)
+
+
+def _stopped(saver: checkpoint.Saver, writer: Any) -> None:
   """When the loop stopped on an error (or SIGTERM), which is the one to report: lets a save in flight complete
   and flushes the summaries, reporting their failures in the log only."""
   try:
@@ -328,5 +353,5 @@ def _stopped(saver: checkpoint.Saver, writer: metric_writers.MetricWriter) -> No
     logging.error('%s', e)
   try:
     writer.flush()
-  except (OSError, tf.errors.OpError) as e:
+  except Exception as e:  # pylint: disable=broad-except  (OSError, TensorFlow's OpError: reported, not raised)
     logging.error('Could not flush the TensorBoard summaries: %s', e)

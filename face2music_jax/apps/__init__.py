@@ -6,6 +6,7 @@
   face2music eval --workdir=DIR         # measures, figures and a page (apps/eval.py)
   face2music experiment                 # the paper's Table 1 over seeds (apps/experiment.py)
   face2music export --workdir=DIR --out=bundle/   # a model bundle from a work directory (apps/export.py)
+  face2music export_data --config=aux --out=F.npz  # a config's data, read without TensorFlow (apps/export_data.py)
 
 `python run_<command>.py` at the repository root runs the same commands.
 """
@@ -13,7 +14,7 @@
 import importlib
 import sys
 
-COMMANDS = ('translate', 'serve', 'train', 'eval', 'experiment', 'export')
+COMMANDS = ('translate', 'serve', 'train', 'eval', 'experiment', 'export', 'export_data')
 
 
 def main() -> None:

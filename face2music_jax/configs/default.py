@@ -81,6 +81,9 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.data.face_embedding = 'dlib'  # 'dlib' (128-d, ships offline) or 'network' (faces/network.py, 512-d).
   c.data.face_weights = ''  # .npz weights of the 'network' face embedding (format: face2music_jax/faces/network.py).
   c.data.embedding_dim = 128  # Width of the face embedding: 128 for dlib, 512 for the VGGFace2 network.
+  # An .npz of this data (`face2music export_data`): when set, training and evaluation read the notes and faces from
+  # it, without TensorFlow, TFDS or dlib (data/exported.py), and nothing is built.
+  c.data.exported = ''
 
   # The SoundFont notes builder (NSynth format): 4 s notes, held 3 s then released.
   c.notes = ml_collections.ConfigDict()

@@ -16,14 +16,19 @@ for training.
 """
 
 import jax
+import lazy_loader
 import ml_collections
 import numpy as np
 from absl import logging
 
 from face2music_jax import parallel
+from face2music_jax.data import exported
 from face2music_jax.data import faces as face_data
-from face2music_jax.data import note_batches
 from face2music_jax.data.sampling import EpochSampler
+
+# The TFDS reader of the notes: imported when notes are first read from TFDS (an exported data file needs neither it
+# nor TensorFlow).
+note_batches = lazy_loader.load('face2music_jax.data.note_batches')
 
 # The config fields that define the data an `Inputs` reads (the notes, the faces and their embeddings).
 DATA_FIELDS = ('data_dir', 'audio', 'data', 'notes')
@@ -44,7 +49,7 @@ class Inputs:
 
   def serves(self, config: ml_collections.ConfigDict) -> bool:
     """Whether `config` defines the same data (`DATA_FIELDS`) as this instance's config."""
-    return all(config[field] == self.config[field] for field in DATA_FIELDS)
+    return not config.data.exported and all(config[field] == self.config[field] for field in DATA_FIELDS)
 
   def notes(self, split: str) -> dict[str, np.ndarray]:
     """All notes of a split, cropped and filtered as the models see them (`audio.load_notes`): audio [N, length]
@@ -88,8 +93,11 @@ class Inputs:
 
 
 def for_config(config: ml_collections.ConfigDict, inputs: Inputs | None = None) -> Inputs:
-  """`inputs` if it serves `config` (`Inputs.serves`), else a new `Inputs` of `config`."""
-  return inputs if inputs is not None and inputs.serves(config) else Inputs(config)
+  """`inputs` if it serves `config` (`Inputs.serves`), else a new `Inputs` of `config`: of its exported data file
+  (`exported.ExportedInputs`) if `config.data.exported` is set."""
+  if inputs is not None and inputs.serves(config):
+    return inputs
+  return exported.ExportedInputs(config) if config.data.exported else Inputs(config)
 
 
 class TrainingData:

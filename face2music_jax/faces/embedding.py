@@ -19,13 +19,15 @@ converting: `... faces.records convert --embed=...`); the flags that choose the 
 (`add_embedder_flags`).
 """
 
+from __future__ import annotations
+
 import functools
 import hashlib
 import importlib.util
 import os
 from typing import Protocol
 
-import dlib
+import lazy_loader
 import ml_collections
 import numpy as np
 from absl import app
@@ -33,6 +35,8 @@ from PIL import Image
 
 from face2music_jax import config_lib
 from face2music_jax.faces import network as face_network
+
+dlib = lazy_loader.load('dlib')  # Imported when a face is first detected or embedded.
 
 
 class Embedder(Protocol):
