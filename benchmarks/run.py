@@ -43,6 +43,7 @@ from absl import logging
 
 from face2music_jax import cli
 from face2music_jax import config_lib
+from face2music_jax import configs
 from face2music_jax import evaluate
 from face2music_jax import gan
 from face2music_jax import losses
@@ -55,12 +56,10 @@ from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.models import audio_embedding as embedding_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = ('baseline', 'metric', 'aux')
-
 FLAGS = flags.FLAGS
 flags.DEFINE_string('out', None, 'JSON output (default: <cache>/benchmarks/results.json).')
 flags.DEFINE_list('sizes', ['small', 'paper'], 'Config sizes of the train-step section.')
-flags.DEFINE_list('configs', list(CONFIGS), 'Configs of the train-step section.')
+flags.DEFINE_list('configs', list(configs.NAMES), 'Configs of the train-step section.')
 flags.DEFINE_enum(
     'dtype', 'float32', list(config_lib.DTYPES), 'config.train.dtype of every config (the train-step '
     'section, the step profile) and the dtype of the ceiling matmul.')

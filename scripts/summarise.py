@@ -3,37 +3,25 @@ r"""Summarises evaluated work directories as a markdown table: mean +- sd over t
   python scripts/summarise.py ~/.cache/face2music_jax/work/aux_small /tmp/aux_seed1 /tmp/aux_seed2 ...
 
 Each directory needs `eval/metrics.json` (run_eval.py) and `config.json`; runs whose configs differ only in the
-seed and the work directory are grouped (shown by config name, size, generator and checkpoint step). Columns: the listening measures of held-out faces (in tune within 50 cents, per
-listening pitch, spectral flatness, RMS, face distinctness), FID / IS with the pitch and family classifiers and
-the Pearson correlation. A last row per table gives the real test notes through the same measures.
+seed and the work directory are grouped (shown by config name, size, generator and checkpoint step). Columns: those
+of Table 1 (face2music_jax/table.py, with its mean +- sd): the listening measures of held-out faces (in tune within
+50 cents, also per listening pitch, spectral flatness, RMS, face distinctness), FID / IS with the pitch and family
+classifiers, the Pearson correlation and the silhouette value. A last row gives the real test notes' listening
+measures and the IS of the real notes that the translations are compared with.
 """
 
 import argparse
 import json
 import os
+import sys
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-_COLUMNS = (
-    ('in tune', lambda m: m['listening']['rows']['translations']['in_tune_50c'], '{:.0%}'),
-    ('flatness', lambda m: m['listening']['rows']['translations']['flatness']['median'], '{:.1e}'),
-    ('RMS', lambda m: m['listening']['rows']['translations']['rms']['median'], '{:.3f}'),
-    ('distinctness', lambda m: m['listening']['rows']['translations']['distinctness']['mean'], '{:.2f}'),
-    ('FID pitch', lambda m: m['metrics']['fid_pitch'], '{:.1f}'),
-    ('IS pitch', lambda m: m['metrics']['inception_score_pitch'], '{:.1f}'),
-    ('FID family', lambda m: m['metrics']['fid_family'], '{:.1f}'),
-    ('IS family', lambda m: m['metrics']['inception_score_family'], '{:.2f}'),
-    ('Pearson', lambda m: m['metrics']['pearson_correlation'], '{:.2f}'),
-)
+from face2music_jax import table  # pylint: disable=g-import-not-at-top
 
 
 def _cell(values: list[float | None], fmt: str) -> str:
-  values = [v for v in values if v is not None]
-  if not values:
-    return 'n/a'
-  if len(values) == 1:
-    return fmt.format(values[0])
-  return f'{fmt.format(np.mean(values))} +- {fmt.format(np.std(values, ddof=1))}'
+  return table.format_stats(table.stats(values), fmt)
 
 
 def summarise(workdirs: list[str]) -> str:
@@ -49,28 +37,29 @@ def summarise(workdirs: list[str]) -> str:
     key = (config['name'], config['size'], config['model'].get('generator', 'wavegan'), metrics['checkpoint_step'],
            json.dumps(config, sort_keys=True))
     groups.setdefault(key, []).append({**metrics, 'seed': seed})
+  in_tune, *others = table.COLUMNS
   pitches = sorted({p for runs in groups.values() for r in runs for p in r['listening']['pitches']})
-  head = (['config', 'size', 'generator', 'steps', 'seeds', 'in tune'] + [f'in tune {p}' for p in pitches] +
-          [c[0] for c in _COLUMNS[1:]])
+  head = (['config', 'size', 'generator', 'steps', 'seeds', in_tune.title] + [f'{in_tune.title} {p}' for p in pitches] +
+          [c.title for c in others])
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for (name, size, generator, steps, _), runs in sorted(groups.items()):
-    per_pitch = [
-        _cell([r['listening']['rows']['translations']['per_pitch'].get(str(p), {}).get('in_tune_50c')
-               for r in runs], '{:.0%}')
-        for p in pitches
-    ]
-    cells = [_cell([get(r) for r in runs], fmt) for _, get, fmt in _COLUMNS]
+    per_pitch = [_cell([table.in_tune_per_pitch(r).get(str(p)) for r in runs], in_tune.fmt) for p in pitches]
+    cells = [_cell([c.get(r) for r in runs], c.fmt) for c in table.COLUMNS]
     lines.append('| ' + ' | '.join(
         [name, size, generator,
          str(steps), ','.join(str(r['seed']) for r in runs), cells[0], *per_pitch, *cells[1:]]) + ' |')
   real = next(iter(groups.values()))[0]
-  rows = real['listening']['rows']['real_test_notes']
-  lines.append(
-      '| real test notes | | | | | ' + ' | '.join(['{:.0%}'.format(rows['in_tune_50c'])] + [''] * len(pitches) + [
-          '{:.1e}'.format(rows['flatness']['median']), '{:.3f}'.format(rows['rms']['median']), '{:.2f}'.format(
-              rows['distinctness']['mean']), '', '{:.1f}'.format(real['metrics']['inception_score_pitch_real']), '',
-          '{:.2f}'.format(real['metrics']['inception_score_family_real']), ''
-      ]) + ' |')
+  listened = real['listening']['rows']['real_test_notes']
+  values = {
+      **{
+          key: get(listened) for key, get in table.LISTENING.items()
+      },
+      **{
+          f'inception_score_{k}': real['metrics'][f'inception_score_{k}_real'] for k in ('pitch', 'family')
+      }
+  }
+  cells = [table.format_value(values.get(c.key), c.fmt) for c in table.COLUMNS]
+  lines.append('| real test notes | | | | | ' + ' | '.join([cells[0], *[''] * len(pitches), *cells[1:]]) + ' |')
   return '\n'.join(lines)
 
 

@@ -16,3 +16,79 @@ def tiny_config(name: str = 'aux') -> ml_collections.ConfigDict:
 
 synthetic_batch = synthetic.batch
 random_metric = synthetic.audio_metric
+
+
+def eval_summary(value: float, step: int = 8, pitches: tuple[int, ...] = (36, 60)) -> dict:
+  """An evaluation summary (eval/metrics.json, `evaluate.evaluate`'s keys) with what the tables read: every measure
+  is `value` (or a fixed multiple of it), so a test knows each column's mean and sd."""
+
+  def listened(in_tune: float) -> dict:
+    return {
+        'num_clips': 4 * len(pitches),
+        'in_tune_50c': in_tune,
+        'flatness': {
+            'median': 1e-6 * value,
+            'p10': 0.0,
+            'p90': 1e-5
+        },
+        'rms': {
+            'median': 0.01 * value,
+            'p10': 0.0,
+            'p90': 0.1
+        },
+        'per_pitch': {
+            str(p): {
+                'num_clips': 4,
+                'in_tune_50c': in_tune * (1 - 0.5 * (i % 2))
+            } for i, p in enumerate(pitches)
+        },
+        'distinctness': {
+            'mean': 0.1 * value,
+            'per_pitch': {
+                str(p): 0.1 * value for p in pitches
+            }
+        },
+    }
+
+  classified = {'fid_pitch': 30.0, 'inception_score_pitch': 9.0, 'fid_family': 40.0, 'inception_score_family': 2.0}
+  return {
+      'checkpoint_step': step,
+      'config_name': 'aux',
+      'config_size': 'tiny',
+      'num_translations': 16,
+      'metrics': {
+          'pitch_test_accuracy': 0.9,
+          'fid_pitch': value,
+          'inception_score_pitch': 2 * value,
+          'inception_score_pitch_real': 12.5,
+          'inception_score_pitch_max': 13,
+          'family_test_accuracy': 0.8,
+          'fid_family': 3 * value,
+          'inception_score_family': 0.5 * value,
+          'inception_score_family_real': 3.25,
+          'inception_score_family_max': 4,
+          'in_tune_50c': 0.1 * value,
+          'flatness_median': 1e-6 * value,
+          'distinctness': 0.1 * value,
+          'pearson_correlation': 0.1 * value,
+          'pearson_correlation_random_pitch': 0.05 * value,
+          'silhouette_value': -0.01 * value,
+      },
+      'pearson_per_pitch': {
+          str(p): 0.1 * value for p in pitches
+      },
+      'reference_rows': {
+          'real_train_notes': classified,  # No listening row: the FID floor's.
+          'real_test_notes': classified,
+          'white_noise': classified
+      },
+      'listening': {
+          'pitches': list(pitches),
+          'num_faces': 4,
+          'rows': {
+              'translations': listened(0.1 * value),
+              'real_test_notes': listened(1.0),
+              'white_noise': listened(0.0)
+          }
+      },
+  }

@@ -1,5 +1,6 @@
 """The experiment command (configs x seeds -> results/table1.json): interrupted and rerun, it resumes and trains no
-cell twice; its JSON has the documented schema; the README block is written from it."""
+cell twice; its JSON has the documented schema; the README block is written from it. (The table from cell
+records alone: test_table.py.)"""
 
 import json
 import os
@@ -12,6 +13,7 @@ import pytest
 
 from face2music_jax import config_lib
 from face2music_jax import experiment
+from face2music_jax import table as table_lib
 
 # Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
 pytestmark = pytest.mark.slow
@@ -49,7 +51,7 @@ def test_an_interrupted_experiment_resumes_trains_no_cell_twice_and_writes_its_t
   first_mtime = os.path.getmtime(first_cell / experiment.CELL_FILE)
 
   readme = tmp_path / 'README.md'
-  readme.write_text(f'# Results\n{experiment.README_BEGIN}\nold table\n{experiment.README_END}\nafter\n')
+  readme.write_text(f'# Results\n{table_lib.README_BEGIN}\nold table\n{table_lib.README_END}\nafter\n')
   rerun = subprocess.run(_command(tiny_data_dir, tmp_path, f'--readme={readme}'), cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=2400)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -73,13 +75,13 @@ def test_an_interrupted_experiment_resumes_trains_no_cell_twice_and_writes_its_t
 
   with open(tmp_path / 'results' / 'table1.json') as f:
     table = json.load(f)
-  assert table['schema_version'] == experiment.SCHEMA_VERSION and table['complete']
+  assert table['schema_version'] == table_lib.SCHEMA_VERSION and table['complete']
   assert (table['configs'], table['seeds'], table['size']) == (['baseline', 'aux'], [0, 1], 'tiny')
   assert [c['cell'] for c in table['cells']] == cells
   generator = experiment.cell_config('aux', 'tiny', 0, {}, str(tmp_path)).model.generator
   for cell in table['cells']:
     assert cell['steps'] == STEPS and cell['generator'] == generator
-    assert set(cell['measures']) == {key for key, *_ in experiment.COLUMNS}
+    assert set(cell['measures']) == {key for key, *_ in table_lib.COLUMNS}
     assert set(cell['in_tune_per_pitch']) == {'48', '60'}
     assert cell['classifiers'] == {
         'pitch': table['classifiers']['pitch_test_accuracy'],
@@ -101,7 +103,7 @@ def test_an_interrupted_experiment_resumes_trains_no_cell_twice_and_writes_its_t
   assert '| **baseline** | 0,1 |' in markdown and '| **aux** | 0,1 |' in markdown
   assert 'white noise (reference)' in markdown and 'IS pitch (max 13)' in markdown
   text = readme.read_text()
-  assert 'old table' not in text and markdown in text and text.endswith(f'{experiment.README_END}\nafter\n')
+  assert 'old table' not in text and markdown in text and text.endswith(f'{table_lib.README_END}\nafter\n')
 
 
 def test_bad_experiment_arguments_name_the_problem(tmp_path):
@@ -117,7 +119,3 @@ def test_bad_experiment_arguments_name_the_problem(tmp_path):
     experiment.cell_config('aux', 'tiny', 0, {'train.num_steps': -1}, str(tmp_path))
   config = experiment.cell_config('metric', 'tiny', 2, {'train.num_steps': 7}, str(tmp_path))
   assert (config.name, config.seed, config.train.num_steps, config.workdir) == ('metric', 2, 7, str(tmp_path))
-  with pytest.raises(config_lib.ConfigError, match='no block'):
-    readme = tmp_path / 'README.md'
-    readme.write_text('# no markers\n')
-    experiment.update_readme(str(readme), '| table |\n')

@@ -6,7 +6,8 @@ r"""Runs the whole experiment of the paper's Table 1: configs x seeds, each trai
       --results_dir=/tmp/results
 
 Resumable: rerun the same command after an interruption; finished cells are skipped, an unfinished one resumes
-from its last checkpoint. Writes <results_dir>/table1.json and table1.md (face2music_jax/experiment.py).
+from its last checkpoint. Writes <results_dir>/table1.json and table1.md (the cells: face2music_jax/experiment.py;
+the table: face2music_jax/table.py).
 Exit codes as face2music train: 0 done, 2 a known error, 3 stopped by SIGTERM (rerun to go on).
 """
 
@@ -34,7 +35,9 @@ flags.DEFINE_string('readme', None, 'Also write the table into this README, betw
 
 @cli.reports_known_errors
 def main(argv):
-  from face2music_jax import experiment  # pylint: disable=import-outside-toplevel  (--help answers at once)
+  # pylint: disable=import-outside-toplevel  (--help answers at once)
+  from face2music_jax import experiment
+  from face2music_jax import table as table_lib
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
@@ -48,7 +51,7 @@ def main(argv):
     table = experiment.run(tuple(FLAGS.configs), seeds, FLAGS.size, experiment_dir, FLAGS.results_dir, overrides,
                            FLAGS.readme)
   logging.info('Done: %s', os.path.join(FLAGS.results_dir, 'table1.md'))
-  print(experiment.to_markdown(table))
+  print(table_lib.to_markdown(table))
 
 
 def run() -> None:
