@@ -26,11 +26,13 @@ from face2music_jax import preemption
 # can only have been raised by a module that was imported.
 _KNOWN_ERRORS = (('face2music_jax.config_lib', 'ConfigError'), ('face2music_jax.checkpoint', 'CheckpointError'),
                  ('face2music_jax.evaluate', 'EvaluationError'), ('face2music_jax.translate', 'TranslationError'),
-                 ('face2music_jax.translator', 'BundleError'), ('face2music_jax.data.exported', 'ExportError'), ('face2music_jax.data.note_batches', 'DataError'),
-                 ('face2music_jax.faces.records', 'FaceDataError'), ('face2music_jax.faces.embedding', 'NoFaceError'),
-                 ('face2music_jax.data.notes', 'SoundFontError'), ('face2music_jax.data.notes', 'CorruptDatasetError'),
-                 ('face2music_jax.files', 'WriteError'), ('face2music_jax.train', 'MemoryLimitError'),
-                 ('face2music_jax.workdir', 'WorkdirError'), ('face2music_jax.faces.images', 'ImageError'))
+                 ('face2music_jax.translator', 'BundleError'), ('face2music_jax.data.exported', 'ExportError'),
+                 ('face2music_jax.data.note_batches', 'DataError'), ('face2music_jax.faces.records', 'FaceDataError'),
+                 ('face2music_jax.faces.embedding', 'NoFaceError'), ('face2music_jax.data.notes', 'SoundFontError'),
+                 ('face2music_jax.data.notes', 'CorruptDatasetError'), ('face2music_jax.files', 'WriteError'),
+                 ('face2music_jax.train', 'MemoryLimitError'), ('face2music_jax.workdir',
+                                                                'WorkdirError'), ('face2music_jax.faces.images',
+                                                                                  'ImageError'))
 
 
 def known_errors() -> tuple[type[BaseException], ...]:

@@ -1,6 +1,6 @@
 r"""The body of scripts/device_check.sh (run that): tests, benchmarks and bounded training on the accelerator.
 
-  python scripts/device_check.py --out=DIR --start=EPOCH_SECONDS --seconds=480 --install='...' --bundle=PATH
+  python scripts/device_check.py --out=DIR --start=EPOCH_SECONDS --seconds=480 --install='...' --data=PATH
 
 Writes DIR/device_check.json after every part, so that a run cut short still leaves its figures:
   machine      the backend, devices, versions and the install step's outcome.
@@ -8,8 +8,9 @@ Writes DIR/device_check.json after every part, so that a run cut short still lea
                precision, the MFCC vs librosa, stop-and-resume; each test's outcome, pytest's summary line, seconds.
   benchmarks   `python -m benchmarks.run` at the paper size, aux config, ceiling and train-step sections only, in
                float32 and in bfloat16: examples/s, compile time, fraction of the measured matmul ceiling, memory.
-  train        `scripts/gpu_train.py run` of the default config's generator at its size (harmonic:small) and of the
-               paper config (wavegan:paper) for what the budget leaves: steps/s and the learned measures.
+  train        `scripts/gpu_train.py` (the package's training and evaluation, from the exported data file) of the
+               default config's generator at its size (harmonic:small) and of the paper config (wavegan:paper) for
+               what the budget leaves: steps/s and the learned measures.
   skipped      each part not run and why (a CPU backend skips tests, benchmarks and training).
 Every part runs in a child process with a timeout inside the budget; a failing part is recorded, not fatal.
 """
@@ -33,7 +34,7 @@ TEST_SECONDS = 120
 BENCHMARK_SECONDS = 120
 BENCHMARK_SIZE = 'paper'
 TRAIN_RUNS = ('harmonic:small', 'wavegan:paper')  # The default config (small: harmonic) and the paper config.
-TRAIN_MEASURE_SECONDS = 50  # gpu_train.py's reserve per run for measuring after training.
+TRAIN_MEASURE_SECONDS = 60  # gpu_train.py's reserve per run for evaluating after training.
 MARGIN_SECONDS = 15
 
 
@@ -115,15 +116,15 @@ def run_benchmarks(out: str, budget: Budget) -> dict:
   return results
 
 
-def run_training(out: str, bundle: str, budget: Budget) -> dict:
+def run_training(out: str, data: str, budget: Budget) -> dict:
   seconds = budget.left()
-  per_run = (seconds - 10) / len(TRAIN_RUNS) - TRAIN_MEASURE_SECONDS - 30  # 30 s: compilation.
+  per_run = (seconds - 10) / len(TRAIN_RUNS) - TRAIN_MEASURE_SECONDS
   if per_run < 20:
     return {'skipped': f'budget ({seconds:.0f} s left)'}
   train_out = os.path.join(out, 'train')
   runs = ','.join(f'{spec}:{per_run:.0f}' for spec in TRAIN_RUNS)
   r = _run([
-      sys.executable, 'scripts/gpu_train.py', 'run', f'--bundle={bundle}', f'--out={train_out}', f'--runs={runs}',
+      sys.executable, 'scripts/gpu_train.py', f'--data={data}', f'--out={train_out}', f'--runs={runs}',
       f'--deadline={seconds - 10:.0f}'
   ], seconds, os.path.join(out, 'train.log'))
   results_path = os.path.join(train_out, 'results.json')
@@ -139,7 +140,7 @@ def main() -> None:
   parser.add_argument('--start', type=float, default=None, help='epoch seconds the budget counts from (now)')
   parser.add_argument('--seconds', type=float, default=480, help='the whole run\'s budget')
   parser.add_argument('--install', default='not run', help='the install step\'s outcome, for the record')
-  parser.add_argument('--bundle', default=os.path.join('.devdata', 'bundle.npz'))
+  parser.add_argument('--data', default=os.path.join('.devdata', 'data.npz'), help='face2music export_data\'s file')
   args = parser.parse_args()
   budget = Budget(args.start or time.time(), args.seconds)
   out = os.path.abspath(args.out)
@@ -162,12 +163,12 @@ def main() -> None:
     write()
     results['benchmarks'] = run_benchmarks(out, budget)
     write()
-    bundle = os.path.abspath(args.bundle)
-    if os.path.exists(bundle):
-      results['train'] = run_training(out, bundle, budget)
+    data = os.path.abspath(args.data)
+    if os.path.exists(data):
+      results['train'] = run_training(out, data, budget)
     else:
-      results['skipped']['train'] = (f'no data bundle at {args.bundle} (make one here: python scripts/gpu_train.py '
-                                     'bundle --workdir=... --out=.devdata/bundle.npz)')
+      results['skipped']['train'] = (f'no exported data at {args.data} (make it here: face2music export_data '
+                                     '--config=aux --out=.devdata/data.npz)')
   write()
   print(f'Wrote {path}')
 

@@ -6,7 +6,7 @@
 #   DEVICE_CHECK_INSTALL=0     skip `scripts/install.sh gpu` (also skipped when JAX already sees a GPU, e.g. a
 #                              machine without network whose own jax has CUDA)
 #   DEVICE_CHECK_SECONDS=480   the whole run's wall-clock budget
-#   DEVICE_CHECK_BUNDLE=path   the data bundle of scripts/gpu_train.py (default .devdata/bundle.npz); without one
+#   DEVICE_CHECK_DATA=path     the exported data (face2music export_data; default .devdata/data.npz); without it
 #                              the training part is skipped and the JSON says so
 # On a machine whose JAX backend is the CPU the device parts (tests, benchmarks, training) are skipped, the JSON
 # says so, and the script exits 0; it exits non-zero only if it could not write the JSON.
@@ -32,4 +32,4 @@ if [ "${DEVICE_CHECK_INSTALL:-1}" != 0 ]; then
   fi
 fi
 exec python scripts/device_check.py --out="$out" --start="$start" --seconds="${DEVICE_CHECK_SECONDS:-480}" \
-  --install="$install_status" --bundle="${DEVICE_CHECK_BUNDLE:-.devdata/bundle.npz}"
+  --install="$install_status" --data="${DEVICE_CHECK_DATA:-.devdata/data.npz}"

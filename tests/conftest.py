@@ -1,6 +1,7 @@
 """Shared fixtures: the tiny embedded datasets are built once per test run, shared by pytest-xdist workers."""
 
 import os
+import pathlib
 
 import filelock
 import pytest
@@ -9,10 +10,17 @@ from face2music_jax import stages
 from tests import helpers
 
 
+def _run_root(tmp_path_factory) -> pathlib.Path:
+  """The directory of this test run, shared by its xdist workers (each has its own basetemp below it); not shared
+  with other runs, whose artefacts may be of other code."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+
+
 @pytest.fixture(scope='session')
 def tiny_data_dir(tmp_path_factory) -> str:
   """A data dir holding the tiny config's SoundFont notes and default faces."""
-  root = tmp_path_factory.getbasetemp().parent  # Shared by all xdist workers of this run.
+  root = _run_root(tmp_path_factory)
   data_dir = str(root / 'tiny_data')
   with filelock.FileLock(str(root / 'tiny_data.lock')):
     config = helpers.tiny_config()
@@ -35,7 +43,7 @@ def trained_tiny_workdir(tiny_data_dir, tmp_path_factory) -> str:
   """One tiny aux model with the product's generator (harmonic) trained for its 4 steps, shared by every test (and
   every xdist worker) that only reads a trained model: translation, bundles, the photo evaluator."""
   from face2music_jax import train  # pylint: disable=import-outside-toplevel
-  root = tmp_path_factory.getbasetemp().parent
+  root = _run_root(tmp_path_factory)
   workdir = str(root / 'trained_tiny')
   with filelock.FileLock(str(root / 'trained_tiny.lock')):
     if not os.path.exists(os.path.join(workdir, 'done')):
@@ -51,4 +59,4 @@ def compilation_cache(tmp_path_factory) -> str | None:
   """JAX's persistent compilation cache, shared by every test (and xdist worker) of the run, as the commands use
   theirs: a tiny step compiled by one test is loaded by the next."""
   from face2music_jax import jax_cache  # pylint: disable=import-outside-toplevel
-  return jax_cache.enable(str(tmp_path_factory.getbasetemp().parent / 'jax_cache'))
+  return jax_cache.enable(str(_run_root(tmp_path_factory) / 'jax_cache'))

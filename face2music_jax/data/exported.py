@@ -98,11 +98,13 @@ class ExportedInputs:
       raise ExportError(f'{self.path} has format {version}; this version reads {FORMAT}: export it again.')
     here = data_fields(config)
     differ = [
-        f'config.{k} = {here.get(k)!r} here, {exported.get(k)!r} in the file' for k in sorted(here.keys() | exported.keys())
+        f'config.{k} = {here.get(k)!r} here, {exported.get(k)!r} in the file' for k in sorted(here.keys() |
+                                                                                              exported.keys())
         if json.dumps(here.get(k)) != json.dumps(exported.get(k))
     ]
     if differ:
-      raise ExportError(f'{self.path} (config.data.exported) holds other data than this config\'s: {"; ".join(differ)}.')
+      raise ExportError(
+          f'{self.path} (config.data.exported) holds other data than this config\'s: {"; ".join(differ)}.')
     self._cache: dict[str, np.ndarray] = {}
 
   def serves(self, config: ml_collections.ConfigDict) -> bool:

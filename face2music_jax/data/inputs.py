@@ -16,7 +16,6 @@ for training.
 """
 
 import jax
-import lazy_loader
 import ml_collections
 import numpy as np
 from absl import logging
@@ -25,10 +24,6 @@ from face2music_jax import parallel
 from face2music_jax.data import exported
 from face2music_jax.data import faces as face_data
 from face2music_jax.data.sampling import EpochSampler
-
-# The TFDS reader of the notes: imported when notes are first read from TFDS (an exported data file needs neither it
-# nor TensorFlow).
-note_batches = lazy_loader.load('face2music_jax.data.note_batches')
 
 # The config fields that define the data an `Inputs` reads (the notes, the faces and their embeddings).
 DATA_FIELDS = ('data_dir', 'audio', 'data', 'notes')
@@ -55,6 +50,8 @@ class Inputs:
     """All notes of a split, cropped and filtered as the models see them (`audio.load_notes`): audio [N, length]
     float32; pitch, family, velocity, instrument [N] int32."""
     if split not in self._notes:
+      # pylint: disable-next=import-outside-toplevel  (TFDS and TensorFlow: not needed for an exported data file)
+      from face2music_jax.data import note_batches
       self._notes[split] = note_batches.load_notes(self.config, split)
     return self._notes[split]
 

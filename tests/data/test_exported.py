@@ -1,0 +1,111 @@
+"""A config's data exported to one .npz (data/exported.py): read as the TFDS notes and face TFRecords are, and
+enough to train and evaluate where TensorFlow, TFDS and dlib are not installed."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from face2music_jax import gan
+from face2music_jax.data import exported
+from face2music_jax.data import inputs as inputs_lib
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# What a machine with only JAX lacks: importing any of them fails, as if it were not installed.
+_WITHOUT = ('tensorflow', 'tensorflow_datasets', 'dlib', 'clu')
+
+
+def _config(data_dir: str, path: str = ''):
+  config = helpers.tiny_config('aux')
+  config.data_dir = data_dir
+  config.data.exported = path
+  return config
+
+
+@pytest.fixture(scope='module')
+def exported_file(tiny_data_dir, tmp_path_factory) -> str:
+  path = str(tmp_path_factory.mktemp('exported') / 'tiny.npz')
+  return exported.export(_config(tiny_data_dir), path)
+
+
+def test_an_exported_file_serves_the_arrays_of_the_data_it_was_exported_from(tiny_data_dir, exported_file):
+  source = inputs_lib.for_config(_config(tiny_data_dir))
+  read = inputs_lib.for_config(_config(tiny_data_dir, exported_file))
+  assert isinstance(read, exported.ExportedInputs) and not source.serves(_config(tiny_data_dir, exported_file))
+  for split in exported.NOTE_SPLITS:
+    a, b = source.notes(split), read.notes(split)
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=f'{split} {key}')
+      assert a[key].dtype == b[key].dtype
+  for split in exported.FACE_SPLITS:
+    a, b = source.faces(split), read.faces(split)
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=f'{split} {key}')
+    images = source.faces_with_images(split)['image'], read.faces_with_images(split)['image']
+    np.testing.assert_allclose(images[1], images[0], atol=0.5 / 255 + 1e-6)  # Stored as uint8.
+    halves = [read.faces(split, process_index=i, process_count=2)['embedding'] for i in (0, 1)]
+    assert sum(len(h) for h in halves) == len(b['embedding'])  # Hosts share it by example.
+
+
+def test_a_file_of_other_data_or_a_damaged_file_is_one_error_naming_it(tiny_data_dir, exported_file, tmp_path):
+  config = _config(tiny_data_dir, exported_file)
+  config.audio.pitch_max = 58
+  with pytest.raises(exported.ExportError, match=r'config\.audio\.pitch_max = 58 here, 60 in the file'):
+    inputs_lib.for_config(config)
+  damaged = tmp_path / 'damaged.npz'
+  damaged.write_bytes(open(exported_file, 'rb').read()[:1000])
+  with pytest.raises(exported.ExportError, match='not a readable exported data file'):
+    inputs_lib.for_config(_config(tiny_data_dir, str(damaged)))
+  with pytest.raises(exported.ExportError, match='not a readable'):
+    inputs_lib.for_config(_config(tiny_data_dir, str(tmp_path / 'missing.npz')))
+
+
+@pytest.mark.slow
+def test_without_tensorflow_a_run_trains_the_same_model_from_the_exported_file_and_evaluates(
+    tiny_data_dir, exported_file, trained_tiny_workdir, tmp_path):
+  """The shared tiny run (TFDS notes, face TFRecords) again, from the exported file, in processes where TensorFlow,
+  TFDS, dlib and clu cannot be imported: the same generator, bit for bit; then its evaluation."""
+  workdir = str(tmp_path / 'workdir')
+  block = f'import sys\nfor m in {_WITHOUT!r}: sys.modules[m] = None\n'
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'FACE2MUSIC_CACHE': str(tmp_path / 'cache')}
+  flags = [
+      f'--config={os.path.join(ROOT, "face2music_jax", "configs", "aux.py")}:tiny',
+      f'--config.data_dir={tiny_data_dir}', f'--config.data.exported={exported_file}', f'--workdir={workdir}'
+  ]
+  logs = {}
+  for command in ('train', 'eval'):
+    code = block + (f'sys.argv = ["face2music {command}", *{flags!r}]\n'
+                    f'from face2music_jax.apps import {command}\n{command}.run()\n')
+    done = subprocess.run([sys.executable, '-c', code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logs[command] = done.stderr
+  assert 'TensorFlow is not installed: no TensorBoard summaries' in logs['train']
+  with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:
+    assert json.load(f)['checkpoint_step'] == 4
+  # The accelerator machines' driver (the package's training and evaluation, each run for at most its seconds).
+  code = block + (f'sys.argv = ["gpu_train.py", "--data={exported_file}", "--out={tmp_path / "gpu"}", '
+                  '"--runs=harmonic:tiny:600"]\nimport runpy\n'
+                  f'runpy.run_path({os.path.join(ROOT, "scripts", "gpu_train.py")!r}, run_name="__main__")\n')
+  done = subprocess.run([sys.executable, '-c', code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                        timeout=900)
+  assert done.returncode == 0, done.stderr[-3000:]
+  with open(tmp_path / 'gpu' / 'results.json') as f:
+    (result,) = json.load(f)['runs']
+  assert result['completed'] and result['measures']['step'] == 4, result
+  assert result['timing']['steps_per_second'] > 0 and 0 <= result['measures']['translations']['in_tune_50c'] <= 1
+  config = _config(tiny_data_dir)
+  _, expected, _ = gan.restore_generator(config, trained_tiny_workdir)
+  config.data.exported = exported_file
+  for trained_in in (workdir, str(tmp_path / 'gpu' / 'run0_harmonic_tiny')):
+    _, trained, step = gan.restore_generator(config, trained_in)
+    assert step == 4
+    for a, b in zip(jax.tree.leaves(gan.to_host(expected)), jax.tree.leaves(gan.to_host(trained))):
+      np.testing.assert_array_equal(a, b)
