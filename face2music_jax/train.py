@@ -217,8 +217,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
           timer.lap('checkpoints')
         if sigterm.requested and done < t.num_steps:
           saver.wait()
-          if is_main:
-            _write_timing(workdir, timer, start_step, done)
+          _write_timing(workdir, timer, start_step, done)
           raise preemption.Preempted(
               f'Stopped at step {done} after SIGTERM or Ctrl-C; the checkpoint is saved. Rerun to '
               'resume.')
@@ -237,12 +236,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   progress_bar.close()
   if is_main:
     logging.info('Where the time went:\n%s', timer.table())
-    _write_timing(workdir, timer, start_step, config.train.num_steps)
+  _write_timing(workdir, timer, start_step, config.train.num_steps)
   return state
 
 
 def _write_timing(workdir: str, timer: progress.PhaseTimer, start_step: int, end_step: int) -> None:
-  """<workdir>/timing.json: the seconds of each phase of this process's run from `start_step` to `end_step`."""
+  """<workdir>/timing.json: the seconds of each phase of the run from `start_step` to `end_step` (process 0's;
+  every process calls it, as files.write_json)."""
   files.write_json(os.path.join(workdir, TIMING_FILE), {
       'seconds': timer.seconds,
       'start_step': start_step,
