@@ -51,6 +51,7 @@ def cold_start(model: str, photo: str) -> dict:
   out = {}
   with tempfile.TemporaryDirectory() as cache:
     env = {**os.environ, 'FACE2MUSIC_CACHE': cache, 'JAX_PLATFORMS': 'cpu'}
+    env.pop('FACE2MUSIC_COMPILATION_CACHE', None)  # The cache root's own: empty, then warm.
     for run in ('empty_cache', 'warm_cache'):
       done = subprocess.run([sys.executable, '-c', _COLD, model, photo], env=env, capture_output=True, text=True,
                             timeout=600, check=True)

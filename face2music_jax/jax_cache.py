@@ -1,8 +1,9 @@
 """JAX's persistent compilation cache, for every command: a step, a generator or an evaluation compiled once is
 loaded from disk by later runs of the same shapes (a resumed run, the next seed of an experiment, translation).
 
-The cache lives in `<cache root>/jax_cache` ($FACE2MUSIC_CACHE or ~/.cache/face2music_jax);
-FACE2MUSIC_COMPILATION_CACHE=0 turns it off (benchmarks of compile time do).
+The cache lives in `<cache root>/jax_cache` ($FACE2MUSIC_CACHE or ~/.cache/face2music_jax), or in the directory
+$FACE2MUSIC_COMPILATION_CACHE names (the tests share one between their processes); FACE2MUSIC_COMPILATION_CACHE=0
+turns it off.
 """
 
 import os
@@ -15,12 +16,13 @@ ENV = 'FACE2MUSIC_COMPILATION_CACHE'
 
 
 def enable(directory: str | None = None) -> str | None:
-  """Turns the cache on in `directory` (default `<cache root>/jax_cache`) for every later compilation of this
+  """Turns the cache on in `directory` (default: $FACE2MUSIC_COMPILATION_CACHE, else `<cache root>/jax_cache`) for every later compilation of this
   process; returns the directory, or None if it is turned off or cannot be written (which only costs compile
   time)."""
-  if os.environ.get(ENV, '1') == '0':
+  setting = os.environ.get(ENV, '')
+  if setting == '0':
     return None
-  directory = directory or os.path.join(config_lib.cache_root(), 'jax_cache')
+  directory = directory or setting or os.path.join(config_lib.cache_root(), 'jax_cache')
   try:
     os.makedirs(directory, exist_ok=True)
   except OSError:

@@ -56,7 +56,9 @@ def trained_tiny_workdir(tiny_data_dir, tmp_path_factory) -> str:
 
 @pytest.fixture(scope='session', autouse=True)
 def compilation_cache(tmp_path_factory) -> str | None:
-  """JAX's persistent compilation cache, shared by every test (and xdist worker) of the run, as the commands use
-  theirs: a tiny step compiled by one test is loaded by the next."""
+  """JAX's persistent compilation cache, shared by every test, xdist worker and command the tests run (through
+  the environment), as the commands use theirs: a tiny step compiled by one test is loaded by the next."""
   from face2music_jax import jax_cache  # pylint: disable=import-outside-toplevel
-  return jax_cache.enable(str(_run_root(tmp_path_factory) / 'jax_cache'))
+  directory = str(_run_root(tmp_path_factory) / 'jax_cache')
+  os.environ[jax_cache.ENV] = directory
+  return jax_cache.enable(directory)

@@ -163,7 +163,8 @@ np.savez({out!r}, **{{jax.tree_util.keystr(k): v for k, v in leaves}}, **losses,
 """
 
 
-@pytest.mark.parametrize('name', ['baseline', 'aux'])
+# The aux step holds every loss of the other configs (adversarial, pitch head, metric preservation) and A's.
+@pytest.mark.parametrize('name', ['aux'])
 def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path, name):
   results = {}
   for n in (1, 8):
