@@ -182,42 +182,48 @@ def run(configs: tuple[str, ...], seeds: tuple[int, ...], size: str, experiment_
       'experiment_dir': experiment_dir
   }
   records = []
-  for number, (c, s) in enumerate(cells, 1):
-    config = configs_by_cell[(c, s)]
-    name, workdir = cell_name(c, s), config.workdir
-    done = _finished(os.path.join(workdir, CELL_FILE), config.train.num_steps)
-    if done is not None:
-      logging.info('[experiment] cell %d/%d %s: finished earlier, skipped.', number, len(cells), name)
-      records.append(done['record'])
-      continue
-    _copy_artefacts(shared, workdir)
-    from_step = _checkpoint_step(workdir)
-    if from_step < config.train.num_steps:
-      logging.info('[experiment] cell %d/%d %s: training %s from step %d to %d.', number, len(cells), name, config.name,
-                   from_step, config.train.num_steps)
-      start = time.time()
-      try:
-        train.train(config, workdir, inputs)
-      except preemption.Preempted:
-        _log_event(experiment_dir, cell=name, event='stopped', from_step=from_step, to_step=_checkpoint_step(workdir),
+  try:
+    for number, (c, s) in enumerate(cells, 1):
+      config = configs_by_cell[(c, s)]
+      name, workdir = cell_name(c, s), config.workdir
+      done = _finished(os.path.join(workdir, CELL_FILE), config.train.num_steps)
+      if done is not None:
+        logging.info('[experiment] cell %d/%d %s: finished earlier, skipped.', number, len(cells), name)
+        records.append(done['record'])
+        continue
+      _copy_artefacts(shared, workdir)
+      from_step = _checkpoint_step(workdir)
+      if from_step < config.train.num_steps:
+        logging.info('[experiment] cell %d/%d %s: training %s from step %d to %d.', number, len(cells), name,
+                     config.name, from_step, config.train.num_steps)
+        start = time.time()
+        try:
+          train.train(config, workdir, inputs)
+        except preemption.Preempted:
+          _log_event(experiment_dir, cell=name, event='stopped', from_step=from_step, to_step=_checkpoint_step(workdir),
+                     seconds=round(time.time() - start, 1))
+          raise
+        _log_event(experiment_dir, cell=name, event='trained', from_step=from_step, to_step=config.train.num_steps,
                    seconds=round(time.time() - start, 1))
-        raise
-      _log_event(experiment_dir, cell=name, event='trained', from_step=from_step, to_step=config.train.num_steps,
-                 seconds=round(time.time() - start, 1))
-    logging.info('[experiment] cell %d/%d %s: evaluating.', number, len(cells), name)
-    start = time.time()
-    summary = evaluate.evaluate(config, workdir, overwrite=True, inputs=inputs)
-    _log_event(experiment_dir, cell=name, event='evaluated', seconds=round(time.time() - start, 1))
-    record = table_lib.cell_record(name, config, summary, _cell_seconds(name, read_events(experiment_dir)))
-    files.write_json(os.path.join(workdir, CELL_FILE), {
-        'record': record,
-        'reference_rows': table_lib.reference_rows(summary)
-    }, checksum=True)
-    records.append(record)
-    logging.info('[experiment] cell %d/%d %s done: %s', number, len(cells), name, json.dumps(record['measures']))
-    # The table so far, after every cell: an interrupted experiment still shows what it has.
-    _write_results(records, len(cells), classifiers, experiment_dir, results_dir, experiment_info, None)
+      logging.info('[experiment] cell %d/%d %s: evaluating.', number, len(cells), name)
+      start = time.time()
+      summary = evaluate.evaluate(config, workdir, overwrite=True, inputs=inputs)
+      _log_event(experiment_dir, cell=name, event='evaluated', seconds=round(time.time() - start, 1))
+      record = table_lib.cell_record(name, config, summary, _cell_seconds(name, read_events(experiment_dir)))
+      files.write_json(os.path.join(workdir, CELL_FILE), {
+          'record': record,
+          'reference_rows': table_lib.reference_rows(summary)
+      }, checksum=True)
+      records.append(record)
+      logging.info('[experiment] cell %d/%d %s done: %s', number, len(cells), name, json.dumps(record['measures']))
+      # The table so far, after every cell: an interrupted experiment still shows what it has.
+      _write_results(records, len(cells), classifiers, experiment_dir, results_dir, experiment_info, None)
 
+  except preemption.Preempted:
+    # A stop between cells (or after a cell's record, before its table): the table of the cells finished so far.
+    if records:
+      _write_results(records, len(cells), classifiers, experiment_dir, results_dir, experiment_info, None)
+    raise
   table = _write_results(records, len(cells), classifiers, experiment_dir, results_dir, experiment_info, readme)
   logging.info('[experiment] wrote %s and table1.md (total wall time of the cells and stages: %.0f s).',
                os.path.join(results_dir, 'table1.json'), table['wall_seconds']['total'])

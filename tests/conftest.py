@@ -59,6 +59,8 @@ def compilation_cache(tmp_path_factory) -> str | None:
   """JAX's persistent compilation cache, shared by every test, xdist worker and command the tests run (through
   the environment), as the commands use theirs: a tiny step compiled by one test is loaded by the next."""
   from face2music_jax import jax_cache  # pylint: disable=import-outside-toplevel
+  if os.environ.get(jax_cache.ENV) == '0':  # Turned off for the run.
+    return None
   directory = str(_run_root(tmp_path_factory) / 'jax_cache')
   os.environ[jax_cache.ENV] = directory
   return jax_cache.enable(directory)
