@@ -26,6 +26,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from face2music_jax import files
+from face2music_jax import preemption
 
 
 class CheckpointError(RuntimeError):
@@ -330,7 +331,8 @@ def restore_artefact(path: str, like: Any | None = None, verified: bool = True) 
     raise CorruptCheckpointError(f'No checkpoint at {path}.', 'missing')
   checkpointer = ocp.StandardCheckpointer()
   try:
-    tree = checkpointer.restore(path)
+    with preemption.deferred_in_library():
+      tree = checkpointer.restore(path)
   except Exception as e:  # Orbax raises several types for unreadable files; one message names the path.
     raise CorruptCheckpointError(f'Cannot read the checkpoint at {path}: {e}', 'unreadable') from e
   tree = jax.tree.map(np.asarray, tree)
@@ -382,7 +384,8 @@ def _restore_verified(checkpoint_manager: ocp.CheckpointManager, step: int, args
   restored unverified, with a warning.
   """
   try:
-    restored = checkpoint_manager.restore(step, args=args)
+    with preemption.deferred_in_library():
+      restored = checkpoint_manager.restore(step, args=args)
   except Exception as e:  # Orbax and TensorStore raise several types for missing or damaged files.
     raise CorruptCheckpointError(f'The checkpoint {where} is corrupt: it does not load: {type(e).__name__}: {e}',
                                  'unreadable') from e

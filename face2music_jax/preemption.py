@@ -51,7 +51,7 @@ class Handler:
     del frame
     name = signal.Signals(signum).name
     if self._deferred:
-      if not self.requested:
+      if not self.requested and self._deferred != 'library':
         logging.warning('%s received: saving a checkpoint and exiting.', name)
       self.requested = True
       return
@@ -81,3 +81,22 @@ def handling_sigterm(stopped: str = BEFORE_TRAINING) -> Iterator[Handler]:
   finally:
     for s, old in previous.items():
       signal.signal(s, old)
+
+
+@contextlib.contextmanager
+def deferred_in_library() -> Iterator[None]:
+  """A block of library code that may drop a signal's exception (Orbax's restore: its threads and futures): the
+  installed handler (if any, and not deferred already) only records a stop inside, and `Preempted` is raised when
+  the block ends."""
+  handler = signal.getsignal(signal.SIGTERM)
+  if not isinstance(handler, Handler) or handler._deferred:  # pylint: disable=protected-access
+    yield
+    return
+  requested_before = handler.requested
+  handler._deferred = 'library'  # pylint: disable=protected-access
+  try:
+    yield
+  finally:
+    handler._deferred = False  # pylint: disable=protected-access
+  if handler.requested and not requested_before:
+    raise Preempted(f'SIGTERM received {handler.stopped}')

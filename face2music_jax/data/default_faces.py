@@ -14,8 +14,8 @@ import time
 import uuid
 
 import ml_collections
-import lazy_loader
 import numpy as np
+import tensorflow as tf
 from absl import logging
 from PIL import Image
 from skimage import data as skimage_data
@@ -25,8 +25,6 @@ from face2music_jax.faces import embedding as face_embedding
 from face2music_jax.faces import records as face_records
 from face2music_jax.faces.embedding import Embedder
 from face2music_jax.faces.records import FaceDataError
-
-tf = lazy_loader.load('tensorflow')  # Imported when TFRecords are first read or written.
 
 # skimage.data.lfw_subset(): the first 100 images are LFW face crops, the other 100 are not faces; with the
 # astronaut, config_lib.DEFAULT_FACE_IDENTITIES identities.

@@ -17,8 +17,8 @@ import re
 from collections.abc import Sequence
 
 import ml_collections
-import lazy_loader
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from face2music_jax.data import default_faces
@@ -26,8 +26,6 @@ from face2music_jax.faces import embedding as face_embedding
 from face2music_jax.faces import records as face_records
 from face2music_jax.faces.records import (EMBEDDER_KEY, EMBEDDING_DIM_KEY, EMBEDDING_KEY, FILENAME_KEY, IMAGE_KEY,
                                           LABEL_KEY, NAME_KEY, FaceDataError)
-
-tf = lazy_loader.load('tensorflow')  # Imported when TFRecords are first read or written.
 
 _EMBED_COMMAND = 'python -m face2music_jax.faces.records embed'
 

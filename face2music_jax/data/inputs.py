@@ -22,7 +22,6 @@ from absl import logging
 
 from face2music_jax import parallel
 from face2music_jax.data import exported
-from face2music_jax.data import faces as face_data
 from face2music_jax.data.sampling import EpochSampler
 
 # The config fields that define the data an `Inputs` reads (the notes, the faces and their embeddings).
@@ -58,6 +57,7 @@ class Inputs:
   def face_files(self, split: str) -> list[str]:
     """The face TFRecords of a split (`faces.face_files`)."""
     if split not in self._face_files:
+      from face2music_jax.data import faces as face_data  # pylint: disable=import-outside-toplevel  (TensorFlow)
       self._face_files[split] = face_data.face_files(self.config, split)
     return self._face_files[split]
 
@@ -75,6 +75,7 @@ class Inputs:
     Raises:
       face_records.FaceDataError: naming the file or pattern (missing, corrupt, too few files for the hosts).
     """
+    from face2music_jax.data import faces as face_data  # pylint: disable=import-outside-toplevel  (TensorFlow)
     files = tuple(face_data.host_files(self.face_files(split), process_index, process_count))
     key = (files, max_examples)
     if key not in self._faces:
@@ -85,6 +86,7 @@ class Inputs:
   def faces_with_images(self, split: str) -> dict[str, np.ndarray]:
     """`faces` of a whole split, with 'image' float32 [N, S, S, 3] in [0, 1] (S = config.data.face_image_size),
     decoded on every call (evaluation's figures and page)."""
+    from face2music_jax.data import faces as face_data  # pylint: disable=import-outside-toplevel  (TensorFlow)
     return face_data.load_faces(self.face_files(split), self.config.data.face_image_size,
                                 embedding_dim=self.config.data.embedding_dim)
 

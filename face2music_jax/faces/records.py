@@ -46,8 +46,8 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 
-import lazy_loader
 import numpy as np
+import tensorflow as tf
 from absl import app, logging
 from absl.flags import argparse_flags
 from PIL import Image
@@ -56,8 +56,6 @@ from face2music_jax import config_lib
 from face2music_jax.faces import embedding as face_embedding
 from face2music_jax.faces import images as images_lib
 from face2music_jax.faces.embedding import Embedder, NoFaceError
-
-tf = lazy_loader.load('tensorflow')  # Imported when TFRecords are first read or written.
 
 IMAGE_KEY = 'image/encoded'
 FILENAME_KEY = 'image/filename'
