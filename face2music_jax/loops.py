@@ -10,6 +10,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from face2music_jax import preemption
 from face2music_jax import progress
 from face2music_jax.data.sampling import EpochSampler
 
@@ -26,6 +27,7 @@ def batched(fn: Callable[..., Any], *arrays: np.ndarray, batch_size: int) -> Any
     size = len(chunk[0])
     chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - size, axis=0)]) for c in chunk]
     outputs.append(jax.tree.map(lambda o, size=size: np.asarray(o)[:size], fn(*chunk)))
+    preemption.check()
   return jax.tree.map(lambda *o: np.concatenate(o), *outputs)
 
 
@@ -55,6 +57,7 @@ def fit(loss_fn: Callable[[Any, dict[str, jax.Array]], jax.Array], params: Any, 
       idx = sampler.indices(s)
       params, opt_state, loss = step(params, opt_state, {k: v[idx] for k, v in arrays.items()})
       progress_bar.update(1)
+      preemption.check()
       if (s + 1) % log_every == 0 or s + 1 == steps:
         logging.info('[%s] step %d/%d  loss %.4f  %.1f steps/s', name, s + 1, steps, float(loss),
                      (s + 1) / (time.time() - start))

@@ -5,7 +5,10 @@ From the moment `handling_sigterm()` is entered (the first thing `run_train.py` 
 raises `Preempted` at once, in the prerequisite stages or while the model is built: nothing there needs saving
 (each stage's artefact is written whole or not at all). Inside `Handler.deferred()` (the GAN's training loop) it
 only sets a flag, which the loop checks after each step, so that it saves a checkpoint and then raises `Preempted`.
-A command stopped so exits with EXIT_CODE, which tells a finished run (0) from a stopped one. Evaluation and
+The exception can be lost where library code swallows every exception around the point where the main thread was
+(bare `except:` blocks exist in JAX's compile path), so the loops of the stages and of evaluation also `check()`
+after each step: a stop whose exception was lost is raised again there. A command stopped so exits with
+EXIT_CODE, which tells a finished run (0) from a stopped one. Evaluation and
 translation stop at once the same way: their outputs are written whole or not at all (files.building, files.staged).
 """
 
@@ -56,6 +59,7 @@ class Handler:
       self.requested = True
       return
     self.requested = True
+    logging.warning('%s received: stopping.', name)
     raise Preempted(f'{name} received {self.stopped}')
 
   @contextlib.contextmanager
@@ -99,4 +103,12 @@ def deferred_in_library() -> Iterator[None]:
   finally:
     handler._deferred = False  # pylint: disable=protected-access
   if handler.requested and not requested_before:
+    raise Preempted(f'SIGTERM received {handler.stopped}')
+
+
+def check() -> None:
+  """Raises `Preempted` when a stop was asked for outside a deferred block and its exception did not end the work
+  (the handler's raise was swallowed by library code); a no-op otherwise. Loops call it after each step."""
+  handler = signal.getsignal(signal.SIGTERM)
+  if isinstance(handler, Handler) and handler.requested and not handler._deferred:  # pylint: disable=protected-access
     raise Preempted(f'SIGTERM received {handler.stopped}')

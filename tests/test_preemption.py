@@ -4,8 +4,11 @@ import os
 import signal
 import time
 
+import jax
+import numpy as np
 import pytest
 
+from face2music_jax import loops
 from face2music_jax import preemption
 
 
@@ -43,3 +46,29 @@ def test_ctrl_c_is_handled_as_sigterm():
       time.sleep(0.1)
       assert handler.requested
   assert signal.getsignal(signal.SIGINT) is previous
+
+
+def _stopped_inside_code_that_swallows_every_exception() -> None:
+  """A stop while library code such as JAX's compile path (`except:`) runs: its exception is lost."""
+  try:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+  except:  # noqa: E722  pylint: disable=bare-except
+    pass
+
+
+def test_a_stop_whose_exception_library_code_swallowed_ends_the_stage_loop_after_its_step():
+  steps = []
+
+  def loss_fn(params, batch):
+    steps.append(1)
+    return ((params - batch['x'])**2).mean()
+
+  with preemption.handling_sigterm():
+    _stopped_inside_code_that_swallows_every_exception()
+    with pytest.raises(preemption.Preempted, match='before training started'):
+      loops.fit(loss_fn, np.zeros(3, np.float32), {'x': np.ones((4, 3), np.float32)}, steps=100, batch_size=2, lr=0.1,
+                seed=0, name='stage')
+    with pytest.raises(preemption.Preempted):
+      loops.batched(jax.jit(lambda x: x + 1), np.ones((4, 3), np.float32), batch_size=2)
+  preemption.check()  # No handler installed: nothing to stop.

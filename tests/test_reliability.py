@@ -82,6 +82,17 @@ def _wait_until(condition, proc: subprocess.Popen, log: str, timeout: float = 30
     time.sleep(poll)
 
 
+def _exit_code(proc: subprocess.Popen, timeout: float) -> int | None:
+  """The process's exit code, or None (and the process killed) when it still runs after `timeout` seconds, so that
+  the failure shows its log rather than a timeout."""
+  try:
+    return proc.wait(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    proc.wait()
+    return None
+
+
 def _read(log: str) -> str:
   with open(log) as f:
     return f.read()
@@ -243,7 +254,7 @@ def test_a_full_disk_while_saving_stops_with_one_clear_error_and_the_rerun_resum
   # the checkpoint's OCDBT data files (400-600 kB) do not, so the save of step 8 fails in TensorStore's writes
   # (EFBIG, as ENOSPC would; Python ignores SIGXFSZ).
   resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))
-  assert proc.wait(timeout=300) == 2  # A known error (face2music_jax.cli).
+  assert _exit_code(proc, timeout=300) == 2, _tail(log)  # A known error (face2music_jax.cli).
   out = _read(log)
   # Orbax logs the failed write of each array with a traceback; the run's own error comes once, as one message.
   errors = [line for line in out.splitlines() if line.startswith('Error: ')]
@@ -285,7 +296,7 @@ def test_sigterm_during_a_stage_stops_at_once_with_its_own_code_and_keeps_the_fi
   proc = _start(_command(workdir, tiny_data_dir, '--config.classifiers.num_steps=100000'), env, log)
   _wait_until(lambda: 'Stage classifiers: training' in _read(log), proc, log)
   proc.send_signal(signal.SIGTERM)
-  assert proc.wait(timeout=120) == preemption.EXIT_CODE, _tail(log)
+  assert _exit_code(proc, timeout=120) == preemption.EXIT_CODE, _tail(log)
   assert 'Stopped: SIGTERM received before training started' in _read(log), _tail(log)
   names = os.listdir(workdir)
   assert 'audio_embedding' in names and 'classifiers' not in names and 'checkpoints' not in names, names
