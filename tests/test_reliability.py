@@ -1,6 +1,6 @@
 """Injected faults: SIGKILL at a random moment and during a checkpoint save, a full disk while saving, a flipped bit
-in the newest checkpoint, a kill between the final save and its pruning, SIGTERM during a stage, one process of a
-multi-process run dying or hanging, an unwritable work directory.
+in the newest checkpoint, a kill between the final save and its pruning, SIGTERM during a stage, a run of two
+processes (which first trains to its end) losing one process to death or a hang, an unwritable work directory.
 
 The kill and disk tests run `run_train.py` in subprocesses (as a user would) on the tiny config for NUM_STEPS
 steps, then rerun the same command and compare its final parameters with those of one uninterrupted run that
@@ -311,16 +311,18 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start_two_processes(workdir: str, data_dir: str, env: dict[str, str], tmp_path,
-                         heartbeat_timeout: int) -> tuple[list[subprocess.Popen], list[str]]:
+def _start_two_processes(workdir: str, data_dir: str, env: dict[str, str], tmp_path, heartbeat_timeout: int,
+                         num_steps: int = 100_000, checkpoint_every: int = 100_000,
+                         name: str = 'process') -> tuple[list[subprocess.Popen], list[str]]:
+  """Two processes of one run, 2 CPU devices each; their logs are <tmp_path>/<name>_<i>.log."""
   port = _free_port()
   env = dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  logs = [str(tmp_path / f'process_{i}.log') for i in range(2)]
+  logs = [str(tmp_path / f'{name}_{i}.log') for i in range(2)]
   procs = [
       _start(
           _command(workdir, data_dir, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-                   f'--process_id={i}', f'--heartbeat_timeout={heartbeat_timeout}', num_steps=100_000,
-                   checkpoint_every=100_000), env, logs[i]) for i in range(2)
+                   f'--process_id={i}', f'--heartbeat_timeout={heartbeat_timeout}', num_steps=num_steps,
+                   checkpoint_every=checkpoint_every), env, logs[i]) for i in range(2)
   ]
   return procs, logs
 
@@ -334,11 +336,25 @@ def _seconds_to_exit(proc: subprocess.Popen, log: str, timeout: float = 120) -> 
   return time.time() - start
 
 
-def test_when_one_of_two_processes_dies_the_other_exits_with_an_error(tiny_data_dir, env, tmp_path):
+def test_two_processes_train_together_and_when_one_dies_the_other_exits_with_an_error(tiny_data_dir, env, tmp_path):
   workdir = str(tmp_path / 'multi')
+  # Together: a run of two processes (2 devices each) to its end.
+  procs, logs = _start_two_processes(workdir, tiny_data_dir, env, tmp_path, heartbeat_timeout=10, num_steps=4,
+                                     checkpoint_every=2, name='together')
+  try:
+    codes = [_exit_code(p, timeout=600) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  assert codes == [0, 0], [_tail(log) for log in logs]
+  assert 'Process 1 of 2, 2 local and 4 global devices' in _read(logs[1]), _tail(logs[1])
+  lines = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert [l['step'] for l in lines] == [1, 2, 3, 4] and all(np.isfinite(l['g_loss']) for l in lines)
+  assert _checkpoints(workdir) == ([2, 4], [])
+  # Then the run goes on (its compiled step comes from the cache) and one process dies.
   procs, logs = _start_two_processes(workdir, tiny_data_dir, env, tmp_path, heartbeat_timeout=10)
   try:
-    _wait_until(lambda: len(_metric_steps(workdir)) >= 2, procs[0], logs[0], timeout=400)
+    _wait_until(lambda: len(_metric_steps(workdir)) >= 6, procs[0], logs[0], timeout=400)
     procs[1].kill()
     waited = _seconds_to_exit(procs[0], logs[0])
   finally:
@@ -348,6 +364,7 @@ def test_when_one_of_two_processes_dies_the_other_exits_with_an_error(tiny_data_
   out = _read(logs[0])
   assert procs[0].returncode == 1, out[-3000:]
   # Its next collective failed (gloo: connection reset or closed by peer), and it exited at once.
+  assert 'Resumed from the checkpoint at step 4.' in out, out[-3000:]
   assert 'Process 0 of 2 stopped on an error' in out and 'Gloo' in out, out[-3000:]
   assert waited < 60, f'Process 0 took {waited:.0f} s to exit:\n{out[-3000:]}'
 

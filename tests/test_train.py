@@ -1,11 +1,10 @@
-"""End-to-end training on the tiny embedded data: artefacts, resume, multi-process, bad configs."""
+"""End-to-end training on the tiny embedded data: artefacts, resume, bad configs (several processes: test_reliability.py)."""
 
 import glob
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -120,32 +119,6 @@ def test_a_checkpoint_from_another_config_fails_clearly(tiny_config):
   tiny_config.train.num_steps = 6
   with pytest.raises(Exception, match='another config'):
     train.train(tiny_config, tiny_config.workdir)
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
-def test_two_processes_train_together(tiny_config, tmp_path):
-  workdir = str(tmp_path / 'multi')
-  port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  procs = [
-      subprocess.Popen([
-          sys.executable, 'run_train.py', '--config=configs/aux.py:tiny', f'--workdir={workdir}',
-          f'--config.data_dir={tiny_config.data_dir}', f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-          f'--process_id={i}'
-      ], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)
-  ]
-  outputs = [p.communicate(timeout=600)[0] for p in procs]
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-3000:]
-  assert 'Process 1 of 2, 2 local and 4 global devices' in outputs[1]
-  lines = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
-  assert [l['step'] for l in lines] == [1, 2, 3, 4] and all(np.isfinite(l['g_loss']) for l in lines)
-  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
 
 
 def _nan_metric_loss(*args, **kwargs):
