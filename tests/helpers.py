@@ -1,4 +1,8 @@
-"""Synthetic inputs for fast tests of the models and the train step (no dataset needed)."""
+"""Synthetic inputs for fast tests of the models and the train step (no dataset needed), and work directories that
+start with the stage artefacts of a run, so that tests of training skip the stages."""
+
+import os
+import shutil
 
 import ml_collections
 
@@ -92,3 +96,17 @@ def eval_summary(value: float, step: int = 8, pitches: tuple[int, ...] = (36, 60
           }
       },
   }
+
+
+# What the prerequisite stages leave in a work directory (face2music_jax/stages.py); deterministic for a config.
+STAGE_ARTEFACTS = ('audio_embedding', 'classifiers', 'statistics.json')
+
+
+def copy_stage_artefacts(source: str, workdir: str) -> str:
+  """Starts `workdir` with the stage artefacts of the run in `source` (of the same config and data), so that a test
+  of training skips the stages; returns `workdir`."""
+  os.makedirs(workdir, exist_ok=True)
+  for name in STAGE_ARTEFACTS:
+    path = os.path.join(source, name)
+    (shutil.copytree if os.path.isdir(path) else shutil.copy)(path, os.path.join(workdir, name))
+  return workdir

@@ -30,6 +30,7 @@ import pytest
 from face2music_jax import checkpoint
 from face2music_jax import preemption
 from face2music_jax import train
+from tests import helpers
 from tests import test_checkpoint
 
 # Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
@@ -38,7 +39,6 @@ pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_STEPS = 8
 TMP_SUFFIX = '.orbax-checkpoint-tmp'  # Orbax 0.12's name for a checkpoint being written: <step>.orbax-checkpoint-tmp.
-STAGE_ARTEFACTS = ('audio_embedding', 'classifiers', 'statistics.json')
 
 
 def _shared_dir(tmp_path_factory) -> pathlib.Path:
@@ -139,12 +139,7 @@ def reference(tiny_data_dir, tmp_path_factory, env) -> str:
 
 def _new_workdir(tmp_path, reference: str) -> str:
   """A fresh work directory holding the reference run's prerequisite artefacts, so that training starts at once."""
-  workdir = str(tmp_path / 'workdir')
-  os.makedirs(workdir)
-  for name in STAGE_ARTEFACTS:
-    source = os.path.join(reference, name)
-    (shutil.copytree if os.path.isdir(source) else shutil.copy)(source, os.path.join(workdir, name))
-  return workdir
+  return helpers.copy_stage_artefacts(reference, str(tmp_path / 'workdir'))
 
 
 def _assert_finished_like_the_reference(workdir: str, reference: str) -> None:

@@ -22,11 +22,20 @@ from face2music_jax import preemption
 from face2music_jax import train
 from face2music_jax import train_step
 from face2music_jax.data import inputs as inputs_lib
+from tests import helpers
 
 # Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
 pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def staged_config(tiny_config, trained_tiny_workdir):
+  """The tiny config with a work directory that holds the shared tiny run's stage artefacts (the stages are
+  deterministic; test_train_writes_checkpoints_logs_and_samples runs them): these tests train at once."""
+  helpers.copy_stage_artefacts(trained_tiny_workdir, tiny_config.workdir)
+  return tiny_config
 
 
 def _params(state):
@@ -73,13 +82,13 @@ def test_batches_are_a_pure_function_of_the_step_with_a_fresh_sub_batch_per_disc
   np.testing.assert_array_equal(batch['pitch'][1], data.pitch[data.note_sampler.indices(7)])
 
 
-def test_stop_and_resume_gives_the_same_parameters_as_an_uninterrupted_run(tiny_config, tmp_path):
+def test_stop_and_resume_gives_the_same_parameters_as_an_uninterrupted_run(tiny_config, trained_tiny_workdir, tmp_path):
   straight = tiny_config.copy_and_resolve_references()
-  straight.workdir = str(tmp_path / 'straight')
+  straight.workdir = helpers.copy_stage_artefacts(trained_tiny_workdir, str(tmp_path / 'straight'))
   expected = _params(train.train(straight, straight.workdir))
 
   resumed = tiny_config.copy_and_resolve_references()
-  resumed.workdir = str(tmp_path / 'resumed')
+  resumed.workdir = helpers.copy_stage_artefacts(trained_tiny_workdir, str(tmp_path / 'resumed'))
   resumed.train.num_steps = 2
   train.train(resumed, resumed.workdir)
   resumed.train.num_steps = 4
@@ -113,7 +122,8 @@ def test_a_batch_that_does_not_divide_over_the_devices_fails_before_any_stage(ti
   assert not os.path.exists(tiny_config.workdir)
 
 
-def test_a_checkpoint_from_another_config_fails_clearly(tiny_config):
+def test_a_checkpoint_from_another_config_fails_clearly(staged_config):
+  tiny_config = staged_config
   train.train(tiny_config, tiny_config.workdir)
   tiny_config.model.harmonic.hidden = 8
   tiny_config.train.num_steps = 6
@@ -126,7 +136,8 @@ def _nan_metric_loss(*args, **kwargs):
   return jax.numpy.float32(np.nan)
 
 
-def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_config, monkeypatch):
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(staged_config, monkeypatch):
+  tiny_config = staged_config
   tiny_config.train.num_steps = 2
   train.train(tiny_config, tiny_config.workdir)
   monkeypatch.setattr(train_step.losses, 'metric_preservation_loss', _nan_metric_loss)
@@ -136,7 +147,8 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny
   assert sorted(os.listdir(os.path.join(tiny_config.workdir, 'checkpoints'))) == ['2']
 
 
-def test_non_finite_updates_are_skipped_and_counted_when_configured(tiny_config, monkeypatch):
+def test_non_finite_updates_are_skipped_and_counted_when_configured(staged_config, monkeypatch):
+  tiny_config = staged_config
   monkeypatch.setattr(train_step.losses, 'metric_preservation_loss', _nan_metric_loss)
   tiny_config.train.nonfinite = 'skip'
   tiny_config.train.num_steps = 2
@@ -149,8 +161,8 @@ def test_non_finite_updates_are_skipped_and_counted_when_configured(tiny_config,
   assert [l['skipped'] for l in lines] == [1.0, 2.0]
 
 
-def test_sigterm_saves_a_checkpoint_before_exit_and_the_rerun_resumes(tiny_config, tmp_path):
-  workdir = str(tmp_path / 'preempted')
+def test_sigterm_saves_a_checkpoint_before_exit_and_the_rerun_resumes(tiny_config, trained_tiny_workdir, tmp_path):
+  workdir = helpers.copy_stage_artefacts(trained_tiny_workdir, str(tmp_path / 'preempted'))
   args = [
       sys.executable, 'run_train.py', '--config=configs/aux.py:tiny', f'--workdir={workdir}',
       f'--config.data_dir={tiny_config.data_dir}', '--config.train.num_steps=100000',
