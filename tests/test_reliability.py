@@ -242,13 +242,17 @@ def test_a_kill_after_the_final_save_but_before_its_pruning_leaves_no_extra_chec
 def test_a_full_disk_while_saving_stops_with_one_clear_error_and_the_rerun_resumes(reference, tiny_data_dir, env,
                                                                                    tmp_path):
   workdir = _new_workdir(tmp_path, reference)
+  first = _run(_command(workdir, tiny_data_dir, num_steps=4, checkpoint_every=4), env)
+  assert first.returncode == 0 and _checkpoints(workdir) == ([4], []), first.stderr[-3000:]
+  # The run goes on with a disk that takes no file beyond 200 kB: the metrics, events and sample WAVs stay below
+  # that, the checkpoint's OCDBT data files (400-600 kB) do not, so the save of step 8 fails in TensorStore's writes
+  # (EFBIG, as ENOSPC would; Python ignores SIGXFSZ). (The limit is set at the start of this second run: set on a
+  # running process once its step 4 was saved, it came too late when the run had already finished.)
   log = str(tmp_path / 'full.log')
-  proc = _start(_command(workdir, tiny_data_dir, checkpoint_every=4), env, log)
-  _wait_until(lambda: _checkpoints(workdir)[0] == [4], proc, log, poll=0.001)
-  # From now on no file of the run may grow beyond 200 kB: the metrics, events and sample WAVs stay below that,
-  # the checkpoint's OCDBT data files (400-600 kB) do not, so the save of step 8 fails in TensorStore's writes
-  # (EFBIG, as ENOSPC would; Python ignores SIGXFSZ).
-  resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))
+  with open(log, 'w') as f:
+    proc = subprocess.Popen(
+        _command(workdir, tiny_data_dir, checkpoint_every=4), cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY)))
   assert _exit_code(proc, timeout=300) == 2, _tail(log)  # A known error (face2music_jax.cli).
   out = _read(log)
   # Orbax logs the failed write of each array with a traceback; the run's own error comes once, as one message.
