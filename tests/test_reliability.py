@@ -244,15 +244,17 @@ def test_a_full_disk_while_saving_stops_with_one_clear_error_and_the_rerun_resum
   workdir = _new_workdir(tmp_path, reference)
   first = _run(_command(workdir, tiny_data_dir, num_steps=4, checkpoint_every=4), env)
   assert first.returncode == 0 and _checkpoints(workdir) == ([4], []), first.stderr[-3000:]
-  # The run goes on with a disk that takes no file beyond 200 kB: the metrics, events and sample WAVs stay below
-  # that, the checkpoint's OCDBT data files (400-600 kB) do not, so the save of step 8 fails in TensorStore's writes
-  # (EFBIG, as ENOSPC would; Python ignores SIGXFSZ). (The limit is set at the start of this second run: set on a
-  # running process once its step 4 was saved, it came too late when the run had already finished.)
+  # The run goes on with a disk that takes no file beyond 100 kB: the metrics, events, sample WAVs (33 kB) and the
+  # checkpoint's metadata (52 kB) stay below that; the checkpoint's OCDBT data (about 600 kB, which TensorStore
+  # writes as 3-5 files of 35-420 kB, split differently from run to run) does not, so the save of step 8 fails in
+  # TensorStore's writes (EFBIG, as ENOSPC would; Python ignores SIGXFSZ). The limit holds from the start of this
+  # second run. (A 200 kB limit once let a save whose files were 36-179 kB succeed; a limit set on the running
+  # process after its step-4 save once came after the run's end.)
   log = str(tmp_path / 'full.log')
   with open(log, 'w') as f:
     proc = subprocess.Popen(
         _command(workdir, tiny_data_dir, checkpoint_every=4), cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY)))
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY)))
   assert _exit_code(proc, timeout=300) == 2, _tail(log)  # A known error (face2music_jax.cli).
   out = _read(log)
   # Orbax logs the failed write of each array with a traceback; the run's own error comes once, as one message.
