@@ -246,7 +246,7 @@ def test_a_full_disk_while_saving_stops_with_one_clear_error_and_the_rerun_resum
   assert first.returncode == 0 and _checkpoints(workdir) == ([4], []), first.stderr[-3000:]
   # The run goes on with a disk that takes no file beyond 100 kB: the metrics, events, sample WAVs (33 kB) and the
   # checkpoint's metadata (52 kB) stay below that; the checkpoint's OCDBT data (about 600 kB, which TensorStore
-  # writes as 3-5 files of 35-420 kB, split differently from run to run) does not, so the save of step 8 fails in
+  # writes as 2-5 files of 36-422 kB, split differently from run to run) does not, so the save of step 8 fails in
   # TensorStore's writes (EFBIG, as ENOSPC would; Python ignores SIGXFSZ). The limit holds from the start of this
   # second run. (A 200 kB limit once let a save whose files were 36-179 kB succeed; a limit set on the running
   # process after its step-4 save once came after the run's end.)
