@@ -6,14 +6,17 @@ raises `Preempted` at once, in the prerequisite stages or while the model is bui
 (each stage's artefact is written whole or not at all). Inside `Handler.deferred()` (the GAN's training loop) it
 only sets a flag, which the loop checks after each step, so that it saves a checkpoint and then raises `Preempted`.
 The exception can be lost where library code swallows every exception around the point where the main thread was
-(bare `except:` blocks exist in JAX's compile path), so the loops of the stages and of evaluation also `check()`
-after each step: a stop whose exception was lost is raised again there. A command stopped so exits with
+(bare `except:` blocks exist in JAX's compile path), or where the signal arrives inside a garbage-collection callback
+(JAX's `_xla_gc_callback`), whose exceptions Python reports as unraisable and drops; so the loops of the stages and
+of evaluation also `check()` after each step: a stop whose exception was lost is raised again there. While the
+handler is installed, a dropped `Preempted` is logged in one line instead of Python's "Exception ignored" traceback. A command stopped so exits with
 EXIT_CODE, which tells a finished run (0) from a stopped one. Evaluation and
 translation stop at once the same way: their outputs are written whole or not at all (files.building, files.staged).
 """
 
 import contextlib
 import signal
+import sys
 from collections.abc import Iterator
 
 from absl import logging
@@ -80,9 +83,20 @@ def handling_sigterm(stopped: str = BEFORE_TRAINING) -> Iterator[Handler]:
   ones. `stopped`: what a stop means, for its message (the commands that do not train say what they kept)."""
   handler = Handler(stopped)
   previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  previous_hook = sys.unraisablehook
+
+  def unraisable(args) -> None:
+    if isinstance(args.exc_type, type) and issubclass(args.exc_type, Preempted):
+      logging.info('The stop arrived where Python drops exceptions (%s); the work stops after its current step.',
+                   getattr(args.object, '__qualname__', args.object))
+    else:
+      previous_hook(args)
+
+  sys.unraisablehook = unraisable
   try:
     yield handler
   finally:
+    sys.unraisablehook = previous_hook
     for s, old in previous.items():
       signal.signal(s, old)
 

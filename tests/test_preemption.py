@@ -1,7 +1,9 @@
 """SIGTERM: stops a run at once before training, and after the current step (and a save) inside the loop."""
 
+import gc
 import os
 import signal
+import sys
 import time
 
 import jax
@@ -72,3 +74,27 @@ def test_a_stop_whose_exception_library_code_swallowed_ends_the_stage_loop_after
     with pytest.raises(preemption.Preempted):
       loops.batched(jax.jit(lambda x: x + 1), np.ones((4, 3), np.float32), batch_size=2)
   preemption.check()  # No handler installed: nothing to stop.
+
+
+def test_a_stop_inside_a_garbage_collection_callback_prints_no_traceback_and_the_next_check_raises(capfd, monkeypatch):
+  # JAX's `_xla_gc_callback` is such a callback: Python drops its exceptions with an "Exception ignored" traceback
+  # (a SIGTERM during evaluation printed one, from a test in the suite).
+  def callback(phase, info):
+    del info
+    if phase == 'start':
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(5)  # The handler runs here.
+
+  monkeypatch.setattr(sys, 'unraisablehook', sys.__unraisablehook__)  # Python's own (pytest's only warns).
+  hook = sys.unraisablehook
+  with preemption.handling_sigterm():
+    gc.callbacks.append(callback)
+    try:
+      gc.collect()
+    finally:
+      gc.callbacks.remove(callback)
+    with pytest.raises(preemption.Preempted):
+      preemption.check()
+  err = capfd.readouterr().err
+  assert 'Traceback' not in err and 'Exception ignored' not in err, err
+  assert sys.unraisablehook is hook
