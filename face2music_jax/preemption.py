@@ -9,8 +9,8 @@ The exception can be lost where library code swallows every exception around the
 (bare `except:` blocks exist in JAX's compile path), or where the signal arrives inside a garbage-collection callback
 (JAX's `_xla_gc_callback`), whose exceptions Python reports as unraisable and drops; so the loops of the stages and
 of evaluation also `check()` after each step: a stop whose exception was lost is raised again there. While the
-handler is installed, a dropped `Preempted` is logged in one line instead of Python's "Exception ignored" traceback. A command stopped so exits with
-EXIT_CODE, which tells a finished run (0) from a stopped one. Evaluation and
+handler is installed, a dropped `Preempted` is logged in one line instead of Python's "Exception ignored" traceback.
+A command stopped so exits with EXIT_CODE, which tells a finished run (0) from a stopped one. Evaluation and
 translation stop at once the same way: their outputs are written whole or not at all (files.building, files.staged).
 """
 
@@ -86,7 +86,7 @@ def handling_sigterm(stopped: str = BEFORE_TRAINING) -> Iterator[Handler]:
   previous_hook = sys.unraisablehook
 
   def unraisable(args) -> None:
-    if isinstance(args.exc_type, type) and issubclass(args.exc_type, Preempted):
+    if issubclass(args.exc_type, Preempted):
       logging.info('The stop arrived where Python drops exceptions (%s); the work stops after its current step.',
                    getattr(args.object, '__qualname__', args.object))
     else:
