@@ -8,7 +8,6 @@ import functools
 import json
 import os
 import time
-from typing import Any
 
 import jax
 import ml_collections
@@ -23,6 +22,7 @@ from face2music_jax import parallel
 from face2music_jax import preemption
 from face2music_jax import progress
 from face2music_jax import stages
+from face2music_jax import summaries as summaries_lib
 from face2music_jax import workdir as workdir_lib
 from face2music_jax.audio import wav as wav_lib
 from face2music_jax.gan import Models, TrainState, make_generate, to_host
@@ -166,8 +166,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   sample_z, sample_pitch, sample_names = _sample_inputs(config, inputs, mesh)
   generate = make_generate(models.g)
   # TensorBoard on process 0 only; the progress line below is the log.
-  writer, writer_errors = _summary_writer(workdir, is_main)
-  summaries = functools.partial(files.writing, os.path.join(workdir, 'events.out.tfevents.*'), writer_errors)
+  with files.writing(os.path.join(workdir, summaries_lib.PATTERN)):
+    writer = _summary_writer(workdir, is_main)
+  summaries = functools.partial(files.writing, os.path.join(workdir, summaries_lib.PATTERN))
   t = config.train
   timer_start, timer_step = time.time(), start_step
   progress_bar = progress.bar(t.num_steps, 'train', initial=start_step)
@@ -223,7 +224,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
               'resume.')
       saver.wait()
       with summaries():
-        writer.flush()
+        writer.close()
       timer.lap('checkpoints')
   except files.WriteError as e:
     progress_bar.close()
@@ -324,41 +325,19 @@ def _compile_within_memory(step_fn, models: Models, config: ml_collections.Confi
   return compiled
 
 
-class _NoSummaries:
-  """The summary writer of processes other than 0, and of machines without TensorFlow."""
-
-  def write_scalars(self, step: int, scalars: dict[str, Any]) -> None:
-    pass
-
-  def flush(self) -> None:
-    pass
-
-  def close(self) -> None:
-    pass
+def _summary_writer(workdir: str, is_main: bool) -> summaries_lib.ScalarWriter | summaries_lib.NoSummaries:
+  """TensorBoard scalar summaries (summaries.py, without TensorFlow) on process 0."""
+  return summaries_lib.ScalarWriter(workdir) if is_main else summaries_lib.NoSummaries()
 
 
-def _summary_writer(workdir: str, is_main: bool) -> tuple[Any, tuple[type[Exception], ...]]:
-  """TensorBoard summaries (clu, which writes through TensorFlow) on process 0, and the errors its failed writes
-  raise (when it writes or flushes); none where TensorFlow is not installed (metrics.jsonl has every logged value)."""
-  if not is_main:
-    return _NoSummaries(), ()
-  try:
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from clu import metric_writers  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    logging.warning('TensorFlow is not installed: no TensorBoard summaries (metrics.jsonl has every logged value).')
-    return _NoSummaries(), ()
-  return metric_writers.SummaryWriter(workdir), (tf.errors.OpError,)
-
-
-def _stopped(saver: checkpoint.Saver, writer: Any) -> None:
+def _stopped(saver: checkpoint.Saver, writer: summaries_lib.ScalarWriter | summaries_lib.NoSummaries) -> None:
   """When the loop stopped on an error (or SIGTERM), which is the one to report: lets a save in flight complete
-  and flushes the summaries, reporting their failures in the log only."""
+  and closes the summaries, reporting their failures in the log only."""
   try:
     saver.wait()
   except checkpoint.CheckpointError as e:
     logging.error('%s', e)
   try:
-    writer.flush()
-  except Exception as e:  # pylint: disable=broad-except  (OSError, TensorFlow's OpError: reported, not raised)
-    logging.error('Could not flush the TensorBoard summaries: %s', e)
+    writer.close()
+  except OSError as e:
+    logging.error('Could not write the TensorBoard summaries: %s', e)

@@ -38,6 +38,22 @@ def tiny_data_dir(tmp_path_factory) -> str:
   return data_dir
 
 
+@pytest.fixture(scope='session')
+def tiny_exported(tiny_data_dir, tmp_path_factory) -> str:
+  """The tiny data exported to one .npz (data/exported.py; the same arrays): the commands that the tests run read
+  it with `--config.data.exported=`, so that they never import TensorFlow (5-10 s each here), unless they test
+  the TFDS data themselves."""
+  from face2music_jax.data import exported  # pylint: disable=import-outside-toplevel
+  root = _run_root(tmp_path_factory)
+  path = str(root / 'tiny_data.npz')
+  with filelock.FileLock(str(root / 'tiny_data_npz.lock')):
+    if not os.path.exists(path):
+      config = helpers.tiny_config()
+      config.data_dir = tiny_data_dir
+      exported.export(config, path)
+  return path
+
+
 @pytest.fixture
 def tiny_config(tiny_data_dir, tmp_path):
   """The tiny aux config on the shared tiny data, with its own workdir."""

@@ -20,7 +20,6 @@ from face2music_jax import evaluate
 from face2music_jax import files
 from face2music_jax import plots
 from face2music_jax import report
-from face2music_jax import train
 from face2music_jax import workdir as workdir_lib
 from tests import helpers
 
@@ -37,12 +36,12 @@ METRIC_KEYS = ('pitch_test_accuracy', 'family_test_accuracy', 'fid_pitch', 'fid_
 
 
 @pytest.fixture(scope='module')
-def trained(tiny_data_dir, tmp_path_factory):
-  """A tiny aux model trained for its 4 steps, then evaluated."""
+def trained(tiny_data_dir, trained_tiny_workdir, tmp_path_factory):
+  """The shared tiny aux model (conftest: trained for its 4 steps), in a work directory of its own, evaluated."""
   config = helpers.tiny_config('aux')
   config.data_dir = tiny_data_dir
   workdir = str(tmp_path_factory.mktemp('eval') / 'workdir')
-  train.train(config, workdir)
+  shutil.copytree(trained_tiny_workdir, workdir)
   summary = evaluate.evaluate(config, workdir)
   return config, workdir, summary
 

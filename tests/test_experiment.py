@@ -22,21 +22,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6
 
 
-def _command(tiny_data_dir: str, tmp_path, *extra: str) -> list[str]:
+def _command(tiny_exported: str, tmp_path, *extra: str) -> list[str]:
   return [
       sys.executable,
       os.path.join(ROOT, 'run_experiment.py'), '--size=tiny', '--seeds=0,1', '--configs=baseline,aux',
-      f'--set=data_dir={tiny_data_dir!r}', f'--set=train.num_steps={STEPS}', '--set=train.checkpoint_every=2',
+      f'--set=data.exported={tiny_exported!r}', f'--set=train.num_steps={STEPS}', '--set=train.checkpoint_every=2',
       f'--experiment_dir={tmp_path / "experiment"}', f'--results_dir={tmp_path / "results"}', *extra
   ]
 
 
-def test_an_interrupted_experiment_resumes_trains_no_cell_twice_and_writes_its_table(tiny_data_dir, tmp_path):
+def test_an_interrupted_experiment_resumes_trains_no_cell_twice_and_writes_its_table(tiny_exported, tmp_path):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
   experiment_dir = tmp_path / 'experiment'
   first_cell = experiment_dir / 'baseline_seed0'
   log = open(tmp_path / 'first.log', 'w')
-  process = subprocess.Popen(_command(tiny_data_dir, tmp_path), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+  process = subprocess.Popen(_command(tiny_exported, tmp_path), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
   deadline = time.time() + 1800
   while not (first_cell / experiment.CELL_FILE).exists():
     assert process.poll() is None, open(tmp_path / 'first.log').read()[-3000:]
@@ -52,7 +52,7 @@ def test_an_interrupted_experiment_resumes_trains_no_cell_twice_and_writes_its_t
 
   readme = tmp_path / 'README.md'
   readme.write_text(f'# Results\n{table_lib.README_BEGIN}\nold table\n{table_lib.README_END}\nafter\n')
-  rerun = subprocess.run(_command(tiny_data_dir, tmp_path, f'--readme={readme}'), cwd=ROOT, env=env,
+  rerun = subprocess.run(_command(tiny_exported, tmp_path, f'--readme={readme}'), cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=2400)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert 'baseline_seed0: finished earlier, skipped' in rerun.stderr

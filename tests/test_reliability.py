@@ -3,10 +3,11 @@ in the newest checkpoint, a kill between the final save and its pruning, SIGTERM
 processes (which first trains to its end) losing one process to death or a hang, an unwritable work directory.
 
 The kill and disk tests run `run_train.py` in subprocesses (as a user would) on the tiny config for NUM_STEPS
-steps, then rerun the same command and compare its final parameters with those of one uninterrupted run that
-all of them (and all xdist workers) share. The subprocesses share a persistent compilation cache and compile
-with most optimizations off, and each new work directory starts with the reference run's prerequisite artefacts
-(the stages are deterministic), so that a run takes seconds.
+steps, then rerun the same command and compare its final parameters with those of one uninterrupted run that all
+of them (and all xdist workers) share. The subprocesses read the tiny data exported to one .npz (no TensorFlow is
+imported), share a persistent compilation cache and compile with most optimizations off, and each new work
+directory starts with the reference run's prerequisite artefacts (the stages are deterministic), so that a run
+takes seconds.
 """
 
 import json
@@ -55,11 +56,10 @@ def env(tmp_path_factory) -> dict[str, str]:
               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0', JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
 
 
-def _command(workdir: str, data_dir: str, *flags: str, num_steps: int = NUM_STEPS,
-             checkpoint_every: int = 1) -> list[str]:
+def _command(workdir: str, data: str, *flags: str, num_steps: int = NUM_STEPS, checkpoint_every: int = 1) -> list[str]:
   return [
       sys.executable, 'run_train.py', '--config=configs/aux.py:tiny', f'--workdir={workdir}',
-      f'--config.data_dir={data_dir}', f'--config.train.num_steps={num_steps}',
+      f'--config.data.exported={data}', f'--config.train.num_steps={num_steps}',
       f'--config.train.checkpoint_every={checkpoint_every}', *flags
   ]
 
@@ -123,14 +123,14 @@ def _final_state(workdir: str) -> list:
 
 
 @pytest.fixture(scope='module')
-def reference(tiny_data_dir, tmp_path_factory, env) -> str:
+def reference(tiny_exported, tmp_path_factory, env) -> str:
   """The work directory of one uninterrupted run of NUM_STEPS steps, made once for all xdist workers."""
   root = _shared_dir(tmp_path_factory)
   workdir = str(root / 'reliability_reference')
   with filelock.FileLock(str(root / 'reliability_reference.lock')):
     if not os.path.exists(os.path.join(workdir, 'done')):
       shutil.rmtree(workdir, ignore_errors=True)  # A failed attempt.
-      done = _run(_command(workdir, tiny_data_dir), env)
+      done = _run(_command(workdir, tiny_exported), env)
       assert done.returncode == 0, done.stderr[-3000:]
       assert _metric_steps(workdir) == list(range(1, NUM_STEPS + 1))
       open(os.path.join(workdir, 'done'), 'w').close()
@@ -162,14 +162,14 @@ def _assert_resumed_from(rerun: subprocess.CompletedProcess, complete: list[int]
 
 
 def test_sigkill_at_a_random_moment_then_the_rerun_resumes_from_the_last_complete_checkpoint(
-    reference, tiny_data_dir, env, tmp_path):
+    reference, tiny_exported, env, tmp_path):
   seed = int(os.environ.get('FACE2MUSIC_KILL_SEED', '0'))
   with open(os.path.join(reference, 'metrics.jsonl')) as f:  # The reference's time from its first to last step.
     training = sum(1 / json.loads(line)['steps_per_second'] for line in f.readlines()[1:])
   delay = random.Random(seed).uniform(0.0, 0.9) * training
   workdir = _new_workdir(tmp_path, reference)
   log = str(tmp_path / 'killed.log')
-  proc = _start(_command(workdir, tiny_data_dir), env, log)
+  proc = _start(_command(workdir, tiny_exported), env, log)
   _wait_until(lambda: _metric_steps(workdir), proc, log)
   time.sleep(delay)
   assert proc.poll() is None, f'The run ended within {delay:.2f} s of its first step (seed {seed}).'
@@ -178,17 +178,17 @@ def test_sigkill_at_a_random_moment_then_the_rerun_resumes_from_the_last_complet
   assert proc.wait() == -signal.SIGKILL
   complete, _ = _checkpoints(workdir)
 
-  rerun = _run(_command(workdir, tiny_data_dir), env)
+  rerun = _run(_command(workdir, tiny_exported), env)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   _assert_resumed_from(rerun, complete)
   _assert_finished_like_the_reference(workdir, reference)
 
 
 def test_sigkill_during_a_checkpoint_save_leaves_a_partial_checkpoint_that_is_never_resumed_from(
-    reference, tiny_data_dir, env, tmp_path):
+    reference, tiny_exported, env, tmp_path):
   workdir = _new_workdir(tmp_path, reference)
   log = str(tmp_path / 'killed.log')
-  proc = _start(_command(workdir, tiny_data_dir), env, log)
+  proc = _start(_command(workdir, tiny_exported), env, log)
   while True:  # Freeze the run while a save is being written, after at least one checkpoint is complete.
     _wait_until(lambda: all(_checkpoints(workdir)), proc, log, poll=0.001)
     proc.send_signal(signal.SIGSTOP)
@@ -200,7 +200,7 @@ def test_sigkill_during_a_checkpoint_save_leaves_a_partial_checkpoint_that_is_ne
   complete, partial = _checkpoints(workdir)
   assert partial and int(partial[0].split('.')[0]) > complete[-1], (complete, partial)
 
-  rerun = _run(_command(workdir, tiny_data_dir), env)
+  rerun = _run(_command(workdir, tiny_exported), env)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   _assert_resumed_from(rerun, complete)
   _assert_finished_like_the_reference(workdir, reference)  # Also: the partial checkpoint was removed.
@@ -222,7 +222,7 @@ def test_a_checkpoint_complete_but_for_its_final_rename_is_never_resumed_from(re
 
 
 def test_a_kill_after_the_final_save_but_before_its_pruning_leaves_no_extra_checkpoint(
-    reference, tiny_data_dir, env, tmp_path):
+    reference, tiny_exported, env, tmp_path):
   workdir = str(tmp_path / 'workdir')
   shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns('done'))
   kept = _checkpoints(workdir)[0]
@@ -231,7 +231,7 @@ def test_a_kill_after_the_final_save_but_before_its_pruning_leaves_no_extra_chec
   older = kept[0] - 1
   shutil.copytree(os.path.join(workdir, 'checkpoints', str(kept[0])), os.path.join(workdir, 'checkpoints', str(older)))
 
-  rerun = _run(_command(workdir, tiny_data_dir), env)
+  rerun = _run(_command(workdir, tiny_exported), env)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   _assert_resumed_from(rerun, kept)
   assert f'Deleted the checkpoints of steps [{older}]' in rerun.stderr, rerun.stderr[-3000:]
@@ -239,10 +239,10 @@ def test_a_kill_after_the_final_save_but_before_its_pruning_leaves_no_extra_chec
   _assert_finished_like_the_reference(workdir, reference)
 
 
-def test_a_full_disk_while_saving_stops_with_one_clear_error_and_the_rerun_resumes(reference, tiny_data_dir, env,
+def test_a_full_disk_while_saving_stops_with_one_clear_error_and_the_rerun_resumes(reference, tiny_exported, env,
                                                                                    tmp_path):
   workdir = _new_workdir(tmp_path, reference)
-  first = _run(_command(workdir, tiny_data_dir, num_steps=4, checkpoint_every=4), env)
+  first = _run(_command(workdir, tiny_exported, num_steps=4, checkpoint_every=4), env)
   assert first.returncode == 0 and _checkpoints(workdir) == ([4], []), first.stderr[-3000:]
   # The run goes on with a disk that takes no file beyond 100 kB: the metrics, events, sample WAVs (33 kB) and the
   # checkpoint's metadata (52 kB) stay below that; the checkpoint's OCDBT data (about 600 kB, which TensorStore
@@ -253,7 +253,7 @@ def test_a_full_disk_while_saving_stops_with_one_clear_error_and_the_rerun_resum
   log = str(tmp_path / 'full.log')
   with open(log, 'w') as f:
     proc = subprocess.Popen(
-        _command(workdir, tiny_data_dir, checkpoint_every=4), cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+        _command(workdir, tiny_exported, checkpoint_every=4), cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY)))
   assert _exit_code(proc, timeout=300) == 2, _tail(log)  # A known error (face2music_jax.cli).
   out = _read(log)
@@ -266,20 +266,20 @@ def test_a_full_disk_while_saving_stops_with_one_clear_error_and_the_rerun_resum
   assert 'the last complete checkpoint, step 4, is intact' in errors[0] and 'File too large' in errors[0]
   assert _checkpoints(workdir) == ([4], [f'8{TMP_SUFFIX}'])
 
-  rerun = _run(_command(workdir, tiny_data_dir, checkpoint_every=4), env)
+  rerun = _run(_command(workdir, tiny_exported, checkpoint_every=4), env)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   _assert_resumed_from(rerun, [4])
   _assert_finished_like_the_reference(workdir, reference)
 
 
 def test_a_flipped_bit_in_the_newest_checkpoint_sets_it_aside_and_the_rerun_resumes_from_the_previous_one(
-    reference, tiny_data_dir, env, tmp_path):
+    reference, tiny_exported, env, tmp_path):
   workdir = str(tmp_path / 'workdir')
   shutil.copytree(reference, workdir, ignore=shutil.ignore_patterns('done'))
   newest = os.path.join(workdir, 'checkpoints', str(NUM_STEPS))
   test_checkpoint.flip_one_bit(newest)
 
-  rerun = _run(_command(workdir, tiny_data_dir), env)
+  rerun = _run(_command(workdir, tiny_exported), env)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert f'The checkpoint {newest} is corrupt' in rerun.stderr, rerun.stderr[-3000:]
   assert f'Fell back to the checkpoint at step {NUM_STEPS - 1}' in rerun.stderr, rerun.stderr[-3000:]
@@ -290,11 +290,11 @@ def test_a_flipped_bit_in_the_newest_checkpoint_sets_it_aside_and_the_rerun_resu
 
 
 def test_sigterm_during_a_stage_stops_at_once_with_its_own_code_and_keeps_the_finished_stages(
-    tiny_data_dir, env, tmp_path):
+    tiny_exported, env, tmp_path):
   workdir = str(tmp_path / 'workdir')
   log = str(tmp_path / 'stage.log')
   # A long classifier stage, so that the signal surely arrives during it.
-  proc = _start(_command(workdir, tiny_data_dir, '--config.classifiers.num_steps=100000'), env, log)
+  proc = _start(_command(workdir, tiny_exported, '--config.classifiers.num_steps=100000'), env, log)
   _wait_until(lambda: 'Stage classifiers: training' in _read(log), proc, log)
   proc.send_signal(signal.SIGTERM)
   assert _exit_code(proc, timeout=120) == preemption.EXIT_CODE, _tail(log)
@@ -312,7 +312,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start_two_processes(workdir: str, data_dir: str, env: dict[str, str], tmp_path, heartbeat_timeout: int,
+def _start_two_processes(workdir: str, data: str, env: dict[str, str], tmp_path, heartbeat_timeout: int,
                          num_steps: int = 100_000, checkpoint_every: int = 100_000,
                          name: str = 'process') -> tuple[list[subprocess.Popen], list[str]]:
   """Two processes of one run, 2 CPU devices each; their logs are <tmp_path>/<name>_<i>.log."""
@@ -321,9 +321,9 @@ def _start_two_processes(workdir: str, data_dir: str, env: dict[str, str], tmp_p
   logs = [str(tmp_path / f'{name}_{i}.log') for i in range(2)]
   procs = [
       _start(
-          _command(workdir, data_dir, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
-                   f'--process_id={i}', f'--heartbeat_timeout={heartbeat_timeout}', num_steps=num_steps,
-                   checkpoint_every=checkpoint_every), env, logs[i]) for i in range(2)
+          _command(workdir, data, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}',
+                   f'--heartbeat_timeout={heartbeat_timeout}', num_steps=num_steps, checkpoint_every=checkpoint_every),
+          env, logs[i]) for i in range(2)
   ]
   return procs, logs
 
@@ -337,10 +337,11 @@ def _seconds_to_exit(proc: subprocess.Popen, log: str, timeout: float = 120) -> 
   return time.time() - start
 
 
-def test_two_processes_train_together_and_when_one_dies_the_other_exits_with_an_error(tiny_data_dir, env, tmp_path):
-  workdir = str(tmp_path / 'multi')
+def test_two_processes_train_together_and_when_one_dies_the_other_exits_with_an_error(
+    reference, tiny_exported, env, tmp_path):
+  workdir = _new_workdir(tmp_path, reference)
   # Together: a run of two processes (2 devices each) to its end.
-  procs, logs = _start_two_processes(workdir, tiny_data_dir, env, tmp_path, heartbeat_timeout=10, num_steps=4,
+  procs, logs = _start_two_processes(workdir, tiny_exported, env, tmp_path, heartbeat_timeout=10, num_steps=4,
                                      checkpoint_every=2, name='together')
   try:
     codes = [_exit_code(p, timeout=600) for p in procs]
@@ -353,7 +354,7 @@ def test_two_processes_train_together_and_when_one_dies_the_other_exits_with_an_
   assert [l['step'] for l in lines] == [1, 2, 3, 4] and all(np.isfinite(l['g_loss']) for l in lines)
   assert _checkpoints(workdir) == ([2, 4], [])
   # Then the run goes on (its compiled step comes from the cache) and one process dies.
-  procs, logs = _start_two_processes(workdir, tiny_data_dir, env, tmp_path, heartbeat_timeout=10)
+  procs, logs = _start_two_processes(workdir, tiny_exported, env, tmp_path, heartbeat_timeout=10)
   try:
     _wait_until(lambda: len(_metric_steps(workdir)) >= 6, procs[0], logs[0], timeout=400)
     procs[1].kill()
@@ -370,8 +371,10 @@ def test_two_processes_train_together_and_when_one_dies_the_other_exits_with_an_
   assert waited < 60, f'Process 0 took {waited:.0f} s to exit:\n{out[-3000:]}'
 
 
-def test_when_one_of_two_processes_hangs_the_other_exits_after_the_heartbeat_timeout(tiny_data_dir, env, tmp_path):
-  procs, logs = _start_two_processes(str(tmp_path / 'multi'), tiny_data_dir, env, tmp_path, heartbeat_timeout=5)
+def test_when_one_of_two_processes_hangs_the_other_exits_after_the_heartbeat_timeout(
+    reference, tiny_exported, env, tmp_path):
+  procs, logs = _start_two_processes(_new_workdir(tmp_path, reference), tiny_exported, env, tmp_path,
+                                     heartbeat_timeout=5)
   try:
     _wait_until(lambda: 'Process 1 of 2' in _read(logs[1]), procs[1], logs[1])
     procs[1].send_signal(signal.SIGSTOP)  # Hung: its connections stay open, its heartbeats stop.

@@ -161,11 +161,12 @@ def test_non_finite_updates_are_skipped_and_counted_when_configured(staged_confi
   assert [l['skipped'] for l in lines] == [1.0, 2.0]
 
 
-def test_sigterm_saves_a_checkpoint_before_exit_and_the_rerun_resumes(tiny_config, trained_tiny_workdir, tmp_path):
+def test_sigterm_saves_a_checkpoint_before_exit_and_the_rerun_resumes(tiny_config, tiny_exported, trained_tiny_workdir,
+                                                                      tmp_path):
   workdir = helpers.copy_stage_artefacts(trained_tiny_workdir, str(tmp_path / 'preempted'))
   args = [
       sys.executable, 'run_train.py', '--config=configs/aux.py:tiny', f'--workdir={workdir}',
-      f'--config.data_dir={tiny_config.data_dir}', '--config.train.num_steps=100000',
+      f'--config.data.exported={tiny_exported}', '--config.train.num_steps=100000',
       '--config.train.checkpoint_every=100000'
   ]
   env = dict(os.environ, JAX_PLATFORMS='cpu')
