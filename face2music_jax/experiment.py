@@ -243,12 +243,35 @@ def _write_results(records: list[dict[str, Any]], num_cells: int, classifiers: d
       **info, 'complete': len(records) == num_cells,
       'num_cells': num_cells
   }, machine=_machine(), versions=_versions())
+  return write_table(table, results_dir, readme)
+
+
+def write_table(table: dict[str, Any], results_dir: str, readme: str | None) -> dict[str, Any]:
+  """<results_dir>/table1.json and table1.md of `table`, and the README's block if `readme`; returns `table`."""
   files.write_json(os.path.join(results_dir, 'table1.json'), table)
   markdown = table_lib.to_markdown(table)
   files.write_text(os.path.join(results_dir, 'table1.md'), markdown)
   if readme:
     table_lib.update_readme(readme, markdown)
   return table
+
+
+def merge(paths: list[str], results_dir: str, readme: str | None) -> dict[str, Any]:
+  """The tables (table1.json files) of an experiment run in parts, merged into one (`table.merge`) and written as
+  `run` writes its table; nothing is trained.
+
+  Raises:
+    files.CorruptFileError: a file that is not a table1.json.
+    config_lib.ConfigError: tables that cannot be merged (naming the field).
+  """
+  tables = []
+  for path in paths:
+    table = files.read_json(path)
+    if not isinstance(table, dict) or 'cells' not in table or table.get('schema_version') != table_lib.SCHEMA_VERSION:
+      raise files.CorruptFileError(f'{path} is not a table1.json of schema {table_lib.SCHEMA_VERSION} '
+                                   '(face2music experiment writes them).')
+    tables.append(table)
+  return write_table(table_lib.merge(tables, paths), results_dir, readme)
 
 
 def _machine() -> dict[str, Any]:

@@ -210,6 +210,65 @@ def build(records: list[dict[str, Any]], reference_rows: dict[str, Any], classif
   }
 
 
+def merge(tables: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
+  """One table1.json of the cells of several (`build`'s outputs, read from `sources`): an experiment run in parts,
+  e.g. more seeds later or on another machine. The parts must share the size, the overrides and the classifiers
+  (the same stages: FID and IS are comparable only then) and agree on the reference rows; a cell in several parts
+  is taken from the last of them (logged). 'parts' says which commit, machine and cells each part gave.
+
+  Raises:
+    config_lib.ConfigError: naming the part and the field that differs.
+  """
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  first, first_source = tables[0], sources[0]
+  for table, source in zip(tables[1:], sources[1:]):
+    for key in ('schema_version', 'size', 'overrides', 'classifiers'):
+      if table[key] != first[key]:
+        raise config_lib.ConfigError(f'{source} cannot be merged with {first_source}: its {key} is {table[key]!r}, '
+                                     f'not {first[key]!r}.')
+    for row, values in table['reference_rows'].items():
+      theirs = first['reference_rows'].get(row, values)
+      for key, value in values.items():
+        if (value is None) != (theirs.get(key) is None) or (value is not None and
+                                                            not np.isclose(value, theirs[key], rtol=1e-4)):
+          raise config_lib.ConfigError(f'{source} cannot be merged with {first_source}: its reference row {row} '
+                                       f'has {key} = {value}, not {theirs.get(key)} (other data or evaluation?).')
+  records: dict[str, dict[str, Any]] = {}
+  parts = []
+  for table, source in zip(tables, sources):
+    for record in table['cells']:
+      if record['cell'] in records:
+        logging.warning('%s is in several tables: the one of %s is used.', record['cell'], source)
+      records[record['cell']] = {**record, 'source': source}
+  for table, source in zip(tables, sources):
+    parts.append({
+        'source': source,
+        'cells': [c for c, r in records.items() if r['source'] == source],
+        'commit': table['versions'].get('face2music_jax_commit'),
+        'machine': table['machine'],
+        'wall_seconds': table['wall_seconds']['total'],
+    })
+  # The grid: the configs and seeds that any part was run for (complete when every cell of it is here).
+  config_names = [n for n in configs.NAMES if any(n in t['configs'] for t in tables)]
+  seeds = sorted({seed for t in tables for seed in t['seeds']})
+  ordered = sorted(records.values(), key=lambda r: (config_names.index(r['config']), r['seed']))
+  reference_rows = {}
+  for table in tables:
+    reference_rows.update({k: v for k, v in table['reference_rows'].items() if k not in reference_rows})
+  events = [{'event': 'stages', 'seconds': part['wall_seconds']} for part in parts]
+  experiment = {
+      'configs': config_names,
+      'seeds': seeds,
+      'size': first['size'],
+      'overrides': first['overrides'],
+      'experiment_dir': sorted({t['experiment_dir'] for t in tables}),
+      'complete': len(ordered) == len(config_names) * len(seeds),
+      'num_cells': len(config_names) * len(seeds),
+      'parts': parts,
+  }
+  return build(ordered, reference_rows, first['classifiers'], events, experiment, first['machine'], first['versions'])
+
+
 def format_stats(entry: dict[str, Any], fmt: str) -> str:
   """'mean +- sd' of a `stats` entry in `fmt`; the mean alone of one value; 'n/a' of none."""
   if entry['mean'] is None:
@@ -251,13 +310,19 @@ def to_markdown(table: dict[str, Any]) -> str:
   c = table['classifiers']
   wall = table['wall_seconds']['total']
   machine = table['machine']
-  partial = '' if table['complete'] else (f'**Partial: {len(table["cells"])} of {table["num_cells"]} cells '
-                                          'finished** (rerun the command to go on). ')
+  parts = table.get('parts')
+  partial = '' if table['complete'] else (
+      f'**Partial: {len(table["cells"])} of {table["num_cells"]} cells '
+      'finished** ' + ('(run the others and merge again). ' if parts else '(rerun the command to go on). '))
   seeds = ', '.join(map(str, table['seeds']))
+  if parts:
+    partial += 'Merged from {} runs ({}). '.format(
+        len(parts),
+        '; '.join(f'{", ".join(p["cells"])} at {(p["commit"] or "unknown")[:7]}' for p in parts if p['cells']))
   out = [
       f'{partial}Size `{table["size"]}`, seeds {seeds}; {machine["cpu_count"]} CPU cores '
       f'({machine["cpu"]}), JAX devices: {machine["num_devices"]} x {", ".join(machine["devices"])}; '
-      f'wall time of all cells and the shared stages: {int(wall // 3600)}:{int(wall % 3600 // 60):02d}:'
+      f'wall time of all {"runs" if parts else "cells and the shared stages"}: {int(wall // 3600)}:{int(wall % 3600 // 60):02d}:'
       f'{int(wall % 60):02d}. Classifiers (shared by every cell): pitch {c["pitch_test_accuracy"]:.3f}, family '
       f'{c["family_test_accuracy"]:.3f} test accuracy. mean +- sd over seeds; the paper\'s numbers are n/a where '
       'they could not be read here.', '', *lines, '',

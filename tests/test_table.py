@@ -1,6 +1,7 @@
 """Table 1 from cell records: each column read from an evaluation, mean +- sd over seeds, the comparisons, the
 markdown and the README block; without JAX or training (experiment.py runs the cells)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from face2music_jax import config_lib
+from face2music_jax import files
 from face2music_jax import table
 from tests import helpers
 
@@ -162,3 +164,59 @@ def test_the_table_needs_no_jax_and_no_training():
       **os.environ, 'PYTHONPATH': ROOT
   })
   assert result.returncode == 0 and result.stdout.strip() == '[]', result.stdout + result.stderr[-2000:]
+
+
+def _part(cells: tuple[tuple[str, int, float], ...], classifiers: dict | None = None, commit: str = 'a' * 40,
+          reference: float = 4.0) -> dict:
+  records = [_record(c, s, v) for c, s, v in cells]
+  info = {
+      'configs': ['baseline', 'aux'],
+      'seeds': [0, 1],
+      'size': 'tiny',
+      'overrides': {},
+      'experiment_dir': '/e',
+      'complete': False,
+      'num_cells': 4
+  }
+  return table.build(records, table.reference_rows(helpers.eval_summary(reference)), classifiers or {
+      'pitch_test_accuracy': 0.9,
+      'family_test_accuracy': 0.8
+  }, [{
+      'event': 'stages',
+      'seconds': 50.0
+  }], info, machine=MACHINE, versions={'face2music_jax_commit': commit})
+
+
+def test_tables_of_an_experiment_run_in_parts_merge_into_the_table_of_all_its_cells(tmp_path):
+  from face2music_jax import experiment  # pylint: disable=import-outside-toplevel
+  first = _part((('baseline', 0, 2.0), ('aux', 0, 99.0), ('baseline', 1, 4.0)))
+  second = _part((('aux', 0, 6.0), ('aux', 1, 10.0)), commit='b' * 40)
+  paths = [str(tmp_path / 'first.json'), str(tmp_path / 'second.json')]
+  for t, path in zip((first, second), paths):
+    files.write_json(path, t)
+  merged = experiment.merge(paths, str(tmp_path / 'results'), None)
+  # The cells of _table() (aux_seed0 from the second part, the last to hold it), in config and seed order.
+  assert [c['cell'] for c in merged['cells']] == ['baseline_seed0', 'baseline_seed1', 'aux_seed0', 'aux_seed1']
+  assert merged['summary'] == _table()['summary'] and merged['comparisons'] == _table()['comparisons']
+  assert merged['complete'] and merged['num_cells'] == 4 and merged['wall_seconds']['total'] == 100.0
+  assert [(p['source'], p['cells'], p['commit']) for p in merged['parts']
+         ] == [(paths[0], ['baseline_seed0', 'baseline_seed1'], 'a' * 40),
+               (paths[1], ['aux_seed0', 'aux_seed1'], 'b' * 40)]
+  markdown = (tmp_path / 'results' / 'table1.md').read_text()
+  assert markdown.startswith('Merged from 2 runs (baseline_seed0, baseline_seed1 at aaaaaaa; aux_seed0, aux_seed1 at '
+                             'bbbbbbb). Size `tiny`, seeds 0, 1;')
+  assert files.read_json(str(tmp_path / 'results' / 'table1.json')) == json.loads(json.dumps(merged))
+  # One part alone is a partial table.
+  assert experiment.merge(paths[:1], str(tmp_path / 'one'), None)['complete'] is False
+
+
+def test_tables_of_other_stages_or_other_data_are_not_merged(tmp_path):
+  first = _part((('baseline', 0, 2.0),))
+  with pytest.raises(config_lib.ConfigError, match=r'b\.json cannot be merged with a\.json: its classifiers'):
+    table.merge([first, _part((('aux', 0, 6.0),), classifiers={'pitch_test_accuracy': 0.5})], ['a.json', 'b.json'])
+  with pytest.raises(config_lib.ConfigError, match='its reference row real_test_notes has flatness'):
+    table.merge([first, _part((('aux', 0, 6.0),), reference=5.0)], ['a.json', 'b.json'])
+  (tmp_path / 'other.json').write_text('{"cells": 1}')
+  from face2music_jax import experiment  # pylint: disable=import-outside-toplevel
+  with pytest.raises(files.CorruptFileError, match='is not a table1.json'):
+    experiment.merge([str(tmp_path / 'other.json')], str(tmp_path / 'r'), None)

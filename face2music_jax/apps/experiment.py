@@ -4,10 +4,13 @@ r"""Runs the whole experiment of the paper's Table 1: configs x seeds, each trai
   face2music experiment --readme=README.md                # and write the table into the README's results
   face2music experiment --size=tiny --seeds=0,1 --set=train.num_steps=8 --experiment_dir=/tmp/e \
       --results_dir=/tmp/results
+  face2music experiment --merge=a/table1.json,b/table1.json --readme=README.md   # an experiment run in parts
 
 Resumable: rerun the same command after an interruption; finished cells are skipped, an unfinished one resumes
 from its last checkpoint. Writes <results_dir>/table1.json and table1.md (the cells: face2music_jax/experiment.py;
-the table: face2music_jax/table.py).
+the table: face2music_jax/table.py). --merge trains nothing: it joins the tables of runs of other configs or seeds
+(same size, overrides and stages; a cell in several is taken from the last) into one, which says where each cell
+came from.
 Exit codes as face2music train: 0 done, 2 a known error, 3 stopped by SIGTERM (rerun to go on).
 """
 
@@ -31,6 +34,7 @@ flags.DEFINE_string('experiment_dir', None, 'Where the cells are trained (defaul
                     '$FACE2MUSIC_CACHE/work/experiment_<size>).')
 flags.DEFINE_string('results_dir', 'results', 'Where table1.json and table1.md go.')
 flags.DEFINE_string('readme', None, 'Also write the table into this README, between its table1 markers.')
+flags.DEFINE_list('merge', [], 'table1.json files to merge into one table (nothing is trained).')
 
 
 @cli.reports_known_errors
@@ -44,6 +48,10 @@ def main(argv):
     seeds = tuple(int(s) for s in FLAGS.seeds)
   except ValueError as e:
     raise app.UsageError(f'--seeds must be integers, got {FLAGS.seeds}') from e
+  if FLAGS.merge:
+    table = experiment.merge(FLAGS.merge, FLAGS.results_dir, FLAGS.readme)
+    print(table_lib.to_markdown(table))
+    return
   with preemption.handling_sigterm():
     cli.quiet_library_logs()
     experiment_dir = FLAGS.experiment_dir or os.path.join(default.cache_root(), 'work', f'experiment_{FLAGS.size}')
