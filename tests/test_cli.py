@@ -92,3 +92,13 @@ def test_an_operators_everyday_mistakes_are_one_line_each(tmp_path):
     assert done.returncode == 2 and 'Traceback' not in done.stderr, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1].startswith(line), done.stderr[-3000:]
   assert not os.path.exists(tmp_path / 'workdir')
+  # export_data: an --out that cannot be written fails before the data are built (there is no data directory).
+  (tmp_path / 'blocker').write_text('a file, not a directory')
+  done = subprocess.run([
+      sys.executable, '-m', 'face2music_jax.apps.export_data', '--config=aux:tiny',
+      f'--config.data_dir={tmp_path}/data', f'--out={tmp_path}/blocker/data.npz'
+  ], cwd=root, capture_output=True, text=True, timeout=300, env=env)
+  assert done.returncode == 2 and 'Traceback' not in done.stderr, done.stderr[-3000:]
+  assert done.stderr.strip().splitlines()[-1].startswith(
+      f'Error: The directory of --out {tmp_path}/blocker is not writable'), done.stderr[-3000:]
+  assert not os.path.exists(tmp_path / 'data')

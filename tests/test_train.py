@@ -123,12 +123,11 @@ def test_a_batch_that_does_not_divide_over_the_devices_fails_before_any_stage(ti
 
 
 def test_a_checkpoint_from_another_config_fails_clearly(staged_config):
-  tiny_config = staged_config
-  train.train(tiny_config, tiny_config.workdir)
-  tiny_config.model.harmonic.hidden = 8
-  tiny_config.train.num_steps = 6
+  train.train(staged_config, staged_config.workdir)
+  staged_config.model.harmonic.hidden = 8
+  staged_config.train.num_steps = 6
   with pytest.raises(Exception, match='another config'):
-    train.train(tiny_config, tiny_config.workdir)
+    train.train(staged_config, staged_config.workdir)
 
 
 def _nan_metric_loss(*args, **kwargs):
@@ -137,27 +136,25 @@ def _nan_metric_loss(*args, **kwargs):
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(staged_config, monkeypatch):
-  tiny_config = staged_config
-  tiny_config.train.num_steps = 2
-  train.train(tiny_config, tiny_config.workdir)
+  staged_config.train.num_steps = 2
+  train.train(staged_config, staged_config.workdir)
   monkeypatch.setattr(train_step.losses, 'metric_preservation_loss', _nan_metric_loss)
-  tiny_config.train.num_steps = 4
+  staged_config.train.num_steps = 4
   with pytest.raises(train.NonFiniteError, match=r'step 3.*metric_loss'):
-    train.train(tiny_config, tiny_config.workdir)
-  assert sorted(os.listdir(os.path.join(tiny_config.workdir, 'checkpoints'))) == ['2']
+    train.train(staged_config, staged_config.workdir)
+  assert sorted(os.listdir(os.path.join(staged_config.workdir, 'checkpoints'))) == ['2']
 
 
 def test_non_finite_updates_are_skipped_and_counted_when_configured(staged_config, monkeypatch):
-  tiny_config = staged_config
   monkeypatch.setattr(train_step.losses, 'metric_preservation_loss', _nan_metric_loss)
-  tiny_config.train.nonfinite = 'skip'
-  tiny_config.train.num_steps = 2
-  state = train.train(tiny_config, tiny_config.workdir)
+  staged_config.train.nonfinite = 'skip'
+  staged_config.train.num_steps = 2
+  state = train.train(staged_config, staged_config.workdir)
   assert int(gan.to_host(state.step)) == 2 and int(gan.to_host(state.skipped)) == 2
-  fresh = jax.jit(gan.Models(tiny_config).init)(jax.random.key(tiny_config.seed))
+  fresh = jax.jit(gan.Models(staged_config).init)(jax.random.key(staged_config.seed))
   for (k, a), (_, b) in zip(_params(state), _params(fresh)):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(k))
-  lines = [json.loads(l) for l in open(os.path.join(tiny_config.workdir, 'metrics.jsonl'))]
+  lines = [json.loads(l) for l in open(os.path.join(staged_config.workdir, 'metrics.jsonl'))]
   assert [l['skipped'] for l in lines] == [1.0, 2.0]
 
 

@@ -25,12 +25,15 @@ def main(argv):
   import os
 
   from face2music_jax import config_lib
+  from face2music_jax import files
   from face2music_jax import stages
   from face2music_jax.data import exported
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
   config = config_lib.validate(FLAGS.config)
+  # Before the data are built or read (minutes): an --out that cannot be written fails at once.
+  files.check_writable(os.path.dirname(os.path.abspath(FLAGS.out)), 'directory of --out')
   stages.ensure_data(config)
   out = exported.export(config, FLAGS.out)
   print(f'Wrote {out} ({os.path.getsize(out) / 2**20:.1f} MiB): train from it with '
