@@ -327,7 +327,13 @@ def _compile_within_memory(step_fn, models: Models, config: ml_collections.Confi
 
 def _summary_writer(workdir: str, is_main: bool) -> summaries_lib.ScalarWriter | summaries_lib.NoSummaries:
   """TensorBoard scalar summaries (summaries.py, without TensorFlow) on process 0."""
-  return summaries_lib.ScalarWriter(workdir) if is_main else summaries_lib.NoSummaries()
+  if not is_main:
+    return summaries_lib.NoSummaries()
+  try:
+    return summaries_lib.ScalarWriter(workdir)
+  except ImportError as e:
+    logging.warning('No TensorBoard summaries (%s); metrics.jsonl has every logged value.', e)
+    return summaries_lib.NoSummaries()
 
 
 def _stopped(saver: checkpoint.Saver, writer: summaries_lib.ScalarWriter | summaries_lib.NoSummaries) -> None:

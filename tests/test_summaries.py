@@ -38,3 +38,11 @@ def test_an_unwritable_directory_is_an_os_error(tmp_path):
   (tmp_path / 'file').write_text('')
   with pytest.raises(OSError):
     summaries.ScalarWriter(str(tmp_path / 'file' / 'logs'))
+
+
+def test_without_the_tensorboard_package_training_logs_a_warning_and_writes_no_summaries(tmp_path):
+  code = ('import sys\nsys.modules["tensorboard"] = None\nfrom face2music_jax import train\n'
+          f'print(type(train._summary_writer({str(tmp_path)!r}, True)).__name__)')
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, check=True)
+  assert done.stdout.strip() == 'NoSummaries', done.stderr[-2000:]
+  assert 'No TensorBoard summaries' in done.stderr and not os.listdir(tmp_path)
