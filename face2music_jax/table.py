@@ -224,8 +224,11 @@ def merge(tables: list[dict[str, Any]], sources: list[str]) -> dict[str, Any]:
   for table, source in zip(tables[1:], sources[1:]):
     for key in ('schema_version', 'size', 'overrides', 'classifiers'):
       if table[key] != first[key]:
+        hint = (' (other stages: FID and IS would not be comparable; a run on another machine trains other '
+                'classifiers: start it with a copy of the first run\'s <experiment_dir>/shared in its experiment '
+                'directory)') if key == 'classifiers' else ''
         raise config_lib.ConfigError(f'{source} cannot be merged with {first_source}: its {key} is {table[key]!r}, '
-                                     f'not {first[key]!r}.')
+                                     f'not {first[key]!r}{hint}.')
     for row, values in table['reference_rows'].items():
       theirs = first['reference_rows'].get(row, values)
       for key, value in values.items():

@@ -212,7 +212,8 @@ def test_tables_of_an_experiment_run_in_parts_merge_into_the_table_of_all_its_ce
 
 def test_tables_of_other_stages_or_other_data_are_not_merged(tmp_path):
   first = _part((('baseline', 0, 2.0),))
-  with pytest.raises(config_lib.ConfigError, match=r'b\.json cannot be merged with a\.json: its classifiers'):
+  with pytest.raises(config_lib.ConfigError,
+                     match=r'b\.json cannot be merged with a\.json: its classifiers .* \(other stages: '):
     table.merge([first, _part((('aux', 0, 6.0),), classifiers={'pitch_test_accuracy': 0.5})], ['a.json', 'b.json'])
   with pytest.raises(config_lib.ConfigError, match='its reference row real_test_notes has flatness'):
     table.merge([first, _part((('aux', 0, 6.0),), reference=5.0)], ['a.json', 'b.json'])
