@@ -65,6 +65,9 @@ flags.DEFINE_enum(
     'section, the step profile) and the dtype of the ceiling matmul.')
 flags.DEFINE_bool('train_step_only', False, 'Only the ceiling and train-step sections (they need no data; '
                   'scripts/device_check.sh).')
+flags.DEFINE_bool(
+    'profile_only', False, 'Only the ceiling, train-step and step-profile sections (no data needed), '
+    'e.g. to compare --dtype=float32 and bfloat16 part by part.')
 flags.DEFINE_string('default_size', 'small', 'Size of the default run (input pipeline, memory, evaluation).')
 flags.DEFINE_string('data_dir', None, 'Override config.data_dir (the default data is built there if missing).')
 flags.DEFINE_integer('matmul_size', 2048, 'Side of the square matmul of the ceiling.')
@@ -196,6 +199,11 @@ def step_profile(config: ml_collections.ConfigDict, repeats: int, ceiling: float
   def phi_forward(x):
     return embedding_lib.phi(metric, x, config)
 
+  features2 = jax.jit(phi_forward)(audio2)
+
+  def aux_update_forward_backward(aux_params):  # A's update: phi(y) of real and fake notes, gradient w.r.t. A.
+    return jax.grad(lambda p: jnp.mean(models.aux.apply({**state.aux, 'params': p}, features2)))(aux_params)
+
   def phi_forward_backward(x):
     return jax.grad(lambda x: jnp.mean(phi_forward(x)))(x)
 
@@ -206,6 +214,7 @@ def step_profile(config: ml_collections.ConfigDict, repeats: int, ceiling: float
       'discriminator_input_gradient_B': (d_input_forward_backward, (audio,)),
       'phi_forward_2B': (phi_forward, (audio2,)),
       'phi_forward_backward_B': (phi_forward_backward, (audio,)),
+      'aux_discriminator_update_forward_backward_2B': (aux_update_forward_backward, (state.aux['params'],)),
   }
   result = {name: _timed_part(fn, args, repeats, ceiling) for name, (fn, args) in parts.items()}
   for value in result.values():
@@ -359,7 +368,7 @@ def table(results: dict[str, Any]) -> str:
   for size, parts in results.get('step_profile', {}).items():
     lines += ['', f'aux:{size} step, parts timed alone (share of step, fraction of ceiling):']
     lines += [
-        f'  {name:42s} {p["seconds"]:7.3f} s {p["share_of_step"]:6.1%} {p["fraction_of_ceiling"]:6.1%}'
+        f'  {name:45s} {p["seconds"]:7.3f} s {p["share_of_step"]:6.1%} {p["fraction_of_ceiling"]:6.1%}'
         for name, p in parts.items()
     ]
   if 'mfcc' not in results:  # --train_step_only.
@@ -408,11 +417,11 @@ def run() -> dict[str, Any]:
     for name in FLAGS.configs:
       logging.info('Train step %s:%s.', name, size)
       results['train_step'][size][name] = train_step_benchmark(get_config(name, size), FLAGS.timed_steps, ceiling)
-    if 'aux' in FLAGS.configs and not FLAGS.train_step_only:
+    if 'aux' in FLAGS.configs and (FLAGS.profile_only or not FLAGS.train_step_only):
       logging.info('Profile of the aux:%s step.', size)
       results['step_profile'][size] = step_profile(get_config('aux', size), FLAGS.repeats, ceiling,
                                                    results['train_step'][size]['aux']['step_seconds'])
-  if FLAGS.train_step_only:
+  if FLAGS.train_step_only or FLAGS.profile_only:
     return results
 
   default_config = get_config('aux', FLAGS.default_size)
