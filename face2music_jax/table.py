@@ -326,7 +326,8 @@ def to_markdown(table: dict[str, Any]) -> str:
   out = [
       f'{partial}Size `{table["size"]}`, seeds {seeds}; {machine["cpu_count"]} CPU cores '
       f'({machine["cpu"]}), JAX devices: {machine["num_devices"]} x {", ".join(machine["devices"])}; '
-      f'wall time of all {spent}: {int(wall // 3600)}:{int(wall % 3600 // 60):02d}:{int(wall % 60):02d}. Classifiers (shared by every cell): pitch {c["pitch_test_accuracy"]:.3f}, family '
+      f'wall time of all {spent}: {int(wall // 3600)}:{int(wall % 3600 // 60):02d}:{int(wall % 60):02d}. '
+      f'Classifiers (shared by every cell): pitch {c["pitch_test_accuracy"]:.3f}, family '
       f'{c["family_test_accuracy"]:.3f} test accuracy. mean +- sd over seeds; the paper\'s numbers are n/a where '
       'they could not be read here.', '', *lines, '',
       '| claim (paper) | difference of means, 95% interval (Welch) | verdict |', '| --- | --- | --- |'
