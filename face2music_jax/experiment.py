@@ -262,11 +262,14 @@ def merge(paths: list[str], results_dir: str, readme: str | None) -> dict[str, A
 
   Raises:
     files.CorruptFileError: a file that is not a table1.json.
-    config_lib.ConfigError: tables that cannot be merged (naming the field).
+    config_lib.ConfigError: a file that cannot be read, or tables that cannot be merged (naming the field).
   """
   tables = []
   for path in paths:
-    table = files.read_json(path)
+    try:
+      table = files.read_json(path)
+    except OSError as e:
+      raise config_lib.ConfigError(f'{path} (--merge) cannot be read: {e.strerror or e}.') from e
     if not isinstance(table, dict) or 'cells' not in table or table.get('schema_version') != table_lib.SCHEMA_VERSION:
       raise files.CorruptFileError(f'{path} is not a table1.json of schema {table_lib.SCHEMA_VERSION} '
                                    '(face2music experiment writes them).')

@@ -33,6 +33,19 @@ def _record(config: str, seed: int, value: float) -> dict:
   return table.cell_record(cell, identity, helpers.eval_summary(value), {'train': 12.345, 'eval': 1.0})
 
 
+def _info(complete: bool, num_cells: int) -> dict:
+  """What experiment.py hands `table.build` about the experiment (a grid of baseline and aux x seeds 0, 1)."""
+  return {
+      'configs': ['baseline', 'aux'],
+      'seeds': [0, 1],
+      'size': 'tiny',
+      'overrides': {},
+      'experiment_dir': '/e',
+      'complete': complete,
+      'num_cells': num_cells
+  }
+
+
 def _table(complete: bool = True) -> dict:
   records = [
       _record(c, s, v) for c, s, v in (('baseline', 0, 2.0), ('aux', 0, 6.0), ('baseline', 1, 4.0), ('aux', 1, 10.0))
@@ -50,19 +63,10 @@ def _table(complete: bool = True) -> dict:
       'event': 'evaluated',
       'seconds': 5.5
   }]
-  info = {
-      'configs': ['baseline', 'aux'],
-      'seeds': [0, 1],
-      'size': 'tiny',
-      'overrides': {},
-      'experiment_dir': '/e',
-      'complete': complete,
-      'num_cells': 4 if complete else 6
-  }
   return table.build(records, table.reference_rows(helpers.eval_summary(4.0)), {
       'pitch_test_accuracy': 0.9,
       'family_test_accuracy': 0.8
-  }, events, info, machine=MACHINE, versions={'jax': None})
+  }, events, _info(complete, 4 if complete else 6), machine=MACHINE, versions={'jax': None})
 
 
 def test_a_cells_record_has_every_column_read_from_its_evaluation():
@@ -169,22 +173,13 @@ def test_the_table_needs_no_jax_and_no_training():
 def _part(cells: tuple[tuple[str, int, float], ...], classifiers: dict | None = None, commit: str = 'a' * 40,
           reference: float = 4.0) -> dict:
   records = [_record(c, s, v) for c, s, v in cells]
-  info = {
-      'configs': ['baseline', 'aux'],
-      'seeds': [0, 1],
-      'size': 'tiny',
-      'overrides': {},
-      'experiment_dir': '/e',
-      'complete': False,
-      'num_cells': 4
-  }
   return table.build(records, table.reference_rows(helpers.eval_summary(reference)), classifiers or {
       'pitch_test_accuracy': 0.9,
       'family_test_accuracy': 0.8
   }, [{
       'event': 'stages',
       'seconds': 50.0
-  }], info, machine=MACHINE, versions={'face2music_jax_commit': commit})
+  }], _info(complete=False, num_cells=4), machine=MACHINE, versions={'face2music_jax_commit': commit})
 
 
 def test_tables_of_an_experiment_run_in_parts_merge_into_the_table_of_all_its_cells(tmp_path):
@@ -221,3 +216,5 @@ def test_tables_of_other_stages_or_other_data_are_not_merged(tmp_path):
   from face2music_jax import experiment  # pylint: disable=import-outside-toplevel
   with pytest.raises(files.CorruptFileError, match='is not a table1.json'):
     experiment.merge([str(tmp_path / 'other.json')], str(tmp_path / 'r'), None)
+  with pytest.raises(config_lib.ConfigError, match=r'missing\.json \(--merge\) cannot be read: No such file'):
+    experiment.merge([str(tmp_path / 'missing.json')], str(tmp_path / 'r'), None)
