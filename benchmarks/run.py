@@ -3,6 +3,7 @@ r"""Speed and memory of face2music_jax against this machine's limit and the obvi
   python -m benchmarks.run                      # everything; JSON to <cache>/benchmarks/results.json + a table
   python -m benchmarks.run --sizes=small --rss_steps=0 --eval_workdir=~/.cache/face2music_jax/work/aux_small
   python -m benchmarks.run --sizes=paper --configs=aux --dtype=bfloat16 --train_step_only
+  python -m benchmarks.run --exported=data.npz  # data of `face2music export_data`: TensorFlow is not imported
 
 Sections (keys of the JSON):
   ceiling         matmul FLOP/s through XLA in --dtype (median of repeats after warm-up).
@@ -70,6 +71,9 @@ flags.DEFINE_bool(
     'e.g. to compare --dtype=float32 and bfloat16 part by part.')
 flags.DEFINE_string('default_size', 'small', 'Size of the default run (input pipeline, memory, evaluation).')
 flags.DEFINE_string('data_dir', None, 'Override config.data_dir (the default data is built there if missing).')
+flags.DEFINE_string(
+    'exported', None, 'Read the data from this file of `face2music export_data` (config.data.exported) instead of '
+    'the data dir: no TensorFlow is imported (e.g. on a machine that has only JAX).')
 flags.DEFINE_integer('matmul_size', 2048, 'Side of the square matmul of the ceiling.')
 flags.DEFINE_integer('repeats', 10, 'Timed repeats of the fast sections (matmul, MFCC, metric loss).')
 flags.DEFINE_integer('timed_steps', 5, 'Timed train steps per config after the warm-up step.')
@@ -108,6 +112,8 @@ def get_config(name: str, size: str) -> ml_collections.ConfigDict:
   config.train.dtype = FLAGS.dtype
   if FLAGS.data_dir:
     config.data_dir = FLAGS.data_dir
+  if FLAGS.exported:
+    config.data.exported = os.path.abspath(os.path.expanduser(FLAGS.exported))
   return config
 
 
@@ -225,7 +231,7 @@ def step_profile(config: ml_collections.ConfigDict, repeats: int, ceiling: float
 def notes_for(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
   """`count` real test notes of the config's data (cycled if fewer), [count, length] float32."""
   stages.ensure_data(config)
-  audio = inputs_lib.Inputs(config).notes('test')['audio']
+  audio = inputs_lib.for_config(config).notes('test')['audio']
   return np.resize(audio, (count, audio.shape[1])).astype(np.float32)
 
 
@@ -313,6 +319,8 @@ def default_run(config_name: str, size: str, workdir: str, steps: int) -> dict[s
   ]
   if FLAGS.data_dir:
     args.append(f'--config.data_dir={FLAGS.data_dir}')
+  if FLAGS.exported:
+    args.append(f'--config.data.exported={os.path.abspath(os.path.expanduser(FLAGS.exported))}')
   start = time.perf_counter()
   with tempfile.TemporaryDirectory() as tmp:
     peak_file, log_file = os.path.join(tmp, 'peak_rss'), os.path.join(tmp, 'log')
@@ -457,6 +465,8 @@ def run() -> dict[str, Any]:
     eval_config = config_lib.load_config(eval_workdir)
     if FLAGS.data_dir:
       eval_config.data_dir = FLAGS.data_dir
+    if FLAGS.exported:
+      eval_config.data.exported = os.path.abspath(os.path.expanduser(FLAGS.exported))
     results['evaluation'] = evaluation_benchmark(eval_config, eval_workdir, FLAGS.eval_translations)
   return results
 

@@ -1,4 +1,5 @@
-"""The benchmark command at the tiny size: it runs every section and writes a complete JSON (no timing asserts)."""
+"""The benchmark command at the tiny size: it runs every section and writes a complete JSON (no timing asserts),
+from an exported data file in a process that cannot import TensorFlow (as on the accelerator machines)."""
 
 import json
 import math
@@ -18,13 +19,18 @@ def _positive(value) -> bool:
   return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
-def test_benchmark_command_writes_every_section(tiny_data_dir, tmp_path):
+def test_benchmark_command_writes_every_section(tiny_data_dir, tiny_exported, tmp_path):
   out = tmp_path / 'bench' / 'results.json'
-  proc = subprocess.run([
-      sys.executable, '-m', 'benchmarks.run', '--sizes=tiny', '--configs=baseline,aux', '--default_size=tiny',
-      f'--data_dir={tiny_data_dir}', f'--out={out}', '--matmul_size=128', '--repeats=2', '--timed_steps=2',
+  argv = [
+      'benchmarks.run', '--sizes=tiny', '--configs=baseline,aux', '--default_size=tiny', f'--data_dir={tiny_data_dir}',
+      f'--exported={tiny_exported}', f'--out={out}', '--matmul_size=128', '--repeats=2', '--timed_steps=2',
       '--mfcc_batch=4', '--metric_batches=8,16', '--pipeline_batches=5', '--rss_steps=2', '--eval_translations=12'
-  ], cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True, text=True, timeout=900)
+  ]
+  # `python -m benchmarks.run ...` where TensorFlow, TFDS and dlib cannot be imported.
+  code = ('import runpy, sys\nfor m in ("tensorflow", "tensorflow_datasets", "dlib"): sys.modules[m] = None\n'
+          f'sys.argv = {argv!r}\nrunpy.run_module("benchmarks.run", run_name="__main__", alter_sys=True)\n')
+  proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'),
+                        capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads(out.read_text())
 
@@ -47,6 +53,7 @@ def test_benchmark_command_writes_every_section(tiny_data_dir, tmp_path):
   assert results['metric_loss'][1]['pairs'] == 16 * 15 // 2
   pipeline = results['input_pipeline']
   assert _positive(pipeline['examples_per_second']) and _positive(pipeline['pipeline_to_step_ratio'])
+  assert f'--config.data.exported={tiny_exported}' in results['default_run']['command']
   assert results['default_run']['steps'] == 2 and 0.1 < results['default_run']['peak_rss_gib'] < 24
   evaluation = results['evaluation']
   assert evaluation['num_translations'] == 12 and _positive(evaluation['seconds'])

@@ -5,11 +5,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATHS = ('face2music_jax', 'configs', 'tests', 'scripts', 'benchmarks', 'run_train.py', 'run_eval.py',
          'run_translate.py', 'run_experiment.py', 'run_serve.py')
 
 
+@pytest.mark.slow  # 10-25 s of yapf over the whole tree: outside the fast tier; ruff (below, < 1 s) stays in it.
 def test_the_code_is_formatted_with_the_projects_yapf_style():
   result = subprocess.run([sys.executable, '-m', 'yapf', '--diff', '--recursive', *PATHS], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)

@@ -40,6 +40,7 @@ def test_an_unwritable_directory_is_an_os_error(tmp_path):
     summaries.ScalarWriter(str(tmp_path / 'file' / 'logs'))
 
 
+@pytest.mark.slow  # A fresh Python process that imports the training module (5-7 s).
 def test_without_the_tensorboard_package_training_logs_a_warning_and_writes_no_summaries(tmp_path):
   code = ('import sys\nsys.modules["tensorboard"] = None\nfrom face2music_jax import train\n'
           f'print(type(train._summary_writer({str(tmp_path)!r}, True)).__name__)')

@@ -3,8 +3,10 @@
 import os
 import subprocess
 import sys
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -22,25 +24,46 @@ pytestmark = pytest.mark.slow
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run_steps(config, num_steps, batch_seed=0, mesh=None):
+class _Setup(NamedTuple):
+  """A config's compiled train step (it donates its state: call it on `_fresh(state)`) and its inputs."""
+  config: Any
+  models: gan.Models
+  mesh: jax.sharding.Mesh
+  step: Any
+  state: Any
+  host_batch: dict[str, np.ndarray]
+  batch: dict[str, jax.Array]
+  metric: Any
+  stats: dict[str, jax.Array]
+  root: jax.Array
+
+
+def _setup(config, batch_seed=0, mesh=None) -> _Setup:
   mesh = mesh or parallel.make_mesh()
   models = gan.Models(config)
   root = jax.random.key(config.seed)
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(root)
-  step = train_step.compile_train_step(models, mesh)
-  batch = parallel.global_batch(mesh, helpers.synthetic_batch(config, config.train.batch_size, batch_seed))
-  metric = parallel.replicate(mesh, helpers.random_metric(config))
-  stats = parallel.replicate(mesh, {
-      'mu_x': np.float32(1.4),
-      'sigma_x': np.float32(0.1),
-      'mu_y': np.float32(0.5),
-      'sigma_y': np.float32(0.2)
-  })
-  history = []
+  host_batch = helpers.synthetic_batch(config, config.train.batch_size, batch_seed)
+  stats = {'mu_x': np.float32(1.4), 'sigma_x': np.float32(0.1), 'mu_y': np.float32(0.5), 'sigma_y': np.float32(0.2)}
+  return _Setup(config, models, mesh, train_step.compile_train_step(models, mesh), state, host_batch,
+                parallel.global_batch(mesh, host_batch), parallel.replicate(mesh, helpers.random_metric(config)),
+                parallel.replicate(mesh, stats), root)
+
+
+def _fresh(state):
+  return jax.tree.map(jnp.copy, state)
+
+
+def _steps(s: _Setup, num_steps: int):
+  state, history = _fresh(s.state), []
   for _ in range(num_steps):
-    state, metrics = step(state, batch, metric, stats, root)
+    state, metrics = s.step(state, s.batch, s.metric, s.stats, s.root)
     history.append({k: float(v) for k, v in gan.to_host(metrics).items()})
   return state, history
+
+
+def _run_steps(config, num_steps, batch_seed=0, mesh=None):
+  return _steps(_setup(config, batch_seed, mesh), num_steps)
 
 
 @pytest.mark.parametrize('name, generator', [('baseline', 'harmonic'), ('metric', 'harmonic'), ('aux', 'harmonic'),
@@ -61,13 +84,12 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective."""
   config = helpers.tiny_config('aux')
   assert config.train.pitch_classification_weight > 0  # The default: D's pitch head is part of G's objective.
-  models = gan.Models(config)
-  root = jax.random.key(config.seed)
-  state = jax.jit(models.init)(root)
-  batch = helpers.synthetic_batch(config, config.train.batch_size, 0)
-  metric = helpers.random_metric(config)
-  stats = {'mu_x': np.float32(1.4), 'sigma_x': np.float32(0.1), 'mu_y': np.float32(0.5), 'sigma_y': np.float32(0.2)}
-  new, metrics = jax.jit(train_step.make_train_step(models))(state, batch, metric, stats, root)
+  # The compiled step and inputs of test_each_config_step_runs_with_finite_losses[aux-harmonic], whose compilation
+  # the persistent cache shares.
+  setup = _setup(config)
+  models, state, batch, metric, stats, root = (setup.models, setup.state, setup.host_batch, setup.metric, setup.stats,
+                                               setup.root)
+  new, metrics = setup.step(_fresh(state), setup.batch, metric, stats, root)
   z, pitch = batch['embedding'][-1], batch['pitch'][-1]
   k_g = jax.random.fold_in(jax.random.fold_in(root, 0), config.train.d_steps)
 
@@ -86,18 +108,30 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   assert float(optax.tree.norm(grads)) > 0
 
 
-def test_wgan_gp_is_selectable_and_penalises_both_critics():
+def _variant_config():
+  """The aux config with every non-default option of the step at once: WGAN-GP, two D updates per step, D's
+  pitch head at weight 1 and a metric-loss warm-up. The tests below share its one compiled step (50 s here each)."""
   config = helpers.tiny_config('aux')
   config.train.loss = 'wgan-gp'
-  _, history = _run_steps(config, 2)
+  config.train.d_steps = 2
+  config.train.pitch_classification_weight = 1.0
+  config.train.metric_warmup_steps = 10
+  return config
+
+
+@pytest.fixture(scope='module')
+def variant() -> _Setup:
+  return _setup(_variant_config())
+
+
+def test_wgan_gp_is_selectable_and_penalises_both_critics(variant):
+  _, history = _steps(variant, 2)
   assert all(m['finite'] == 1.0 and m['gradient_penalty'] > 0 and m['aux_gradient_penalty'] > 0 for m in history)
 
 
-def test_pitch_classification_and_metric_warmup_are_selectable():
-  config = helpers.tiny_config('aux')
-  config.train.pitch_classification_weight = 1.0
-  config.train.metric_warmup_steps = 10
-  _, history = _run_steps(config, 2)
+def test_pitch_classification_and_metric_warmup_are_selectable(variant):
+  config = variant.config
+  _, history = _steps(variant, 2)
   for m in history:
     assert m['finite'] == 1.0 and m['d_pitch_loss'] > 0 and m['g_pitch_loss'] > 0
   # With 13 pitch classes an untrained head is near chance: cross-entropy about ln 13.
@@ -110,19 +144,17 @@ def test_pitch_classification_and_metric_warmup_are_selectable():
   assert m['g_loss'] == pytest.approx(expected, rel=1e-5)
 
 
-def test_each_discriminator_update_sees_its_own_sub_batch():
+def test_each_discriminator_update_sees_its_own_sub_batch(variant):
   """With d_steps = 2 the step takes two sub-batches: changing the real notes of either changes D's update."""
-  config = helpers.tiny_config('aux')
-  config.train.d_steps = 2
-  models = gan.Models(config)
-  root = jax.random.key(config.seed)
-  state = jax.jit(models.init)(root)
-  batch = helpers.synthetic_batch(config, config.train.batch_size, 0)
+  config, batch = variant.config, variant.host_batch
   assert batch['audio'].shape == (2, config.train.batch_size, config.audio.length)
   assert not np.array_equal(batch['audio'][0], batch['audio'][1])
-  metric, stats = helpers.random_metric(config), {k: np.float32(1.0) for k in losses.STATS_KEYS}
-  step = jax.jit(train_step.make_train_step(models))
-  d_params = lambda b: gan.to_host(step(state, b, metric, stats, root)[0].d['params'])
+
+  def d_params(b):
+    v = variant
+    return gan.to_host(
+        v.step(_fresh(v.state), parallel.global_batch(v.mesh, b), v.metric, v.stats, v.root)[0].d['params'])
+
   reference = d_params(batch)
   for k in range(2):
     changed = {**batch, 'audio': batch['audio'].copy()}
