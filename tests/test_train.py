@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture
 def staged_config(tiny_config, trained_tiny_workdir):
   """The tiny config with a work directory that holds the shared tiny run's stage artefacts (the stages are
-  deterministic; test_train_writes_checkpoints_logs_and_samples runs them): these tests train at once."""
+  deterministic; conftest's trained_tiny_workdir runs them): these tests train at once."""
   helpers.copy_stage_artefacts(trained_tiny_workdir, tiny_config.workdir)
   return tiny_config
 
@@ -42,10 +42,11 @@ def _params(state):
   return jax.tree_util.tree_flatten_with_path(gan.to_host((state.g, state.d, state.aux, state.g_opt)))[0]
 
 
-def test_train_writes_checkpoints_logs_and_samples(tiny_config):
-  state = train.train(tiny_config, tiny_config.workdir)
-  w = tiny_config.workdir
-  assert int(gan.to_host(state.step)) == tiny_config.train.num_steps
+def test_train_writes_checkpoints_logs_and_samples(tiny_config, trained_tiny_workdir):
+  # The shared tiny run (conftest: `train.train` of this config, from nothing, once per test run) is read here.
+  w = trained_tiny_workdir
+  config = config_lib.load_config(w)
+  assert config.train.num_steps == tiny_config.train.num_steps == 4 and config.data_dir == tiny_config.data_dir
   assert sorted(os.listdir(os.path.join(w, 'checkpoints'))) == ['2', '4']
   assert glob.glob(os.path.join(w, 'events.out.tfevents.*'))
   lines = [json.loads(l) for l in open(os.path.join(w, 'metrics.jsonl'))]
@@ -55,7 +56,7 @@ def test_train_writes_checkpoints_logs_and_samples(tiny_config):
   # Each sample face at each listening pitch within the tiny config's range (MIDI 48 and 60).
   assert [os.path.basename(p) for p in wavs] == [f'face_{i:02d}_midi{m}.wav' for i in range(2) for m in (48, 60)]
   audio, rate = soundfile.read(wavs[0])
-  assert rate == 16000 and audio.shape == (tiny_config.audio.length,) and np.abs(audio).max() <= 1.0
+  assert rate == 16000 and audio.shape == (config.audio.length,) and np.abs(audio).max() <= 1.0
   stats = json.load(open(os.path.join(w, 'statistics.json')))
   assert stats['sigma_x'] > 0 and stats['sigma_y'] > 0
   assert json.load(open(os.path.join(w, 'config.json')))['name'] == 'aux'
