@@ -9,14 +9,14 @@ run; the results agree with the optimized build to rounding. The benchmarks meas
 import os
 import pathlib
 
-os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')  # Before JAX is imported (below, by the package).
+os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')  # Before JAX is imported (by the test modules).
 
 # pylint: disable=wrong-import-position
 import filelock
 import pytest
 
-from face2music_jax import stages
-from tests import helpers
+# The package (JAX) is imported by the fixtures that use it, not here: pytest's own process (xdist's controller)
+# then starts the workers without 5 s of imports first.
 
 
 def _run_root(tmp_path_factory) -> pathlib.Path:
@@ -32,6 +32,8 @@ def tiny_data_dir(tmp_path_factory) -> str:
   root = _run_root(tmp_path_factory)
   data_dir = str(root / 'tiny_data')
   with filelock.FileLock(str(root / 'tiny_data.lock')):
+    from face2music_jax import stages  # pylint: disable=import-outside-toplevel
+    from tests import helpers  # pylint: disable=import-outside-toplevel
     config = helpers.tiny_config()
     config.data_dir = data_dir
     stages.ensure_data(config)
@@ -44,6 +46,7 @@ def tiny_exported(tiny_data_dir, tmp_path_factory) -> str:
   it with `--config.data.exported=`, so that they never import TensorFlow (5-10 s each here), unless they test
   the TFDS data themselves."""
   from face2music_jax.data import exported  # pylint: disable=import-outside-toplevel
+  from tests import helpers  # pylint: disable=import-outside-toplevel
   root = _run_root(tmp_path_factory)
   path = str(root / 'tiny_data.npz')
   with filelock.FileLock(str(root / 'tiny_data_npz.lock')):
@@ -57,6 +60,7 @@ def tiny_exported(tiny_data_dir, tmp_path_factory) -> str:
 @pytest.fixture
 def tiny_config(tiny_data_dir, tmp_path):
   """The tiny aux config on the shared tiny data, with its own workdir."""
+  from tests import helpers  # pylint: disable=import-outside-toplevel
   config = helpers.tiny_config('aux')
   config.data_dir = tiny_data_dir
   config.workdir = os.path.join(str(tmp_path), 'workdir')
@@ -68,6 +72,7 @@ def trained_tiny_workdir(tiny_data_dir, tmp_path_factory) -> str:
   """One tiny aux model with the product's generator (harmonic) trained for its 4 steps, shared by every test (and
   every xdist worker) that only reads a trained model: translation, bundles, the photo evaluator."""
   from face2music_jax import train  # pylint: disable=import-outside-toplevel
+  from tests import helpers  # pylint: disable=import-outside-toplevel
   root = _run_root(tmp_path_factory)
   workdir = str(root / 'trained_tiny')
   with filelock.FileLock(str(root / 'trained_tiny.lock')):
