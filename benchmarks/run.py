@@ -53,6 +53,7 @@ from face2music_jax import stages
 from face2music_jax import synthetic
 from face2music_jax import train_step
 from face2music_jax.audio import mfcc as mfcc_lib
+from face2music_jax.data import exported as exported_lib
 from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.models import audio_embedding as embedding_lib
 
@@ -482,6 +483,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli.quiet_library_logs()
+  if FLAGS.exported and not (FLAGS.train_step_only or FLAGS.profile_only):
+    try:  # Before minutes of train-step sections, not after them.
+      exported_lib.ExportedInputs(get_config('aux', FLAGS.default_size))
+    except exported_lib.ExportError as e:
+      sys.exit(f'Error: {e}')
   path = output_path()
   os.makedirs(os.path.dirname(path), exist_ok=True)
   results = run()

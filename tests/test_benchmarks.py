@@ -62,3 +62,15 @@ def test_benchmark_command_writes_every_section(tiny_data_dir, tiny_exported, tm
   metrics = json.loads((tmp_path / 'bench' / 'default_run' / 'eval' / 'metrics.json').read_text())
   assert metrics['num_translations'] == 12 and metrics['checkpoint_step'] == 2
   assert 'train step' in proc.stdout and 'MFCC, 4 notes' in proc.stdout
+
+
+def test_an_unreadable_exported_file_is_one_error_before_any_section(tmp_path):
+  bad = tmp_path / 'notes.npz'
+  bad.write_bytes(b'not a zip file')
+  proc = subprocess.run([sys.executable, '-m', 'benchmarks.run', f'--exported={bad}', f'--out={tmp_path / "r.json"}'],
+                        cwd=ROOT, env=dict(os.environ,
+                                           JAX_PLATFORMS='cpu'), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+  (line,) = [l for l in proc.stderr.splitlines() if l.startswith('Error:')]
+  assert str(bad) in line and 'export it again with face2music export_data' in line
+  assert 'Ceiling' not in proc.stderr and not (tmp_path / 'r.json').exists()
