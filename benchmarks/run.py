@@ -108,13 +108,18 @@ def flops_of(compiled: jax.stages.Compiled) -> float:
   return float(cost.get('flops', float('nan')))
 
 
+def _exported_path() -> str:
+  """--exported as an absolute path, as the configs, the default run (a child process) and its config.json keep it."""
+  return os.path.abspath(os.path.expanduser(FLAGS.exported))
+
+
 def get_config(name: str, size: str) -> ml_collections.ConfigDict:
   config = importlib.import_module(f'face2music_jax.configs.{name}').get_config(size)
   config.train.dtype = FLAGS.dtype
   if FLAGS.data_dir:
     config.data_dir = FLAGS.data_dir
   if FLAGS.exported:
-    config.data.exported = os.path.abspath(os.path.expanduser(FLAGS.exported))
+    config.data.exported = _exported_path()
   return config
 
 
@@ -321,7 +326,7 @@ def default_run(config_name: str, size: str, workdir: str, steps: int) -> dict[s
   if FLAGS.data_dir:
     args.append(f'--config.data_dir={FLAGS.data_dir}')
   if FLAGS.exported:
-    args.append(f'--config.data.exported={os.path.abspath(os.path.expanduser(FLAGS.exported))}')
+    args.append(f'--config.data.exported={_exported_path()}')
   start = time.perf_counter()
   with tempfile.TemporaryDirectory() as tmp:
     peak_file, log_file = os.path.join(tmp, 'peak_rss'), os.path.join(tmp, 'log')
@@ -467,7 +472,7 @@ def run() -> dict[str, Any]:
     if FLAGS.data_dir:
       eval_config.data_dir = FLAGS.data_dir
     if FLAGS.exported:
-      eval_config.data.exported = os.path.abspath(os.path.expanduser(FLAGS.exported))
+      eval_config.data.exported = _exported_path()
     results['evaluation'] = evaluation_benchmark(eval_config, eval_workdir, FLAGS.eval_translations)
   return results
 
