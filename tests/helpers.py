@@ -21,6 +21,11 @@ def tiny_config(name: str = 'aux') -> ml_collections.ConfigDict:
 synthetic_batch = synthetic.batch
 random_metric = synthetic.audio_metric
 
+# What a machine with only JAX lacks (as the accelerator machines lent to some sessions).
+WITHOUT_TENSORFLOW = ('tensorflow', 'tensorflow_datasets', 'dlib')
+# Python source that, run first in a process, makes importing any of them fail as if it were not installed.
+BLOCK_TENSORFLOW = f'import sys\nfor m in {WITHOUT_TENSORFLOW!r}: sys.modules[m] = None\n'
+
 
 def eval_summary(value: float, step: int = 8, pitches: tuple[int, ...] = (36, 60)) -> dict:
   """An evaluation summary (eval/metrics.json, `evaluate.evaluate`'s keys) with what the tables read: every measure

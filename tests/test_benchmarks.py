@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from tests import helpers
+
 # Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
 pytestmark = pytest.mark.slow
 
@@ -27,8 +29,8 @@ def test_benchmark_command_writes_every_section(tiny_data_dir, tiny_exported, tm
       '--mfcc_batch=4', '--metric_batches=8,16', '--pipeline_batches=5', '--rss_steps=2', '--eval_translations=12'
   ]
   # `python -m benchmarks.run ...` where TensorFlow, TFDS and dlib cannot be imported.
-  code = ('import runpy, sys\nfor m in ("tensorflow", "tensorflow_datasets", "dlib"): sys.modules[m] = None\n'
-          f'sys.argv = {argv!r}\nrunpy.run_module("benchmarks.run", run_name="__main__", alter_sys=True)\n')
+  code = helpers.BLOCK_TENSORFLOW + (f'import runpy\nsys.argv = {argv!r}\n'
+                                     'runpy.run_module("benchmarks.run", run_name="__main__", alter_sys=True)\n')
   proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'),
                         capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -18,8 +18,6 @@ from face2music_jax.data import inputs as inputs_lib
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# What a machine with only JAX lacks: importing any of them fails, as if it were not installed.
-_WITHOUT = ('tensorflow', 'tensorflow_datasets', 'dlib')
 
 
 def _config(data_dir: str, path: str = ''):
@@ -75,7 +73,7 @@ def test_without_tensorflow_a_run_trains_the_same_model_from_the_exported_file_a
   TFDS and dlib cannot be imported (`face2music train`, and scripts/gpu_train.py, which also evaluates): the
   same generator, bit for bit."""
   workdir = str(tmp_path / 'workdir')
-  block = f'import sys\nfor m in {_WITHOUT!r}: sys.modules[m] = None\n'
+  block = helpers.BLOCK_TENSORFLOW
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'FACE2MUSIC_CACHE': str(tmp_path / 'cache')}
   flags = [
       f'--config={os.path.join(ROOT, "face2music_jax", "configs", "aux.py")}:tiny',
