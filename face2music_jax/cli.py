@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 import ml_collections
 from absl import app
+from absl import flags
 from absl import logging
 
 from face2music_jax import configs
@@ -77,11 +78,21 @@ def resolve_config_names(argv: Sequence[str]) -> list[str]:
   return out
 
 
+def expand_home(argv: Sequence[str]) -> list[str]:
+  """`--workdir=~/w` -> `--workdir=/home/me/w`: the shell expands `~` at the start of a word, not after `=`."""
+  out = []
+  for arg in argv:
+    name, equals, value = arg.partition('=')
+    out.append(
+        f'{name}={os.path.expanduser(value)}' if arg.startswith('--') and equals and value.startswith('~') else arg)
+  return out
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing (app.run's flags_parser), where a --config.<field> override of a field that the config
-  lacks is one line naming it (exit code 2) instead of ml_collections' traceback, and config names are resolved
-  (`resolve_config_names`)."""
-  argv = resolve_config_names(argv)
+  lacks is one line naming it (exit code 2) instead of ml_collections' traceback, config names are resolved
+  (`resolve_config_names`) and `~` starts a path after `--flag=` too (`expand_home`)."""
+  argv = resolve_config_names(expand_home(argv))
   try:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as e:  # ml_collections' errors for a missing field, at whichever level.
@@ -107,9 +118,9 @@ def quiet_library_logs() -> None:
 
 
 def reports_known_errors(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
-  """Decorates an absl `main`, which then compiles with JAX's persistent cache (`jax_cache`): a known_errors() exception prints `Error: <message>` to stderr and exits with code 2;
-  a run stopped by SIGTERM prints `Stopped: <message>` and exits with code 3; any other exception propagates with
-  its traceback."""
+  """Decorates an absl `main`, which then compiles with JAX's persistent cache (`jax_cache`): a known_errors()
+  exception prints `Error: <message>` to stderr and exits with code 2; a run stopped by SIGTERM prints
+  `Stopped: <message>` and exits with code 3; any other exception propagates with its traceback."""
 
   @functools.wraps(main)
   def wrapped(argv: Sequence[str]) -> None:
@@ -130,13 +141,17 @@ def reports_known_errors(main: Callable[[Sequence[str]], None]) -> Callable[[Seq
 
 
 def run(main: Callable[[Sequence[str]], None], doc: str | None) -> None:
-  """Runs an absl `main` as a command: `--help` prints `doc` and the flags and exits 0 before anything heavy is
-  imported; flags are parsed with `parse_flags`."""
+  """Runs an absl `main` as a command: `--help` prints `doc` and the flags of `main`'s module and exits 0 before
+  anything heavy is imported; flags are parsed with `parse_flags`."""
   main_module = sys.modules['__main__']
   if doc and not main_module.__doc__:  # A console script's __main__ has no docstring: absl's usage shows it.
     main_module.__doc__ = doc
   if any(arg in ('--help', '-h', '--helpshort', '-?') for arg in sys.argv[1:]):
-    app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
+    # absl's short help lists the flags of the script that started Python (the `face2music` console script or a
+    # run_<command>.py): none. The command's flags are defined in `main`'s module.
+    print(f'{(doc or "").rstrip()}\n\nflags (--helpfull: also those of the libraries):\n'
+          f'{flags.FLAGS.module_help(main.__module__).lstrip()}')
+    sys.exit(0)
   app.run(main, flags_parser=parse_flags)
 
 

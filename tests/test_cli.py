@@ -1,7 +1,10 @@
 """The entry points' error policy: a known error is one line on stderr and exit code 2, a run stopped by SIGTERM
 exits with code 3; others keep their traceback."""
 
+import glob
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -61,6 +64,13 @@ def test_a_run_stopped_by_sigterm_exits_with_its_own_code(capsys):
   assert capsys.readouterr().err == 'Stopped: Stopped at step 3 after SIGTERM\n'
 
 
+def test_a_home_directory_after_a_flags_equals_sign_is_expanded(monkeypatch):
+  monkeypatch.setenv('HOME', '/home/me')
+  assert cli.expand_home(
+      ['face2music', '--workdir=~/w', '--out', '~/b', '--melody=C4 ~', '--x=a~',
+       'p~.jpg']) == ['face2music', '--workdir=/home/me/w', '--out', '~/b', '--melody=C4 ~', '--x=a~', 'p~.jpg']
+
+
 @pytest.mark.slow
 def test_an_unknown_config_field_is_one_line_naming_it():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,3 +112,22 @@ def test_an_operators_everyday_mistakes_are_one_line_each(tmp_path):
   assert done.stderr.strip().splitlines()[-1].startswith(
       f'Error: The directory of --out {tmp_path}/blocker is not writable'), done.stderr[-3000:]
   assert not os.path.exists(tmp_path / 'data')
+
+
+@pytest.mark.slow
+def test_every_commands_help_lists_its_flags(tmp_path):
+  """`face2music <command> --help`, as a user types it: the command's own flags, each with its help line."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  console = shutil.which('face2music')
+  assert console, 'the face2music command is not installed (bash scripts/install.sh)'
+  apps = sorted(glob.glob(os.path.join(root, 'face2music_jax', 'apps', '[a-z]*.py')))
+  assert len(apps) >= 7
+  for path in apps:
+    command = os.path.splitext(os.path.basename(path))[0]
+    with open(path) as f:
+      defined = re.findall(r"DEFINE_\w+\(\s*'(\w+)'", f.read())
+    assert defined, path
+    done = subprocess.run([console, command, '--help'], cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    listed = set(re.findall(r'^  --(?:\[no\])?(\w+):', done.stdout, re.MULTILINE))
+    assert listed == set(defined), (command, done.stdout)

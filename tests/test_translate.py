@@ -109,6 +109,21 @@ def test_the_shipped_model_translates_a_face_in_tune_and_its_manifest_is_true():
   assert np.all(np.abs(listening.cents_off(f0, np.array(pitches))) <= 50), (pitches, f0)
 
 
+@pytest.mark.parametrize('doc', ['README.md', 'docs/usage.md'])
+def test_the_python_example_of_the_docs_runs_as_written(doc, images, tmp_path):
+  """The docs' Python block, run from a fresh directory with a photo named as it names it."""
+  with open(os.path.join(ROOT, doc)) as f:
+    (code,) = re.findall(r'```python\n(.*?)```', f.read(), re.DOTALL)
+  shutil.copy(images / 'twins.png', tmp_path / 'group.jpg')  # Two faces (a PNG under a .jpg name: PIL reads it).
+  done = subprocess.run([sys.executable, '-c', code], cwd=str(tmp_path), env={
+      **os.environ, 'JAX_PLATFORMS': 'cpu'
+  }, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert sorted(os.listdir(tmp_path / 'out')) == ['group_face0.wav', 'group_face1.wav']
+  audio, rate = soundfile.read(tmp_path / 'out' / 'group_face0.wav')
+  assert rate == 16000 and audio.ndim == 1 and np.abs(audio).max() > 0.01
+
+
 def test_a_melody_is_played_in_order_held_and_released(model, images):
   (face,) = model.translate(str(images / 'astronaut.jpg'), melody='C3 E3 G3:2 C4')
   sr = face.sample_rate
