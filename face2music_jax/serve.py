@@ -94,10 +94,9 @@ def translate_upload(translator: translator_lib.Translator, data: bytes, pitch: 
     notes = melody_lib.parse(melody) if melody else None
     for note in notes or ():
       translator.midi(note.midi)
+    melody_lib.check_length(notes or (), limits.max_melody_s)
   except ValueError as e:
     raise RequestError(str(e)) from e
-  if notes is not None and max(n.onset_s + n.duration_s for n in notes) > limits.max_melody_s:
-    raise RequestError(f'The melody is longer than {limits.max_melody_s:.0f} s.')
   try:
     pixels = images_lib.decode_rgb(data, limits.max_image_pixels)
   except images_lib.ImageError as e:

@@ -128,13 +128,30 @@ def _git_commit() -> str:
     return 'unknown'
 
 
+def _check_bundle_target(workdir: str, out_dir: str) -> None:
+  """Refuses to replace a folder that is not a bundle: the export replaces `out_dir` whole.
+
+  Raises:
+    BundleError: `out_dir` is the work directory, lies inside it or holds it, or is a non-empty folder without a
+      manifest.json (not a bundle).
+  """
+  work = os.path.realpath(workdir)
+  out = os.path.realpath(out_dir)
+  if os.path.commonpath([work, out]) in (work, out):
+    raise BundleError(f'The bundle directory {out_dir} is, holds or lies inside the work directory {workdir}: the '
+                      'export replaces it whole; choose another --out.')
+  if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, MANIFEST)):
+    raise BundleError(f'{out_dir} exists and is not a model bundle (no {MANIFEST}): the export replaces it whole; '
+                      'choose an empty or new directory.')
+
+
 def export_bundle(workdir: str, out_dir: str, measures: dict[str, Any] | None = None,
                   command: str = '') -> dict[str, Any]:
   """Writes the generator of `workdir`'s newest verified checkpoint as a bundle into `out_dir` (replaced whole).
 
   Args:
     workdir: a training work directory (its config.json and checkpoints).
-    out_dir: the bundle's directory.
+    out_dir: the bundle's directory: new, empty or a bundle (replaced whole).
     measures: measures to record in the manifest; None: those of `<workdir>/eval/metrics.json` (held-out faces) and
       `<workdir>/eval_photos/metrics.json` (a folder of photos) where they exist.
     command: the command that trained the model, for the manifest.
@@ -144,6 +161,8 @@ def export_bundle(workdir: str, out_dir: str, measures: dict[str, Any] | None = 
   """
   # pylint: disable-next=import-outside-toplevel  (Orbax: only here, not on load)
   from face2music_jax import gan, workdir as workdir_lib
+  out_dir = os.path.abspath(out_dir)  # Also drops a trailing slash: the build folder goes beside it, not inside.
+  _check_bundle_target(workdir, out_dir)
   config = workdir_lib.run_config(workdir)
   _, g_vars, step = gan.restore_generator(config, workdir)
   blob = flax.serialization.to_bytes(gan.to_host(g_vars))
@@ -217,6 +236,9 @@ class Translator:
     if not os.path.isdir(directory):
       raise BundleError(f'No model at {directory}: expected a model bundle or a training work directory.')
     if source is None or os.path.isfile(os.path.join(directory, MANIFEST)):
+      if config is not None:
+        raise BundleError(f'{directory} is a model bundle, which carries its own config: a config is given only '
+                          'with a training work directory.')
       manifest, config, blob = read_bundle(directory)
       generator = g_lib.make_generator(config)
       template = jax.eval_shape(lambda: g_lib.init_variables(generator, config.data.embedding_dim, jax.random.key(0)))
@@ -314,7 +336,8 @@ class Translator:
 
   def write_wavs(self, image: str, output_dir: str, pitch: int | str = 60,
                  melody: str | Sequence[melody_lib.Note] | None = None) -> list[str]:
-    """Writes `<stem>_face<k>.wav` for each face k of the image (left to right) and returns the paths."""
+    """Writes `<stem>_face<k>.wav` for each face k of the image (left to right), replacing files of those names,
+    and returns the paths (an array or PIL image has the stem `image`)."""
     stem = os.path.splitext(os.path.basename(image))[0] if isinstance(image, str) else 'image'
     paths = []
     os.makedirs(output_dir, exist_ok=True)
@@ -326,16 +349,20 @@ class Translator:
 
 
 def to_rgb(image: str | np.ndarray | Any, max_pixels: int = images_lib.MAX_PIXELS) -> np.ndarray:
-  """A path, PIL image or array -> uint8 [H, W, 3] RGB (paths: upright by EXIF, size checked before decoding)."""
+  """A path, PIL image or array -> uint8 [H, W, 3] RGB (paths and PIL images: upright by EXIF, 16-bit scaled to 8;
+  paths: size checked before decoding; arrays: uint16 or integers above 255 are 16-bit, floats within [0, 1] are
+  [0, 1], other values are 0-255)."""
   if isinstance(image, (str, os.PathLike)):
     return images_lib.read_rgb(os.fspath(image), max_pixels)
-  if hasattr(image, 'convert') and hasattr(image, 'size'):  # A PIL image.
-    return np.asarray(image.convert('RGB'))
+  if hasattr(image, 'convert') and hasattr(image, 'size'):  # A PIL image: upright, 16 bits scaled, as from a path.
+    return images_lib.rgb_pixels(image)
   array = np.asarray(image)
   if array.ndim == 2:
     array = np.repeat(array[..., None], 3, axis=-1)
   if array.ndim != 3 or array.shape[-1] not in (3, 4):
     raise ValueError(f'Expected an image [H, W, 3], got an array of shape {array.shape}.')
+  if array.dtype == np.uint16 or (np.issubdtype(array.dtype, np.integer) and array.max() > 255):  # 16 bits a value.
+    array = np.clip(np.asarray(array, np.float64) * (255.0 / 65535.0), 0, 255).round().astype(np.uint8)
   if array.dtype != np.uint8:
     array = np.clip(np.asarray(array, np.float64) * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).round()
   return np.ascontiguousarray(array[..., :3].astype(np.uint8))

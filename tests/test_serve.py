@@ -168,6 +168,9 @@ def test_too_many_faces_and_busy_are_refused_with_a_message(tmp_path):
   Image.fromarray(np.concatenate([face] * 4, axis=1)).save(data)
   with pytest.raises(serve.RequestError, match='4 faces found; this page translates at most 3'):
     serve.translate_upload(model, data.read_bytes(), '60', '', serve.Limits(max_faces=3))
+  for melody, message in (('R R', 'has no note'), ('C4:100', 'lasts 50 s, longer than the 30 s allowed')):
+    with pytest.raises(serve.RequestError, match=message):
+      serve.translate_upload(model, data.read_bytes(), '60', melody, serve.Limits())
   from starlette.testclient import TestClient  # pylint: disable=import-outside-toplevel
   client = TestClient(serve.make_app(model, serve.Limits(max_concurrent=1)))
   import threading  # pylint: disable=import-outside-toplevel

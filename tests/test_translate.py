@@ -153,6 +153,45 @@ def test_melody_parsing_and_midi_files(tmp_path):
   (tmp_path / 'bad.mid').write_text('not midi')
   with pytest.raises(ValueError, match='Cannot read .*bad.mid as a MIDI file'):
     melody_lib.read_midi(str(tmp_path / 'bad.mid'))
+  for rests in ('R', 'R:2 R', ''):
+    with pytest.raises(ValueError, match='has no note'):
+      melody_lib.parse(rests)
+  melody_lib.check_length(notes, 5.5)
+  with pytest.raises(ValueError, match='lasts 6 s, longer than the 5 s allowed'):
+    melody_lib.check_length(notes, 5.0)
+
+
+def test_bad_melodies_are_one_line_before_the_model_is_loaded(images, tmp_path):
+  photo = str(images / 'astronaut.jpg')
+  for args, message in ((['--melody=R R'], 'Error: The melody'), (['--melody='], 'Error: The melody'),
+                        (['--melody=C4:4000'], 'Error: The melody lasts 2000 s, longer than the 600 s allowed.')):
+    done = _run(*args, photo, cwd=str(tmp_path))
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(message), done.stderr[-2000:]
+    assert 'shipped model' not in done.stderr and not os.path.exists(tmp_path / 'translations')
+  done = _run('--midi=tune.mid', '--bpm=90', photo, cwd=str(tmp_path))
+  assert done.returncode == 1 and '--bpm is the tempo of --melody' in done.stderr
+
+
+def test_export_replaces_a_bundle_and_nothing_else(trained_tiny_workdir, tmp_path):
+  before = sorted(os.listdir(trained_tiny_workdir))
+  for out in (trained_tiny_workdir, os.path.join(trained_tiny_workdir,
+                                                 'bundle'), os.path.dirname(trained_tiny_workdir)):
+    with pytest.raises(translator_lib.BundleError, match='the work directory'):
+      translator_lib.export_bundle(trained_tiny_workdir, out)
+  assert sorted(os.listdir(trained_tiny_workdir)) == before
+  mine = tmp_path / 'mine'
+  mine.mkdir()
+  (mine / 'notes.txt').write_text('keep me')
+  with pytest.raises(translator_lib.BundleError, match='is not a model bundle'):
+    translator_lib.export_bundle(trained_tiny_workdir, str(mine))
+  assert (mine / 'notes.txt').read_text() == 'keep me'
+  for _ in range(2):  # A new directory named with a trailing slash (the docs' form), then over the bundle.
+    translator_lib.export_bundle(trained_tiny_workdir, str(tmp_path / 'bundle') + os.sep)
+    assert sorted(os.listdir(tmp_path / 'bundle')) == ['config.json', 'generator.msgpack', 'manifest.json']
+  assert sorted(os.listdir(tmp_path)) == ['bundle', 'mine']
+  config = translator_lib.Translator.load(str(tmp_path / 'bundle')).config
+  with pytest.raises(translator_lib.BundleError, match='carries its own config'):
+    translator_lib.Translator.load(str(tmp_path / 'bundle'), config)
 
 
 def test_translate_writes_a_wav_per_face_skips_photos_without_faces_and_keeps_existing_outputs(model, images, tmp_path):
@@ -210,6 +249,12 @@ def test_a_model_of_a_workdir_without_a_checkpoint_is_one_line(trained_tiny_work
   failed = _run(f'--workdir={empty}', str(images / 'astronaut.jpg'), cwd=str(tmp_path))
   assert failed.returncode == 2
   assert 'Error: No GAN checkpoint' in failed.stderr and 'Traceback' not in failed.stderr
+
+
+def test_a_config_of_another_run_is_refused_not_ignored(trained_tiny_workdir, images, tmp_path):
+  done = _run(f'--workdir={trained_tiny_workdir}', '--config=baseline:tiny', str(images / 'astronaut.jpg'),
+              cwd=str(tmp_path))
+  assert done.returncode == 2 and 'The --config given is not the config of the run' in done.stderr, done.stderr[-2000:]
 
 
 def test_an_unwritable_output_directory_is_named_before_any_work(model, images, tmp_path, monkeypatch):

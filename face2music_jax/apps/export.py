@@ -14,7 +14,7 @@ from face2music_jax import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Work directory of the trained model.')
-flags.DEFINE_string('out', None, 'Directory of the bundle (replaced whole).')
+flags.DEFINE_string('out', None, 'Directory of the bundle: new, empty or a bundle (replaced whole).')
 flags.DEFINE_bool('shipped', False, "Write the bundle over the package's shipped model.")
 flags.DEFINE_string('command', '', 'The command that trained the model, for the manifest.')
 flags.mark_flags_as_required(['workdir'])

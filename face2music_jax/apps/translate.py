@@ -37,6 +37,8 @@ flags.DEFINE_bool('group', False, "Also play each photo's faces in turn, left to
 flags.DEFINE_bool('boxes', False, 'Also write each photo with its numbered face boxes: <stem>_boxes.png.')
 flags.DEFINE_string('output_dir', 'translations', 'Where the files go.')
 flags.DEFINE_bool('overwrite', False, 'Replace existing files.')
+flags.DEFINE_float('max_melody_s', 600.0, 'The longest melody or MIDI file played (seconds; each face\'s audio is '
+                   'held in memory).', lower_bound=0.0)
 flags.DEFINE_integer('max_image_pixels', images.MAX_PIXELS, 'The largest photo accepted (width x height), checked '
                      'from its header before it is decoded.', lower_bound=1)
 
@@ -57,23 +59,26 @@ def _translate(argv) -> None:
   from face2music_jax import translate
   from face2music_jax import translator as translator_lib
   from face2music_jax.audio import melody as melody_lib
-  if FLAGS.melody and FLAGS.midi:
+  if FLAGS.melody is not None and FLAGS.midi:
     raise app.UsageError('Pass --melody or --midi, not both.')
+  if FLAGS.midi and FLAGS['bpm'].present:
+    raise app.UsageError('--bpm is the tempo of --melody; a MIDI file keeps its own.')
   if FLAGS.config is not None and FLAGS.workdir is None:
     raise app.UsageError('--config describes the model of a --workdir: pass --workdir too (or neither, for the '
                          'shipped model).')
-  model = translator_lib.Translator.load(FLAGS.workdir)
-  if FLAGS.workdir is None:
-    logging.info('Using the shipped model (%s, trained %d steps; face2music_jax/assets/default_model).',
-                 model.manifest.get('name'), model.manifest.get('step', 0))
   melody = None
   try:
-    if FLAGS.melody:
+    if FLAGS.melody is not None:
       melody = melody_lib.parse(FLAGS.melody, FLAGS.bpm)
     elif FLAGS.midi:
       melody = melody_lib.read_midi(FLAGS.midi)
+    melody_lib.check_length(melody or (), FLAGS.max_melody_s)
   except ValueError as e:
     raise translate.TranslationError(str(e)) from e
+  model = translator_lib.Translator.load(FLAGS.workdir, FLAGS.config)
+  if FLAGS.workdir is None:
+    logging.info('Using the shipped model (%s, trained %d steps; face2music_jax/assets/default_model).',
+                 model.manifest.get('name'), model.manifest.get('step', 0))
   translations, skipped = translate.translate(model, argv[1:], pitch=FLAGS.pitch, melody=melody,
                                               output_dir=FLAGS.output_dir, overwrite=FLAGS.overwrite, group=FLAGS.group,
                                               boxes=FLAGS.boxes, max_image_pixels=FLAGS.max_image_pixels)

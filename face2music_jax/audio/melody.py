@@ -60,7 +60,7 @@ def parse(text: str, bpm: float = 120.0) -> list[Note]:
   """Notes of a note list ("C4 E4 G4:2 R C5"; module docstring), one after another.
 
   Raises:
-    ValueError: naming the token that is not a note, a rest or a length.
+    ValueError: naming the token that is not a note, a rest or a length; or a melody without a note (only rests).
   """
   if bpm <= 0:
     raise ValueError(f'Tempo {bpm} is not a positive number of beats per minute.')
@@ -76,7 +76,16 @@ def parse(text: str, bpm: float = 120.0) -> list[Note]:
     if match['pitch'].upper() != 'R':
       notes.append(Note(to_midi(match['pitch']), onset, duration))
     onset += duration
+  if not notes:
+    raise ValueError(f'The melody {text!r} has no note (only rests): give at least one, e.g. "C4 E4 G4".')
   return notes
+
+
+def check_length(notes: Sequence[Note], max_s: float) -> None:
+  """Raises ValueError if the melody (or MIDI file) ends after `max_s` seconds (its audio is held in memory)."""
+  end = max((n.onset_s + n.duration_s for n in notes), default=0.0)
+  if end > max_s:
+    raise ValueError(f'The melody lasts {end:.0f} s, longer than the {max_s:.0f} s allowed.')
 
 
 def read_midi(path: str) -> list[Note]:

@@ -44,6 +44,25 @@ def test_16_bit_images_are_scaled_to_8_bits_not_clipped(tmp_path, deep, name):
   assert np.abs(pixels[..., 1].astype(float) - grey).max() <= 1
 
 
+def test_the_apis_pil_images_and_arrays_read_as_their_files_do(tmp_path):
+  """`Translator.translate` takes a path, a PIL image or an array: an opened file (turned by EXIF, 16 bits) and a
+  16-bit array give the pixels its path gives."""
+  from face2music_jax import translator  # pylint: disable=import-outside-toplevel  (JAX: only this test)
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  turned = str(tmp_path / 'turned.jpg')
+  Image.fromarray(_picture()).transpose(Image.Transpose.ROTATE_90).save(turned, quality=98, exif=exif)
+  deep = str(tmp_path / 'deep.png')
+  Image.fromarray(_picture()[..., 0].astype(np.uint16) * 257).save(deep)
+  for path in (turned, deep):
+    with Image.open(path) as image:
+      np.testing.assert_array_equal(translator.to_rgb(image), translator.to_rgb(path))
+    assert translator.to_rgb(path).shape == (60, 80, 3)
+  np.testing.assert_array_equal(translator.to_rgb(_picture().astype(np.uint16) * 257), _picture())
+  np.testing.assert_array_equal(translator.to_rgb(_picture().astype(np.int64)), _picture())  # 0-255 in int64.
+  np.testing.assert_array_equal(translator.to_rgb(_picture() / 255.0), _picture())
+
+
 def test_a_too_large_image_is_refused_from_its_header(tmp_path):
   path = str(tmp_path / 'huge.png')
   Image.new('1', (9000, 9000)).save(path)  # 81 megapixels in a few kB, over the default limit of 80.
