@@ -56,34 +56,38 @@ def test_strided_conv_rejects_indivisible_length():
 
 def test_conditional_batch_norm_normalises_and_uses_labels():
   cbn = layers.ConditionalBatchNorm(num_classes=3)
+  # Jitted, as the models call it: one compilation each instead of one per operation of an eager call.
+  train = jax.jit(lambda v, x, labels: cbn.apply(v, x, labels, use_running_average=False, mutable=['batch_stats']))
+  infer = jax.jit(lambda v, x, labels: cbn.apply(v, x, labels, use_running_average=True))
   x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), (8, 16, 4))
   labels = jnp.array([0, 1, 2, 0, 1, 2, 0, 1])
-  variables = cbn.init(jax.random.key(1), x, labels, use_running_average=False)
+  variables = jax.jit(lambda key: cbn.init(key, x, labels, use_running_average=False))(jax.random.key(1))
   assert variables['params']['gamma']['embedding'].shape == (3, 4)
   np.testing.assert_array_equal(variables['params']['gamma']['embedding'], 1.0)
   np.testing.assert_array_equal(variables['params']['beta']['embedding'], 0.0)
 
-  y, updates = cbn.apply(variables, x, labels, use_running_average=False, mutable=['batch_stats'])
-  np.testing.assert_allclose(jnp.mean(y, axis=(0, 1)), 0.0, atol=1e-4)
-  np.testing.assert_allclose(jnp.std(y, axis=(0, 1)), 1.0, atol=1e-3)
+  y, updates = train(variables, x, labels)
+  np.testing.assert_allclose(np.mean(y, axis=(0, 1)), 0.0, atol=1e-4)
+  np.testing.assert_allclose(np.std(y, axis=(0, 1)), 1.0, atol=1e-3)
   assert not np.allclose(updates['batch_stats']['norm']['mean'], 0.0)
 
   params = jax.tree.map(lambda p: jax.random.normal(jax.random.key(2), p.shape), variables['params'])
   variables = {'params': params, 'batch_stats': updates['batch_stats']}
-  y0 = cbn.apply(variables, x, jnp.zeros_like(labels), use_running_average=True)
-  y1 = cbn.apply(variables, x, jnp.ones_like(labels), use_running_average=True)
+  y0 = infer(variables, x, jnp.zeros_like(labels))
+  y1 = infer(variables, x, jnp.ones_like(labels))
   assert not np.allclose(y0, y1)
   # Each example's output depends on its own label only.
-  mixed = cbn.apply(variables, x, labels, use_running_average=True)
-  np.testing.assert_allclose(mixed[labels == 0], y0[labels == 0], rtol=1e-6)
+  mixed = np.asarray(infer(variables, x, labels))
+  np.testing.assert_allclose(mixed[labels == 0], np.asarray(y0)[labels == 0], rtol=1e-6)
 
 
 def test_phase_shuffle_shifts_each_example_with_reflection():
   radius, length = 2, 10
   x = jax.random.normal(jax.random.key(0), (32, length, 3))
   shuffle = layers.PhaseShuffle(radius)
-  np.testing.assert_array_equal(shuffle.apply({}, x, train=False), x)
-  y = shuffle.apply({}, x, train=True, rngs={'phase_shuffle': jax.random.key(1)})
+  np.testing.assert_array_equal(jax.jit(lambda x: shuffle.apply({}, x, train=False))(x), x)
+  shuffled = jax.jit(lambda x: shuffle.apply({}, x, train=True, rngs={'phase_shuffle': jax.random.key(1)}))
+  y = np.asarray(shuffled(x))
   padded = np.pad(np.asarray(x), ((0, 0), (radius, radius), (0, 0)), mode='reflect')
   found = set()
   for b in range(x.shape[0]):
@@ -91,7 +95,7 @@ def test_phase_shuffle_shifts_each_example_with_reflection():
     assert len(matches) == 1
     found.add(matches[0])
   assert found == set(range(-radius, radius + 1))
-  grad = jax.grad(lambda x: jnp.sum(shuffle.apply({}, x, train=True, rngs={'phase_shuffle': jax.random.key(1)})))(x)
+  grad = np.asarray(jax.jit(jax.grad(lambda x: jnp.sum(shuffled(x))))(x))
   assert np.all(np.isfinite(grad)) and np.any(grad != 0)
 
 
