@@ -51,7 +51,9 @@ def _train_audio_embedding(config: ml_collections.ConfigDict, inputs: inputs_lib
   notes = inputs.notes('train')
   model = embedding_lib.make_audio_embedding(config)
   length = config.audio.length
-  params = model.init(jax.random.key(config.seed), jnp.zeros((1, length)))['params']
+  # Jitted: the eager init compiles each operation of the forward pass on its own (11 s against 3.4 s for the small
+  # embedding here); the values are the same.
+  params = jax.jit(model.init)(jax.random.key(config.seed), jnp.zeros((1, length)))['params']
   ac = config.audio_embedding
 
   def loss_fn(p, batch):
@@ -152,10 +154,12 @@ def ensure_classifiers(config: ml_collections.ConfigDict, workdir: str,
   out: dict[str, Any] = {}
   for kind in ('pitch', 'family'):
     model = make_classifier(config, kind)
-    like = model.init(jax.random.key(0), jnp.zeros((1, config.audio.length)))['params']
+    audio_like = jnp.zeros((1, config.audio.length))
+    shapes = jax.eval_shape(model.init, jax.random.key(0), audio_like)['params']  # Restoring needs no values.
     path = os.path.join(root, kind)
-    out[kind] = _restored(path, like)
+    out[kind] = _restored(path, shapes)
     if out[kind] is None:
+      like = jax.jit(model.init)(jax.random.key(0), audio_like)['params']
       notes = inputs.notes('train')
       logging.info('Stage classifiers: training the %s classifier (%d steps).', kind, config.classifiers.num_steps)
 
@@ -171,7 +175,7 @@ def ensure_classifiers(config: ml_collections.ConfigDict, workdir: str,
       checkpoint.save_artefact(path, params)
       if os.path.exists(metrics_path):
         os.remove(metrics_path)
-      out[kind] = checkpoint.restore_artefact(path, like)
+      out[kind] = checkpoint.restore_artefact(path, shapes)
   accuracies = tuple(f'{k}_test_accuracy' for k in ('pitch', 'family'))
   out['metrics'] = _read_json(metrics_path, accuracies)
   if out['metrics'] is None:

@@ -28,7 +28,7 @@ def batch(config: ml_collections.ConfigDict, batch_size: int, seed: int) -> dict
 def audio_metric(config: ml_collections.ConfigDict, seed: int = 0) -> embedding_lib.AudioMetric:
   """An untrained audio metric phi (random embedding weights, unit MFCC standardisation)."""
   model = embedding_lib.make_audio_embedding(config)
-  params = model.init(jax.random.key(seed), jnp.zeros((1, config.audio.length)))['params']
+  params = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, config.audio.length)))['params']
   n = config.mfcc.n_mfcc
   return {'params': params, 'mfcc_mean': np.zeros(n, np.float32), 'mfcc_std': np.full(n, 100.0, np.float32)}
 
