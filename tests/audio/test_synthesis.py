@@ -19,7 +19,7 @@ harmonic_synth = jax.jit(synthesis.harmonic_synth, static_argnums=(3, 4))
 filtered_noise = jax.jit(synthesis.filtered_noise, static_argnums=(1, 2))
 controls = jax.jit(synthesis.controls,
                    static_argnames=('length', 'sample_rate', 'noise_max', 'relative_noise', 'fundamental_floor'))
-synthesize = jax.jit(synthesis.synthesize, static_argnums=(2, 3), static_argnames=('release_s',))
+synthesize = jax.jit(synthesis.synthesize, static_argnames=('length', 'sample_rate', 'release_s'))
 attack_decay_envelope = jax.jit(synthesis.attack_decay_envelope, static_argnums=(3, 4))
 
 
@@ -235,8 +235,8 @@ def test_controls_bound_every_output_whatever_the_network_says():
       'envelope': np.array([[-50.0, -50.0, -50.0], [50.0, 50.0, 50.0], [0.0, 0.0, 0.0]]),
   }
   raw = {k: jnp.asarray(v, jnp.float32) for k, v in raw.items()}
-  raw_c = controls(raw, length=length, sample_rate=16000, noise_max=2.0, relative_noise=True, fundamental_floor=0.2)
-  c = {k: np.asarray(v) for k, v in raw_c.items()}
+  jax_c = controls(raw, length=length, sample_rate=16000, noise_max=2.0, relative_noise=True, fundamental_floor=0.2)
+  c = {k: np.asarray(v) for k, v in jax_c.items()}
   assert c['amplitude'].shape == (batch, frames) and c['noise'].shape == (batch, frames + 1, bands)
   assert c['distribution'].shape == (batch, frames, harmonics) and c['envelope'].shape == (batch, length)
   assert float(c['amplitude'].min()) > 0 and float(c['amplitude'].max()) <= 2.0 + 1e-6
@@ -245,7 +245,7 @@ def test_controls_bound_every_output_whatever_the_network_says():
   assert float(c['noise'].min()) >= 0 and float(c['noise'].max()) <= 2.0 * 2.0 + 1e-5  # Relative: x amplitude <= 2.
   assert float(c['envelope'].min()) >= 0 and float(c['envelope'].max()) <= 1.0
   audio = np.asarray(
-      synthesize(raw_c, synthesis.midi_to_hz(np.array([36.0, 60.0, 72.0])), length, 16000, release_s=0.05))
+      synthesize(jax_c, synthesis.midi_to_hz(np.array([36.0, 60.0, 72.0])), length, 16000, release_s=0.05))
   assert audio.shape == (batch, length) and np.all(np.isfinite(audio))
   assert float(np.abs(audio[:, -1]).max()) == 0.0  # The release ends in silence.
 
