@@ -152,6 +152,8 @@ def run(main: Callable[[Sequence[str]], None], doc: str | None) -> None:
     print(f'{(doc or "").rstrip()}\n\nflags (--helpfull: also those of the libraries):\n'
           f'{flags.FLAGS.module_help(main.__module__).lstrip()}')
     sys.exit(0)
+  # JAX reports at INFO that it found no TPU on every machine without one: a line users cannot act on.
+  py_logging.getLogger('jax._src.xla_bridge').setLevel(py_logging.WARNING)
   app.run(main, flags_parser=parse_flags)
 
 
