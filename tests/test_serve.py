@@ -126,9 +126,14 @@ def test_the_page_can_be_used_with_the_keyboard(page, photos):
 @pytest.mark.parametrize('name, message', [('notes.jpg', 'not a photo'), ('corrupt.jpg', 'not a photo'),
                                            ('grey.png', 'No face found')])
 def test_bad_photos_show_a_message_and_the_server_stays_up(page, photos, name, message):
+  page.set_input_files('#file', str(photos / 'group.jpg'))
+  page.wait_for_selector('#faces li audio', timeout=60_000)
   page.set_input_files('#file', str(photos / name))
   page.wait_for_function("document.getElementById('message').className === 'error'", timeout=60_000)
   assert message in page.inner_text('#message')
+  # The message stands alone: the previous photo's boxes and notes are gone, not shown as this photo's.
+  assert page.locator('.box').count() == 0 and page.locator('#faces li').count() == 0
+  assert page.is_hidden('#stage') and page.is_disabled('#playall')
   page.set_input_files('#file', str(photos / 'group.jpg'))  # The next photo works.
   page.wait_for_selector('#faces li audio', timeout=60_000)
 
