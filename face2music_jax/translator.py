@@ -334,11 +334,13 @@ class Translator:
     audio = self.generate(np.repeat(np.asarray(embedding, np.float32)[None], len(pitches), axis=0), pitches)
     return melody_lib.render(notes, dict(zip(pitches, audio)), self.sample_rate, self.config.audio.release_s)
 
-  def write_wavs(self, image: str, output_dir: str, pitch: int | str = 60,
-                 melody: str | Sequence[melody_lib.Note] | None = None) -> list[str]:
+  def write_wavs(self, image: str | os.PathLike | np.ndarray | Any, output_dir: str | os.PathLike,
+                 pitch: int | str = 60, melody: str | Sequence[melody_lib.Note] | None = None) -> list[str]:
     """Writes `<stem>_face<k>.wav` for each face k of the image (left to right), replacing files of those names,
-    and returns the paths (an array or PIL image has the stem `image`)."""
-    stem = os.path.splitext(os.path.basename(image))[0] if isinstance(image, str) else 'image'
+    and returns the paths (a path's stem, e.g. `group` for photos/group.jpg; an array or PIL image has the stem
+    `image`)."""
+    is_path = isinstance(image, (str, os.PathLike))
+    stem = os.path.splitext(os.path.basename(os.fspath(image)))[0] if is_path else 'image'
     paths = []
     os.makedirs(output_dir, exist_ok=True)
     for k, face in enumerate(self.translate(image, pitch, melody=melody)):

@@ -113,6 +113,12 @@ def test_the_shipped_model_translates_a_face_in_tune_and_its_manifest_is_true(ca
   assert np.all(np.abs(listening.cents_off(f0, np.array(pitches))) <= 50), (pitches, f0)
 
 
+def test_write_wavs_names_the_files_after_a_path_of_any_kind(images, tmp_path):
+  model = translator_lib.Translator.load()
+  written = model.write_wavs(images / 'astronaut.jpg', tmp_path / 'out')  # pathlib paths (the stem was 'image').
+  assert written == [os.path.join(tmp_path / 'out', 'astronaut_face0.wav')] and os.path.isfile(written[0])
+
+
 @pytest.mark.parametrize('doc', ['README.md', 'docs/usage.md'])
 def test_the_python_example_of_the_docs_runs_as_written(doc, images, tmp_path):
   """The docs' Python block, run from a fresh directory with a photo named as it names it."""
