@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 from face2music_jax import translator as translator_lib
 from face2music_jax.audio import melody as melody_lib
+from face2music_jax.faces import embedding as face_embedding
 from face2music_jax.faces import images as images_lib
 
 PAGE = os.path.join(os.path.dirname(__file__), 'assets', 'web', 'index.html')
@@ -102,15 +103,15 @@ def translate_upload(translator: translator_lib.Translator, data: bytes, pitch: 
   except images_lib.ImageError as e:
     raise RequestError(f'That file is not a photo this page can read: {e}') from e
   try:
-    embeddings, boxes = translator.faces(pixels)
+    embeddings, boxes = translator.faces(pixels, max_faces=limits.max_faces)  # Counted before any is embedded.
   except translator_lib.NoFaceError as e:
     raise RequestError(
         'No face found in the photo. Try a photo where faces are upright, lit and at least about '
         '80 pixels wide.', 422) from e
-  if len(boxes) > limits.max_faces:
+  except face_embedding.TooManyFacesError as e:
     raise RequestError(
-        f'{len(boxes)} faces found; this page translates at most {limits.max_faces} at once. Try a '
-        'photo with fewer people.', 422)
+        f'{e.count} faces found; this page translates at most {e.limit} at once. Try a photo with fewer people.',
+        422) from e
   if notes is not None:
     audio = [translator.render_melody(z, notes) for z in embeddings]
   else:

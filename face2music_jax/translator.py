@@ -272,8 +272,8 @@ class Translator:
                        f'{high} ({melody_lib.note_name(low)}..{melody_lib.note_name(high)}).')
     return midi
 
-  def faces(self, image: str | np.ndarray | Any,
-            max_pixels: int = images_lib.MAX_PIXELS) -> tuple[np.ndarray, np.ndarray]:
+  def faces(self, image: str | np.ndarray | Any, max_pixels: int = images_lib.MAX_PIXELS,
+            max_faces: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every face of an image (a path, a PIL image or a uint8 [H, W, 3] array), left to right.
 
     Returns:
@@ -281,11 +281,12 @@ class Translator:
 
     Raises:
       NoFaceError: naming the image, if the detector finds no face.
+      face_embedding.TooManyFacesError: more than `max_faces` faces (found before any is embedded).
       images_lib.ImageError: a path that is not a readable image, or one larger than `max_pixels`.
     """
     pixels = to_rgb(image, max_pixels)
     try:
-      return self.embedder.all_faces(pixels)
+      return self.embedder.all_faces(pixels, max_faces)
     except face_embedding.NoFaceError as e:
       name = image if isinstance(image, str) else 'the image'
       raise NoFaceError(f'No face found in {name}.') from e

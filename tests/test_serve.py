@@ -171,8 +171,15 @@ def test_too_many_faces_and_busy_are_refused_with_a_message(tmp_path):
   face = skimage_data.astronaut()[20:260, 120:340]
   data = tmp_path / 'four.jpg'
   Image.fromarray(np.concatenate([face] * 4, axis=1)).save(data)
+  embedded = []  # A crowd is refused once its faces are found, before any is embedded.
+  embed_chips = model.embedder._embed_chips  # pylint: disable=protected-access
+  model.embedder._embed_chips = lambda chips: embedded.append(len(chips)) or embed_chips(chips)
   with pytest.raises(serve.RequestError, match='4 faces found; this page translates at most 3'):
     serve.translate_upload(model, data.read_bytes(), '60', '', serve.Limits(max_faces=3))
+  assert not embedded
+  serve.translate_upload(model, data.read_bytes(), '60', '', serve.Limits(max_faces=4))
+  assert embedded == [4]
+  model.embedder._embed_chips = embed_chips
   for melody, message in (('R R', 'has no note'), ('C4:100', 'lasts 50 s, longer than the 30 s allowed')):
     with pytest.raises(serve.RequestError, match=message):
       serve.translate_upload(model, data.read_bytes(), '60', melody, serve.Limits())

@@ -66,6 +66,19 @@ class NoFaceError(ValueError):
     self.index = index
 
 
+class TooManyFacesError(ValueError):
+  """An image holds more faces than the caller will embed (found before any is embedded).
+
+  Attributes:
+    count: the faces found.
+    limit: the most the caller accepts.
+  """
+
+  def __init__(self, count: int, limit: int):
+    super().__init__(f'{count} faces found; at most {limit} are translated at once.')
+    self.count, self.limit = count, limit
+
+
 # dlib aligns every face to a 150x150 chip; the landmark predictor needs about as many pixels to place the eyes.
 _CHIP_SIZE = 150
 # The Flax network's chips: its input size (the VGGFace2 weights were trained on 160x160 crops).
@@ -220,10 +233,13 @@ class _AlignedEmbedder:
     detection mode."""
     return self._embed_chips(self.face_chips(images))
 
-  def all_faces(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  def all_faces(self, image: np.ndarray, max_faces: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Every face of one image, left to right: (embeddings float32 [K, dim], boxes int32 [K, 4]) (boxes as
-    `FaceAligner.all_face_chips`); NoFaceError if the detector finds none (detection mode)."""
+    `FaceAligner.all_face_chips`); NoFaceError if the detector finds none (detection mode), TooManyFacesError
+    before any face is embedded if it finds more than `max_faces`."""
     chips, boxes = self._aligner.all_face_chips(image)
+    if max_faces is not None and len(boxes) > max_faces:
+      raise TooManyFacesError(len(boxes), max_faces)
     return self._embed_chips(chips), boxes
 
 
