@@ -9,12 +9,14 @@ others are translated. With `group` the faces of each photo also play in turn, l
 `<stem>_group.wav`; with `boxes` the photo is written with its numbered face boxes to `<stem>_boxes.png`.
 
 Every photo is read and every face found before anything is written; an existing output is an error unless
-`overwrite` is given. The outputs are written all or none (files.staged): a full disk or Ctrl-C half way leaves
-the output directory as it was.
+`overwrite` is given; with it, `<stem>_face<k>.wav` files of faces beyond those found now (an earlier translation
+of the photo found more) are removed. The outputs are written all or none (files.staged): a full disk or Ctrl-C
+half way leaves the output directory as it was. A photo named twice (a folder and a file in it) is translated once.
 """
 
 import dataclasses
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -123,6 +125,10 @@ def translate(translator, images: Sequence[str], *, pitch: int | str = DEFAULT_P
   except ValueError as e:
     raise TranslationError(str(e)) from e
   files.check_writable(output_dir, 'output directory')
+  unique = {}  # The same photo named twice (a folder and a file in it, or two spellings) is translated once.
+  for path in paths:
+    unique.setdefault(os.path.realpath(path), path)
+  paths = list(unique.values())
   stems: dict[str, str] = {}
   for path in paths:
     if _stem(path) in stems:
@@ -155,6 +161,14 @@ def translate(translator, images: Sequence[str], *, pitch: int | str = DEFAULT_P
     raise TranslationError(f'{existing[0]} exists already ({len(existing)} of the outputs do): pass --overwrite to '
                            'replace them.')
 
+  # Faces that an earlier translation of a photo found beyond the ones found now: replaced outputs, so they go too.
+  stale = [
+      os.path.join(output_dir, name)
+      for path, _, _, face_boxes in found
+      for name in _face_wavs(output_dir, _stem(path))
+      if int(name[len(_stem(path)) + 5:-4]) >= len(face_boxes)
+  ] if overwrite else []
+
   translations = []
   sample_rate = translator.sample_rate
   with files.staged(output_dir) as stage:  # All of the outputs, or none (a full disk, Ctrl-C).
@@ -173,4 +187,12 @@ def translate(translator, images: Sequence[str], *, pitch: int | str = DEFAULT_P
         wav_lib.write_wav(stage(f'{_stem(path)}_group.wav'), piece, sample_rate)
       if boxes:
         draw_boxes(pixels, face_boxes).save(stage(f'{_stem(path)}_boxes.png'))
+  for path in stale:
+    os.remove(path)
   return translations, skipped
+
+
+def _face_wavs(output_dir: str, stem: str) -> list[str]:
+  """The names `<stem>_face<k>.wav` in `output_dir`."""
+  pattern = re.compile(re.escape(stem) + r'_face\d+\.wav')
+  return sorted(n for n in os.listdir(output_dir) if pattern.fullmatch(n)) if os.path.isdir(output_dir) else []

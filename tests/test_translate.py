@@ -222,6 +222,18 @@ def test_translate_writes_a_wav_per_face_skips_photos_without_faces_and_keeps_ex
     translate.translate(model, [str(images / 'grey.png')], output_dir=out)
   with pytest.raises(translate.TranslationError, match='no such file or folder'):
     translate.translate(model, [str(images / 'missing.jpg')], output_dir=out)
+  # --overwrite: the faces of an earlier translation beyond those found now go (a photo edited since, say); other
+  # files stay. A photo named twice (the folder and the file) is translated once.
+  for name in ('twins_face2.wav', 'twins_face11.wav', 'twins_face2.wav.txt', 'my_twins_face2.wav'):
+    open(os.path.join(out, name), 'w').close()
+  translations, _ = translate.translate(model, [str(images / 'twins.png'), str(images)], pitch=50, output_dir=out,
+                                        overwrite=True)
+  assert [os.path.basename(t.wav) for t in translations
+         ] == ['twins_face0.wav', 'twins_face1.wav', 'astronaut_face0.wav']
+  assert sorted(os.listdir(out)) == sorted([
+      'astronaut_face0.wav', 'astronaut_group.wav', 'astronaut_boxes.png', 'twins_face0.wav', 'twins_face1.wav',
+      'twins_group.wav', 'twins_boxes.png', 'twins_face2.wav.txt', 'my_twins_face2.wav'
+  ])
 
 
 def test_cli_from_a_fresh_directory_with_note_names_and_a_skipped_photo(trained_tiny_workdir, images, tmp_path):
