@@ -193,6 +193,7 @@ def export_bundle(workdir: str, out_dir: str, measures: dict[str, Any] | None = 
       'step': int(step),
       'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
       'face_embedding': config.data.face_embedding,
+      'face_embedder': face_embedding.embedder_tag(config),  # 'network:<fingerprint of the weights>' or 'dlib'.
       'pitch_range': [config.audio.pitch_min, config.audio.pitch_max],
       'sample_rate': config.audio.sample_rate,
       'measures': measures,
@@ -255,7 +256,21 @@ class Translator:
 
   @property
   def embedder(self) -> face_embedding.Embedder:
+    """The face embedder the model was trained with.
+
+    Raises:
+      BundleError: a bundle of a face network whose weights file (config.data.face_weights, recorded by path) is
+        not the one it was trained with (the manifest's fingerprint).
+    """
     if self._embedder is None:
+      trained_with = self.manifest.get('face_embedder')  # Bundles exported before it was recorded: unchecked.
+      if trained_with and trained_with != face_embedding.DlibFaceEmbedder.tag:
+        found = face_embedding.embedder_tag(self.config)
+        if found != trained_with:
+          raise BundleError(
+              f'{self.config.data.face_weights} (the face network weights of the model at {self.source}) is not '
+              f'the file it was trained with (fingerprint {found.split(":")[-1]}; the model\'s is '
+              f'{trained_with.split(":")[-1]}): put the weights it was trained with at that path.')
       self._embedder = face_embedding.make_embedder(self.config)
     return self._embedder
 

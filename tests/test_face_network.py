@@ -234,6 +234,27 @@ def test_translate_embeds_photos_with_the_network(trained, weights, tmp_path):
   np.testing.assert_allclose(audio, np.clip(np.asarray(want)[0], -1, 1), atol=1e-4)  # 16-bit PCM.
 
 
+def test_a_bundle_checks_the_face_network_weights_it_was_trained_with(trained, tmp_path):
+  """A bundle records the face network's weights by path (its config) and by fingerprint (its manifest): other
+  weights at that path are refused, not used silently."""
+  config, workdir, _, photo = trained
+  bundle = str(tmp_path / 'bundle')
+  manifest = translator_lib.export_bundle(workdir, bundle)
+  assert manifest['face_embedder'] == face_embedding.embedder_tag(config)
+  assert translator_lib.Translator.load(bundle).faces(photo)[0].shape == (1, 512)
+  weights = config.data.face_weights
+  original = open(weights, 'rb').read()
+  try:
+    with np.load(weights) as arrays:  # The same names and shapes, other values.
+      other = {k: v * 1.01 if v.dtype.kind == 'f' else v for k, v in arrays.items()}
+    np.savez(weights, **other)
+    with pytest.raises(translator_lib.BundleError, match='is not the file it was trained with'):
+      translator_lib.Translator.load(bundle).faces(photo)
+  finally:
+    with open(weights, 'wb') as f:
+      f.write(original)
+
+
 def test_refine_command_writes_refined_weights(network_faces, weights, tmp_path, caplog):
   config, files = network_faces
   output = str(tmp_path / 'refined.npz')
