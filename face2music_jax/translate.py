@@ -188,11 +188,15 @@ def translate(translator, images: Sequence[str], *, pitch: int | str = DEFAULT_P
       if boxes:
         draw_boxes(pixels, face_boxes).save(stage(f'{_stem(path)}_boxes.png'))
   for path in stale:
-    os.remove(path)
+    with files.writing(path):
+      os.remove(path)
   return translations, skipped
 
 
 def _face_wavs(output_dir: str, stem: str) -> list[str]:
   """The names `<stem>_face<k>.wav` in `output_dir`."""
-  pattern = re.compile(re.escape(stem) + r'_face\d+\.wav')
-  return sorted(n for n in os.listdir(output_dir) if pattern.fullmatch(n)) if os.path.isdir(output_dir) else []
+  if not os.path.isdir(output_dir):
+    return []
+  pattern = re.compile(re.escape(stem) + r'_face[0-9]+\.wav')
+  return sorted(
+      n for n in os.listdir(output_dir) if pattern.fullmatch(n) and os.path.isfile(os.path.join(output_dir, n)))

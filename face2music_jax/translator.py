@@ -303,7 +303,7 @@ class Translator:
     try:
       return self.embedder.all_faces(pixels, max_faces)
     except face_embedding.NoFaceError as e:
-      name = image if isinstance(image, str) else 'the image'
+      name = os.fspath(image) if isinstance(image, (str, os.PathLike)) else 'the image'
       raise NoFaceError(f'No face found in {name}.') from e
 
   def generate(self, embeddings: np.ndarray, midi: Sequence[int] | np.ndarray) -> np.ndarray:

@@ -138,6 +138,24 @@ def test_bad_photos_show_a_message_and_the_server_stays_up(page, photos, name, m
   page.wait_for_selector('#faces li audio', timeout=60_000)
 
 
+def test_only_the_newest_requests_answer_is_shown(page, photos):
+  """A slow answer to an older request (here an error, 4 s late) does not replace the newer request's faces."""
+  page.evaluate("""() => { const real = window.fetch; let calls = 0;
+      window.fetch = (url, options) => {
+        if (String(url).includes('api/translate') && calls++ === 0) {
+          return new Promise((resolve) => setTimeout(() => resolve(new Response(
+              JSON.stringify({error: 'the older request failed'}), {status: 422})), 4000));
+        }
+        return real(url, options);
+      }; }""")
+  page.set_input_files('#file', str(photos / 'group.jpg'))  # The first request: its error comes 4 s late.
+  page.select_option('#pitch', '61')  # The second (a new pitch, while the first is pending): answered at once.
+  page.wait_for_selector('#faces li audio', timeout=60_000)
+  page.wait_for_timeout(5000)
+  assert page.locator('#faces li').count() == 3 and 'older request' not in page.inner_text('#message')
+  assert 'C#4' in page.inner_text('#message')
+
+
 def test_a_melody_is_played_by_every_face(page, photos):
   page.fill('#melody', 'C4 E4 G4:2')
   page.set_input_files('#file', str(photos / 'group.jpg'))
