@@ -53,6 +53,7 @@ from face2music_jax import stages
 from face2music_jax import synthetic
 from face2music_jax import train_step
 from face2music_jax.audio import mfcc as mfcc_lib
+from face2music_jax.audio import synthesis
 from face2music_jax.data import exported as exported_lib
 from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.models import audio_embedding as embedding_lib
@@ -270,6 +271,76 @@ def librosa_batched(notes: np.ndarray, params: dict[str, Any]) -> np.ndarray:
                               fmax=params['fmax'], htk=False, norm='ortho')
 
 
+def synthesizer_benchmark(config: ml_collections.ConfigDict, repeats: int) -> dict[str, Any]:
+  """The harmonic-plus-noise synthesiser's forward + backward (from the network's raw outputs to the note and back)
+  against its PyTorch port in DDSP's reference formulation (benchmarks/ddsp_torch.py), timed in turn, one call of
+  each per repeat, at the config's batch and sizes; and how far apart their notes are."""
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+
+    from benchmarks import ddsp_torch  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    return {'skipped': f'no PyTorch ({e}); bash scripts/install.sh test installs it'}
+  h, a = config.model.harmonic, config.audio
+  batch, length, frames = config.train.batch_size, a.length, h.frames
+  hop = length // frames
+  rng = np.random.default_rng(0)
+  raw = {
+      'amplitude': rng.normal(-1.0, 1.0, (batch, frames, 1)),
+      'harmonics': rng.normal(0.0, 1.0, (batch, frames, h.num_harmonics)),
+      'noise': rng.normal(-5.0, 1.0, (batch, frames, h.noise_bands)),
+      'envelope': rng.normal(0.0, 1.0, (batch, 3))
+  }
+  raw = {k: v.astype(np.float32) for k, v in raw.items()}
+  f0 = synthesis.midi_to_hz(rng.integers(a.pitch_min, a.pitch_max + 1, batch).astype(np.float32))
+  cotangent = rng.standard_normal((batch, length)).astype(np.float32)
+  options = dict(length=length, sample_rate=a.sample_rate, noise_max=h.noise_max, relative_noise=h.relative_noise,
+                 fundamental_floor=h.fundamental_floor)
+
+  def note(raw):
+    controls = synthesis.controls(raw, **options)
+    return synthesis.synthesize(controls, jnp.asarray(f0), length, a.sample_rate, a.release_s)
+
+  jax_note = jax.jit(note)
+  jax_step = jax.jit(lambda raw, cotangent: jax.vjp(note, raw)[1](cotangent))
+  raw_jax = {k: jnp.asarray(v) for k, v in raw.items()}
+  phase = jax.random.uniform(jax.random.key(synthesis.NOISE_SEED), (frames + 1, hop + 1), maxval=2.0 * np.pi)
+  white = torch.from_numpy((np.exp(1j * np.asarray(phase, np.float64)) * np.sqrt(2.0 * hop)).astype(np.complex64))
+  release = torch.from_numpy(synthesis.release_window(length, a.sample_rate, a.release_s))
+  f0_torch, cotangent_torch = torch.from_numpy(f0), torch.from_numpy(cotangent)
+
+  def torch_step():
+    leaves = {k: torch.from_numpy(v).requires_grad_() for k, v in raw.items()}
+    ddsp_torch.synthesize(leaves, f0_torch, white, release, **options).backward(cotangent_torch)
+    return [leaf.grad for leaf in leaves.values()]
+
+  jax_times, torch_times = [], []
+  for i in range(repeats + 1):  # The first round warms both up.
+    start = time.perf_counter()
+    jax.block_until_ready(jax_step(raw_jax, jnp.asarray(cotangent)))
+    middle = time.perf_counter()
+    torch_step()
+    if i:
+      jax_times.append(middle - start)
+      torch_times.append(time.perf_counter() - middle)
+  want = np.asarray(jax_note(raw_jax))
+  with torch.no_grad():
+    got = ddsp_torch.synthesize({
+        k: torch.from_numpy(v) for k, v in raw.items()
+    }, f0_torch, white, release, **options).numpy()
+  jax_seconds, torch_seconds = float(np.median(jax_times)), float(np.median(torch_times))
+  return {
+      'batch_size': batch,
+      'length': length,
+      'num_harmonics': h.num_harmonics,
+      'jax_seconds': jax_seconds,
+      'torch_seconds': torch_seconds,
+      'speedup_vs_torch': torch_seconds / jax_seconds,
+      'torch_threads': torch.get_num_threads(),
+      'max_difference_of_peak': float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+  }
+
+
 def metric_loss_benchmark(config: ml_collections.ConfigDict, batch_size: int, repeats: int) -> dict[str, Any]:
   """Loss and its gradient w.r.t. phi(y) (what backpropagates into G), for a batch of random embeddings."""
   rng = np.random.default_rng(0)
@@ -394,6 +465,11 @@ def table(results: dict[str, Any]) -> str:
       f"{m['librosa_one_batched_call_seconds'] * 1e3:.0f} ms ({m['speedup_vs_librosa_batched_call']:.0f}x);"
       f" max relative error {m['max_relative_error']:.1e}"
   ]
+  s = results['synthesizer']
+  lines.append(f"synthesiser forward + backward: skipped, {s['skipped']}" if 'skipped' in
+               s else f"synthesiser forward + backward, {s['batch_size']} notes of {s['num_harmonics']} harmonics: JAX "
+               f"{s['jax_seconds'] * 1e3:.1f} ms, PyTorch DDSP-style {s['torch_seconds'] * 1e3:.1f} ms "
+               f"({s['speedup_vs_torch']:.1f}x); notes {s['max_difference_of_peak']:.1e} of the peak apart")
   for r in results['metric_loss']:
     shares = ', '.join(f'{v:.2%} of aux:{k}' for k, v in r.get('share_of_aux_step', {}).items())
     lines.append(f"metric loss + grad, batch {r['batch_size']}: {r['seconds'] * 1e3:.2f} ms" +
@@ -441,6 +517,8 @@ def run() -> dict[str, Any]:
   default_config = get_config('aux', FLAGS.default_size)
   logging.info('MFCC.')
   results['mfcc'] = mfcc_benchmark(default_config, notes_for(default_config, FLAGS.mfcc_batch), FLAGS.repeats)
+  logging.info('Synthesiser.')
+  results['synthesizer'] = synthesizer_benchmark(default_config, FLAGS.repeats)
   logging.info('Metric loss.')
   results['metric_loss'] = []
   for b in FLAGS.metric_batches:

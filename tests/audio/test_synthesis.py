@@ -257,3 +257,42 @@ def test_sin_cycles_is_within_5e_7_of_sin_and_so_is_its_derivative():
   assert float(np.abs(np.asarray(jax.jit(synthesis.sin_cycles)(x), np.float64) - exact).max()) < 5e-7
   grad = jax.jit(jax.vmap(jax.grad(synthesis.sin_cycles)))(x)
   np.testing.assert_allclose(grad, 2 * np.pi * np.cos(2 * np.pi * np.asarray(x, np.float64)), atol=5e-6)
+
+
+def _sum_of_sines(f0_hz, amplitudes, distribution, length, sample_rate):
+  """The oscillator bank written out: every partial's sine and linearly ramped amplitude at every sample, its
+  phases computed in float64 (f0_hz is a numpy array)."""
+  batch, frames, num_harmonics = distribution.shape
+  hop = length // frames
+  k = np.arange(1, num_harmonics + 1)
+  distribution = distribution * (k * f0_hz[:, None] < sample_rate / 2)[:, None, :]
+  distribution = distribution / jnp.maximum(jnp.sum(distribution, axis=-1, keepdims=True), 1e-7)
+  partials = amplitudes[..., None] * distribution
+  following = jnp.concatenate([partials[:, 1:], partials[:, -1:]], axis=1)
+  ramp = (np.arange(length) % hop / hop)[None, :, None].astype(np.float32)
+  per_sample = jnp.repeat(partials, hop, axis=1) * (1 - ramp) + jnp.repeat(following, hop, axis=1) * ramp
+  cycles = np.mod(np.float64(f0_hz)[:, None, None] * np.arange(length)[None, :, None] * k / sample_rate, 1.0)
+  return jnp.sum(per_sample * np.sin(2 * np.pi * cycles).astype(np.float32), axis=-1)
+
+
+def test_the_harmonic_bank_is_the_sum_of_its_partials_sines_and_so_is_its_gradient():
+  """The bank's two matrix products per note give the notes and gradients of the written-out sum of K sines with
+  float64 phases, within 1e-4 of the peak; pitches from 33 Hz (all 64 partials audible) to 1 kHz (partials from the
+  8th on above Nyquist)."""
+  rng = np.random.default_rng(0)
+  frames, num_harmonics = 16, 64
+  f0 = synthesis.midi_to_hz(np.array([24.0, 36.0, 48.0, 60.0, 72.0, 84.0])).astype(np.float32)
+  amplitudes = jnp.asarray(rng.uniform(0, 1, (6, frames)), jnp.float32)
+  distribution = jnp.asarray(rng.uniform(0, 1, (6, frames, num_harmonics))**4, jnp.float32)
+  want = np.asarray(_sum_of_sines(f0, amplitudes, distribution, LENGTH, SR))
+  got = np.asarray(harmonic_synth(jnp.asarray(f0), amplitudes, distribution, LENGTH, SR))
+  assert np.all(np.abs(got - want).max(axis=1) < 1e-4 * np.abs(want).max(axis=1))
+  weights = jnp.asarray(rng.standard_normal((6, LENGTH)), jnp.float32)
+
+  def gradient(synth, f0):
+    return jax.jit(jax.grad(lambda a, d: jnp.sum(weights * synth(f0, a, d, LENGTH, SR)), argnums=(0, 1)))
+
+  for got, want in zip(
+      gradient(synthesis.harmonic_synth, jnp.asarray(f0))(amplitudes, distribution),
+      gradient(_sum_of_sines, f0)(amplitudes, distribution)):
+    np.testing.assert_allclose(got, want, atol=1e-4 * float(np.abs(np.asarray(want)).max()))
