@@ -3,7 +3,7 @@
 The same controls (`synthesis.controls`: exp_sigmoid amplitudes and distribution with the fundamental floor, noise
 bands bounded relative to the harmonics, the attack-decay envelope) and the same note, but the harmonic bank as
 magenta/ddsp's `core.harmonic_synthesis` computes it: every control upsampled to audio rate ([B, length, K]
-amplitudes, linear between frames), the phases a cumulative sum of the angular frequencies, a sine per sample and
+amplitudes, linear between frames as the JAX bank does; DDSP's default is overlapping Hann windows), the phases a cumulative sum of the angular frequencies, a sine per sample and
 harmonic, summed. The filtered noise is the project's overlap-add of frames of a fixed white spectrum (DDSP's
 `frequency_filter` does the same filtering by FFT convolution). `python -m benchmarks.run` times its forward +
 backward against the JAX synthesiser's on the same raw controls and reports how far apart their notes are.

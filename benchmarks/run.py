@@ -13,6 +13,9 @@ Sections (keys of the JSON):
                   peak memory in use where the backend reports it (GPUs, TPUs).
   step_profile    where the `aux` step's time goes: its parts (G, D, phi, A) timed alone, same batch.
   mfcc            the JAX MFCC on a batch of notes vs librosa.feature.mfcc clip by clip: ratio and error.
+  synthesizer     the harmonic-plus-noise synthesiser's forward + backward from raw controls vs its PyTorch port
+                  in DDSP's reference formulation (benchmarks/ddsp_torch.py; needs torch), timed in turn; how far
+                  apart their notes and gradients are.
   metric_loss     the metric preservation loss with its gradient at several batch sizes, and its share of the
                   `aux` step of each size.
   input_pipeline  examples/s that the GAN's input (inputs.TrainingData.batch + global_batch) delivers vs the step.
@@ -77,7 +80,7 @@ flags.DEFINE_string(
     'exported', None, 'Read the data from this file of `face2music export_data` (config.data.exported) instead of '
     'the data dir: no TensorFlow is imported (e.g. on a machine that has only JAX).')
 flags.DEFINE_integer('matmul_size', 2048, 'Side of the square matmul of the ceiling.')
-flags.DEFINE_integer('repeats', 10, 'Timed repeats of the fast sections (matmul, MFCC, metric loss).')
+flags.DEFINE_integer('repeats', 10, 'Timed repeats of the fast sections (matmul, MFCC, synthesiser, metric loss).')
 flags.DEFINE_integer('timed_steps', 5, 'Timed train steps per config after the warm-up step.')
 flags.DEFINE_integer('mfcc_batch', 64, 'Notes in the MFCC comparison.')
 flags.DEFINE_list('metric_batches', ['64', '512'], 'Batch sizes of the metric loss section.')
@@ -279,8 +282,10 @@ def synthesizer_benchmark(config: ml_collections.ConfigDict, repeats: int) -> di
     import torch  # pylint: disable=import-outside-toplevel
 
     from benchmarks import ddsp_torch  # pylint: disable=import-outside-toplevel
-  except ImportError as e:
-    return {'skipped': f'no PyTorch ({e}); bash scripts/install.sh test installs it'}
+  except ModuleNotFoundError as e:
+    if e.name != 'torch':
+      raise
+    return {'skipped': 'no PyTorch; bash scripts/install.sh test installs it'}
   h, a = config.model.harmonic, config.audio
   batch, length, frames = config.train.batch_size, a.length, h.frames
   hop = length // frames
@@ -328,8 +333,15 @@ def synthesizer_benchmark(config: ml_collections.ConfigDict, repeats: int) -> di
     got = ddsp_torch.synthesize({
         k: torch.from_numpy(v) for k, v in raw.items()
     }, f0_torch, white, release, **options).numpy()
+  want_gradients = jax_step(raw_jax, jnp.asarray(cotangent))[0]
+  got_gradients = dict(zip(raw, torch_step()))
+  gradient_difference = max(
+      float(
+          np.max(np.abs(got_gradients[k].numpy() - np.asarray(want_gradients[k]))) /
+          np.max(np.abs(np.asarray(want_gradients[k])))) for k in raw)
   jax_seconds, torch_seconds = float(np.median(jax_times)), float(np.median(torch_times))
   return {
+      'jax_backend': jax.default_backend(),  # PyTorch runs on the CPU.
       'batch_size': batch,
       'length': length,
       'num_harmonics': h.num_harmonics,
@@ -337,7 +349,8 @@ def synthesizer_benchmark(config: ml_collections.ConfigDict, repeats: int) -> di
       'torch_seconds': torch_seconds,
       'speedup_vs_torch': torch_seconds / jax_seconds,
       'torch_threads': torch.get_num_threads(),
-      'max_difference_of_peak': float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+      'max_difference_of_peak': float(np.max(np.abs(got - want)) / np.max(np.abs(want))),
+      'max_gradient_difference_of_largest': gradient_difference
   }
 
 
@@ -469,7 +482,8 @@ def table(results: dict[str, Any]) -> str:
   lines.append(f"synthesiser forward + backward: skipped, {s['skipped']}" if 'skipped' in
                s else f"synthesiser forward + backward, {s['batch_size']} notes of {s['num_harmonics']} harmonics: JAX "
                f"{s['jax_seconds'] * 1e3:.1f} ms, PyTorch DDSP-style {s['torch_seconds'] * 1e3:.1f} ms "
-               f"({s['speedup_vs_torch']:.1f}x); notes {s['max_difference_of_peak']:.1e} of the peak apart")
+               f"({s['speedup_vs_torch']:.1f}x, JAX on {s['jax_backend']}); notes {s['max_difference_of_peak']:.1e} "
+               f"of the peak apart, gradients {s['max_gradient_difference_of_largest']:.1e} of the largest")
   for r in results['metric_loss']:
     shares = ', '.join(f'{v:.2%} of aux:{k}' for k, v in r.get('share_of_aux_step', {}).items())
     lines.append(f"metric loss + grad, batch {r['batch_size']}: {r['seconds'] * 1e3:.2f} ms" +

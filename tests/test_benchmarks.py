@@ -54,8 +54,10 @@ def test_benchmark_command_writes_every_section(tiny_data_dir, tiny_exported, tm
   # The PyTorch peer computes the same notes (its cumulative-sum phases in float32 drift by up to ~3e-4 of the peak
   # at the small size's 64 harmonics).
   synthesizer = results['synthesizer']
+  assert 'skipped' not in synthesizer, synthesizer  # torch is a test dependency (scripts/install.sh test).
   assert synthesizer['batch_size'] == 8 and _positive(synthesizer['speedup_vs_torch']), synthesizer
   assert synthesizer['max_difference_of_peak'] < 1e-3, synthesizer
+  assert synthesizer['max_gradient_difference_of_largest'] < 1e-3, synthesizer
   assert [r['batch_size'] for r in results['metric_loss']] == [8, 16]
   assert set(results['metric_loss'][0]['share_of_aux_step']) == {'tiny'}  # The tiny aux step has batch 8.
   assert results['metric_loss'][1]['pairs'] == 16 * 15 // 2

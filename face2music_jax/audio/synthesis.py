@@ -3,7 +3,7 @@
 A note is a sum of harmonics of an exactly known fundamental plus filtered noise, both shaped over time by
 control signals at a frame rate (one frame every `hop` samples) and by a smooth attack-decay envelope:
 
-  harmonic(n) = sum_k A_k(n) sin(2 pi k phase(n)),  phase(n) = sum_{m <= n} f0(m) / sample_rate  (cycles),
+  harmonic(n) = sum_k A_k(n) sin(2 pi k phase(n)),  phase(n) = sum_{m < n} f0(m) / sample_rate  (cycles),
   noise       = overlap-add of frames of a fixed white noise, each filtered by that frame's magnitude response.
 
 The harmonic amplitudes are interpolated linearly between frames; partials at or above Nyquist get no
@@ -38,7 +38,7 @@ def sin_cycles(cycles: jax.Array) -> jax.Array:
 
   XLA's CPU backend computes jnp.sin through a general range reduction that it does not vectorise well (when the
   oscillator bank took a sine per sample and partial, 16 x 8192 x 64 values, jnp.sin took 46 ms of a 160 ms
-  train step; the bank now needs F = 16 times fewer: harmonic_synth). Phases in cycles
+  train step; the bank now needs about 8 times fewer: harmonic_synth). Phases in cycles
   reduce exactly: r = cycles - round(cycles) in [-1/2, 1/2], folded to [-1/4, 1/4] by sin(pi - t) = sin(t), then
   the Taylor polynomial of degree 11 of sin on [-pi/2, pi/2] (truncation error below 6e-8). Its derivative is
   computed by autodiff through the same operations.
@@ -133,22 +133,26 @@ def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Ar
 
     audio[f hop + j] = Im(sum_k (p[f, k] + (j / hop) s[f, k]) W[f, k] E[j, k]),
 
-  two matrix products per note ([F, K] x [K, hop]) instead of a sine per sample and harmonic: F times fewer sines
-  (the forward pass ~15x and forward + backward ~8x faster than the K sines per sample at the small model's size:
-  docs/results.md). The phases are computed so that float32 keeps them exact to about 1e-5 cycles (below), and
-  the notes are within 1e-4 of their peak of a float64 sum of sines (tests/audio/test_synthesis.py).
+  one matrix product per note ([2F, 2K] x [2K, hop]: real and imaginary parts, amplitudes and slopes) instead of a
+  sine per sample and harmonic: 2 K (hop + F) sines per note instead of K F hop, about F / 2 times fewer (at the
+  small model's size the forward pass 5-15x and forward + backward about 7x faster: docs/experiments.md). Up to
+  16384 samples the phases are exact in float32 to about 1e-5 cycles (below) and the notes within 1e-4 of their
+  peak of a float64 sum of sines (tests/audio/test_synthesis.py); beyond, the error grows with the length squared
+  (about 1e-3 of the peak at 65536 samples, where one float32 phase product would be 7e-3 off).
 
   Args:
     f0_hz: [B] fundamental of each note, constant over the note (Hz).
     amplitudes: [B, F] overall amplitude per control frame (>= 0).
     distribution: [B, F, K] non-negative weights of the K harmonics per frame; partials at or above Nyquist are
       set to zero here and the rest renormalised to sum to 1.
-    length: output samples, divisible by F.
+    length: output samples, divisible by F, at most 65536.
     sample_rate: Hz.
 
   Returns:
     [B, length] float32 waveforms.
   """
+  length, sample_rate = int(length), int(sample_rate)
+  f0_hz = jnp.asarray(f0_hz, jnp.float32)
   batch, frames, num_harmonics = distribution.shape
   if length % frames:
     raise ValueError(f'harmonic_synth needs length ({length}) divisible by the number of frames ({frames}).')
@@ -162,10 +166,11 @@ def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Ar
   partials = amplitudes[..., None] * distribution  # [B, F, K]
   slope = jnp.concatenate([partials[:, 1:] - partials[:, :-1], jnp.zeros_like(partials[:, :1])], axis=1)
 
-  # Phases in cycles, exact in float32 to about 1e-5 cycles for every partial (one float32 product
-  # k f0 n / sample_rate is off by up to 4e-3 cycles at k = 64, n = 8192): f0 / sample_rate = coarse + fine, with
-  # coarse a multiple of 2^-q, q = min(11, 25 - log2(length)), so that coarse n and k times its fraction are exact
-  # in float32 and fine n (a few cycles at most) is rounded relative to its small size.
+  # Phases in cycles, exact in float32 to about 1e-5 cycles for every partial up to 16384 samples (one float32
+  # product k f0 n / sample_rate is off by up to 4e-3 cycles at k = 64, n = 8192): f0 / sample_rate = coarse +
+  # fine, with coarse a multiple of 2^-q, q = min(11, 25 - log2(length)), so that coarse n and k times its
+  # fraction are exact in float32 (for f0 below Nyquist and K < 8192) and fine n (a few cycles at 8192 samples)
+  # is rounded relative to its small size.
   scale = 2.0**min(11, 25 - max(1, (length - 1).bit_length()))
   coarse = jnp.round(f0_hz / sample_rate * scale) / scale
   fine = (f0_hz - coarse * sample_rate) / sample_rate
