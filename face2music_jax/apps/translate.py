@@ -36,7 +36,9 @@ flags.DEFINE_float('bpm', 120.0, 'Tempo of --melody (beats per minute).')
 flags.DEFINE_bool('group', False, "Also play each photo's faces in turn, left to right: <stem>_group.wav.")
 flags.DEFINE_bool('boxes', False, 'Also write each photo with its numbered face boxes: <stem>_boxes.png.')
 flags.DEFINE_string('output_dir', 'translations', 'Where the files go.')
-flags.DEFINE_bool('overwrite', False, 'Replace existing files.')
+flags.DEFINE_bool(
+    'overwrite', False, 'Replace existing output files and remove <stem>_face<k>.wav of faces beyond those '
+    'found now; without it, an existing output stops the command before anything is written.')
 flags.DEFINE_float('max_melody_s', 600.0, 'The longest melody or MIDI file played (seconds; each face\'s audio is '
                    'held in memory).', lower_bound=0.0)
 flags.DEFINE_integer('max_image_pixels', images.MAX_PIXELS, 'The largest photo accepted (width x height), checked '
