@@ -3,8 +3,8 @@
 The same controls (`synthesis.controls`: exp_sigmoid amplitudes and distribution with the fundamental floor, noise
 bands bounded relative to the harmonics, the attack-decay envelope) and the same note, but the harmonic bank as
 magenta/ddsp's `core.harmonic_synthesis` computes it: every control upsampled to audio rate ([B, length, K]
-amplitudes, linear between frames as the JAX bank does; DDSP's default is overlapping Hann windows), the phases a cumulative sum of the angular frequencies, a sine per sample and
-harmonic, summed. The filtered noise is the project's overlap-add of frames of a fixed white spectrum (DDSP's
+amplitudes, linear between frames as the JAX bank does; DDSP's default is overlapping Hann windows), the phases a
+cumulative sum of the angular frequencies, a sine per sample and harmonic, summed. The filtered noise is the project's overlap-add of frames of a fixed white spectrum (DDSP's
 `frequency_filter` does the same filtering by FFT convolution). `python -m benchmarks.run` times its forward +
 backward against the JAX synthesiser's on the same raw controls and reports how far apart their notes are.
 
@@ -16,8 +16,8 @@ import math
 import numpy as np
 import torch
 
-ATTACK_S = (0.001, 100.0)  # As synthesis.ATTACK_S / DECAY_S.
-DECAY_S = (0.02, 250.0)
+from face2music_jax.audio.synthesis import ATTACK_S
+from face2music_jax.audio.synthesis import DECAY_S
 
 
 def exp_sigmoid(x: torch.Tensor, max_value: float = 2.0, exponent: float = 10.0) -> torch.Tensor:

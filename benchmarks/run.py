@@ -309,8 +309,7 @@ def synthesizer_benchmark(config: ml_collections.ConfigDict, repeats: int) -> di
   jax_note = jax.jit(note)
   jax_step = jax.jit(lambda raw, cotangent: jax.vjp(note, raw)[1](cotangent))
   raw_jax = {k: jnp.asarray(v) for k, v in raw.items()}
-  phase = jax.random.uniform(jax.random.key(synthesis.NOISE_SEED), (frames + 1, hop + 1), maxval=2.0 * np.pi)
-  white = torch.from_numpy((np.exp(1j * np.asarray(phase, np.float64)) * np.sqrt(2.0 * hop)).astype(np.complex64))
+  white = torch.from_numpy(np.asarray(synthesis.white_spectrum(frames + 1, hop), np.complex64))
   release = torch.from_numpy(synthesis.release_window(length, a.sample_rate, a.release_s))
   f0_torch, cotangent_torch = torch.from_numpy(f0), torch.from_numpy(cotangent)
 

@@ -192,6 +192,13 @@ def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Ar
   return (blocks[:, :frames] + ramp * blocks[:, frames:]).reshape(batch, length)
 
 
+def white_spectrum(frames: int, hop: int) -> jax.Array:
+  """The fixed random-phase white spectrum filtered_noise shapes: complex [frames, hop + 1], unit-variance noise
+  frames of 2 hop samples after irfft (seeded by NOISE_SEED)."""
+  phase = jax.random.uniform(jax.random.key(NOISE_SEED), (frames, hop + 1), maxval=2.0 * np.pi)
+  return jnp.exp(1j * phase) * np.sqrt(2.0 * hop)
+
+
 def filtered_noise(magnitudes: jax.Array, length: int, hop: int) -> jax.Array:
   """Time-varying filtered noise by overlap-add of Hann-windowed frames (50% overlap).
 
@@ -214,9 +221,7 @@ def filtered_noise(magnitudes: jax.Array, length: int, hop: int) -> jax.Array:
                      f'frames; got length {length}, hop {hop}, {frames} frames.')
   bins = hop + 1
   response = jax.image.resize(magnitudes, (batch, frames, bins), 'linear') if bands != bins else magnitudes
-  phase = jax.random.uniform(jax.random.key(NOISE_SEED), (frames, bins), maxval=2.0 * np.pi)
-  white = jnp.exp(1j * phase) * np.sqrt(2.0 * hop)  # Unit-variance noise frames after irfft.
-  frame_audio = jnp.fft.irfft(response * white, n=2 * hop, axis=-1)  # [B, F, 2 hop]
+  frame_audio = jnp.fft.irfft(response * white_spectrum(frames, hop), n=2 * hop, axis=-1)  # [B, F, 2 hop]
   window = np.hanning(2 * hop + 1)[:-1].astype(np.float32)  # Periodic Hann: sums to 1 at 50% overlap.
   frame_audio = frame_audio * window
   first, second = frame_audio[:, :, :hop], frame_audio[:, :, hop:]

@@ -276,7 +276,7 @@ def _sum_of_sines(f0_hz, amplitudes, distribution, length, sample_rate):
 
 
 def test_the_harmonic_bank_is_the_sum_of_its_partials_sines_and_so_is_its_gradient():
-  """The bank's two matrix products per note give the notes and gradients of the written-out sum of K sines with
+  """The bank's matrix product per note gives the notes and gradients of the written-out sum of K sines with
   float64 phases, within 1e-4 of the peak; pitches from 33 Hz (all 64 partials audible) to 1 kHz (partials from the
   8th on above Nyquist)."""
   rng = np.random.default_rng(0)
