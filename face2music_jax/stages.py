@@ -11,7 +11,12 @@ the JSON); one that does not read back as written is set aside as `<artefact>.co
 and its stage runs again.
 """
 
+import contextlib
 import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -34,17 +39,74 @@ def ensure_data(config: ml_collections.ConfigDict) -> None:
   """Stage 1: builds the embedded default datasets when missing (real datasets must already be prepared).
 
   The one door that builds data: the readers (`data/inputs.py` and below) only read, and name what is missing.
-  Data read from an exported file (`config.data.exported`) are built already.
+  Data read from an exported file (`config.data.exported`) are built already. When both the notes and the faces
+  are missing, the notes render in a second process while this one embeds the faces: each job keeps one core busy
+  (both hold Python's lock most of the time, so threads would take turns), and the data phase of a first run takes
+  as long as the longer of the two instead of their sum.
   """
   if config.data.exported:
     return
   # pylint: disable=import-outside-toplevel  (the builders need TensorFlow, TFDS and dlib)
   from face2music_jax.data import default_faces
   from face2music_jax.data import notes as notes_data
-  if config.data.audio_source == 'soundfont_notes':
+  notes = config.data.audio_source == 'soundfont_notes' and not notes_data.notes_builder(config).is_prepared()
+  faces = config.data.face_source == 'lfw_subset' and not default_faces.is_built(config)
+  if notes and faces:
+    with _notes_in_second_process(config):
+      default_faces.prepare_default_faces(config)
+  elif notes:
     notes_data.prepare_notes(config)
-  if config.data.face_source == 'lfw_subset':
+  elif faces:
     default_faces.prepare_default_faces(config)
+
+
+@contextlib.contextmanager
+def _notes_in_second_process(config: ml_collections.ConfigDict) -> Iterator[None]:
+  """Renders the notes of `config` in a second Python process while the block runs, and waits for it at its end.
+
+  A fresh interpreter (`python -c`), not multiprocessing's spawn, which would import the caller's main module
+  again (a script that trains at its top level would train in the second process too). The config goes in
+  pickled on stdin; an error there comes back pickled on stdout and is raised here, as if it happened here.
+  Leaving the block early (an error, SIGTERM, Ctrl-C) ends the second process; TFDS then leaves its notes in an
+  incomplete directory that the next run replaces.
+  """
+  logging.info('Rendering the notes in a second process while this one embeds the faces.')
+  package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get('PYTHONPATH')])))
+  proc = subprocess.Popen([sys.executable, '-c', 'from face2music_jax import stages; stages.notes_process()'],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+  try:
+    proc.stdin.write(pickle.dumps(config))
+    proc.stdin.close()
+    yield
+    out = proc.stdout.read()
+    if proc.wait() != 0:
+      try:
+        error = pickle.loads(out)
+      except Exception:  # pylint: disable=broad-except  (killed before it could say why)
+        error = None
+      if isinstance(error, BaseException):
+        raise error
+      raise RuntimeError(f'The process rendering the notes ended with exit code {proc.returncode}.')
+    logging.info('The notes are rendered.')
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+    proc.stdout.close()
+
+
+def notes_process() -> None:
+  """The second process of `_notes_in_second_process`: reads a pickled config on stdin, renders its notes, and on
+  an error writes the pickled exception to stdout and exits with 1."""
+  from face2music_jax.data import notes as notes_data  # pylint: disable=import-outside-toplevel
+  logging.set_verbosity(logging.INFO)  # Its progress lines, as in the first process.
+  try:
+    notes_data.prepare_notes(pickle.loads(sys.stdin.buffer.read()))
+  except BaseException as e:  # pylint: disable=broad-except  (each is the caller's to raise)
+    sys.stdout.buffer.write(pickle.dumps(e))
+    sys.stdout.flush()
+    sys.exit(1)
 
 
 def _train_audio_embedding(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs) -> embedding_lib.AudioMetric:

@@ -1,16 +1,68 @@
-"""Helpers of the prerequisite stages: the pairwise distance statistics, corrupt artefacts set aside."""
+"""The prerequisite stages: data built in two processes, the pairwise distance statistics, corrupt artefacts set
+aside."""
 
 import glob
 import os
 
+import subprocess
+
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 from scipy.spatial.distance import pdist
 
 from face2music_jax import checkpoint
 from face2music_jax import files
 from face2music_jax import stages
+from face2music_jax.data import default_faces
+from face2music_jax.data import notes as notes_data
+from tests import helpers
 from tests import test_checkpoint
+
+
+def _data_config(data_dir: str):
+  config = helpers.tiny_config()
+  config.data_dir = data_dir
+  return config
+
+
+def test_the_notes_built_in_the_second_process_are_those_built_here(tiny_data_dir, tmp_path):
+  # The shared tiny data were built with the notes in a second process (both were missing); these here.
+  shared = notes_data.notes_builder(_data_config(tiny_data_dir))
+  config = _data_config(str(tmp_path))
+  here = notes_data.prepare_notes(config)
+  assert default_faces.is_built(_data_config(tiny_data_dir)) and not default_faces.is_built(config)
+  for split in ('train', 'test'):
+    read = lambda builder, split=split: sorted(
+        ((n['id'], n['audio'].tobytes()) for n in builder.as_dataset(split=split).as_numpy_iterator()))
+    assert read(shared) == read(here)
+
+
+def test_an_error_of_the_second_process_is_raised_here_after_the_faces_are_built(tmp_path):
+  config = _data_config(str(tmp_path / 'data'))
+  garbage = tmp_path / 'garbage.sf2'  # Read first by the renderer, in the second process.
+  garbage.write_bytes(np.random.default_rng(0).bytes(50_000))
+  config.notes.soundfont = str(garbage)
+  with pytest.raises(notes_data.SoundFontError, match='garbage.sf2'):
+    stages.ensure_data(config)
+  assert default_faces.is_built(config) and not notes_data.notes_builder(config).is_prepared()
+
+
+def test_a_stop_while_the_faces_are_embedded_ends_the_second_process(tmp_path, monkeypatch):
+  started = []
+  popen = subprocess.Popen
+  monkeypatch.setattr(subprocess, 'Popen', lambda *a, **k: started.append(popen(*a, **k)) or started[-1])
+
+  def stopped(config):
+    del config
+    raise KeyboardInterrupt  # As SIGTERM's Preempted or Ctrl-C would, here.
+
+  monkeypatch.setattr(default_faces, 'prepare_default_faces', stopped)
+  config = _data_config(str(tmp_path / 'data'))
+  with pytest.raises(KeyboardInterrupt):
+    stages.ensure_data(config)
+  assert len(started) == 1 and started[0].returncode is not None  # Ended and waited for, not left running.
+  assert not notes_data.notes_builder(config).is_prepared()
 
 
 def test_pairwise_distance_stats_estimate_the_mean_and_std_over_all_pairs():

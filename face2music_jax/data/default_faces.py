@@ -81,11 +81,15 @@ def prepare_default_faces(config: ml_collections.ConfigDict) -> dict[str, list[s
     config_lib.ConfigError: naming config.data.face_weights or embedding_dim, if the weights file is missing or
       unreadable or gives embeddings of another width.
   """
-  root = default_faces_dir(config)
-  if not tf.io.gfile.exists(os.path.join(root, 'faces.json')):
-    _write_default_faces(root, config.data.face_views, config.data.max_default_faces,
+  if not is_built(config):
+    _write_default_faces(default_faces_dir(config), config.data.face_views, config.data.max_default_faces,
                          face_embedding.make_embedder(config, assume_cropped=True))
   return built_face_files(config)
+
+
+def is_built(config: ml_collections.ConfigDict) -> bool:
+  """Whether the default faces of `config` are built (their index exists; `built_face_files` reads it)."""
+  return tf.io.gfile.exists(os.path.join(default_faces_dir(config), 'faces.json'))
 
 
 def built_face_files(config: ml_collections.ConfigDict) -> dict[str, list[str]]:
