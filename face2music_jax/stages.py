@@ -14,6 +14,7 @@ and its stage runs again.
 import contextlib
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -42,7 +43,7 @@ def ensure_data(config: ml_collections.ConfigDict) -> None:
   Data read from an exported file (`config.data.exported`) are built already. When both the notes and the faces
   are missing, the notes render in a second process while this one embeds the faces: each job keeps one core busy
   (both hold Python's lock most of the time, so threads would take turns), and the data phase of a first run takes
-  as long as the longer of the two instead of their sum.
+  as long as the longer of the two instead of their sum. An error in the notes then shows when the faces are done.
   """
   if config.data.exported:
     return
@@ -50,63 +51,74 @@ def ensure_data(config: ml_collections.ConfigDict) -> None:
   from face2music_jax.data import default_faces
   from face2music_jax.data import notes as notes_data
   notes = config.data.audio_source == 'soundfont_notes' and not notes_data.notes_builder(config).is_prepared()
-  faces = config.data.face_source == 'lfw_subset' and not default_faces.is_built(config)
-  if notes and faces:
+  faces = config.data.face_source == 'lfw_subset'
+  if notes and faces and not default_faces.is_built(config):
     with _notes_in_second_process(config):
       default_faces.prepare_default_faces(config)
-  elif notes:
+    return
+  if notes:
     notes_data.prepare_notes(config)
-  elif faces:
-    default_faces.prepare_default_faces(config)
+  if faces:
+    default_faces.prepare_default_faces(config)  # Built ones: their index is read and checked.
 
 
 @contextlib.contextmanager
 def _notes_in_second_process(config: ml_collections.ConfigDict) -> Iterator[None]:
   """Renders the notes of `config` in a second Python process while the block runs, and waits for it at its end.
 
-  A fresh interpreter (`python -c`), not multiprocessing's spawn, which would import the caller's main module
-  again (a script that trains at its top level would train in the second process too). The config goes in
-  pickled on stdin; an error there comes back pickled on stdout and is raised here, as if it happened here.
-  Leaving the block early (an error, SIGTERM, Ctrl-C) ends the second process; TFDS then leaves its notes in an
-  incomplete directory that the next run replaces.
+  A fresh interpreter (`python -P -c`, `notes.second_process_main`), not multiprocessing's spawn, which would
+  import the caller's main module again (a script that trains at its top level would train in the second process
+  too). It gets the config and this process's log verbosity and filters, pickled on stdin; an error there is
+  logged there with its traceback and comes back pickled, to be raised here. Leaving the block early (an error,
+  SIGTERM, Ctrl-C) stops the second process with SIGTERM, which unwinds it through TFDS's clean-up of its
+  incomplete directory (SIGKILL after 30 s); it also stops if this process dies.
   """
   logging.info('Rendering the notes in a second process while this one embeds the faces.')
   package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get('PYTHONPATH')])))
-  proc = subprocess.Popen([sys.executable, '-c', 'from face2music_jax import stages; stages.notes_process()'],
-                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+  code = (f'import sys\nif {package_root!r} not in sys.path: sys.path.insert(0, {package_root!r})\n'
+          'from face2music_jax.data import notes\nnotes.second_process_main()')
+  proc = subprocess.Popen([sys.executable, '-P', '-c', code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
   try:
-    proc.stdin.write(pickle.dumps(config))
-    proc.stdin.close()
+    handler = logging.get_absl_handler()
+    try:
+      proc.stdin.write(
+          pickle.dumps({
+              'config': config,
+              'verbosity': logging.get_verbosity(),
+              'filters': list(handler.filters)
+          }))
+      proc.stdin.close()
+    except BrokenPipeError:  # It ended before reading (e.g. an import failed): its exit code says so.
+      proc.wait()
+      raise _second_process_error(b'', proc.returncode) from None
     yield
     out = proc.stdout.read()
     if proc.wait() != 0:
-      try:
-        error = pickle.loads(out)
-      except Exception:  # pylint: disable=broad-except  (killed before it could say why)
-        error = None
-      if isinstance(error, BaseException):
-        raise error
-      raise RuntimeError(f'The process rendering the notes ended with exit code {proc.returncode}.')
+      raise _second_process_error(out, proc.returncode)
     logging.info('The notes are rendered.')
   finally:
     if proc.poll() is None:
-      proc.kill()
-      proc.wait()
+      proc.terminate()
+      try:
+        proc.wait(timeout=30)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stdin.close()
     proc.stdout.close()
 
 
-def notes_process() -> None:
-  """The second process of `_notes_in_second_process`: reads a pickled config on stdin, renders its notes, and on
-  an error writes the pickled exception to stdout and exits with 1."""
-  from face2music_jax.data import notes as notes_data  # pylint: disable=import-outside-toplevel
-  logging.set_verbosity(logging.INFO)  # Its progress lines, as in the first process.
+def _second_process_error(out: bytes, code: int) -> Exception:
+  """The error of the process rendering the notes: the one it sent back, or one saying how it ended."""
   try:
-    notes_data.prepare_notes(pickle.loads(sys.stdin.buffer.read()))
-  except BaseException as e:  # pylint: disable=broad-except  (each is the caller's to raise)
-    sys.stdout.buffer.write(pickle.dumps(e))
-    sys.stdout.flush()
-    sys.exit(1)
+    error = pickle.loads(out) if out else None
+  except Exception:  # pylint: disable=broad-except  (it could not say why)
+    error = None
+  if isinstance(error, Exception):
+    error.add_note('(Raised in the process rendering the notes; its traceback is in the log above.)')
+    return error
+  how = f'was stopped by {signal.Signals(-code).name}' if code < 0 else f'ended with exit code {code}'
+  return RuntimeError(f'The process rendering the notes {how}; its messages are in the log above.')
 
 
 def _train_audio_embedding(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs) -> embedding_lib.AudioMetric:

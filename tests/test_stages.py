@@ -3,9 +3,10 @@ aside."""
 
 import glob
 import os
-
 import subprocess
+import time
 
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -20,49 +21,78 @@ from tests import helpers
 from tests import test_checkpoint
 
 
-def _data_config(data_dir: str):
+def _data_config(data_dir: str) -> ml_collections.ConfigDict:
   config = helpers.tiny_config()
   config.data_dir = data_dir
   return config
 
 
-def test_the_notes_built_in_the_second_process_are_those_built_here(tiny_data_dir, tmp_path):
-  # The shared tiny data were built with the notes in a second process (both were missing); these here.
-  shared = notes_data.notes_builder(_data_config(tiny_data_dir))
-  config = _data_config(str(tmp_path))
-  here = notes_data.prepare_notes(config)
-  assert default_faces.is_built(_data_config(tiny_data_dir)) and not default_faces.is_built(config)
-  for split in ('train', 'test'):
-    read = lambda builder, split=split: sorted(
-        ((n['id'], n['audio'].tobytes()) for n in builder.as_dataset(split=split).as_numpy_iterator()))
-    assert read(shared) == read(here)
+def _started_processes(monkeypatch) -> list[subprocess.Popen]:
+  """The processes that subprocess.Popen starts from now on (the second process of ensure_data)."""
+  started = []
+  popen = subprocess.Popen
+  monkeypatch.setattr(subprocess, 'Popen', lambda *a, **k: started.append(popen(*a, **k)) or started[-1])
+  return started
 
 
-def test_an_error_of_the_second_process_is_raised_here_after_the_faces_are_built(tmp_path):
+def _read_all(builder) -> dict[str, list[tuple]]:
+  """Every feature of every note of every split, in id order."""
+  out = {}
+  for split in builder.info.splits:
+    notes = sorted(builder.as_dataset(split=split).as_numpy_iterator(), key=lambda n: n['id'])
+    out[split] = [_flat(n) for n in notes]
+  return out
+
+
+def _flat(example: dict, prefix: str = '') -> list[tuple[str, bytes]]:
+  """An example's features (nested ones, as 'qualities', by their dotted names) as (name, bytes), sorted."""
+  out = []
+  for k, v in sorted(example.items()):
+    out += _flat(v, f'{prefix}{k}.') if isinstance(v, dict) else [(prefix + k, np.asarray(v).tobytes())]
+  return out
+
+
+def test_the_notes_built_in_a_second_process_are_those_built_in_one(tmp_path, monkeypatch):
+  started = _started_processes(monkeypatch)
+  both = _data_config(str(tmp_path / 'both'))
+  stages.ensure_data(both)  # Notes and faces missing: the notes render in a second process.
+  assert len(started) == 1 and started[0].returncode == 0
+  assert default_faces.is_built(both) and notes_data.notes_builder(both).is_prepared()
+  here = notes_data.prepare_notes(_data_config(str(tmp_path / 'here')))
+  assert len(started) == 1
+  got, want = _read_all(notes_data.notes_builder(both)), _read_all(here)
+  assert sorted(got) == ['test', 'train', 'valid'] and got == want
+
+
+def test_an_error_of_the_second_process_is_raised_here_after_the_faces_are_built(tmp_path, caplog):
   config = _data_config(str(tmp_path / 'data'))
   garbage = tmp_path / 'garbage.sf2'  # Read first by the renderer, in the second process.
   garbage.write_bytes(np.random.default_rng(0).bytes(50_000))
   config.notes.soundfont = str(garbage)
-  with pytest.raises(notes_data.SoundFontError, match='garbage.sf2'):
+  with pytest.raises(notes_data.SoundFontError, match='garbage.sf2') as raised:
     stages.ensure_data(config)
+  assert 'Raised in the process rendering the notes' in str(raised.value.__notes__)
   assert default_faces.is_built(config) and not notes_data.notes_builder(config).is_prepared()
 
 
-def test_a_stop_while_the_faces_are_embedded_ends_the_second_process(tmp_path, monkeypatch):
-  started = []
-  popen = subprocess.Popen
-  monkeypatch.setattr(subprocess, 'Popen', lambda *a, **k: started.append(popen(*a, **k)) or started[-1])
+def test_a_stop_while_the_notes_render_ends_the_second_process_and_leaves_no_partial_notes(tmp_path, monkeypatch):
+  started = _started_processes(monkeypatch)
+  config = _data_config(str(tmp_path / 'data'))
+  partial = str(tmp_path / 'data' / 'tfds' / notes_data.SoundfontNotes.name / '*' / 'incomplete*')
 
-  def stopped(config):
-    del config
+  def stopped_when_the_notes_are_being_written(unused_config):
+    deadline = time.time() + 300
+    while not glob.glob(partial):
+      assert not notes_data.notes_builder(config).is_prepared(), 'the notes were done before the stop'
+      assert time.time() < deadline and started[0].poll() is None, started[0].returncode
+      time.sleep(0.01)
     raise KeyboardInterrupt  # As SIGTERM's Preempted or Ctrl-C would, here.
 
-  monkeypatch.setattr(default_faces, 'prepare_default_faces', stopped)
-  config = _data_config(str(tmp_path / 'data'))
+  monkeypatch.setattr(default_faces, 'prepare_default_faces', stopped_when_the_notes_are_being_written)
   with pytest.raises(KeyboardInterrupt):
     stages.ensure_data(config)
-  assert len(started) == 1 and started[0].returncode is not None  # Ended and waited for, not left running.
-  assert not notes_data.notes_builder(config).is_prepared()
+  assert len(started) == 1 and started[0].returncode == 3  # Stopped through its clean-up, and waited for.
+  assert not glob.glob(partial) and not notes_data.notes_builder(config).is_prepared()
 
 
 def test_pairwise_distance_stats_estimate_the_mean_and_std_over_all_pairs():

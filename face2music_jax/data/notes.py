@@ -26,6 +26,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import pickle
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
@@ -439,3 +442,37 @@ def prepare_notes(config: ml_collections.ConfigDict) -> SoundfontNotes:
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   logging.info('Prepared %s in %.1f s.', builder.data_dir, time.perf_counter() - start)
   return builder
+
+
+def second_process_main() -> None:
+  """The process that `stages.ensure_data` starts to render the notes while it embeds the faces.
+
+  Reads {'config', 'verbosity', 'filters'} pickled on stdin and renders the config's notes. On an error it logs it
+  with its traceback and writes the pickled exception to stdout (the only thing written there: anything else
+  printed goes to stderr), then exits with 1. SIGTERM or Ctrl-C stop it as KeyboardInterrupt does, through TFDS's
+  clean-up of its incomplete directory, with exit code 3; it gets SIGTERM when its parent dies.
+  """
+  answer = os.fdopen(os.dup(1), 'wb')
+  os.dup2(2, 1)
+  signal.signal(signal.SIGTERM, signal.default_int_handler)
+  try:
+    import ctypes  # pylint: disable=import-outside-toplevel
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux): stop when the parent dies.
+  except (OSError, AttributeError):
+    pass
+  try:
+    request = pickle.loads(sys.stdin.buffer.read())
+    logging.set_verbosity(request['verbosity'])
+    for log_filter in request['filters']:
+      logging.get_absl_handler().addFilter(log_filter)
+    prepare_notes(request['config'])
+  except KeyboardInterrupt:
+    sys.exit(3)
+  except Exception as e:  # pylint: disable=broad-except  (the parent raises it)
+    logging.exception('Rendering the notes failed.')
+    try:
+      answer.write(pickle.dumps(e))
+      answer.flush()
+    except Exception:  # pylint: disable=broad-except  (one that does not pickle: the log above says it)
+      pass
+    sys.exit(1)
