@@ -104,8 +104,9 @@ def _notes_in_second_process(config: ml_collections.ConfigDict) -> Iterator[None
       except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-    proc.stdin.close()
-    proc.stdout.close()
+    for stream in (proc.stdin, proc.stdout):
+      with contextlib.suppress(OSError):  # A pipe whose reader is gone.
+        stream.close()
 
 
 def _second_process_error(out: bytes, code: int) -> Exception:
