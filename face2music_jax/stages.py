@@ -71,21 +71,28 @@ def _notes_in_second_process(config: ml_collections.ConfigDict) -> Iterator[None
   too). It gets the config and this process's log verbosity and filters, pickled on stdin; an error there is
   logged there with its traceback and comes back pickled, to be raised here. Leaving the block early (an error,
   SIGTERM, Ctrl-C) stops the second process with SIGTERM, which unwinds it through TFDS's clean-up of its
-  incomplete directory (SIGKILL after 30 s); it also stops if this process dies.
+  incomplete directory (SIGKILL after 30 s); so does this process's death (Linux's parent-death signal).
   """
   logging.info('Rendering the notes in a second process while this one embeds the faces.')
   package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  code = (f'import sys\nif {package_root!r} not in sys.path: sys.path.insert(0, {package_root!r})\n'
-          'from face2music_jax.data import notes\nnotes.second_process_main()')
-  proc = subprocess.Popen([sys.executable, '-P', '-c', code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+  # Before any import: tied to this process (SIGTERM when it dies; gone already: stop), and fd 1 kept for the
+  # answer alone, anything printed going to stderr.
+  code = (f'import ctypes, os, signal, sys\n'
+          f'try:\n  ctypes.CDLL(None).prctl(1, signal.SIGTERM)\nexcept Exception:\n  pass\n'
+          f'if os.getppid() != {os.getpid()}:\n  sys.exit(3)\n'
+          f'answer = os.dup(1)\nos.dup2(2, 1)\n'
+          f'if {package_root!r} not in sys.path:\n  sys.path.insert(0, {package_root!r})\n'
+          'from face2music_jax.data import notes\nnotes.second_process_main(answer)')
+  # Its own process group: a terminal's Ctrl-C reaches this process only, which then stops it once.
+  proc = subprocess.Popen([sys.executable, '-P', '-c', code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          process_group=0)
   try:
-    handler = logging.get_absl_handler()
     try:
       proc.stdin.write(
           pickle.dumps({
               'config': config,
               'verbosity': logging.get_verbosity(),
-              'filters': list(handler.filters)
+              'filters': _picklable_log_filters()
           }))
       proc.stdin.close()
     except BrokenPipeError:  # It ended before reading (e.g. an import failed): its exit code says so.
@@ -109,6 +116,18 @@ def _notes_in_second_process(config: ml_collections.ConfigDict) -> Iterator[None
         stream.close()
 
 
+def _picklable_log_filters() -> list[bytes]:
+  """This process's absl log filters (e.g. the commands' quiet TFDS lines), each pickled; those that do not pickle
+  are left out."""
+  out = []
+  for log_filter in logging.get_absl_handler().filters:
+    try:
+      out.append(pickle.dumps(log_filter))
+    except Exception:  # pylint: disable=broad-except  (a lambda, a lock, ...)
+      logging.debug('Log filter %r not given to the process rendering the notes.', log_filter)
+  return out
+
+
 def _second_process_error(out: bytes, code: int) -> Exception:
   """The error of the process rendering the notes: the one it sent back, or one saying how it ended."""
   try:
@@ -118,7 +137,7 @@ def _second_process_error(out: bytes, code: int) -> Exception:
   if isinstance(error, Exception):
     error.add_note('(Raised in the process rendering the notes; its traceback is in the log above.)')
     return error
-  how = f'was stopped by {signal.Signals(-code).name}' if code < 0 else f'ended with exit code {code}'
+  how = f'was stopped by signal {-code} ({signal.strsignal(-code)})' if code < 0 else f'ended with exit code {code}'
   return RuntimeError(f'The process rendering the notes {how}; its messages are in the log above.')
 
 

@@ -4,6 +4,7 @@ aside."""
 import glob
 import os
 import subprocess
+import sys
 import time
 
 import ml_collections
@@ -19,6 +20,8 @@ from face2music_jax.data import default_faces
 from face2music_jax.data import notes as notes_data
 from tests import helpers
 from tests import test_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _data_config(data_dir: str) -> ml_collections.ConfigDict:
@@ -52,6 +55,7 @@ def _flat(example: dict, prefix: str = '') -> list[tuple[str, bytes]]:
   return out
 
 
+@pytest.mark.slow  # Builds data in two processes.
 def test_the_notes_built_in_a_second_process_are_those_built_in_one(tmp_path, monkeypatch):
   started = _started_processes(monkeypatch)
   both = _data_config(str(tmp_path / 'both'))
@@ -64,7 +68,8 @@ def test_the_notes_built_in_a_second_process_are_those_built_in_one(tmp_path, mo
   assert sorted(got) == ['test', 'train', 'valid'] and got == want
 
 
-def test_an_error_of_the_second_process_is_raised_here_after_the_faces_are_built(tmp_path, caplog):
+@pytest.mark.slow
+def test_an_error_of_the_second_process_is_raised_here_after_the_faces_are_built(tmp_path):
   config = _data_config(str(tmp_path / 'data'))
   garbage = tmp_path / 'garbage.sf2'  # Read first by the renderer, in the second process.
   garbage.write_bytes(np.random.default_rng(0).bytes(50_000))
@@ -75,16 +80,27 @@ def test_an_error_of_the_second_process_is_raised_here_after_the_faces_are_built
   assert default_faces.is_built(config) and not notes_data.notes_builder(config).is_prepared()
 
 
+def _slow_notes_config(data_dir: str) -> ml_collections.ConfigDict:
+  """The tiny config with 24 times its notes: they take seconds to write, time enough to stop them meanwhile."""
+  config = _data_config(data_dir)
+  config.notes.velocities = tuple(range(31, 128, 4))
+  return config
+
+
+def _partial_notes(data_dir: str) -> list[str]:
+  return glob.glob(os.path.join(data_dir, 'tfds', notes_data.SoundfontNotes.name, '*', 'incomplete*'))
+
+
+@pytest.mark.slow
 def test_a_stop_while_the_notes_render_ends_the_second_process_and_leaves_no_partial_notes(tmp_path, monkeypatch):
   started = _started_processes(monkeypatch)
-  config = _data_config(str(tmp_path / 'data'))
-  partial = str(tmp_path / 'data' / 'tfds' / notes_data.SoundfontNotes.name / '*' / 'incomplete*')
+  data_dir = str(tmp_path / 'data')
+  config = _slow_notes_config(data_dir)
 
   def stopped_when_the_notes_are_being_written(unused_config):
     deadline = time.time() + 300
-    while not glob.glob(partial):
-      assert not notes_data.notes_builder(config).is_prepared(), 'the notes were done before the stop'
-      assert time.time() < deadline and started[0].poll() is None, started[0].returncode
+    while not _partial_notes(data_dir):
+      assert started[0].poll() is None and time.time() < deadline, f'the notes process ended: {started[0].returncode}'
       time.sleep(0.01)
     raise KeyboardInterrupt  # As SIGTERM's Preempted or Ctrl-C would, here.
 
@@ -92,7 +108,38 @@ def test_a_stop_while_the_notes_render_ends_the_second_process_and_leaves_no_par
   with pytest.raises(KeyboardInterrupt):
     stages.ensure_data(config)
   assert len(started) == 1 and started[0].returncode == 3  # Stopped through its clean-up, and waited for.
-  assert not glob.glob(partial) and not notes_data.notes_builder(config).is_prepared()
+  assert not _partial_notes(data_dir) and not notes_data.notes_builder(config).is_prepared()
+
+
+_KILLED_RUN = """
+import sys
+from face2music_jax import stages
+from face2music_jax.data import default_faces
+from tests import test_stages
+default_faces.prepare_default_faces = lambda config: __import__('time').sleep(600)  # The faces take long.
+stages.ensure_data(test_stages._slow_notes_config(sys.argv[1]))
+"""
+
+
+@pytest.mark.slow
+def test_when_the_run_is_killed_the_notes_process_stops_and_leaves_no_partial_notes(tmp_path):
+  data_dir = str(tmp_path / 'data')
+  run = subprocess.Popen([sys.executable, '-c', _KILLED_RUN, data_dir], cwd=ROOT)
+  try:
+    deadline = time.time() + 300
+    while not _partial_notes(data_dir):
+      assert run.poll() is None and time.time() < deadline, run.returncode
+      time.sleep(0.01)
+    with open(f'/proc/{run.pid}/task/{run.pid}/children') as f:
+      (child,) = [int(pid) for pid in f.read().split()]
+  finally:
+    run.kill()
+    run.wait()
+  deadline = time.time() + 60
+  while os.path.exists(f'/proc/{child}') and open(f'/proc/{child}/stat').read().split()[2] != 'Z':
+    assert time.time() < deadline, 'the notes process still runs a minute after the run was killed'
+    time.sleep(0.05)
+  assert not _partial_notes(data_dir) and not notes_data.notes_builder(_slow_notes_config(data_dir)).is_prepared()
 
 
 def test_pairwise_distance_stats_estimate_the_mean_and_std_over_all_pairs():

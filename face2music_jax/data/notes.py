@@ -36,6 +36,7 @@ from typing import Protocol
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import flags as absl_flags
 from absl import logging
 
 from face2music_jax import config_lib
@@ -444,27 +445,35 @@ def prepare_notes(config: ml_collections.ConfigDict) -> SoundfontNotes:
   return builder
 
 
-def second_process_main() -> None:
+def second_process_main(answer_fd: int) -> None:
   """The process that `stages.ensure_data` starts to render the notes while it embeds the faces.
 
-  Reads {'config', 'verbosity', 'filters'} pickled on stdin and renders the config's notes. On an error it logs it
-  with its traceback and writes the pickled exception to stdout (the only thing written there: anything else
-  printed goes to stderr), then exits with 1. SIGTERM or Ctrl-C stop it as KeyboardInterrupt does, through TFDS's
-  clean-up of its incomplete directory, with exit code 3; it gets SIGTERM when its parent dies.
+  Reads {'config', 'verbosity', 'filters'} pickled on stdin and renders the config's notes, logging as the first
+  process does. On an error it logs it with its traceback and writes the pickled exception to `answer_fd` (its
+  stdout; anything printed goes to stderr), then exits with 1. The first SIGTERM or SIGINT stops it as
+  KeyboardInterrupt does, through TFDS's clean-up of its incomplete directory, with exit code 3; further ones are
+  ignored, so that they cannot cut that clean-up short.
   """
-  answer = os.fdopen(os.dup(1), 'wb')
-  os.dup2(2, 1)
-  signal.signal(signal.SIGTERM, signal.default_int_handler)
-  try:
-    import ctypes  # pylint: disable=import-outside-toplevel
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux): stop when the parent dies.
-  except (OSError, AttributeError):
-    pass
+
+  def stop_once(signum, frame):
+    del frame
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+  signal.signal(signal.SIGTERM, stop_once)
+  signal.signal(signal.SIGINT, stop_once)
+  answer = os.fdopen(answer_fd, 'wb')
   try:
     request = pickle.loads(sys.stdin.buffer.read())
+    absl_flags.FLAGS.mark_as_parsed()  # No command line here: absl's own log format and handler, as a command's.
+    logging.use_absl_handler()
     logging.set_verbosity(request['verbosity'])
-    for log_filter in request['filters']:
-      logging.get_absl_handler().addFilter(log_filter)
+    for pickled in request['filters']:
+      try:
+        logging.get_absl_handler().addFilter(pickle.loads(pickled))
+      except Exception:  # pylint: disable=broad-except  (e.g. one defined in the first process's main script)
+        pass
     prepare_notes(request['config'])
   except KeyboardInterrupt:
     sys.exit(3)
