@@ -121,6 +121,15 @@ stages.ensure_data(test_stages._slow_notes_config(sys.argv[1]))
 """
 
 
+def _running(pid: int) -> bool:
+  """Whether process `pid` exists and is not a zombie (an orphan that ended but was not reaped yet)."""
+  try:
+    with open(f'/proc/{pid}/stat') as f:
+      return f.read().split()[2] != 'Z'
+  except FileNotFoundError:
+    return False
+
+
 @pytest.mark.slow
 def test_when_the_run_is_killed_the_notes_process_stops_and_leaves_no_partial_notes(tmp_path):
   data_dir = str(tmp_path / 'data')
@@ -136,7 +145,7 @@ def test_when_the_run_is_killed_the_notes_process_stops_and_leaves_no_partial_no
     run.kill()
     run.wait()
   deadline = time.time() + 60
-  while os.path.exists(f'/proc/{child}') and open(f'/proc/{child}/stat').read().split()[2] != 'Z':
+  while _running(child):
     assert time.time() < deadline, 'the notes process still runs a minute after the run was killed'
     time.sleep(0.05)
   assert not _partial_notes(data_dir) and not notes_data.notes_builder(_slow_notes_config(data_dir)).is_prepared()
