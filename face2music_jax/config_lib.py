@@ -19,6 +19,7 @@ LOSSES = ('hinge', 'wgan-gp')
 UPSAMPLINGS = ('transposed', 'nearest', 'linear')
 MININGS = ('batch_hard', 'semi_hard')
 NONFINITE = ('stop', 'skip')
+METRIC_PAIRS = ('batch', 'one_pitch')
 DTYPES = ('float32', 'bfloat16')
 # TFDS nsynth's instrument family names, in its ClassLabel order.
 NSYNTH_FAMILIES = ('bass', 'brass', 'flute', 'guitar', 'keyboard', 'mallet', 'organ', 'reed', 'string', 'synth_lead',
@@ -54,6 +55,10 @@ ADDED_FIELDS = {
     'model.harmonic.normalize_face': False,
     'model.harmonic.fundamental_floor': 0.0,
     'data.exported': '',
+    'train.metric_pairs': 'batch',
+    'model.aux_pack': 1,
+    'audio.note_rms': 0.0,
+    'train.face_spread': 1.0,
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
@@ -279,6 +284,14 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config, 'train.loss', LOSSES)
   _choice(config, 'audio_embedding.mining', MININGS)
   _choice(config, 'train.nonfinite', NONFINITE)
+  _choice(config, 'train.metric_pairs', METRIC_PAIRS)
+  _check(
+      _finite(config.train.face_spread) and config.train.face_spread >= 1, 'train.face_spread',
+      config.train.face_spread, 'expected a factor >= 1 (1 = none)')
+  _check(
+      isinstance(config.model.aux_pack, int) and config.model.aux_pack >= 1 and
+      config.train.batch_size % config.model.aux_pack == 0, 'model.aux_pack', config.model.aux_pack,
+      f'expected a positive integer that divides train.batch_size ({config.train.batch_size})')
   _choice(config, 'train.dtype', DTYPES)
 
   for field, seed in (('seed', config.seed), ('eval.seed', config.eval.seed)):
@@ -290,6 +303,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(
       _finite(a.release_s) and 0 <= a.release_s * a.sample_rate <= a.length, 'audio.release_s', a.release_s,
       'expected seconds >= 0, within the note')
+  _check(
+      _finite(a.note_rms) and 0 <= a.note_rms <= 0.1, 'audio.note_rms', a.note_rms,
+      'expected an RMS in [0, 0.1] (0 = as recorded; louder notes could clip)')
   m = config.model
   upsampling = m.stride**m.num_layers
   _check(a.length % upsampling == 0, 'audio.length', a.length,

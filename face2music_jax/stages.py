@@ -285,13 +285,30 @@ def ensure_classifiers(config: ml_collections.ConfigDict, workdir: str,
   return out
 
 
-def pairwise_distance_stats(x: np.ndarray, num_pairs: int, seed: int) -> tuple[float, float]:
-  """Mean and std of ||x_i - x_j|| over `num_pairs` seeded random pairs i != j of the rows of x [N, D]."""
-  if len(x) < 2:
-    raise ValueError('Pairwise distance statistics need at least 2 examples.')
+def pairwise_distance_stats(x: np.ndarray, num_pairs: int, seed: int,
+                            groups: np.ndarray | None = None) -> tuple[float, float]:
+  """Mean and std of ||x_i - x_j|| over `num_pairs` seeded random pairs i != j of the rows of x [N, D].
+
+  With `groups` [N] (e.g. the notes' pitches), only pairs within a group: i uniform over the rows whose group has
+  another row, j uniform over the others of its group.
+  """
   rng = np.random.default_rng(seed)
-  i = rng.integers(0, len(x), num_pairs)
-  j = (i + rng.integers(1, len(x), num_pairs)) % len(x)  # j != i, uniform over the others.
+  if groups is None:
+    if len(x) < 2:
+      raise ValueError('Pairwise distance statistics need at least 2 examples.')
+    i = rng.integers(0, len(x), num_pairs)
+    j = (i + rng.integers(1, len(x), num_pairs)) % len(x)  # j != i, uniform over the others.
+  else:
+    order = np.argsort(groups, kind='stable')
+    _, start, size = np.unique(groups[order], return_index=True, return_counts=True)
+    group_of = np.repeat(np.arange(len(size)), size)  # Of each position in `order`.
+    paired = np.flatnonzero(size[group_of] >= 2)
+    if not len(paired):
+      raise ValueError('Pairwise distance statistics within groups need a group of at least 2 examples.')
+    pos = paired[rng.integers(0, len(paired), num_pairs)]
+    g = group_of[pos]
+    other = start[g] + (pos - start[g] + rng.integers(1, size[g])) % size[g]  # Another of the group, uniform.
+    i, j = order[pos], order[other]
   d = np.linalg.norm(x[i].astype(np.float64) - x[j], axis=-1)
   return float(d.mean()), float(d.std())
 
@@ -302,14 +319,22 @@ def ensure_statistics(config: ml_collections.ConfigDict, workdir: str, metric: e
   the first config.stats.max_examples faces and notes of `inputs`, as `ensure_audio_embedding`)."""
   path = os.path.join(workdir, 'statistics.json')
   stats = _read_json(path, losses.STATS_KEYS)
+  # The audio pairs Eq. 1 compares (config train.metric_pairs): any two notes, or two notes of one pitch.
+  audio_pairs = 'same_pitch' if config.train.metric_pairs == 'one_pitch' else 'any'
+  if stats is not None and stats.get('audio_pairs', 'any') != audio_pairs:
+    raise ValueError(f'{path} holds statistics of {stats.get("audio_pairs", "any")} audio pairs, the config asks for '
+                     f'{audio_pairs} (train.metric_pairs = {config.train.metric_pairs!r}): train it in a new '
+                     'work directory.')
   if stats is None:
     logging.info('Stage statistics: pairwise distance statistics over %d sampled pairs.', config.stats.num_pairs)
     inputs = inputs_lib.for_config(config, inputs)
     faces = inputs.faces('train', max_examples=config.stats.max_examples)['embedding']
-    audio = inputs.notes('train')['audio'][:config.stats.max_examples]
+    notes = inputs.notes('train')
+    audio = notes['audio'][:config.stats.max_examples]
     feats = loops.batched(jax.jit(lambda a: embedding_lib.phi(metric, a, config)), audio, batch_size=256)
     mu_x, sigma_x = pairwise_distance_stats(faces, config.stats.num_pairs, config.seed)
-    mu_y, sigma_y = pairwise_distance_stats(feats, config.stats.num_pairs, config.seed + 1)
+    pitch = notes['pitch'][:config.stats.max_examples] if audio_pairs == 'same_pitch' else None
+    mu_y, sigma_y = pairwise_distance_stats(feats, config.stats.num_pairs, config.seed + 1, groups=pitch)
     stats = {
         'mu_x': mu_x,
         'sigma_x': sigma_x,
@@ -317,7 +342,8 @@ def ensure_statistics(config: ml_collections.ConfigDict, workdir: str, metric: e
         'sigma_y': sigma_y,
         'num_faces': int(len(faces)),
         'num_notes': int(len(audio)),
-        'num_pairs': config.stats.num_pairs
+        'num_pairs': config.stats.num_pairs,
+        'audio_pairs': audio_pairs,
     }
     files.write_json(path, stats, checksum=True)
     logging.info('Statistics: %s', stats)

@@ -36,6 +36,7 @@ def make_train_step(models: gan.Models):
   d_loss_fn, g_loss_fn = losses.adversarial_losses(c.loss)
   use_metric, use_aux = c.use_metric_loss, models.aux is not None
   use_pitch_head = c.pitch_classification_weight > 0
+  one_pitch = use_metric and c.metric_pairs == 'one_pitch'
   config = models.config
 
   def train_step(state: gan.TrainState, batch: dict[str, jax.Array], metric: Any, stats: dict[str, jax.Array],
@@ -44,17 +45,26 @@ def make_train_step(models: gan.Models):
     metrics = {}
     phi = functools.partial(embedding_lib.phi, metric, config=config)
     z, pitch = batch['embedding'][-1], batch['pitch'][-1]
+    b = z.shape[0]
+    if c.face_spread > 1:  # Each face farther from the batch's mean by a factor in [1, face_spread] (config).
+      center = jnp.mean(z, axis=0, keepdims=True)
+      spread = jax.random.uniform(jax.random.fold_in(rng, c.d_steps + 2), (b, 1), minval=1.0, maxval=c.face_spread)
+      z = center + spread * (z - center)
+    g_z, g_pitch = z, pitch
+    if one_pitch:  # The same faces once more, all at one pitch of the batch: Eq. 1's notes (config metric_pairs).
+      shared = pitch[jax.random.randint(jax.random.fold_in(rng, c.d_steps + 1), (), 0, b)]
+      g_z, g_pitch = jnp.concatenate([z, z]), jnp.concatenate([pitch, jnp.full_like(pitch, shared)])
 
     d_vars, d_opt, aux_vars, aux_opt = state.d, state.d_opt, state.aux, state.aux_opt
     # The discriminator updates do not change G, so G's forward pass on the last sub-batch serves both the last D
     # update and G's own update: G's gradient is the pullback of the gradient w.r.t. the generated notes (one G
     # forward per step when d_steps = 1, not two).
-    g_forward = lambda g_params: models.generate(_with(state.g, g_params, {}), z, pitch, train=True)
+    g_forward = lambda g_params: models.generate(_with(state.g, g_params, {}), g_z, g_pitch, train=True)
     fake_out, g_pullback, g_others = jax.vjp(g_forward, state.g['params'], has_aux=True)
     for k in range(c.d_steps):
       real, real_pitch = batch['audio'][k], batch['pitch'][k]
       if k == c.d_steps - 1:
-        fake = jax.lax.stop_gradient(fake_out)
+        fake = jax.lax.stop_gradient(fake_out[:b])
       else:
         fake = jax.lax.stop_gradient(models.generate(state.g, batch['embedding'][k], real_pitch, train=True)[0])
       k_d, k_gp, k_agp = jax.random.split(jax.random.fold_in(rng, k), 3)
@@ -102,7 +112,8 @@ def make_train_step(models: gan.Models):
     warmup = jnp.minimum(1.0, (state.step + 1) / c.metric_warmup_steps) if c.metric_warmup_steps else 1.0
     metric_weight = c.metric_weight * warmup
 
-    def g_objective(fake):
+    def g_objective(fake_out):
+      fake = fake_out[:b]  # At the batch's pitches: what D, the pitch head and A judge.
       logits, pitch_logits, _ = models.discriminate(d_vars, fake, pitch, k_g)
       m = {'g_adv_loss': g_loss_fn(logits)}
       total = m['g_adv_loss']
@@ -110,9 +121,10 @@ def make_train_step(models: gan.Models):
         m['g_pitch_loss'] = losses.pitch_classification_loss(pitch_logits, pitch)
         total = total + c.pitch_classification_weight * m['g_pitch_loss']
       if use_metric or use_aux:
-        fake_phi = phi(fake)
+        all_phi = phi(fake_out)
+        fake_phi = all_phi[:b]
       if use_metric:
-        m['metric_loss'] = losses.metric_preservation_loss(z, fake_phi, stats)
+        m['metric_loss'] = losses.metric_preservation_loss(z, all_phi[b:] if one_pitch else fake_phi, stats)
         total = total + metric_weight * m['metric_loss']
       if use_aux:
         m['aux_g_loss'] = g_loss_fn(models.aux.apply(aux_vars, fake_phi))

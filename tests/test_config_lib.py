@@ -12,22 +12,27 @@ from face2music_jax.configs import aux
 from face2music_jax import config_lib
 
 
-@pytest.mark.parametrize('field, value, message', [
-    ('model.generator', 'vocoder', 'model.generator'),
-    ('model.wavegan.upsample', 'cubic', 'model.wavegan.upsample'),
-    ('model.wavegan.post_filter', -1, 'model.wavegan.post_filter'),
-    ('model.harmonic.frames', 100, 'model.harmonic.frames'),
-    ('model.harmonic.num_harmonics', 0, 'model.harmonic.num_harmonics'),
-    ('train.pitch_classification_weight', -1.0, 'train.pitch_classification_weight'),
-    ('train.metric_warmup_steps', -5, 'train.metric_warmup_steps'),
-    ('eval.listening_pitches', (12, 100), 'eval.listening_pitches'),
-    ('seed', -1, 'seed'),
-    ('eval.seed', 2**40, 'eval.seed'),
-    ('train.g_lr', float('inf'), 'train.g_lr'),
-    ('train.d_lr', float('nan'), 'train.d_lr'),
-    ('train.metric_weight', float('inf'), 'train.metric_weight'),
-    ('data.max_default_faces', 5, 'data.max_default_faces'),
-])
+@pytest.mark.parametrize(
+    'field, value, message',
+    [
+        ('model.generator', 'vocoder', 'model.generator'),
+        ('model.wavegan.upsample', 'cubic', 'model.wavegan.upsample'),
+        ('model.wavegan.post_filter', -1, 'model.wavegan.post_filter'),
+        ('model.harmonic.frames', 100, 'model.harmonic.frames'),
+        ('model.harmonic.num_harmonics', 0, 'model.harmonic.num_harmonics'),
+        ('train.pitch_classification_weight', -1.0, 'train.pitch_classification_weight'),
+        ('train.metric_warmup_steps', -5, 'train.metric_warmup_steps'),
+        ('eval.listening_pitches', (12, 100), 'eval.listening_pitches'),
+        ('seed', -1, 'seed'),
+        ('eval.seed', 2**40, 'eval.seed'),
+        ('train.g_lr', float('inf'), 'train.g_lr'),
+        ('train.d_lr', float('nan'), 'train.d_lr'),
+        ('train.metric_weight', float('inf'), 'train.metric_weight'),
+        ('data.max_default_faces', 5, 'data.max_default_faces'),
+        ('train.metric_pairs', 'same', 'train.metric_pairs'),
+        ('model.aux_pack', 3, 'model.aux_pack'),  # The small batch (16) does not divide into packs of 3.
+        ('model.aux_pack', 0, 'model.aux_pack'),
+    ])
 def test_bad_values_of_the_new_fields_name_them(field, value, message):
   config = aux.get_config('small')
   *parents, leaf = field.split('.')

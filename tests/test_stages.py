@@ -160,6 +160,27 @@ def test_pairwise_distance_stats_estimate_the_mean_and_std_over_all_pairs():
   assert stages.pairwise_distance_stats(x, 1000, seed=3) == stages.pairwise_distance_stats(x, 1000, seed=3)
 
 
+def test_pairwise_distance_stats_within_groups_estimate_those_of_the_pairs_of_one_group():
+  rng = np.random.default_rng(1)
+  groups = rng.integers(0, 6, 80)
+  groups[groups == 5] = 7  # Labels need not be consecutive;
+  groups[0] = 9  # a group of one has no pair.
+  x = rng.normal(size=(80, 4)) + 100.0 * groups[:, None]  # Pairs across groups would be ~100 apart.
+  # The estimator's target: i uniform over the rows with a partner in their group, j uniform over those partners.
+  per_row = []
+  for i in range(80):
+    others = np.flatnonzero((groups == groups[i]) & (np.arange(80) != i))
+    if len(others):
+      per_row.append(np.linalg.norm(x[others] - x[i], axis=-1))
+  mean = np.mean([d.mean() for d in per_row])
+  std = np.sqrt(np.mean([np.mean((d - mean)**2) for d in per_row]))
+  mu, sigma = stages.pairwise_distance_stats(x, num_pairs=200_000, seed=3, groups=groups)
+  np.testing.assert_allclose(mu, mean, rtol=0.01)
+  np.testing.assert_allclose(sigma, std, rtol=0.02)
+  with pytest.raises(ValueError, match='group of at least 2'):
+    stages.pairwise_distance_stats(x[:3], 10, seed=0, groups=np.arange(3))
+
+
 def test_a_corrupt_artefact_is_set_aside_so_that_its_stage_runs_again(tmp_path, caplog):
   path = str(tmp_path / 'classifiers' / 'pitch')
   checkpoint.save_artefact(path, {'w': np.arange(5000, dtype=np.float32)})

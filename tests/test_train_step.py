@@ -80,9 +80,13 @@ def test_each_config_step_runs_with_finite_losses(name, generator):
   assert ('aux_d_loss' in history[0]) == (name == 'aux')
 
 
-def test_generator_update_equals_backpropagation_through_a_second_generator_pass():
-  """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective."""
+@pytest.mark.parametrize('metric_pairs, aux_pack, face_spread', [('batch', 1, 1.0), ('one_pitch', 2, 1.5)])
+def test_generator_update_equals_backpropagation_through_a_second_generator_pass(metric_pairs, aux_pack, face_spread):
+  """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective. With
+  metric_pairs 'one_pitch', Eq. 1 compares the faces' notes at one pitch drawn from the batch; with aux_pack 2, A
+  judges pairs of notes; with face_spread, G and Eq. 1 see each face moved away from the batch's mean."""
   config = helpers.tiny_config('aux')
+  config.train.metric_pairs, config.model.aux_pack, config.train.face_spread = metric_pairs, aux_pack, face_spread
   assert config.train.pitch_classification_weight > 0  # The default: D's pitch head is part of G's objective.
   # The compiled step and inputs of test_each_config_step_runs_with_finite_losses[aux-harmonic], whose compilation
   # the persistent cache shares.
@@ -93,12 +97,24 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   z, pitch = batch['embedding'][-1], batch['pitch'][-1]
   k_g = jax.random.fold_in(jax.random.fold_in(root, 0), config.train.d_steps)
 
+  step_key = jax.random.fold_in(root, 0)
+  shared = pitch[jax.random.randint(jax.random.fold_in(step_key, config.train.d_steps + 1), (), 0, len(pitch))]
+  if face_spread > 1:
+    spread = jax.random.uniform(jax.random.fold_in(step_key, config.train.d_steps + 2), (len(z), 1), minval=1.0,
+                                maxval=face_spread)
+    z = z.mean(axis=0, keepdims=True) + spread * (z - z.mean(axis=0, keepdims=True))
+
   def reference(g_params):  # G's objective against the updated discriminators (new.d, new.aux), from scratch.
     fake, _ = models.generate({**state.g, 'params': g_params}, z, pitch, train=True)
     logits, pitch_logits, _ = models.discriminate(new.d, fake, pitch, k_g)
     phi = embedding_lib.phi(metric, fake, config)
+    if metric_pairs == 'one_pitch':
+      at_one_pitch, _ = models.generate({**state.g, 'params': g_params}, z, jnp.full_like(pitch, shared), train=True)
+      metric_phi = embedding_lib.phi(metric, at_one_pitch, config)
+    else:
+      metric_phi = phi
     t = config.train
-    return (losses.hinge_g_loss(logits) + t.metric_weight * losses.metric_preservation_loss(z, phi, stats) +
+    return (losses.hinge_g_loss(logits) + t.metric_weight * losses.metric_preservation_loss(z, metric_phi, stats) +
             t.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi)) +
             t.pitch_classification_weight * losses.pitch_classification_loss(pitch_logits, pitch))
 

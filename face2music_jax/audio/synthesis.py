@@ -74,6 +74,23 @@ def attack_decay_envelope(attack_s: jax.Array, decay_s: jax.Array, sustain: jax.
   return (1.0 - jnp.exp(-t / attack_s)) * (sustain + (1.0 - sustain) * jnp.exp(-t / decay_s))
 
 
+# Below this RMS a note counts as silent for `normalize_rms` (it is scaled as if it were this loud, not amplified).
+RMS_FLOOR = 1e-4
+
+
+def normalize_rms(audio: jax.Array, target: float) -> jax.Array:
+  """Each note [..., L] scaled to the RMS `target` (0 = unchanged); a silent note stays silent (RMS_FLOOR).
+
+  Applied to the generated notes and to the real notes they are judged against (data/note_batches.py computes the
+  same in TensorFlow), so that notes differ in timbre and shape, not in level: how loud a recording was played is
+  not a property of the instrument, and a listener comparing two faces compares them at one loudness.
+  """
+  if not target:
+    return audio
+  rms = jnp.sqrt(jnp.mean(jnp.square(audio), axis=-1, keepdims=True) + RMS_FLOOR**2)
+  return audio * (target / rms)
+
+
 def release_window(length: int, sample_rate: int, release_s: float) -> np.ndarray:
   """A note's release: 1, then a squared half-Hann fade to 0 over the last `release_s` seconds.
 

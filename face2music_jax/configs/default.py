@@ -66,6 +66,9 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # Every note, generated or real, ends with a fade over its last release_s seconds (audio/synthesis.py:
   # release_window): notes cut from longer ones would otherwise end with a click.
   c.audio.release_s = 0.05
+  # Every note, generated or real, scaled to this RMS (audio/synthesis.py: normalize_rms; 0.07 is -23 dBFS, the
+  # real notes' median, whose loudest peaks then stay below 0.7): notes differ in timbre, not level. 0 = as recorded.
+  c.audio.note_rms = 0.0
 
   # Input data.
   c.data = ml_collections.ConfigDict()
@@ -117,6 +120,7 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.wavegan.pitch_input = False  # Feed a learned pitch embedding to G's first layer beside the face.
   c.model.wavegan.post_filter = 0  # Taps of WaveGAN's learned post-processing filter on G's output (0 = none).
   c.model.aux_features = (128, 64, 32, 16, 1)
+  c.model.aux_pack = 1  # Notes the auxiliary discriminator judges together (PacGAN; 1 = the paper's, one at a time).
   # The harmonic generator (models/generator.py: HarmonicGenerator).
   c.model.harmonic = ml_collections.ConfigDict()
   c.model.harmonic.hidden = 256
@@ -166,6 +170,14 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.train.use_metric_loss = True
   c.train.metric_weight = 1.0
   c.train.metric_warmup_steps = 0  # Linear ramp of metric_weight from 0 over these steps (0 = none).
+  # Which pairs Eq. 1 compares. 'batch' (the paper): all pairs of the batch, each note at its own pitch, so that
+  # audio distances mix timbre with pitch. 'one_pitch': G translates the batch's faces once more at one pitch drawn
+  # from the batch, and Eq. 1 compares those notes (mu_y and sigma_y then come from real notes of one pitch): faces
+  # that look alike are asked to sound alike at the same pitch, as a listener compares them.
+  c.train.metric_pairs = 'batch'
+  # Each face of G's batch moved away from the batch's mean by a factor drawn from [1, face_spread] (1 = none), for
+  # G and Eq. 1 alike: the embeddings of the 25x25 training crops lie nearer their mean than those of sharp photos.
+  c.train.face_spread = 1.0
   c.train.use_aux_discriminator = True
   c.train.aux_weight = 0.1
   # Weight of the auxiliary pitch classification (AC-GAN) loss of D's pitch head on real notes, and of G's notes

@@ -25,6 +25,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from face2music_jax import config_lib
+
 FORMAT = 1
 NOTE_SPLITS = ('train', 'valid', 'test')
 FACE_SPLITS = ('train', 'test')
@@ -97,6 +99,8 @@ class ExportedInputs:
     if version != FORMAT:
       raise ExportError(f'{self.path} has format {version}; this version reads {FORMAT}: export it again.')
     here = data_fields(config)
+    # A field added after the file was exported has the value that reproduces the data of the version without it.
+    exported = {**{k: v for k, v in config_lib.ADDED_FIELDS.items() if k in here and k not in exported}, **exported}
     differ = [
         f'config.{k} = {here.get(k)!r} here, {exported.get(k)!r} in the file' for k in sorted(here.keys() |
                                                                                               exported.keys())

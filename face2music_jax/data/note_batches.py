@@ -5,7 +5,8 @@
 downloaded). Both have TFDS nsynth's features, and every example becomes
 
   audio:      [length] float32, 16 kHz, `config.audio.length` samples from the note onset (zero-padded), faded
-              out over the last `config.audio.release_s` (synthesis.release_window, as the generated notes);
+              out over the last `config.audio.release_s` (synthesis.release_window, as the generated notes) and,
+              with `config.audio.note_rms`, scaled to that RMS (synthesis.normalize_rms, as the generated notes);
   pitch:      int32 class index, MIDI pitch - config.audio.pitch_min (`config_lib.pitch_class`; notes outside
               pitch_min..pitch_max are dropped);
   family:     int32 index into `config_lib.family_names(config)`;
@@ -121,6 +122,8 @@ def _examples(config: ml_collections.ConfigDict, builder: tfds.core.DatasetBuild
     onset = tf.reduce_sum(tf.cast(tf.equal(tf.cumsum(tf.cast(above, tf.int32)), 0), tf.int32))
     clip = audio[onset:onset + a.length]
     clip = tf.pad(clip, [[0, a.length - tf.shape(clip)[0]]]) * release
+    if a.note_rms:  # synthesis.normalize_rms, as the generated notes.
+      clip = clip * (a.note_rms / tf.sqrt(tf.reduce_mean(tf.square(clip)) + synthesis.RMS_FLOOR**2))
     return {
         'audio': tf.ensure_shape(clip, [a.length]),
         'pitch': config_lib.pitch_class(config, tf.cast(ex['pitch'], tf.int32)),

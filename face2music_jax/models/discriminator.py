@@ -87,15 +87,24 @@ class Discriminator(nn.Module):
 class AuxDiscriminator(nn.Module):
   """The auxiliary discriminator A(phi(y)): an MLP on the audio metric embedding.
 
+  With `pack` > 1 it judges `pack` notes at once (PacGAN, Lin et al. 2018): consecutive rows of the batch are
+  concatenated, so A sees whether notes of different faces differ as much as real notes do, which a critic of one
+  note at a time cannot see; a generator that gives most faces one timbre is then told apart.
+
   Attributes:
     features: widths of the dense layers, the last one 1 (the paper: 128, 64, 32, 16, 1).
+    pack: notes judged together (1: the paper's A, one note at a time).
   """
   features: Sequence[int] = (128, 64, 32, 16, 1)
+  pack: int = 1
 
   @nn.compact
   def __call__(self, phi: jax.Array) -> jax.Array:
-    """phi: [B, F] float32 audio embeddings phi(y) -> [B] float32 logits."""
-    x = phi
+    """phi: [B, F] float32 audio embeddings phi(y), B a multiple of `pack` -> [B / pack] float32 logits."""
+    b, f = phi.shape
+    if b % self.pack:
+      raise ValueError(f'The auxiliary discriminator packs {self.pack} notes: a batch of {b} does not divide.')
+    x = phi.reshape(b // self.pack, self.pack * f)
     for i, width in enumerate(self.features):
       if i:
         x = nn.leaky_relu(x, 0.2)
@@ -113,4 +122,4 @@ def make_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
 
 def make_aux_discriminator(config: ml_collections.ConfigDict) -> AuxDiscriminator:
   """The auxiliary discriminator of `config.model.aux_features`."""
-  return AuxDiscriminator(features=tuple(config.model.aux_features))
+  return AuxDiscriminator(features=tuple(config.model.aux_features), pack=config.model.aux_pack)

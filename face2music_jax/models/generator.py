@@ -57,6 +57,7 @@ class WaveGANGenerator(nn.Module):
     post_filter: taps of the output FIR filter; 0 = none.
     sample_rate: Hz (for the release's duration).
     release_s: the note's release, a fade over its last seconds (synthesis.release_window); 0 = none.
+    note_rms: every note scaled to this RMS (synthesis.normalize_rms, as the real notes); 0 = as generated.
     dtype: the computation's dtype of every block but the output one (float32 or bfloat16).
   """
   dim: int
@@ -70,6 +71,7 @@ class WaveGANGenerator(nn.Module):
   post_filter: int = 0
   sample_rate: int = 16000
   release_s: float = 0.0
+  note_rms: float = 0.0
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -101,7 +103,8 @@ class WaveGANGenerator(nn.Module):
     x = jnp.tanh(self._upconv(x, 1, True, jnp.float32, f'upconv{self.num_layers - 1}'))
     if self.post_filter:
       x = nn.Conv(1, (self.post_filter,), dtype=jnp.float32, name='post_filter')(x)
-    return x[..., 0] * synthesis.release_window(self.length, self.sample_rate, self.release_s)
+    return synthesis.normalize_rms(x[..., 0] * synthesis.release_window(self.length, self.sample_rate, self.release_s),
+                                   self.note_rms)
 
   def _upconv(self, x: jax.Array, features: int, use_bias: bool, dtype: Dtype, name: str) -> jax.Array:
     """[B, L, C] -> [B, L * stride, features], computed in `dtype`."""
@@ -168,6 +171,7 @@ class HarmonicGenerator(nn.Module):
     fundamental_floor: the fraction of the harmonic amplitude the fundamental always carries
       (synthesis.with_fundamental), so that high notes are not heard an octave low; 0 = none.
     release_s: the note's release, a fade over its last seconds (synthesis.release_window); 0 = none.
+    note_rms: every note scaled to this RMS (synthesis.normalize_rms, as the real notes); 0 = as generated.
     dtype: the computation's dtype of the control network's trunk (float32 or bfloat16).
   """
   num_pitches: int
@@ -185,6 +189,7 @@ class HarmonicGenerator(nn.Module):
   normalize_face: bool = False
   fundamental_floor: float = 0.0
   release_s: float = 0.0
+  note_rms: float = 0.0
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -229,7 +234,8 @@ class HarmonicGenerator(nn.Module):
     }
     controls = synthesis.controls(raw, length=self.length, sample_rate=self.sample_rate, noise_max=self.noise_max,
                                   relative_noise=self.relative_noise, fundamental_floor=self.fundamental_floor)
-    return synthesis.synthesize(controls, synthesis.midi_to_hz(midi), self.length, self.sample_rate, self.release_s)
+    audio = synthesis.synthesize(controls, synthesis.midi_to_hz(midi), self.length, self.sample_rate, self.release_s)
+    return synthesis.normalize_rms(audio, self.note_rms)
 
 
 def make_generator(config: ml_collections.ConfigDict) -> WaveGANGenerator | HarmonicGenerator:
@@ -244,12 +250,13 @@ def make_generator(config: ml_collections.ConfigDict) -> WaveGANGenerator | Harm
                              frames=h.frames, num_blocks=h.num_blocks, noise_max=h.noise_max,
                              relative_noise=h.relative_noise, fundamental_floor=h.fundamental_floor,
                              normalize_face=h.normalize_face, release_s=config.audio.release_s,
-                             dtype=jnp.dtype(config.train.dtype))
+                             note_rms=config.audio.note_rms, dtype=jnp.dtype(config.train.dtype))
   w = m.wavegan
   return WaveGANGenerator(dim=w.dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
                           kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=w.upsample,
                           pitch_input=w.pitch_input, post_filter=w.post_filter, sample_rate=config.audio.sample_rate,
-                          release_s=config.audio.release_s, dtype=jnp.dtype(config.train.dtype))
+                          release_s=config.audio.release_s, note_rms=config.audio.note_rms,
+                          dtype=jnp.dtype(config.train.dtype))
 
 
 def init_variables(generator: nn.Module, embedding_dim: int, rng: jax.Array) -> dict[str, Any]:

@@ -115,6 +115,27 @@ def _harmonic_config():
   return config
 
 
+def test_normalize_rms_sets_each_notes_level_and_leaves_silence_silent():
+  rng = np.random.default_rng(0)
+  notes = np.stack([0.3 * rng.normal(size=800), 0.01 * rng.normal(size=800), np.zeros(800)]).astype(np.float32)
+  out = np.asarray(synthesis.normalize_rms(jnp.asarray(notes), 0.07))
+  np.testing.assert_allclose(np.sqrt(np.mean(out[:2]**2, axis=-1)), 0.07, rtol=1e-3)
+  np.testing.assert_allclose(out[0] / notes[0], out[0][0] / notes[0][0], rtol=1e-5)  # One gain per note.
+  assert not np.any(out[2])
+  assert synthesis.normalize_rms(notes, 0.0) is notes
+
+
+@pytest.mark.parametrize('generator_name', ['harmonic', 'wavegan'])
+def test_generators_write_notes_at_the_configured_rms(generator_name):
+  config = _harmonic_config()
+  config.model.generator, config.audio.note_rms = generator_name, 0.05
+  generator = g_lib.make_generator(config)
+  z = jax.random.normal(jax.random.key(0), (3, config.data.embedding_dim))
+  pitch = jnp.array([0, 4, 8])
+  audio = np.asarray(jax.jit(lambda v: generator.apply(v, z, pitch, train=False))(_init(generator, z, pitch)))
+  np.testing.assert_allclose(np.sqrt(np.mean(audio**2, axis=-1)), 0.05, rtol=1e-3)
+
+
 @pytest.mark.slow
 def test_harmonic_generator_is_in_tune_for_every_face_and_pitch():
   """With controls held constant over the note (the frame convolutions zeroed, so each block passes on only its

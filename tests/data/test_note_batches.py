@@ -134,6 +134,19 @@ def test_real_nsynth_format_goes_through_the_same_code(nsynth_config):
   assert valid['audio'].shape == (3, length) and valid['pitch'].dtype == np.int32
 
 
+def test_note_rms_scales_every_real_note_as_the_generated_ones_are(nsynth_config):
+  """With audio.note_rms the pipeline (TensorFlow) scales each note as synthesis.normalize_rms (JAX) does."""
+  plain = note_batches.load_notes(nsynth_config, 'train')
+  config = nsynth_config.copy_and_resolve_references()
+  config.audio.note_rms = 0.07
+  scaled = note_batches.load_notes(config, 'train')
+  rms = np.sqrt(np.mean(np.square(scaled['audio']), axis=-1))
+  np.testing.assert_allclose(rms, 0.07, rtol=1e-4)
+  np.testing.assert_allclose(scaled['audio'], np.asarray(synthesis.normalize_rms(plain['audio'], 0.07)), rtol=1e-5,
+                             atol=1e-7)
+  assert np.array_equal(scaled['pitch'], plain['pitch'])
+
+
 def test_unprepared_nsynth_says_how_to_prepare_it(tmp_path):
   config = aux.get_config('tiny')
   config.data_dir = str(tmp_path)

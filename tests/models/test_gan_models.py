@@ -154,6 +154,20 @@ def test_aux_discriminator():
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grad))
 
 
+def test_aux_discriminator_packs_notes_and_judges_them_together():
+  aux = discriminator_lib.AuxDiscriminator(pack=2)
+  phi = jax.random.normal(jax.random.key(0), (6, 40))
+  variables = _init(aux, phi)
+  assert variables['params']['dense0']['kernel'].shape == (80, 128)  # Two notes' phi side by side.
+  logits = jax.jit(aux.apply)(variables, phi)
+  assert logits.shape == (3,)
+  swapped = phi[jnp.array([1, 0, 2, 3, 4, 5])]  # The first pack's notes in the other order: another input.
+  changed = np.asarray(jax.jit(aux.apply)(variables, swapped))
+  assert changed[0] != logits[0] and np.array_equal(changed[1:], np.asarray(logits)[1:])
+  with pytest.raises(ValueError, match='packs 2 notes: a batch of 5 does not divide'):
+    aux.apply(variables, phi[:5])
+
+
 def test_make_from_config():
   config = default.get_config('tiny')
   generator = generator_lib.make_generator(config)
