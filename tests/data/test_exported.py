@@ -66,6 +66,22 @@ def test_a_file_of_other_data_or_a_damaged_file_is_one_error_naming_it(tiny_data
     inputs_lib.for_config(_config(tiny_data_dir, str(tmp_path / 'missing.npz')))
 
 
+def test_a_file_exported_before_a_data_field_existed_reads_it_as_its_old_value(tiny_data_dir, exported_file, tmp_path):
+  """audio.note_rms came after files were exported: such a file holds notes as recorded (note_rms 0)."""
+  with np.load(exported_file) as f:
+    arrays = dict(f)
+  fields = json.loads(str(arrays['data_fields']))
+  assert fields.pop('audio.note_rms') == 0.0
+  arrays['data_fields'] = np.asarray(json.dumps(fields))
+  older = tmp_path / 'older.npz'
+  np.savez(older, **arrays)
+  assert isinstance(inputs_lib.for_config(_config(tiny_data_dir, str(older))), exported.ExportedInputs)
+  levelled = _config(tiny_data_dir, str(older))
+  levelled.audio.note_rms = 0.07
+  with pytest.raises(exported.ExportError, match=r'config\.audio\.note_rms = 0\.07 here, 0\.0 in the file'):
+    inputs_lib.for_config(levelled)
+
+
 @pytest.mark.slow
 def test_without_tensorflow_a_run_trains_the_same_model_from_the_exported_file_and_evaluates(
     tiny_data_dir, exported_file, trained_tiny_workdir, tmp_path):
