@@ -292,6 +292,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       isinstance(config.model.aux_pack, int) and config.model.aux_pack >= 1 and
       config.train.batch_size % config.model.aux_pack == 0, 'model.aux_pack', config.model.aux_pack,
       f'expected a positive integer that divides train.batch_size ({config.train.batch_size})')
+  # G translates the faces twice in one batch of 2B: only the harmonic generator's batch norm (over the faces,
+  # whose statistics [z; z] keeps) is unchanged by that; the WaveGAN's, over its activations, is not.
+  _check(config.train.metric_pairs != 'one_pitch' or config.model.generator == 'harmonic', 'train.metric_pairs',
+         config.train.metric_pairs, "'one_pitch' needs model.generator = 'harmonic'")
+  # WGAN-GP's penalty interpolates and measures A's gradient note by note, not pack by pack.
+  _check(config.model.aux_pack == 1 or config.train.loss != 'wgan-gp', 'model.aux_pack', config.model.aux_pack,
+         "packs need train.loss = 'hinge' (the gradient penalty is per note)")
   _choice(config, 'train.dtype', DTYPES)
 
   for field, seed in (('seed', config.seed), ('eval.seed', config.eval.seed)):

@@ -286,13 +286,14 @@ def ensure_classifiers(config: ml_collections.ConfigDict, workdir: str,
 
 
 def pairwise_distance_stats(x: np.ndarray, num_pairs: int, seed: int,
-                            groups: np.ndarray | None = None) -> tuple[float, float]:
+                            within: np.ndarray | None = None) -> tuple[float, float]:
   """Mean and std of ||x_i - x_j|| over `num_pairs` seeded random pairs i != j of the rows of x [N, D].
 
-  With `groups` [N] (e.g. the notes' pitches), only pairs within a group: i uniform over the rows whose group has
-  another row, j uniform over the others of its group.
+  With `within` [N] group labels (e.g. the notes' pitches), only pairs within a group: i uniform over the rows
+  whose group has another row, j uniform over the others of its group.
   """
   rng = np.random.default_rng(seed)
+  groups = within
   if groups is None:
     if len(x) < 2:
       raise ValueError('Pairwise distance statistics need at least 2 examples.')
@@ -321,10 +322,14 @@ def ensure_statistics(config: ml_collections.ConfigDict, workdir: str, metric: e
   stats = _read_json(path, losses.STATS_KEYS)
   # The audio pairs Eq. 1 compares (config train.metric_pairs): any two notes, or two notes of one pitch.
   audio_pairs = 'same_pitch' if config.train.metric_pairs == 'one_pitch' else 'any'
-  if stats is not None and stats.get('audio_pairs', 'any') != audio_pairs:
-    raise ValueError(f'{path} holds statistics of {stats.get("audio_pairs", "any")} audio pairs, the config asks for '
-                     f'{audio_pairs} (train.metric_pairs = {config.train.metric_pairs!r}): train it in a new '
-                     'work directory.')
+  if stats is not None and stats.get('audio_pairs', 'any') != audio_pairs:  # A run taken over with another config.
+    if jax.process_index() == 0:
+      moved = files.set_aside(path, 'config', label='stale')
+      logging.warning(
+          '%s held statistics of %s audio pairs, the config asks for %s (train.metric_pairs = %r): set '
+          'aside as %s; the stage runs again.', path, stats.get('audio_pairs', 'any'), audio_pairs,
+          config.train.metric_pairs, moved)
+    stats = None
   if stats is None:
     logging.info('Stage statistics: pairwise distance statistics over %d sampled pairs.', config.stats.num_pairs)
     inputs = inputs_lib.for_config(config, inputs)
@@ -334,7 +339,7 @@ def ensure_statistics(config: ml_collections.ConfigDict, workdir: str, metric: e
     feats = loops.batched(jax.jit(lambda a: embedding_lib.phi(metric, a, config)), audio, batch_size=256)
     mu_x, sigma_x = pairwise_distance_stats(faces, config.stats.num_pairs, config.seed)
     pitch = notes['pitch'][:config.stats.max_examples] if audio_pairs == 'same_pitch' else None
-    mu_y, sigma_y = pairwise_distance_stats(feats, config.stats.num_pairs, config.seed + 1, groups=pitch)
+    mu_y, sigma_y = pairwise_distance_stats(feats, config.stats.num_pairs, config.seed + 1, within=pitch)
     stats = {
         'mu_x': mu_x,
         'sigma_x': sigma_x,

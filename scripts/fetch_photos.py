@@ -18,6 +18,10 @@ import sys
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from face2music_jax import files  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'photo_set.tsv')
 BASE_URL = 'https://raw.githubusercontent.com'
 COLUMNS = ('file', 'repository', 'commit', 'path', 'sha256')
@@ -67,10 +71,7 @@ def fetch(out_dir: str, rows: list[dict[str, str]], base_url: str = BASE_URL, ti
       raise FetchError(f'Cannot download {url}: {e}') from e
     if _sha256(data) != row['sha256']:
       raise FetchError(f'{url} has sha256 {_sha256(data)}, the manifest says {row["sha256"]}: not kept.')
-    partial = target + '.partial'
-    with open(partial, 'wb') as f:
-      f.write(data)
-    os.replace(partial, target)
+    files.write_bytes(target, data)  # Whole or not at all.
     print(f'[{k}/{len(rows)}] {row["file"]}', flush=True)
   return paths
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     paths = fetch(args.out, read_manifest(args.manifest), args.base_url)
-  except (FetchError, ValueError, OSError) as e:
+  except (FetchError, ValueError, OSError, files.WriteError) as e:
     print(f'Error: {e}', file=sys.stderr)
     return 2
   print(f'{len(paths)} photos in {args.out}; judge a model on them: face2music eval --workdir=DIR --photos={args.out}')

@@ -32,6 +32,10 @@ from face2music_jax import config_lib
         ('train.metric_pairs', 'same', 'train.metric_pairs'),
         ('model.aux_pack', 3, 'model.aux_pack'),  # The small batch (16) does not divide into packs of 3.
         ('model.aux_pack', 0, 'model.aux_pack'),
+        ('train.face_spread', 0.5, 'train.face_spread'),
+        ('train.face_spread', float('nan'), 'train.face_spread'),
+        ('audio.note_rms', -1.0, 'audio.note_rms'),
+        ('audio.note_rms', 0.2, 'audio.note_rms'),
     ])
 def test_bad_values_of_the_new_fields_name_them(field, value, message):
   config = aux.get_config('small')
@@ -41,6 +45,17 @@ def test_bad_values_of_the_new_fields_name_them(field, value, message):
     node = node[part]
   node[leaf] = value
   with pytest.raises(config_lib.ConfigError, match=message.replace('.', r'\.')):
+    config_lib.validate(config)
+
+
+def test_options_that_would_be_computed_wrongly_together_are_refused():
+  config = aux.get_config('small')
+  config.model.generator, config.train.metric_pairs = 'wavegan', 'one_pitch'
+  with pytest.raises(config_lib.ConfigError, match="'one_pitch' needs model.generator = 'harmonic'"):
+    config_lib.validate(config)
+  config = aux.get_config('small')
+  config.train.loss, config.model.aux_pack = 'wgan-gp', 2
+  with pytest.raises(config_lib.ConfigError, match='packs need train.loss'):
     config_lib.validate(config)
 
 

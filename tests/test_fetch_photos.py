@@ -33,8 +33,13 @@ def _server(tmp_path):
   """A folder served over HTTP on 127.0.0.1 as <repository>/<commit>/<path>; yields (folder, base URL)."""
   served = tmp_path / 'served'
   served.mkdir()
-  handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-  handler.log_message = lambda *args: None
+
+  class Quiet(http.server.SimpleHTTPRequestHandler):
+
+    def log_message(self, *args):  # pylint: disable=arguments-differ
+      pass
+
+  handler = functools.partial(Quiet, directory=str(served))
   httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
   thread = threading.Thread(target=httpd.serve_forever, daemon=True)
   thread.start()
@@ -69,8 +74,9 @@ def _publish(served, tmp_path, tamper: bool = False):
 
 
 def _run(cwd, *args):
+  env = {k: v for k, v in os.environ.items() if k.lower() not in ('http_proxy', 'https_proxy', 'all_proxy')}
   return subprocess.run([sys.executable, SCRIPT, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
-                        check=False)
+                        check=False, env=env)
 
 
 def test_downloads_every_photo_and_keeps_those_already_there(server, tmp_path):
@@ -119,6 +125,14 @@ def test_the_shipped_manifest_names_58_distinct_pinned_photos():
     assert re.fullmatch(r'[0-9a-f]{40}', row['commit']), row
     assert re.fullmatch(r'[0-9a-f]{64}', row['sha256']), row
     assert row['licence'], row
+
+
+@pytest.mark.parametrize('name', ['../x.jpg', 'a/b.jpg', '.x.jpg'])
+def test_a_file_name_that_is_not_a_plain_name_is_refused(tmp_path, name):
+  manifest = tmp_path / 'bad.tsv'
+  manifest.write_text(f'file\trepository\tcommit\tpath\tsha256\n{name}\to/r\t{"0" * 40}\tp.jpg\t{"0" * 64}\n')
+  with pytest.raises(ValueError, match='is not a plain file name'):
+    fetch_photos.read_manifest(str(manifest))
 
 
 def test_a_manifest_without_a_column_is_refused(tmp_path):

@@ -174,11 +174,28 @@ def test_pairwise_distance_stats_within_groups_estimate_those_of_the_pairs_of_on
       per_row.append(np.linalg.norm(x[others] - x[i], axis=-1))
   mean = np.mean([d.mean() for d in per_row])
   std = np.sqrt(np.mean([np.mean((d - mean)**2) for d in per_row]))
-  mu, sigma = stages.pairwise_distance_stats(x, num_pairs=200_000, seed=3, groups=groups)
+  mu, sigma = stages.pairwise_distance_stats(x, num_pairs=200_000, seed=3, within=groups)
   np.testing.assert_allclose(mu, mean, rtol=0.01)
   np.testing.assert_allclose(sigma, std, rtol=0.02)
   with pytest.raises(ValueError, match='group of at least 2'):
-    stages.pairwise_distance_stats(x[:3], 10, seed=0, groups=np.arange(3))
+    stages.pairwise_distance_stats(x[:3], 10, seed=0, within=np.arange(3))
+
+
+def test_statistics_of_other_audio_pairs_are_set_aside_and_computed_again(tiny_data_dir, tmp_path):
+  """A run taken over by a config with other metric_pairs (workdir.accept_run keeps artefacts when only train.*
+  fields differ) gets statistics of its own pairs."""
+  config = helpers.tiny_config('aux')
+  config.data_dir = tiny_data_dir
+  metric = helpers.random_metric(config)
+  path = tmp_path / 'statistics.json'
+  any_pairs = stages.ensure_statistics(config, str(tmp_path), metric)
+  assert files.read_json(str(path), checksum=True)['audio_pairs'] == 'any'
+  config.train.metric_pairs = 'one_pitch'
+  one_pitch = stages.ensure_statistics(config, str(tmp_path), metric)
+  assert files.read_json(str(path), checksum=True)['audio_pairs'] == 'same_pitch'
+  assert one_pitch['mu_x'] == any_pairs['mu_x'] and one_pitch['mu_y'] != any_pairs['mu_y']
+  assert (tmp_path / 'statistics.json.stale-config').exists()
+  assert stages.ensure_statistics(config, str(tmp_path), metric) == one_pitch  # Read back, not computed again.
 
 
 def test_a_corrupt_artefact_is_set_aside_so_that_its_stage_runs_again(tmp_path, caplog):

@@ -74,7 +74,8 @@ def attack_decay_envelope(attack_s: jax.Array, decay_s: jax.Array, sustain: jax.
   return (1.0 - jnp.exp(-t / attack_s)) * (sustain + (1.0 - sustain) * jnp.exp(-t / decay_s))
 
 
-# Below this RMS a note counts as silent for `normalize_rms` (it is scaled as if it were this loud, not amplified).
+# `normalize_rms` divides by sqrt(RMS^2 + RMS_FLOOR^2): a silent note stays silent (no division by 0), and a note
+# far quieter than the floor is raised by at most target / RMS_FLOOR (700x at 0.07) rather than to the target.
 RMS_FLOOR = 1e-4
 
 

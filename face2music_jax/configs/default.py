@@ -175,8 +175,9 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # from the batch, and Eq. 1 compares those notes (mu_y and sigma_y then come from real notes of one pitch): faces
   # that look alike are asked to sound alike at the same pitch, as a listener compares them.
   c.train.metric_pairs = 'batch'
-  # Each face of G's batch moved away from the batch's mean by a factor drawn from [1, face_spread] (1 = none), for
-  # G and Eq. 1 alike: the embeddings of the 25x25 training crops lie nearer their mean than those of sharp photos.
+  # Each face of G's batch (the last sub-batch: G's update and the last D update) moved away from the batch's mean
+  # by a factor drawn from [1, face_spread] (1 = none), for G and Eq. 1 alike: the embeddings of the 25x25 training
+  # crops lie nearer their mean than those of sharp photos.
   c.train.face_spread = 1.0
   c.train.use_aux_discriminator = True
   c.train.aux_weight = 0.1
