@@ -13,6 +13,7 @@ differ from the manifest's sha256 is an error and is not kept.
 import argparse
 import csv
 import hashlib
+import http.client
 import os
 import sys
 import urllib.error
@@ -67,7 +68,7 @@ def fetch(out_dir: str, rows: list[dict[str, str]], base_url: str = BASE_URL, ti
     try:
       with urllib.request.urlopen(url, timeout=timeout) as response:
         data = response.read()
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
       raise FetchError(f'Cannot download {url}: {e}') from e
     if _sha256(data) != row['sha256']:
       raise FetchError(f'{url} has sha256 {_sha256(data)}, the manifest says {row["sha256"]}: not kept.')

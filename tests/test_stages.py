@@ -195,7 +195,8 @@ def test_statistics_of_other_audio_pairs_are_set_aside_and_computed_again(tiny_d
   assert files.read_json(str(path), checksum=True)['audio_pairs'] == 'same_pitch'
   assert one_pitch['mu_x'] == any_pairs['mu_x'] and one_pitch['mu_y'] != any_pairs['mu_y']
   assert (tmp_path / 'statistics.json.stale-config').exists()
-  assert stages.ensure_statistics(config, str(tmp_path), metric) == one_pitch  # Read back, not computed again.
+  assert stages.ensure_statistics(config, str(tmp_path), metric) == one_pitch
+  assert not (tmp_path / 'statistics.json.stale-config-2').exists()  # Read back, not set aside again.
 
 
 def test_a_corrupt_artefact_is_set_aside_so_that_its_stage_runs_again(tmp_path, caplog):

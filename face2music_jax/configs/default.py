@@ -120,7 +120,8 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.wavegan.pitch_input = False  # Feed a learned pitch embedding to G's first layer beside the face.
   c.model.wavegan.post_filter = 0  # Taps of WaveGAN's learned post-processing filter on G's output (0 = none).
   c.model.aux_features = (128, 64, 32, 16, 1)
-  c.model.aux_pack = 1  # Notes the auxiliary discriminator judges together (PacGAN; 1 = the paper's, one at a time).
+  # Notes the auxiliary discriminator judges together (PacGAN; 1 = the paper's, one at a time); > 1 needs 'hinge'.
+  c.model.aux_pack = 1
   # The harmonic generator (models/generator.py: HarmonicGenerator).
   c.model.harmonic = ml_collections.ConfigDict()
   c.model.harmonic.hidden = 256
@@ -173,7 +174,7 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # Which pairs Eq. 1 compares. 'batch' (the paper): all pairs of the batch, each note at its own pitch, so that
   # audio distances mix timbre with pitch. 'one_pitch': G translates the batch's faces once more at one pitch drawn
   # from the batch, and Eq. 1 compares those notes (mu_y and sigma_y then come from real notes of one pitch): faces
-  # that look alike are asked to sound alike at the same pitch, as a listener compares them.
+  # that look alike are asked to sound alike at the same pitch, as a listener compares them. Harmonic generator only.
   c.train.metric_pairs = 'batch'
   # Each face of G's batch (the last sub-batch: G's update and the last D update) moved away from the batch's mean
   # by a factor drawn from [1, face_spread] (1 = none), for G and Eq. 1 alike: the embeddings of the 25x25 training
