@@ -59,6 +59,7 @@ ADDED_FIELDS = {
     'model.aux_pack': 1,
     'audio.note_rms': 0.0,
     'train.face_spread': 1.0,
+    'train.face_noise': 0.0,
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
@@ -288,6 +289,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(
       _finite(config.train.face_spread) and config.train.face_spread >= 1, 'train.face_spread',
       config.train.face_spread, 'expected a factor >= 1 (1 = none)')
+  _check(
+      _finite(config.train.face_noise) and config.train.face_noise >= 0, 'train.face_noise', config.train.face_noise,
+      'expected a non-negative scale (0 = none)')
   _check(
       isinstance(config.model.aux_pack, int) and config.model.aux_pack >= 1 and
       config.train.batch_size % config.model.aux_pack == 0, 'model.aux_pack', config.model.aux_pack,

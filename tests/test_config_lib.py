@@ -34,6 +34,8 @@ from face2music_jax import config_lib
         ('model.aux_pack', 0, 'model.aux_pack'),
         ('train.face_spread', 0.5, 'train.face_spread'),
         ('train.face_spread', float('nan'), 'train.face_spread'),
+        ('train.face_noise', -0.1, 'train.face_noise'),
+        ('train.face_noise', float('inf'), 'train.face_noise'),
         ('audio.note_rms', -1.0, 'audio.note_rms'),
         ('audio.note_rms', 0.2, 'audio.note_rms'),
     ])

@@ -80,13 +80,17 @@ def test_each_config_step_runs_with_finite_losses(name, generator):
   assert ('aux_d_loss' in history[0]) == (name == 'aux')
 
 
-@pytest.mark.parametrize('metric_pairs, aux_pack, face_spread', [('batch', 1, 1.0), ('one_pitch', 2, 1.5)])
-def test_generator_update_equals_backpropagation_through_a_second_generator_pass(metric_pairs, aux_pack, face_spread):
+@pytest.mark.parametrize('metric_pairs, aux_pack, face_spread, face_noise', [('batch', 1, 1.0, 0.0),
+                                                                             ('one_pitch', 2, 1.5, 0.5)])
+def test_generator_update_equals_backpropagation_through_a_second_generator_pass(metric_pairs, aux_pack, face_spread,
+                                                                                 face_noise):
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective. With
   metric_pairs 'one_pitch', Eq. 1 compares the faces' notes at one pitch drawn from the batch; with aux_pack 2, A
-  judges pairs of notes; with face_spread, G and Eq. 1 see each face moved away from the batch's mean."""
+  judges pairs of notes; with face_spread, G and Eq. 1 see each face moved away from the batch's mean, with
+  face_noise, each face with isotropic noise added."""
   config = helpers.tiny_config('aux')
   config.train.metric_pairs, config.model.aux_pack, config.train.face_spread = metric_pairs, aux_pack, face_spread
+  config.train.face_noise = face_noise
   assert config.train.pitch_classification_weight > 0  # The default: D's pitch head is part of G's objective.
   # The compiled step and inputs of test_each_config_step_runs_with_finite_losses[aux-harmonic], whose compilation
   # the persistent cache shares.
@@ -103,6 +107,9 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
     spread = jax.random.uniform(jax.random.fold_in(step_key, config.train.d_steps + 2), (len(z), 1), minval=1.0,
                                 maxval=face_spread)
     z = z.mean(axis=0, keepdims=True) + spread * (z - z.mean(axis=0, keepdims=True))
+  if face_noise > 0:
+    noise = jax.random.normal(jax.random.fold_in(step_key, config.train.d_steps + 3), z.shape)
+    z = z + face_noise * np.sqrt(np.mean(np.var(np.asarray(z), axis=0))) * noise
 
   def reference(g_params):  # G's objective against the updated discriminators (new.d, new.aux), from scratch.
     fake, _ = models.generate({**state.g, 'params': g_params}, z, pitch, train=True)
