@@ -125,6 +125,12 @@ def test_run_eval_cli_overwrites_only_when_asked(trained):
   assert done.stdout.startswith('Evaluated aux (tiny) at step 4') and 'in tune' in done.stdout
   assert 'metrics.json' in done.stdout.splitlines()[-1]
   assert os.path.getmtime(os.path.join(workdir, 'eval', 'metrics.json')) > before
+  empty = os.path.join(os.path.dirname(workdir), 'no_photos')
+  os.makedirs(empty, exist_ok=True)  # The shipped model judged on a folder without images: one line, no traceback.
+  judged = subprocess.run(command + [f'--photos={empty}', '--model=shipped'], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+  assert judged.returncode == 2 and 'Traceback' not in judged.stderr, judged.stderr[-3000:]
+  assert f'Error: {empty} holds no image' in judged.stderr
 
 
 def test_a_second_evaluation_at_once_is_refused_and_a_stopped_one_leaves_the_last_one_whole(trained):

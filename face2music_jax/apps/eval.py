@@ -24,6 +24,9 @@ flags.DEFINE_bool('overwrite', False, 'Replace an existing <workdir>/eval/ (or e
 flags.DEFINE_string(
     'photos', None, 'A folder of photos: judge the model on every face in them (listening measures, '
     'distinctness, Pearson, families) into <workdir>/eval_photos/ instead of the evaluation.')
+flags.DEFINE_string(
+    'model', None, 'With --photos: a model bundle (face2music export) judged instead of the work directory\'s '
+    'generator, or "shipped" for the shipped model; the work directory gives the yardsticks (phi, the real notes).')
 
 
 @cli.reports_known_errors
@@ -34,6 +37,8 @@ def main(argv):
   from face2music_jax import workdir as workdir_lib
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.model and not FLAGS.photos:
+    raise app.UsageError('--model judges a bundle on a folder of photos: pass --photos too.')
   cli.quiet_library_logs()
   stopped = 'during the evaluation: stopped; nothing of it was written (its outputs are written whole at the end).'
   with preemption.handling_sigterm(stopped):
@@ -51,10 +56,11 @@ def _evaluate(config, workdir: str) -> None:
   from face2music_jax.evaluators import photos
   logging.info('Config %s (%s), workdir %s', config.name, config.size, workdir)
   if FLAGS.photos:
-    out_dir = os.path.join(workdir, 'eval_photos')
+    name = os.path.basename(os.path.normpath(FLAGS.model)) if FLAGS.model else ''
+    out_dir = os.path.join(workdir, f'eval_photos_{name}' if name else 'eval_photos')
     if os.path.exists(out_dir) and not FLAGS.overwrite:
       raise evaluate.EvaluationError(f'{out_dir} exists already: pass --overwrite to replace it.')
-    summary = photos.evaluate_photos(config, workdir, FLAGS.photos, out_dir)
+    summary = photos.evaluate_photos(config, workdir, FLAGS.photos, out_dir, model=FLAGS.model)
     print(json.dumps(summary['headline'], indent=2))
     print(f'Wrote {out_dir}/metrics.json and {out_dir}/index.html')
     return

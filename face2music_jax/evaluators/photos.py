@@ -48,13 +48,14 @@ def photo_files(directory: str) -> list[str]:
   """The image files of a folder (not recursive), sorted by name.
 
   Raises:
-    FileNotFoundError / ValueError: naming the folder, if it does not exist or holds no image.
+    images.ImageError (a ValueError, reported by the commands in one line): naming the folder, if it does not exist
+      or holds no image.
   """
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f'Photo folder {directory} does not exist.')
+    raise images_lib.ImageError(f'Photo folder {directory} does not exist.')
   found = images_lib.image_files(directory)
   if not found:
-    raise ValueError(f'{directory} holds no image ({", ".join(images_lib.IMAGE_EXTENSIONS)}).')
+    raise images_lib.ImageError(f'{directory} holds no image ({", ".join(images_lib.IMAGE_EXTENSIONS)}).')
   return found
 
 
@@ -110,8 +111,8 @@ def _families(assigned: np.ndarray, families: tuple[str, ...]) -> dict[str, Any]
   }
 
 
-def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: str, out_dir: str,
-                    inputs=None) -> dict[str, Any]:
+def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: str, out_dir: str, inputs=None,
+                    model: str | None = None) -> dict[str, Any]:
   """Translates every face of the photos in `photo_dir` with the model of `workdir` and writes the measures.
 
   Args:
@@ -120,9 +121,16 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
     photo_dir: a folder of photos.
     out_dir: where metrics.json, the faces, the notes and index.html go (replaced).
     inputs: the loader of the config's data (the real notes); built if None.
+    model: a model bundle judged instead of `workdir`'s generator ('shipped': the shipped model; None: the work
+      directory's own). `workdir` then gives the yardsticks alone (phi, for the f(x)-phi Pearson and the families,
+      and the real notes), and its audio settings must be the bundle's.
 
   Returns:
     The contents of metrics.json.
+
+  Raises:
+    images.ImageError: a folder that does not exist or holds no image (`photo_files`).
+    translator.BundleError: a bundle that does not load, or whose audio settings differ from the work directory's.
   """
   # pylint: disable=import-outside-toplevel  (TensorFlow and Orbax only for this researcher's path)
   from face2music_jax import stages
@@ -130,8 +138,18 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   from face2music_jax.models import audio_embedding as embedding_lib
   start = time.perf_counter()
   files.check_writable(os.path.dirname(os.path.abspath(out_dir)), 'output directory')
-  translator = translator_lib.Translator.load(workdir, config)
-  faces = find_faces(translator, photo_files(photo_dir))
+  images = photo_files(photo_dir)  # Before any model is loaded: a wrong folder is the likeliest mistake.
+  if model:
+    translator = translator_lib.Translator.load(None if model == 'shipped' else model)
+    differ = sorted(k for k in set(config.audio) | set(translator.config.audio)
+                    if config.audio.get(k) != translator.config.audio.get(k))
+    if differ:
+      raise translator_lib.BundleError(
+          f'The model {translator.source} and the work directory {workdir} differ in audio settings '
+          f'({", ".join("audio." + k for k in differ)}): its yardsticks would not fit the notes.')
+  else:
+    translator = translator_lib.Translator.load(workdir, config)
+  faces = find_faces(translator, images)
   n = len(faces['photo'])
   logging.info('%d faces in %s (%d photos skipped).', n, photo_dir, len(faces['skipped']))
   sr, pitches = config.audio.sample_rate, np.asarray(config_lib.listening_pitches(config))
@@ -192,6 +210,7 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
 
   summary = {
       'workdir': workdir,
+      'model': translator.source,
       'photo_dir': os.path.abspath(photo_dir),
       'num_photos': len(set(faces['photo'])),
       'num_faces': n,

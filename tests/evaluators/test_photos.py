@@ -9,6 +9,7 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from face2music_jax import config_lib
+from face2music_jax import translator
 from face2music_jax.evaluators import photos
 
 pytestmark = pytest.mark.slow
@@ -45,3 +46,20 @@ def test_every_face_of_a_folder_is_translated_and_measured(trained_tiny_workdir,
   (tmp_path / 'empty').mkdir()
   with pytest.raises(ValueError, match='holds no image'):
     photos.evaluate_photos(config, trained_tiny_workdir, str(tmp_path / 'empty'), out)
+
+
+def test_a_bundle_judged_with_a_work_directorys_yardsticks_scores_as_its_work_directory(trained_tiny_workdir, tmp_path):
+  """--model: the generator of a bundle, judged with another directory's phi and real notes. The bundle exported
+  from the work directory itself must score exactly as the work directory; a bundle of other audio is refused."""
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  Image.fromarray(skimage_data.astronaut()[20:260, 120:340]).save(folder / 'one.png')
+  config = config_lib.load_config(trained_tiny_workdir)
+  bundle = str(tmp_path / 'bundle')
+  translator.export_bundle(trained_tiny_workdir, bundle, measures={})
+  own = photos.evaluate_photos(config, trained_tiny_workdir, str(folder), str(tmp_path / 'own'))
+  judged = photos.evaluate_photos(config, trained_tiny_workdir, str(folder), str(tmp_path / 'judged'), model=bundle)
+  assert judged['model'] == bundle and own['model'] == trained_tiny_workdir and judged['num_faces'] == 1
+  assert judged['per_pitch'] == own['per_pitch'] and judged['headline'] == own['headline']
+  with pytest.raises(translator.BundleError, match=r'differ in audio settings \(audio\.pitch_max, audio\.pitch_min\)'):
+    photos.evaluate_photos(config, trained_tiny_workdir, str(folder), str(tmp_path / 'other'), model='shipped')
