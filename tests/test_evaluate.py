@@ -126,9 +126,10 @@ def test_run_eval_cli_overwrites_only_when_asked(trained):
   assert 'metrics.json' in done.stdout.splitlines()[-1]
   assert os.path.getmtime(os.path.join(workdir, 'eval', 'metrics.json')) > before
   empty = os.path.join(os.path.dirname(workdir), 'no_photos')
-  os.makedirs(empty, exist_ok=True)  # The shipped model judged on a folder without images: one line, no traceback.
-  judged = subprocess.run(command + [f'--photos={empty}', '--model=shipped'], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+  os.makedirs(empty, exist_ok=True)
+  # A folder without images and a model that does not exist: the folder is checked first, in one line.
+  judged = subprocess.run(command + [f'--photos={empty}', f'--model={empty}_model'], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
   assert judged.returncode == 2 and 'Traceback' not in judged.stderr, judged.stderr[-3000:]
   assert f'Error: {empty} holds no image' in judged.stderr
 

@@ -4,6 +4,7 @@ r"""Evaluates a trained face2music_jax model: metrics JSON, figures and an HTML 
   face2music eval --workdir=/ckpt/aux                          # the config that training wrote there
   face2music eval --config=aux:tiny --workdir=/tmp/x --overwrite
   face2music eval --workdir=/ckpt/aux --photos=my_photos/       # every face of a folder of photos instead
+  face2music eval --workdir=/ckpt/aux --photos=my_photos/ --model=shipped   # another model, judged with /ckpt/aux's phi
 """
 
 import json
@@ -20,13 +21,15 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config, e.g. aux, aux:tiny or a config file '
                                 '(default: <workdir>/config.json).', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Work directory of the trained model (default: config.workdir).')
-flags.DEFINE_bool('overwrite', False, 'Replace an existing <workdir>/eval/ (or eval_photos/).')
+flags.DEFINE_bool('overwrite', False, 'Replace an existing <workdir>/eval/ (or eval_photos/, eval_photos_<model>/).')
 flags.DEFINE_string(
     'photos', None, 'A folder of photos: judge the model on every face in them (listening measures, '
-    'distinctness, Pearson, families) into <workdir>/eval_photos/ instead of the evaluation.')
+    'distinctness, Pearson, families) into <workdir>/eval_photos/ (with --model: eval_photos_<its folder name>/) '
+    'instead of the evaluation.')
 flags.DEFINE_string(
-    'model', None, 'With --photos: a model bundle (face2music export) judged instead of the work directory\'s '
-    'generator, or "shipped" for the shipped model; the work directory gives the yardsticks (phi, the real notes).')
+    'model', None, 'With --photos: a model bundle (face2music export) or another training work directory, judged '
+    'instead of the work directory\'s generator, or "shipped" for the shipped model; the work directory gives the '
+    'yardsticks (phi, the real notes) and must have them.')
 
 
 @cli.reports_known_errors
@@ -56,6 +59,10 @@ def _evaluate(config, workdir: str) -> None:
   from face2music_jax.evaluators import photos
   logging.info('Config %s (%s), workdir %s', config.name, config.size, workdir)
   if FLAGS.photos:
+    if FLAGS.model and not os.path.isdir(os.path.join(workdir, 'audio_embedding')):
+      raise evaluate.EvaluationError(
+          f'{workdir} has no trained audio embedding (audio_embedding/): --model judges a model with the yardsticks '
+          'of a trained work directory; train one there first (face2music train).')
     name = os.path.basename(os.path.normpath(FLAGS.model)) if FLAGS.model else ''
     out_dir = os.path.join(workdir, f'eval_photos_{name}' if name else 'eval_photos')
     if os.path.exists(out_dir) and not FLAGS.overwrite:

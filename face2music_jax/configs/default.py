@@ -180,9 +180,10 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # by a factor drawn from [1, face_spread] (1 = none), for G and Eq. 1 alike: the embeddings of the 25x25 training
   # crops lie nearer their mean than those of sharp photos.
   c.train.face_spread = 1.0
-  # Isotropic Gaussian noise added to each face of G's batch (after face_spread), for G and Eq. 1 alike, with a
-  # standard deviation of face_noise times the batch's RMS spread per dimension (0 = none): the training crops'
-  # embeddings vary in few directions (40 principal components hold 91% of their variance), photos' in all of them.
+  # Isotropic Gaussian noise added to each face of G's batch (after face_spread; G's update and the last D update),
+  # for G and Eq. 1 alike, with a standard deviation of face_noise times the batch's RMS spread per dimension (0 =
+  # none): the training crops' embeddings vary in few directions (40 principal components hold 91% of their
+  # variance), photos' in more. Eq. 1's mu_x and sigma_x stay those of the clean faces.
   c.train.face_noise = 0.0
   c.train.use_aux_discriminator = True
   c.train.aux_weight = 0.1

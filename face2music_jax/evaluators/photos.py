@@ -113,7 +113,7 @@ def _families(assigned: np.ndarray, families: tuple[str, ...]) -> dict[str, Any]
 
 def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: str, out_dir: str, inputs=None,
                     model: str | None = None) -> dict[str, Any]:
-  """Translates every face of the photos in `photo_dir` with the model of `workdir` and writes the measures.
+  """Translates every face of the photos in `photo_dir` with the model of `workdir` (or `model`), writes the measures.
 
   Args:
     config: the model's config.
@@ -121,9 +121,10 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
     photo_dir: a folder of photos.
     out_dir: where metrics.json, the faces, the notes and index.html go (replaced).
     inputs: the loader of the config's data (the real notes); built if None.
-    model: a model bundle judged instead of `workdir`'s generator ('shipped': the shipped model; None: the work
-      directory's own). `workdir` then gives the yardsticks alone (phi, for the f(x)-phi Pearson and the families,
-      and the real notes), and its audio settings must be the bundle's.
+    model: a model bundle or another training work directory, judged instead of `workdir`'s generator ('shipped':
+      the shipped model; None: the work directory's own). `workdir` then gives the yardsticks alone (phi, for the
+      f(x)-phi Pearson and the families, and the real notes; trained there if missing), and its audio settings must
+      be the model's.
 
   Returns:
     The contents of metrics.json.
@@ -140,7 +141,7 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   files.check_writable(os.path.dirname(os.path.abspath(out_dir)), 'output directory')
   images = photo_files(photo_dir)  # Before any model is loaded: a wrong folder is the likeliest mistake.
   if model:
-    translator = translator_lib.Translator.load(None if model == 'shipped' else model)
+    translator = translator_lib.Translator.load(None if model == 'shipped' else os.path.abspath(model))
     differ = sorted(k for k in set(config.audio) | set(translator.config.audio)
                     if config.audio.get(k) != translator.config.audio.get(k))
     if differ:

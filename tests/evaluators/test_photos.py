@@ -11,6 +11,7 @@ from skimage import data as skimage_data
 from face2music_jax import config_lib
 from face2music_jax import translator
 from face2music_jax.evaluators import photos
+from face2music_jax.faces import images
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +45,10 @@ def test_every_face_of_a_folder_is_translated_and_measured(trained_tiny_workdir,
   assert page.count('<audio') == 3 * len(pitches) and 'viewport' in page
   assert len(os.listdir(os.path.join(out, 'notes'))) == 3 * len(pitches)
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(ValueError, match='holds no image'):
+  with pytest.raises(images.ImageError, match='holds no image'):
     photos.evaluate_photos(config, trained_tiny_workdir, str(tmp_path / 'empty'), out)
+  with pytest.raises(images.ImageError, match='does not exist'):
+    photos.evaluate_photos(config, trained_tiny_workdir, str(tmp_path / 'nowhere'), out)
 
 
 def test_a_bundle_judged_with_a_work_directorys_yardsticks_scores_as_its_work_directory(trained_tiny_workdir, tmp_path):
