@@ -60,6 +60,7 @@ ADDED_FIELDS = {
     'audio.note_rms': 0.0,
     'train.face_spread': 1.0,
     'train.face_noise': 0.0,
+    'model.harmonic.face_components': 0,
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
@@ -328,6 +329,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(h.num_blocks >= 0, 'model.harmonic.num_blocks', h.num_blocks, 'expected >= 0')
     _check(0 <= h.fundamental_floor < 1, 'model.harmonic.fundamental_floor', h.fundamental_floor,
            'expected a fraction in [0, 1)')
+    _check(
+        isinstance(h.face_components, int) and 0 <= h.face_components <= config.data.embedding_dim,
+        'model.harmonic.face_components', h.face_components,
+        f'expected a number of components in [0, data.embedding_dim = {config.data.embedding_dim}] (0 = none)')
     _check(a.length % h.frames == 0, 'model.harmonic.frames', h.frames,
            f'audio.length = {a.length} must be a multiple of the number of frames')
   _check(m.kernel_size % 2 == 1, 'model.kernel_size', m.kernel_size, 'expected an odd kernel size')

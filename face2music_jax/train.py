@@ -29,6 +29,7 @@ from face2music_jax.gan import Models, TrainState, make_generate, to_host
 from face2music_jax.train_step import compile_train_step
 from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.data import sampling
+from face2music_jax.models import generator as g_lib
 
 # Where the time of the last training command went, phase by phase (progress.PhaseTimer), in the work directory.
 TIMING_FILE = 'timing.json'
@@ -145,6 +146,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
 
   root = jax.jit(lambda: jax.random.key(config.seed), out_shardings=parallel.replicated(mesh))()
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(root)
+  if 'face_space' in state.g:  # G's projection of the faces (config model.harmonic.face_components), fitted once.
+    space = g_lib.fit_face_space(inputs.faces('train')['embedding'], config.model.harmonic.face_components)
+    state = state.replace(g={**state.g, 'face_space': parallel.replicate(mesh, space)})
   manager = checkpoint.manager(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
   saver = checkpoint.Saver(manager)
   state, latest = checkpoint.restore_latest(manager, state, identity['verified_from'])

@@ -36,6 +36,8 @@ from face2music_jax import config_lib
         ('train.face_spread', float('nan'), 'train.face_spread'),
         ('train.face_noise', -0.1, 'train.face_noise'),
         ('train.face_noise', float('inf'), 'train.face_noise'),
+        ('model.harmonic.face_components', -1, 'model.harmonic.face_components'),
+        ('model.harmonic.face_components', 129, 'model.harmonic.face_components'),
         ('audio.note_rms', -1.0, 'audio.note_rms'),
         ('audio.note_rms', 0.2, 'audio.note_rms'),
     ])

@@ -21,7 +21,9 @@ from face2music_jax import parallel
 from face2music_jax import preemption
 from face2music_jax import train
 from face2music_jax import train_step
+from face2music_jax import translator as translator_lib
 from face2music_jax.data import inputs as inputs_lib
+from face2music_jax.models import generator as generator_lib
 from tests import helpers
 
 # Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
@@ -129,6 +131,37 @@ def test_a_checkpoint_from_another_config_fails_clearly(staged_config):
   staged_config.train.num_steps = 6
   with pytest.raises(Exception, match='another config'):
     train.train(staged_config, staged_config.workdir)
+
+
+def test_face_space_is_fitted_on_the_training_faces_and_travels_with_the_generator(staged_config):
+  """model.harmonic.face_components: the run fits G's face space on all training faces before its first step, keeps
+  it through training and in the checkpoint; the generator restored from it holds the same space."""
+  staged_config.model.harmonic.face_components = 3
+  staged_config.train.num_steps = 1
+  state = train.train(staged_config, staged_config.workdir)
+  faces = inputs_lib.for_config(staged_config).faces('train')['embedding']
+  expected = generator_lib.fit_face_space(faces, 3)
+  got = gan.to_host(state.g['face_space'])
+  for name in ('mean', 'basis'):
+    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+  _, restored, step = gan.restore_generator(staged_config, staged_config.workdir)
+  assert step == 1
+  for name in ('mean', 'basis'):
+    np.testing.assert_array_equal(gan.to_host(restored['face_space'])[name], expected[name], err_msg=name)
+  # An exported bundle carries it: its translator writes the workdir's notes, the same for a face moved off the
+  # space, another for a face moved along it.
+  bundle = os.path.join(os.path.dirname(staged_config.workdir), 'bundle')
+  translator_lib.export_bundle(staged_config.workdir, bundle)
+  translator = translator_lib.Translator.load(bundle)
+  z = faces[:2]
+  midi = [48, 60]  # The tiny model's range.
+  notes = translator.generate(z, midi)
+  np.testing.assert_array_equal(notes, translator_lib.Translator.load(staged_config.workdir).generate(z, midi))
+  residual = (z[0] - expected['mean']) - expected['basis'] @ (expected['basis'].T @ (z[0] - expected['mean']))
+  off = residual / np.linalg.norm(residual) * np.linalg.norm(z[1] - z[0])
+  np.testing.assert_allclose(translator.generate(z + off, midi), notes, atol=1e-4)
+  along = expected['basis'][:, 0] * np.linalg.norm(z[1] - z[0])
+  assert np.max(np.abs(translator.generate(z + along, midi) - notes)) > 1e-3
 
 
 def _nan_metric_loss(*args, **kwargs):

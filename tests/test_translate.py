@@ -71,6 +71,15 @@ def test_translator_gives_each_face_left_to_right_from_a_path_an_array_or_a_pil_
     model.translate(twins, pitch='H4')
   with pytest.raises(translator_lib.NoFaceError, match='grey.png'):
     model.translate(str(images / 'grey.png'))
+  # generate, the API under translate, refuses what G would turn into silence or NaN rather than an error.
+  z = np.zeros((2, model.config.data.embedding_dim), np.float32)
+  assert model.generate(z, [48, 60]).shape == (2, model.config.audio.length)
+  with pytest.raises(ValueError, match=r'MIDI pitch 72 is outside the range .* MIDI 48\.\.60'):
+    model.generate(z, [60, 72])
+  with pytest.raises(ValueError, match=r'shape \[N, 128\] .* got \(2, 64\)'):
+    model.generate(z[:, :64], [60, 60])
+  with pytest.raises(ValueError, match=r'one MIDI pitch per face \(2\)'):
+    model.generate(z, [60])
 
 
 def test_a_bundle_round_trips_and_a_damaged_one_is_refused(model, trained_tiny_workdir, images, tmp_path):

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax.typing import Dtype
 
 from face2music_jax import config_lib
@@ -141,7 +142,14 @@ class HarmonicGenerator(nn.Module):
 
   Initially the notes are quiet (amplitude ~0.1) with noise ~90 dB below the harmonics; the GAN raises it when
   real notes call for it, up to `noise_max` (the config's default bounds it relative to the harmonics). Variables:
-  'params', and with `normalize_face` 'batch_stats' (the running mean and variance of the training faces).
+  'params', with `normalize_face` 'batch_stats' (the running mean and variance of the training faces), and with
+  `face_components` 'face_space' (the training faces' mean and principal directions, `fit_face_space`).
+
+  With `face_components` = K > 0, f(x) is first projected onto the affine span of the training faces' first K
+  principal components: mean + (f(x) - mean) V V^T. The network then never sees the directions in which the
+  training faces hardly vary, and in which faces from real photos vary most (docs/experiments.md). The basis is
+  fitted once on the training faces (`fit_face_space`), set before training and saved with G's variables; fresh
+  variables hold a zero basis, which maps every face to one point.
 
   With `normalize_face` each dimension of f(x) is standardised (batch norm without scale and bias: in training by
   the batch, then by the running statistics of the training faces). A face embedding's dimensions vary by ~0.06
@@ -168,6 +176,8 @@ class HarmonicGenerator(nn.Module):
     relative_noise: scale the noise bands by the frame's harmonic amplitude, so that `noise_max` bounds the
       noise relative to the harmonics (a note can never be more noise than tone) rather than absolutely.
     normalize_face: standardise each dimension of the face embedding (see above).
+    face_components: project the face embedding onto this many principal components of the training faces (see
+      above); 0 = none.
     fundamental_floor: the fraction of the harmonic amplitude the fundamental always carries
       (synthesis.with_fundamental), so that high notes are not heard an octave low; 0 = none.
     release_s: the note's release, a fade over its last seconds (synthesis.release_window); 0 = none.
@@ -187,6 +197,7 @@ class HarmonicGenerator(nn.Module):
   noise_max: float = 2.0
   relative_noise: bool = False
   normalize_face: bool = False
+  face_components: int = 0
   fundamental_floor: float = 0.0
   release_s: float = 0.0
   note_rms: float = 0.0
@@ -207,6 +218,10 @@ class HarmonicGenerator(nn.Module):
     """
     if self.length % self.frames:
       raise ValueError(f'HarmonicGenerator length {self.length} must be divisible by frames = {self.frames}.')
+    if self.face_components:
+      mean = self.variable('face_space', 'mean', jnp.zeros, (z.shape[-1],), jnp.float32).value
+      basis = self.variable('face_space', 'basis', jnp.zeros, (z.shape[-1], self.face_components), jnp.float32).value
+      z = mean + ((z - mean) @ basis) @ basis.T
     if self.normalize_face:
       z = nn.BatchNorm(use_running_average=not train, momentum=0.99, use_scale=False, use_bias=False,
                        name='face_norm')(z)
@@ -249,8 +264,9 @@ def make_generator(config: ml_collections.ConfigDict) -> WaveGANGenerator | Harm
                              channels=h.channels, num_harmonics=h.num_harmonics, noise_bands=h.noise_bands,
                              frames=h.frames, num_blocks=h.num_blocks, noise_max=h.noise_max,
                              relative_noise=h.relative_noise, fundamental_floor=h.fundamental_floor,
-                             normalize_face=h.normalize_face, release_s=config.audio.release_s,
-                             note_rms=config.audio.note_rms, dtype=jnp.dtype(config.train.dtype))
+                             normalize_face=h.normalize_face, face_components=h.face_components,
+                             release_s=config.audio.release_s, note_rms=config.audio.note_rms,
+                             dtype=jnp.dtype(config.train.dtype))
   w = m.wavegan
   return WaveGANGenerator(dim=w.dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
                           kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=w.upsample,
@@ -264,3 +280,23 @@ def init_variables(generator: nn.Module, embedding_dim: int, rng: jax.Array) -> 
   z = jnp.zeros((2, embedding_dim), jnp.float32)
   pitch = jnp.zeros((2,), jnp.int32)
   return dict(generator.init(rng, z, pitch, train=False))
+
+
+def fit_face_space(faces: np.ndarray, components: int) -> dict[str, np.ndarray]:
+  """G's 'face_space' variables for `HarmonicGenerator.face_components`: the faces' mean [E] and their first
+  `components` principal directions [E, components] (unit columns, by decreasing variance), float32.
+
+  Raises:
+    ValueError: fewer than two faces, or more components than the faces' dimensions.
+  """
+  faces = np.asarray(faces, np.float64)
+  if faces.ndim != 2 or len(faces) < 2 or not 0 < components <= faces.shape[1]:
+    raise ValueError(f'fit_face_space needs [N >= 2, E] faces and 0 < components <= E; got faces of shape '
+                     f'{faces.shape} and components = {components}.')
+  mean = faces.mean(axis=0)
+  # The right singular vectors of the centred faces are the principal directions, largest variance first.
+  _, _, vt = np.linalg.svd(faces - mean, full_matrices=False)
+  basis = np.zeros((faces.shape[1], components))
+  rank = min(components, len(vt))
+  basis[:, :rank] = vt[:rank].T
+  return {'mean': mean.astype(np.float32), 'basis': basis.astype(np.float32)}

@@ -218,3 +218,39 @@ def test_discriminator_pitch_head_classifies_and_is_spectrally_normalised():
   assert 'pitch_classifier_sn' in variables['batch_stats']
   logits, pitch_logits = jax.jit(lambda v: discriminator.apply(v, audio, pitch, train=False))(variables)
   assert logits.shape == (3,) and pitch_logits.shape == (3, NUM_PITCHES)
+
+
+def test_face_space_fits_the_principal_directions_and_generator_hears_only_them():
+  """fit_face_space: the mean and the first K principal directions (orthonormal, largest variance first); G with
+  face_components gives a face and the same face moved off those directions the same note, and a face moved
+  along them another note."""
+  rng = np.random.default_rng(0)
+  # 60 faces in 16 dimensions, varying along three known directions of decreasing spread, plus a little noise.
+  directions = np.linalg.qr(rng.normal(size=(16, 16)))[0]
+  faces = 0.5 + rng.normal(size=(60, 3)) * [3.0, 2.0, 1.0] @ directions[:, :3].T + 1e-3 * rng.normal(size=(60, 16))
+  space = generator_lib.fit_face_space(faces, 3)
+  assert space['mean'].shape == (16,) and space['basis'].shape == (16, 3) and space['basis'].dtype == np.float32
+  np.testing.assert_allclose(space['basis'].T @ space['basis'], np.eye(3), atol=1e-5)
+  # The span of the three directions, largest variance first.
+  np.testing.assert_allclose(space['basis'] @ space['basis'].T, directions[:, :3] @ directions[:, :3].T, atol=1e-3)
+  variance = np.var((faces - space['mean']) @ space['basis'], axis=0)
+  assert variance[0] > variance[1] > variance[2] > 0.5
+  with pytest.raises(ValueError, match='components'):
+    generator_lib.fit_face_space(faces, 17)
+  with pytest.raises(ValueError, match='N >= 2'):
+    generator_lib.fit_face_space(faces[:1], 2)
+
+  generator = generator_lib.HarmonicGenerator(num_pitches=NUM_PITCHES, pitch_min=60, length=1024, sample_rate=16000,
+                                              hidden=8, channels=8, num_harmonics=4, noise_bands=3, frames=4,
+                                              face_components=3)
+  z = jnp.asarray(faces[:2], jnp.float32)
+  pitch = jnp.zeros(2, jnp.int32)
+  variables = _init(generator, z, pitch, train=False)
+  assert jax.tree.map(np.shape, variables['face_space']) == {'mean': (16,), 'basis': (16, 3)}
+  variables = {'params': _random_params(variables['params']), 'face_space': space}
+  apply = jax.jit(lambda v, z: generator.apply(v, z, pitch, train=False))
+  off = jnp.asarray(directions[:, 5] - directions[:, 9], jnp.float32)  # Orthogonal to the faces' directions.
+  along = jnp.asarray(directions[:, 0], jnp.float32)
+  # Equal but for float32 rounding and the fitted basis's tilt by the faces' small noise.
+  np.testing.assert_allclose(apply(variables, z + off), apply(variables, z), atol=1e-4)
+  assert float(jnp.max(jnp.abs(apply(variables, z + along) - apply(variables, z)))) > 1e-2
