@@ -149,7 +149,7 @@ class HarmonicGenerator(nn.Module):
   principal components: mean + (f(x) - mean) V V^T. The network then never sees the directions in which the
   training faces hardly vary, and in which faces from real photos vary most (docs/experiments.md). The basis is
   fitted once on the training faces (`fit_face_space`), set before training and saved with G's variables; fresh
-  variables hold a zero basis, which maps every face to one point.
+  variables (a model never trained, as in tests and benchmarks) keep the first K coordinates of f(x) instead.
 
   With `normalize_face` each dimension of f(x) is standardised (batch norm without scale and bias: in training by
   the batch, then by the running statistics of the training faces). A face embedding's dimensions vary by ~0.06
@@ -220,7 +220,8 @@ class HarmonicGenerator(nn.Module):
       raise ValueError(f'HarmonicGenerator length {self.length} must be divisible by frames = {self.frames}.')
     if self.face_components:
       mean = self.variable('face_space', 'mean', jnp.zeros, (z.shape[-1],), jnp.float32).value
-      basis = self.variable('face_space', 'basis', jnp.zeros, (z.shape[-1], self.face_components), jnp.float32).value
+      basis = self.variable('face_space', 'basis',
+                            lambda: jnp.eye(z.shape[-1], self.face_components, dtype=jnp.float32)).value
       z = mean + ((z - mean) @ basis) @ basis.T
     if self.normalize_face:
       z = nn.BatchNorm(use_running_average=not train, momentum=0.99, use_scale=False, use_bias=False,
