@@ -13,6 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from face2music_jax import checkpoint
 from face2music_jax import config_lib
@@ -118,6 +119,19 @@ def _sample_inputs(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs,
   return z, pitch, names
 
 
+def _fit_face_space(local_faces: np.ndarray, components: int) -> dict[str, np.ndarray]:
+  """G's face space fitted on the training faces of every process, from this process's share: the shares'
+  statistics are gathered and combined, and process 0's result is the one every process uses (bit-identical
+  values, as the replicated variables need, whatever each host's linear algebra)."""
+  statistics = g_lib.face_statistics(local_faces)
+  if jax.process_count() == 1:
+    return g_lib.face_space(statistics, components)
+  gathered = multihost_utils.process_allgather({k: np.asarray(v, np.float32) for k, v in statistics.items()})
+  parts = [{k: np.asarray(v[i], np.float64) for k, v in gathered.items()} for i in range(jax.process_count())]
+  space = g_lib.face_space(g_lib.combine_face_statistics(parts), components)
+  return {k: np.asarray(v) for k, v in multihost_utils.broadcast_one_to_all(space).items()}
+
+
 def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.Handler,
            inputs: inputs_lib.Inputs | None) -> TrainState:
   is_main = jax.process_index() == 0
@@ -146,15 +160,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
 
   root = jax.jit(lambda: jax.random.key(config.seed), out_shardings=parallel.replicated(mesh))()
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(root)
-  if 'face_space' in state.g:  # G's projection of the faces (config model.harmonic.face_components), fitted once.
-    space = g_lib.fit_face_space(inputs.faces('train')['embedding'], config.model.harmonic.face_components)
-    state = state.replace(g={**state.g, 'face_space': parallel.replicate(mesh, space)})
   manager = checkpoint.manager(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
   saver = checkpoint.Saver(manager)
   state, latest = checkpoint.restore_latest(manager, state, identity['verified_from'])
   checkpoint.prune(manager, config.train.keep_checkpoints)
   if latest is not None:
     logging.info('Resumed from the checkpoint at step %d.', latest)
+  elif 'face_space' in state.g:  # G's projection of the faces (model.harmonic.face_components): fitted once, kept.
+    space = _fit_face_space(data.faces, config.model.harmonic.face_components)
+    state = state.replace(g={**state.g, 'face_space': parallel.replicate(mesh, space)})
   start_step = int(to_host(state.step))
   if start_step >= config.train.num_steps:
     logging.warning(

@@ -307,24 +307,31 @@ class Translator:
       raise NoFaceError(f'No face found in {name}.') from e
 
   def generate(self, embeddings: np.ndarray, midi: Sequence[int] | np.ndarray) -> np.ndarray:
-    """G(f(x), pitch) in eval mode: embeddings [N, E], MIDI pitches [N] -> audio [N, length] float32.
+    """G(f(x), pitch) in eval mode: embeddings [N, E], MIDI pitches [N] (or one for every face) -> audio
+    [N, length] float32. Note names: `midi` converts them.
 
     Raises:
-      ValueError: embeddings of another shape or width than the model's faces, pitches not one per face, or a
-        pitch outside the model's range (its notes would be silence or NaN, not an error, inside G).
+      ValueError: embeddings of another shape or width than the model's faces, pitches that are not whole MIDI
+        numbers one per face, or a pitch outside the model's range (its notes would be silence or NaN, not an
+        error, inside G).
     """
     embeddings = np.asarray(embeddings, np.float32)
     midi = np.asarray(midi)
     width = self.config.data.embedding_dim
     if embeddings.ndim != 2 or embeddings.shape[1] != width:
       raise ValueError(f'Expected face embeddings of shape [N, {width}] for this model; got {embeddings.shape}.')
+    if midi.ndim == 0:
+      midi = np.full(len(embeddings), midi)
     if midi.shape != (len(embeddings),):
       raise ValueError(f'Expected one MIDI pitch per face ({len(embeddings)}); got pitches of shape {midi.shape}.')
+    if not (np.issubdtype(midi.dtype, np.integer) or
+            (np.issubdtype(midi.dtype, np.floating) and np.all(midi == np.round(midi)))):
+      raise ValueError(f'Expected whole MIDI numbers; got {midi.tolist()[:4]} (note names: Translator.midi).')
     low, high = self.pitch_range
-    outside = midi[(midi < low) | (midi > high) | (midi != np.round(midi))]
+    outside = midi[(midi < low) | (midi > high)]
     if len(outside):
-      raise ValueError(f'MIDI pitch {outside[0]} is outside the range this model was trained on: MIDI {low}..{high} '
-                       f'({melody_lib.note_name(low)}..{melody_lib.note_name(high)}).')
+      raise ValueError(f'MIDI pitch {outside[0]:g} is outside the range this model was trained on: MIDI '
+                       f'{low}..{high} ({melody_lib.note_name(low)}..{melody_lib.note_name(high)}).')
     classes = config_lib.pitch_class(self.config, midi.astype(np.int32))
     n = len(embeddings)
     if not n:

@@ -80,6 +80,11 @@ def test_translator_gives_each_face_left_to_right_from_a_path_an_array_or_a_pil_
     model.generate(z[:, :64], [60, 60])
   with pytest.raises(ValueError, match=r'one MIDI pitch per face \(2\)'):
     model.generate(z, [60])
+  np.testing.assert_array_equal(model.generate(z, 60), model.generate(z, [60, 60]))  # One pitch for every face.
+  with pytest.raises(ValueError, match=r'whole MIDI numbers; got \[60.5, 60.0\]'):
+    model.generate(z, [60.5, 60])
+  with pytest.raises(ValueError, match='note names: Translator.midi'):
+    model.generate(z, ['C4', 'C4'])
 
 
 def test_a_bundle_round_trips_and_a_damaged_one_is_refused(model, trained_tiny_workdir, images, tmp_path):

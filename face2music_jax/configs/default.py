@@ -144,8 +144,8 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # Project f(x) onto the first face_components principal components of the training faces before G sees it, the
   # basis fitted once on them and kept in G's variables (0 = none): photos vary most along directions in which the
   # training crops barely vary, where G's response was noise in the sound. 40 components hold 91% of the training
-  # faces' variance; over seeds 0-2 they raised the photos' Pearson and families at every seed (docs/experiments.md,
-  # "Real photos, fourth round").
+  # faces' variance; over seeds 0-2 they raised the photos' independent Pearson and families at every seed
+  # (docs/experiments.md, "Real photos, fourth round").
   c.model.harmonic.face_components = 40
   c.model.audio_embedding_dim = 64  # Width of the triplet-trained audio embedding (before MFCC concatenation).
   c.model.audio_embedding_channels = 32

@@ -9,6 +9,7 @@ activations run in bfloat16 while the parameters stay float32 (mixed precision);
 is computed and returned in float32 (see each generator for where the switch happens).
 """
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -283,27 +284,55 @@ def init_variables(generator: nn.Module, embedding_dim: int, rng: jax.Array) -> 
   return dict(generator.init(rng, z, pitch, train=False))
 
 
-def fit_face_space(faces: np.ndarray, components: int) -> dict[str, np.ndarray]:
-  """G's 'face_space' variables for `HarmonicGenerator.face_components`: the faces' mean [E] and their first
-  `components` principal directions [E, components] (unit columns, by decreasing variance), float32.
+def face_statistics(faces: np.ndarray) -> dict[str, np.ndarray]:
+  """What `face_space` needs of some faces [N, E]: their 'count', 'mean' [E] and 'scatter' [E, E] (the sum of the
+  outer products of the centred faces), float64, summed over chunks of faces (memory E x E for any number of faces,
+  as VGGFace2's millions). Hosts that each hold a share of the faces combine theirs (`combine_face_statistics`).
 
   Raises:
-    ValueError: fewer than two faces, or more components than the faces' dimensions.
+    ValueError: no faces, faces not [N, E], or faces holding NaN or infinite values.
   """
   faces = np.asarray(faces)
-  if faces.ndim != 2 or len(faces) < 2 or not 0 < components <= faces.shape[1]:
-    raise ValueError(f'fit_face_space needs [N >= 2, E] faces and 0 < components <= E; got faces of shape '
-                     f'{faces.shape} and components = {components}.')
+  if faces.ndim != 2 or not len(faces):
+    raise ValueError(f'Expected faces of shape [N >= 1, E]; got {faces.shape}.')
   if not np.all(np.isfinite(faces)):
-    raise ValueError('fit_face_space: the faces hold NaN or infinite values.')
-  # The eigenvectors of the faces' scatter matrix, largest eigenvalue first, summed in float64 over chunks of faces
-  # (memory E x E whatever the number of faces, as for VGGFace2's millions).
+    raise ValueError('The faces hold NaN or infinite values.')
   chunk = 65536
   mean = sum(faces[i:i + chunk].astype(np.float64).sum(axis=0) for i in range(0, len(faces), chunk)) / len(faces)
   scatter = np.zeros((faces.shape[1], faces.shape[1]))
   for i in range(0, len(faces), chunk):
     centred = faces[i:i + chunk].astype(np.float64) - mean
     scatter += centred.T @ centred
-  _, vectors = np.linalg.eigh(scatter)
+  return {'count': np.float64(len(faces)), 'mean': mean, 'scatter': scatter}
+
+
+def combine_face_statistics(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """The `face_statistics` of the union of disjoint sets of faces, from theirs (Chan et al.'s pairwise update)."""
+  count = sum(np.float64(p['count']) for p in parts)
+  mean = sum(np.float64(p['count']) * np.asarray(p['mean'], np.float64) for p in parts) / count
+  scatter = sum(
+      np.asarray(p['scatter'], np.float64) + np.float64(p['count']) * np.outer(p['mean'] - mean, p['mean'] - mean)
+      for p in parts)
+  return {'count': count, 'mean': mean, 'scatter': scatter}
+
+
+def face_space(statistics: Mapping[str, np.ndarray], components: int) -> dict[str, np.ndarray]:
+  """G's 'face_space' variables for `HarmonicGenerator.face_components` from `face_statistics`: the faces' mean [E]
+  and their first `components` principal directions [E, components] (the scatter matrix's eigenvectors, unit
+  columns, by decreasing variance), float32.
+
+  Raises:
+    ValueError: fewer than two faces, or more components than the faces' dimensions.
+  """
+  width = len(statistics['mean'])
+  if statistics['count'] < 2 or not 0 < components <= width:
+    raise ValueError(f'A face space needs at least 2 faces and 0 < components <= {width} (the faces\' width); got '
+                     f'{int(statistics["count"])} faces and components = {components}.')
+  _, vectors = np.linalg.eigh(np.asarray(statistics['scatter'], np.float64))
   basis = vectors[:, ::-1][:, :components]
-  return {'mean': mean.astype(np.float32), 'basis': np.ascontiguousarray(basis, np.float32)}
+  return {'mean': np.asarray(statistics['mean'], np.float32), 'basis': np.ascontiguousarray(basis, np.float32)}
+
+
+def fit_face_space(faces: np.ndarray, components: int) -> dict[str, np.ndarray]:
+  """`face_space` of the faces [N, E] (see there)."""
+  return face_space(face_statistics(faces), components)

@@ -235,10 +235,19 @@ def test_face_space_fits_the_principal_directions_and_generator_hears_only_them(
   np.testing.assert_allclose(space['basis'] @ space['basis'].T, directions[:, :3] @ directions[:, :3].T, atol=1e-3)
   variance = np.var((faces - space['mean']) @ space['basis'], axis=0)
   assert variance[0] > variance[1] > variance[2] > 0.5
-  with pytest.raises(ValueError, match='components'):
+  # Hosts holding shares of the faces combine their statistics into those of all the faces.
+  whole = generator_lib.face_statistics(faces)
+  combined = generator_lib.combine_face_statistics(
+      [generator_lib.face_statistics(faces[:7]),
+       generator_lib.face_statistics(faces[7:])])
+  for name in ('count', 'mean', 'scatter'):
+    np.testing.assert_allclose(combined[name], whole[name], rtol=1e-10, atol=1e-10, err_msg=name)
+  with pytest.raises(ValueError, match='components <= 16'):
     generator_lib.fit_face_space(faces, 17)
-  with pytest.raises(ValueError, match='N >= 2'):
+  with pytest.raises(ValueError, match='at least 2 faces'):
     generator_lib.fit_face_space(faces[:1], 2)
+  with pytest.raises(ValueError, match='NaN or infinite'):
+    generator_lib.fit_face_space(np.where(np.arange(16) == 3, np.nan, faces), 2)
 
   generator = generator_lib.HarmonicGenerator(num_pitches=NUM_PITCHES, pitch_min=60, length=1024, sample_rate=16000,
                                               hidden=8, channels=8, num_harmonics=4, noise_bands=3, frames=4,
@@ -246,7 +255,9 @@ def test_face_space_fits_the_principal_directions_and_generator_hears_only_them(
   z = jnp.asarray(faces[:2], jnp.float32)
   pitch = jnp.zeros(2, jnp.int32)
   variables = _init(generator, z, pitch, train=False)
-  assert jax.tree.map(np.shape, variables['face_space']) == {'mean': (16,), 'basis': (16, 3)}
+  # Fresh variables (no fit yet) keep the first 3 coordinates: faces still differ there.
+  np.testing.assert_array_equal(variables['face_space']['basis'], np.eye(16, 3))
+  np.testing.assert_array_equal(variables['face_space']['mean'], np.zeros(16))
   variables = {'params': _random_params(variables['params']), 'face_space': space}
   apply = jax.jit(lambda v, z: generator.apply(v, z, pitch, train=False))
   off = jnp.asarray(directions[:, 5] - directions[:, 9], jnp.float32)  # Orthogonal to the faces' directions.
