@@ -33,7 +33,7 @@ def test_restore_generator_reads_the_generator_alone(tmp_path, monkeypatch):
     patch.setattr(d_lib, 'make_discriminator', lambda *args: pytest.fail('The discriminator was built.'))
     patch.setattr(gan.Models, 'init', lambda *args: pytest.fail('The whole state was initialised.'))
     generator, g_vars, step = gan.restore_generator(config, workdir)
-  assert step == 4 and set(g_vars) == {'params', 'batch_stats'}
+  assert step == 4 and set(g_vars) == {'params', 'batch_stats', 'face_space'}
   expected = dict(jax.tree_util.tree_flatten_with_path(gan.to_host(state.g))[0])
   got = dict(jax.tree_util.tree_flatten_with_path(gan.to_host(g_vars))[0])
   assert got.keys() == expected.keys()

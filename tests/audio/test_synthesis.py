@@ -147,7 +147,8 @@ def test_harmonic_generator_is_in_tune_for_every_face_and_pitch():
   z = jax.random.normal(jax.random.key(0), (4, config.data.embedding_dim))
   pitch = jnp.array([0, 4, 8, 12])  # MIDI 48, 52, 56, 60 in the tiny config.
   variables = _init(generator, z, pitch)
-  assert set(variables) == {'params', 'batch_stats'}  # The running statistics of the face standardisation.
+  # The running statistics of the face standardisation, the face space (model.harmonic.face_components).
+  assert set(variables) == {'params', 'batch_stats', 'face_space'}
   apply = jax.jit(lambda v, z: generator.apply(v, z, pitch, train=False))
   audio = np.asarray(apply(variables, z))
   assert audio.shape == (4, config.audio.length) and np.all(np.isfinite(audio))
@@ -231,7 +232,9 @@ def test_the_face_input_is_standardised_so_its_scale_and_offset_do_not_matter():
   b, updated = train(small)
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-3 * float(np.abs(a).max()))
   mean = updated['batch_stats']['face_norm']['mean']
-  np.testing.assert_allclose(np.asarray(mean), 0.01 * np.asarray(jnp.mean(small, axis=0)), rtol=1e-4, atol=1e-7)
+  space = variables['face_space']  # Standardised after the projection onto the face space.
+  projected = space['mean'] + ((small - space['mean']) @ space['basis']) @ space['basis'].T
+  np.testing.assert_allclose(np.asarray(mean), 0.01 * np.asarray(jnp.mean(projected, axis=0)), rtol=1e-4, atol=1e-7)
 
 
 def test_release_window_and_fundamental_floor():
