@@ -218,7 +218,7 @@ def step_profile(config: ml_collections.ConfigDict, repeats: int, ceiling: float
   features2 = jax.jit(phi_forward)(audio2)
 
   def aux_update_forward_backward(aux_params):  # A's update: phi(y) of real and fake notes, gradient w.r.t. A.
-    return jax.grad(lambda p: jnp.mean(models.aux.apply({**state.aux, 'params': p}, features2)))(aux_params)
+    return jax.grad(lambda p: jnp.mean(models.aux.apply({**state.aux, 'params': p}, features2, pitch2)))(aux_params)
 
   def phi_forward_backward(x):
     return jax.grad(lambda x: jnp.mean(phi_forward(x)))(x)

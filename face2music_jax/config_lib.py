@@ -61,6 +61,7 @@ ADDED_FIELDS = {
     'train.face_spread': 1.0,
     'train.face_noise': 0.0,
     'model.harmonic.face_components': 0,
+    'model.aux_pitch_conditional': False,
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with

@@ -66,7 +66,9 @@ class Models:
     audio = jnp.zeros((2, c.audio.length), jnp.float32)
     g = init_generator(self.g, c, k_g)
     d = dict(self.d.init({'params': k_d, 'phase_shuffle': k_p}, audio, pitch, train=False))
-    aux = dict(self.aux.init(k_a, jnp.zeros((self.aux.pack, embedding_lib.phi_dim(c))))) if self.aux else {}
+    aux = dict(
+        self.aux.init(k_a, jnp.zeros((self.aux.pack, embedding_lib.phi_dim(c))), jnp.zeros(
+            (self.aux.pack,), jnp.int32))) if self.aux else {}
     return TrainState(step=jnp.zeros(
         (), jnp.int32), g=g, d=d, aux=aux, g_opt=self.g_tx.init(g['params']), d_opt=self.d_tx.init(d['params']),
                       aux_opt=self.aux_tx.init(aux['params']) if aux else {}, skipped=jnp.zeros((), jnp.int32))

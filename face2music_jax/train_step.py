@@ -91,11 +91,12 @@ def make_train_step(models: gan.Models):
           m['gradient_penalty'] = losses.gradient_penalty(critic, real, fake, k_gp)
           total = total + c.gp_weight * m['gradient_penalty']
         if use_aux:
-          aux_critic = lambda x: models.aux.apply({'params': aux_params}, x)
-          m['aux_d_loss'] = d_loss_fn(*jnp.split(aux_critic(aux_inputs), 2))
+          aux_critic = lambda x, p: models.aux.apply({'params': aux_params}, x, p)
+          m['aux_d_loss'] = d_loss_fn(*jnp.split(aux_critic(aux_inputs, jnp.concatenate([real_pitch, real_pitch])), 2))
           total = total + m['aux_d_loss']
           if c.loss == 'wgan-gp':  # The auxiliary critic is Lipschitz-constrained the same way as the main one.
-            m['aux_gradient_penalty'] = losses.gradient_penalty(aux_critic, *jnp.split(aux_inputs, 2), k_agp)
+            m['aux_gradient_penalty'] = losses.gradient_penalty(lambda x: aux_critic(x, real_pitch),
+                                                                *jnp.split(aux_inputs, 2), k_agp)
             total = total + c.gp_weight * m['aux_gradient_penalty']
         return total, (new_others, m)
 
@@ -130,7 +131,7 @@ def make_train_step(models: gan.Models):
         m['metric_loss'] = losses.metric_preservation_loss(z, all_phi[b:] if one_pitch else fake_phi, stats)
         total = total + metric_weight * m['metric_loss']
       if use_aux:
-        m['aux_g_loss'] = g_loss_fn(models.aux.apply(aux_vars, fake_phi))
+        m['aux_g_loss'] = g_loss_fn(models.aux.apply(aux_vars, fake_phi, pitch))
         total = total + c.aux_weight * m['aux_g_loss']
       m['g_loss'] = total
       return total, m

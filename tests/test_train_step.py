@@ -86,11 +86,12 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
                                                                                  face_noise):
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective. With
   metric_pairs 'one_pitch', Eq. 1 compares the faces' notes at one pitch drawn from the batch; with aux_pack 2, A
-  judges pairs of notes; with face_spread, G and Eq. 1 see each face moved away from the batch's mean, with
-  face_noise, each face with isotropic noise added."""
+  judges pairs of notes, conditioned on their pitches; with face_spread, G and Eq. 1 see each face moved away from
+  the batch's mean, with face_noise, each face with isotropic noise added."""
   config = helpers.tiny_config('aux')
   config.train.metric_pairs, config.model.aux_pack, config.train.face_spread = metric_pairs, aux_pack, face_spread
   config.train.face_noise = face_noise
+  config.model.aux_pitch_conditional = aux_pack > 1  # One compiled step for both options.
   assert config.train.pitch_classification_weight > 0  # The default: D's pitch head is part of G's objective.
   # The compiled step and inputs of test_each_config_step_runs_with_finite_losses[aux-harmonic], whose compilation
   # the persistent cache shares.
@@ -122,7 +123,7 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
       metric_phi = phi
     t = config.train
     return (losses.hinge_g_loss(logits) + t.metric_weight * losses.metric_preservation_loss(z, metric_phi, stats) +
-            t.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi)) +
+            t.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi, pitch)) +
             t.pitch_classification_weight * losses.pitch_classification_loss(pitch_logits, pitch))
 
   loss, grads = jax.jit(jax.value_and_grad(reference))(state.g['params'])

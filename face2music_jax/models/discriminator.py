@@ -91,25 +91,44 @@ class AuxDiscriminator(nn.Module):
   concatenated, so A sees whether notes of different faces differ as much as real notes do, which a critic of one
   note at a time cannot see; a generator that gives most faces one timbre is then told apart.
 
+  With `num_pitches` > 0 it is conditioned on the notes' pitch by projection (Miyato and Koyama 2018, as the main
+  discriminator is): the logit gains <embed(pitch), h> with h its last hidden layer, so A compares phi(y) with the
+  real notes of the same pitch, not with real notes of any pitch: a generator whose high notes all sound like one
+  family is told apart even where that family is common among the low notes.
+
   Attributes:
     features: widths of the dense layers, the last one 1 (the paper: 128, 64, 32, 16, 1).
     pack: notes judged together (1: the paper's A, one note at a time).
+    num_pitches: pitch classes of the projection; 0 = unconditional (the paper's A).
   """
   features: Sequence[int] = (128, 64, 32, 16, 1)
   pack: int = 1
+  num_pitches: int = 0
 
   @nn.compact
-  def __call__(self, phi: jax.Array) -> jax.Array:
-    """phi: [B, F] float32 audio embeddings phi(y), B a multiple of `pack` -> [B / pack] float32 logits."""
+  def __call__(self, phi: jax.Array, pitch: jax.Array | None = None) -> jax.Array:
+    """phi: [B, F] float32 audio embeddings phi(y), B a multiple of `pack`; pitch: [B] int32 pitch classes, needed
+    when conditional -> [B / pack] float32 logits."""
     b, f = phi.shape
     if b % self.pack:
       raise ValueError(f'The auxiliary discriminator packs {self.pack} notes: a batch of {b} does not divide.')
     x = phi.reshape(b // self.pack, self.pack * f)
+    h = x
     for i, width in enumerate(self.features):
       if i:
         x = nn.leaky_relu(x, 0.2)
+      h = x
       x = nn.Dense(width, name=f'dense{i}')(x)
-    return x[:, 0]
+    logit = x[:, 0]
+    if not self.num_pitches:
+      return logit
+    if pitch is None or pitch.shape != (b,):
+      raise ValueError(f'The pitch-conditional auxiliary discriminator needs one pitch per note ([{b}]), got '
+                       f'{None if pitch is None else pitch.shape}.')
+    # A pack's notes add their pitches' embeddings: the projection of the pack's pitches.
+    embedding = nn.Embed(self.num_pitches, h.shape[-1], name='pitch_projection')(pitch)
+    embedding = embedding.reshape(b // self.pack, self.pack, -1).sum(axis=1)
+    return logit + jnp.sum(embedding * h, axis=-1)
 
 
 def make_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
@@ -122,4 +141,5 @@ def make_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
 
 def make_aux_discriminator(config: ml_collections.ConfigDict) -> AuxDiscriminator:
   """The auxiliary discriminator of `config.model.aux_features`."""
-  return AuxDiscriminator(features=tuple(config.model.aux_features), pack=config.model.aux_pack)
+  return AuxDiscriminator(features=tuple(config.model.aux_features), pack=config.model.aux_pack,
+                          num_pitches=config_lib.num_pitches(config) if config.model.aux_pitch_conditional else 0)

@@ -168,6 +168,44 @@ def test_aux_discriminator_packs_notes_and_judges_them_together():
     aux.apply(variables, phi[:5])
 
 
+def test_pitch_conditional_aux_discriminator_judges_a_note_against_its_pitch():
+  aux = discriminator_lib.AuxDiscriminator(num_pitches=5)
+  phi = jax.random.normal(jax.random.key(0), (4, 40))
+  pitch = jnp.array([0, 1, 2, 3])
+  variables = aux.init(jax.random.key(1), phi, pitch)
+  assert variables['params']['pitch_projection']['embedding'].shape == (5, 16)  # One row per pitch, h's width.
+  logits = np.asarray(jax.jit(aux.apply)(variables, phi, pitch))
+  assert logits.shape == (4,)
+  # The same notes at other pitches: other logits, by the projection <embed(pitch), h> alone.
+  moved = np.asarray(jax.jit(aux.apply)(variables, phi, pitch + 1))
+  assert np.all(moved != logits)
+  unconditional = discriminator_lib.AuxDiscriminator().apply(
+      {'params': {
+          k: v for k, v in variables['params'].items() if k != 'pitch_projection'
+      }}, phi)
+  hidden = _aux_hidden(variables['params'], phi)
+  projection = np.sum(np.asarray(variables['params']['pitch_projection']['embedding'])[pitch] * hidden, axis=-1)
+  np.testing.assert_allclose(logits, np.asarray(unconditional) + projection, rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='needs one pitch per note'):
+    aux.apply(variables, phi)
+  # Packed notes add their pitches' embeddings.
+  packed = discriminator_lib.AuxDiscriminator(pack=2, num_pitches=5)
+  variables = packed.init(jax.random.key(1), phi, pitch)
+  assert jax.jit(packed.apply)(variables, phi, pitch).shape == (2,)
+  swapped = np.asarray(jax.jit(packed.apply)(variables, phi, pitch[jnp.array([1, 0, 2, 3])]))
+  np.testing.assert_allclose(swapped, np.asarray(packed.apply(variables, phi, pitch)), rtol=1e-6)
+
+
+def _aux_hidden(params, phi):
+  """A's last hidden layer (the input of its last dense layer), computed by hand."""
+  x = np.asarray(phi)
+  for i in range(4):
+    if i:
+      x = np.where(x > 0, x, 0.2 * x)
+    x = x @ np.asarray(params[f'dense{i}']['kernel']) + np.asarray(params[f'dense{i}']['bias'])
+  return np.where(x > 0, x, 0.2 * x)
+
+
 def test_make_from_config():
   config = default.get_config('tiny')
   generator = generator_lib.make_generator(config)
