@@ -19,6 +19,12 @@ import pytest
 # then starts the workers without 5 s of imports first.
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  """The slow tests first (stable: in collection order among themselves): xdist hands out tests in this order, so the
+  two workers end on short tests instead of one of them finishing a minute-long one while the other waits."""
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+
+
 def _run_root(tmp_path_factory) -> pathlib.Path:
   """The directory of this test run, shared by its xdist workers (each has its own basetemp below it); not shared
   with other runs, whose artefacts may be of other code."""

@@ -98,6 +98,7 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   setup = _setup(config)
   models, state, batch, metric, stats, root = (setup.models, setup.state, setup.host_batch, setup.metric, setup.stats,
                                                setup.root)
+  assert ('pitch_projection' in state.aux['params']) == config.model.aux_pitch_conditional
   new, metrics = setup.step(_fresh(state), setup.batch, metric, stats, root)
   z, pitch = batch['embedding'][-1], batch['pitch'][-1]
   k_g = jax.random.fold_in(jax.random.fold_in(root, 0), config.train.d_steps)
@@ -134,9 +135,11 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
 
 def _variant_config():
   """The aux config with every non-default option of the step at once: WGAN-GP, two D updates per step, D's
-  pitch head at weight 1 and a metric-loss warm-up. The tests below share its one compiled step (50 s here each)."""
+  pitch head at weight 1, a metric-loss warm-up and A conditioned on the pitch (its gradient penalty at the notes'
+  pitches). The tests below share its one compiled step (50 s here each)."""
   config = helpers.tiny_config('aux')
   config.train.loss = 'wgan-gp'
+  config.model.aux_pitch_conditional = True
   config.train.d_steps = 2
   config.train.pitch_classification_weight = 1.0
   config.train.metric_warmup_steps = 10
@@ -149,6 +152,7 @@ def variant() -> _Setup:
 
 
 def test_wgan_gp_is_selectable_and_penalises_both_critics(variant):
+  assert 'pitch_projection' in variant.state.aux['params']  # The conditional A.
   _, history = _steps(variant, 2)
   assert all(m['finite'] == 1.0 and m['gradient_penalty'] > 0 and m['aux_gradient_penalty'] > 0 for m in history)
 

@@ -122,8 +122,9 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.aux_features = (128, 64, 32, 16, 1)
   # Notes the auxiliary discriminator judges together (PacGAN; 1 = the paper's, one at a time); > 1 needs 'hinge'.
   c.model.aux_pack = 1
-  # Condition the auxiliary discriminator on the notes' pitch (a projection, as D's): A then compares a note's
-  # phi(y) with real notes of its own pitch (docs/experiments.md, real photos, fifth round).
+  # Condition the auxiliary discriminator on the notes' pitch (a projection, as D's, without spectral
+  # normalisation): A then compares a note's phi(y) with real notes of its own pitch (docs/experiments.md, real
+  # photos, fifth round: not adopted).
   c.model.aux_pitch_conditional = False
   # The harmonic generator (models/generator.py: HarmonicGenerator).
   c.model.harmonic = ml_collections.ConfigDict()

@@ -92,7 +92,7 @@ class AuxDiscriminator(nn.Module):
   note at a time cannot see; a generator that gives most faces one timbre is then told apart.
 
   With `num_pitches` > 0 it is conditioned on the notes' pitch by projection (Miyato and Koyama 2018, as the main
-  discriminator is): the logit gains <embed(pitch), h> with h its last hidden layer, so A compares phi(y) with the
+  discriminator is, here without spectral normalisation): the logit gains <embed(pitch), h> with h its last hidden layer, so A compares phi(y) with the
   real notes of the same pitch, not with real notes of any pitch: a generator whose high notes all sound like one
   family is told apart even where that family is common among the low notes.
 
@@ -113,7 +113,6 @@ class AuxDiscriminator(nn.Module):
     if b % self.pack:
       raise ValueError(f'The auxiliary discriminator packs {self.pack} notes: a batch of {b} does not divide.')
     x = phi.reshape(b // self.pack, self.pack * f)
-    h = x
     for i, width in enumerate(self.features):
       if i:
         x = nn.leaky_relu(x, 0.2)

@@ -15,10 +15,13 @@ NUM_PITCHES = 5
 
 @pytest.fixture(scope='module', autouse=True)
 def _fast_compiles():
-  """These tests check shapes, ranges and finiteness, which XLA's optimisations do not change."""
+  """These tests check shapes, ranges and finiteness, which XLA's optimisations do not change. The setting the
+  worker had is restored after them (conftest's, unless the environment says otherwise): the modules that follow
+  compile as the rest of the suite does."""
+  before = jax.config.read('jax_disable_most_optimizations')
   jax.config.update('jax_disable_most_optimizations', True)
   yield
-  jax.config.update('jax_disable_most_optimizations', False)
+  jax.config.update('jax_disable_most_optimizations', before)
 
 
 def _init(module, *args, **kwargs):
@@ -172,28 +175,42 @@ def test_pitch_conditional_aux_discriminator_judges_a_note_against_its_pitch():
   aux = discriminator_lib.AuxDiscriminator(num_pitches=5)
   phi = jax.random.normal(jax.random.key(0), (4, 40))
   pitch = jnp.array([0, 1, 2, 3])
-  variables = aux.init(jax.random.key(1), phi, pitch)
-  assert variables['params']['pitch_projection']['embedding'].shape == (5, 16)  # One row per pitch, h's width.
-  logits = np.asarray(jax.jit(aux.apply)(variables, phi, pitch))
+  variables = _init(aux, phi, pitch)
+  embedding = np.asarray(variables['params']['pitch_projection']['embedding'])
+  assert embedding.shape == (5, 16)  # One row per pitch, of h's width.
+  apply = jax.jit(aux.apply)
+  logits = np.asarray(apply(variables, phi, pitch))
   assert logits.shape == (4,)
   # The same notes at other pitches: other logits, by the projection <embed(pitch), h> alone.
-  moved = np.asarray(jax.jit(aux.apply)(variables, phi, pitch + 1))
-  assert np.all(moved != logits)
+  assert np.all(np.asarray(apply(variables, phi, pitch + 1)) != logits)
   unconditional = discriminator_lib.AuxDiscriminator().apply(
       {'params': {
           k: v for k, v in variables['params'].items() if k != 'pitch_projection'
       }}, phi)
   hidden = _aux_hidden(variables['params'], phi)
-  projection = np.sum(np.asarray(variables['params']['pitch_projection']['embedding'])[pitch] * hidden, axis=-1)
-  np.testing.assert_allclose(logits, np.asarray(unconditional) + projection, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(logits,
+                             np.asarray(unconditional) + np.sum(embedding[pitch] * hidden, axis=-1), rtol=1e-5,
+                             atol=1e-6)
   with pytest.raises(ValueError, match='needs one pitch per note'):
     aux.apply(variables, phi)
-  # Packed notes add their pitches' embeddings.
+  # Packed notes add their pitches' embeddings: <embed(p0) + embed(p1), h of the pack>.
   packed = discriminator_lib.AuxDiscriminator(pack=2, num_pitches=5)
-  variables = packed.init(jax.random.key(1), phi, pitch)
-  assert jax.jit(packed.apply)(variables, phi, pitch).shape == (2,)
-  swapped = np.asarray(jax.jit(packed.apply)(variables, phi, pitch[jnp.array([1, 0, 2, 3])]))
-  np.testing.assert_allclose(swapped, np.asarray(packed.apply(variables, phi, pitch)), rtol=1e-6)
+  variables = _init(packed, phi, pitch)
+  embedding = np.asarray(variables['params']['pitch_projection']['embedding'])
+  apply = jax.jit(packed.apply)
+  logits = np.asarray(apply(variables, phi, pitch))
+  assert logits.shape == (2,)
+  assert np.array_equal(np.asarray(apply(variables, phi, pitch[jnp.array([1, 0, 2, 3])])), logits)
+  hidden = _aux_hidden(variables['params'], phi.reshape(2, 80))
+  expected_projection = np.sum((embedding[pitch[0::2]] + embedding[pitch[1::2]]) * hidden, axis=-1)
+  unconditional = discriminator_lib.AuxDiscriminator(pack=2).apply(
+      {'params': {
+          k: v for k, v in variables['params'].items() if k != 'pitch_projection'
+      }}, phi)
+  np.testing.assert_allclose(logits, np.asarray(unconditional) + expected_projection, rtol=1e-5, atol=1e-6)
+  # Another pitch for one note of the second pack: only that pack's logit changes.
+  changed = np.asarray(apply(variables, phi, pitch.at[3].set(4)))
+  assert changed[0] == logits[0] and changed[1] != logits[1]
 
 
 def _aux_hidden(params, phi):
@@ -214,7 +231,9 @@ def test_make_from_config():
   assert generator.num_pitches == discriminator.num_pitches == 13
   assert generator.length == config.audio.length and generator.hidden == config.model.harmonic.hidden
   assert discriminator.phase_shuffle == config.model.phase_shuffle
-  assert aux.features == tuple(config.model.aux_features)
+  assert aux.features == tuple(config.model.aux_features) and aux.num_pitches == 0  # The paper's A.
+  config.model.aux_pitch_conditional = True
+  assert discriminator_lib.make_aux_discriminator(config).num_pitches == 13
   z = jnp.zeros((2, config.data.embedding_dim))
   pitch = jnp.array([0, 12], jnp.int32)
   audio = jax.eval_shape(lambda: generator.init_with_output(jax.random.key(0), z, pitch, train=False)[0])
