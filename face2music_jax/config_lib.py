@@ -62,6 +62,7 @@ ADDED_FIELDS = {
     'train.face_noise': 0.0,
     'model.harmonic.face_components': 0,
     'model.aux_pitch_conditional': False,
+    'model.harmonic.steady_harmonics': False,
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with

@@ -143,6 +143,10 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # The fundamental's share of the harmonic amplitude, at least: with none, faces of real photos got notes whose
   # fundamental carried 4-12% of the energy at MIDI 72, heard an octave low (docs/experiments.md).
   c.model.harmonic.fundamental_floor = 0.2
+  # One harmonic distribution per note (from the conditioning vector) instead of one per control frame: the
+  # translations' partials swung by 34 dB within a note where real notes' swing by 6 dB (docs/experiments.md, real
+  # photos, fifth round).
+  c.model.harmonic.steady_harmonics = False
   # Standardise each dimension of f(x) by the training faces' statistics (batch norm) before the network sees it.
   c.model.harmonic.normalize_face = True
   # Project f(x) onto the first face_components principal components of the training faces before G sees it, the

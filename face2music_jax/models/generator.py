@@ -181,6 +181,9 @@ class HarmonicGenerator(nn.Module):
       above); 0 = none.
     fundamental_floor: the fraction of the harmonic amplitude the fundamental always carries
       (synthesis.with_fundamental), so that high notes are not heard an octave low; 0 = none.
+    steady_harmonics: one harmonic distribution per note, from the conditioning vector (as the envelope), instead of
+      one per control frame: the partials keep their relative levels over the note, as a real instrument's do
+      (the overall amplitude still follows the frames and the envelope).
     release_s: the note's release, a fade over its last seconds (synthesis.release_window); 0 = none.
     note_rms: every note scaled to this RMS (synthesis.normalize_rms, as the real notes); 0 = as generated.
     dtype: the computation's dtype of the control network's trunk (float32 or bfloat16).
@@ -200,6 +203,7 @@ class HarmonicGenerator(nn.Module):
   normalize_face: bool = False
   face_components: int = 0
   fundamental_floor: float = 0.0
+  steady_harmonics: bool = False
   release_s: float = 0.0
   note_rms: float = 0.0
   dtype: Dtype = jnp.float32
@@ -243,9 +247,14 @@ class HarmonicGenerator(nn.Module):
       x = nn.leaky_relu(x * (1.0 + scale) + shift, 0.2)
     # The heads and the synthesis in float32 (class docstring).
     x, c = x.astype(jnp.float32), c.astype(jnp.float32)
+    if self.steady_harmonics:  # One distribution per note (class docstring).
+      harmonics = nn.Dense(self.num_harmonics, name='harmonics')(c)[:, None]
+      harmonics = jnp.broadcast_to(harmonics, (z.shape[0], self.frames, self.num_harmonics))
+    else:
+      harmonics = nn.Dense(self.num_harmonics, name='harmonics')(x)
     raw = {
         'amplitude': nn.Dense(1, bias_init=nn.initializers.constant(-1.0), name='amplitude')(x),
-        'harmonics': nn.Dense(self.num_harmonics, name='harmonics')(x),
+        'harmonics': harmonics,
         'noise': nn.Dense(self.noise_bands, bias_init=nn.initializers.constant(-5.0), name='noise')(x),
         'envelope': nn.Dense(3, name='envelope')(c),
     }
@@ -266,9 +275,9 @@ def make_generator(config: ml_collections.ConfigDict) -> WaveGANGenerator | Harm
                              channels=h.channels, num_harmonics=h.num_harmonics, noise_bands=h.noise_bands,
                              frames=h.frames, num_blocks=h.num_blocks, noise_max=h.noise_max,
                              relative_noise=h.relative_noise, fundamental_floor=h.fundamental_floor,
-                             normalize_face=h.normalize_face, face_components=h.face_components,
-                             release_s=config.audio.release_s, note_rms=config.audio.note_rms,
-                             dtype=jnp.dtype(config.train.dtype))
+                             steady_harmonics=h.steady_harmonics, normalize_face=h.normalize_face,
+                             face_components=h.face_components, release_s=config.audio.release_s,
+                             note_rms=config.audio.note_rms, dtype=jnp.dtype(config.train.dtype))
   w = m.wavegan
   return WaveGANGenerator(dim=w.dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
                           kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=w.upsample,

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import librosa
 import numpy as np
 import pytest
 
@@ -235,6 +236,36 @@ def test_the_face_input_is_standardised_so_its_scale_and_offset_do_not_matter():
   space = variables['face_space']  # Standardised after the projection onto the face space.
   projected = space['mean'] + ((small - space['mean']) @ space['basis']) @ space['basis'].T
   np.testing.assert_allclose(np.asarray(mean), 0.01 * np.asarray(jnp.mean(projected, axis=0)), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_steady_harmonics_keep_the_partials_relative_levels_over_the_note():
+  """With steady_harmonics the harmonic distribution is one per note: the levels of a note's two strongest partials
+  relative to each other hold over the note (the overall amplitude may still move), while a distribution per
+  control frame lets them swing. The harmonic heads' weights are scaled up, so that an untrained network's controls
+  vary as a trained one's can."""
+  z = jax.random.normal(jax.random.key(0), (3, 8))
+  pitch = jnp.array([0, 5, 11])
+  freqs = librosa.fft_frequencies(sr=SR, n_fft=2048)
+  swing = {}
+  for steady in (False, True):
+    generator = g_lib.HarmonicGenerator(num_pitches=12, pitch_min=48, length=8192, sample_rate=SR, noise_max=0.05,
+                                        relative_noise=True, steady_harmonics=steady)
+    params = dict(_init(generator, z, pitch)['params'])
+    params['harmonics'] = {**params['harmonics'], 'kernel': 4.0 * params['harmonics']['kernel']}
+    audio = np.asarray(jax.jit(lambda p, g=generator: g.apply({'params': p}, z, pitch, train=False))(params))
+    swings = []
+    for clip, p in zip(audio, np.asarray(pitch)):
+      f0 = float(listening.midi_to_hz(p + 48))
+      spectrum = np.abs(librosa.stft(clip, n_fft=2048, hop_length=256))[:, 4:-8]  # After the attack, before the end.
+      levels = np.stack([20 * np.log10(spectrum[np.argmin(np.abs(freqs - k * f0))] + 1e-9) for k in range(1, 9)])
+      first, second = np.argsort(levels.mean(axis=1))[-2:]
+      ratio = levels[first] - levels[second]
+      swings.append(float(ratio.max() - ratio.min()))
+    swing[steady] = max(swings)
+  # Here 1.0 dB against 36 dB: what remains is the noise and the analysis window over the amplitude's ramps.
+  assert swing[True] < 3.0, swing
+  assert swing[False] > 10.0, swing
 
 
 def test_release_window_and_fundamental_floor():

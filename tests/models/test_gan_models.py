@@ -230,6 +230,10 @@ def test_make_from_config():
   aux = discriminator_lib.make_aux_discriminator(config)
   assert generator.num_pitches == discriminator.num_pitches == 13
   assert generator.length == config.audio.length and generator.hidden == config.model.harmonic.hidden
+  assert not generator.steady_harmonics  # A distribution per control frame, unless the config says otherwise.
+  config.model.harmonic.steady_harmonics = True
+  assert generator_lib.make_generator(config).steady_harmonics
+  config.model.harmonic.steady_harmonics = False
   assert discriminator.phase_shuffle == config.model.phase_shuffle
   assert aux.features == tuple(config.model.aux_features) and aux.num_pitches == 0  # The paper's A.
   config.model.aux_pitch_conditional = True
