@@ -92,9 +92,9 @@ class AuxDiscriminator(nn.Module):
   note at a time cannot see; a generator that gives most faces one timbre is then told apart.
 
   With `num_pitches` > 0 it is conditioned on the notes' pitch by projection (Miyato and Koyama 2018, as the main
-  discriminator is, here without spectral normalisation): the logit gains <embed(pitch), h> with h its last hidden layer, so A compares phi(y) with the
-  real notes of the same pitch, not with real notes of any pitch: a generator whose high notes all sound like one
-  family is told apart even where that family is common among the low notes.
+  discriminator is, here without spectral normalisation): the logit gains <embed(pitch), h> with h its last hidden
+  layer, so A compares phi(y) with the real notes of the same pitch, not with real notes of any pitch: a generator
+  whose high notes all sound like one family is told apart even where that family is common among the low notes.
 
   Attributes:
     features: widths of the dense layers, the last one 1 (the paper: 128, 64, 32, 16, 1).

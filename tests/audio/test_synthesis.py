@@ -259,7 +259,7 @@ def test_steady_harmonics_keep_the_partials_relative_levels_over_the_note():
       f0 = float(listening.midi_to_hz(p + 48))
       spectrum = np.abs(librosa.stft(clip, n_fft=2048, hop_length=256))[:, 4:-8]  # After the attack, before the end.
       levels = np.stack([20 * np.log10(spectrum[np.argmin(np.abs(freqs - k * f0))] + 1e-9) for k in range(1, 9)])
-      first, second = np.argsort(levels.mean(axis=1))[-2:]
+      second, first = np.argsort(levels.mean(axis=1))[-2:]  # The strongest last.
       ratio = levels[first] - levels[second]
       swings.append(float(ratio.max() - ratio.min()))
     swing[steady] = max(swings)
