@@ -142,7 +142,8 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.harmonic.relative_noise = True
   # The fundamental's share of the harmonic amplitude, at least: with none, faces of real photos got notes whose
   # fundamental carried 4-12% of the energy at MIDI 72, heard an octave low (docs/experiments.md).
-  c.model.harmonic.fundamental_floor = 0.2  # One harmonic distribution per note (from the conditioning vector) instead of one per control frame: the
+  c.model.harmonic.fundamental_floor = 0.2
+  # One harmonic distribution per note (from the conditioning vector) instead of one per control frame: the
   # translations' partials swung by a median 34.5 dB within a note, real notes' by 5.6 dB (docs/experiments.md,
   # real photos, fifth round: not adopted, it cost in-tune notes at MIDI 72).
   c.model.harmonic.steady_harmonics = False
