@@ -380,6 +380,7 @@ class SoundfontNotes(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, renderer: Renderer, notes: Sequence[Note],
                          progress: _Progress) -> Iterator[tuple[str, dict]]:
     for note in notes:
+      _raise_if_stopped()
       audio = render_note(renderer, note)
       progress.step()
       yield note.id, {
@@ -445,6 +446,18 @@ def prepare_notes(config: ml_collections.ConfigDict) -> SoundfontNotes:
   return builder
 
 
+# The signal that asked the notes process to stop (second_process_main), or None.
+_stop_signal: str | None = None
+
+
+def _raise_if_stopped() -> None:
+  """Raises KeyboardInterrupt again if a stop signal arrived: the handler's own raise is lost where the signal
+  lands inside a garbage-collection callback (JAX's `_xla_gc_callback`), whose exceptions Python drops (seen: the
+  notes process then rendered every note and exited 0). Called before each note."""
+  if _stop_signal:
+    raise KeyboardInterrupt(_stop_signal)
+
+
 def second_process_main(answer_fd: int) -> None:
   """The process that `stages.ensure_data` starts to render the notes while it embeds the faces.
 
@@ -452,14 +465,17 @@ def second_process_main(answer_fd: int) -> None:
   process does. On an error it logs it with its traceback and writes the pickled exception to `answer_fd` (its
   stdout; anything printed goes to stderr), then exits with 1. The first SIGTERM or SIGINT stops it as
   KeyboardInterrupt does, through TFDS's clean-up of its incomplete directory, with exit code 3; further ones are
-  ignored, so that they cannot cut that clean-up short.
+  ignored, so that they cannot cut that clean-up short. A stop whose KeyboardInterrupt was lost is raised again
+  before the next note (`_raise_if_stopped`).
   """
 
   def stop_once(signum, frame):
     del frame
+    global _stop_signal
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    _stop_signal = signal.Signals(signum).name
+    raise KeyboardInterrupt(_stop_signal)
 
   signal.signal(signal.SIGTERM, stop_once)
   signal.signal(signal.SIGINT, stop_once)
