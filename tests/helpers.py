@@ -27,6 +27,11 @@ WITHOUT_TENSORFLOW = ('tensorflow', 'tensorflow_datasets', 'dlib')
 BLOCK_TENSORFLOW = f'import sys\nfor m in {WITHOUT_TENSORFLOW!r}: sys.modules[m] = None\n'
 
 
+def xla_flags(*flags: str) -> str:
+  """XLA_FLAGS for a subprocess: this process's (conftest.py's compile settings) and `flags`."""
+  return ' '.join([os.environ.get('XLA_FLAGS', ''), *flags]).strip()
+
+
 def eval_summary(value: float, step: int = 8, pitches: tuple[int, ...] = (36, 60)) -> dict:
   """An evaluation summary (eval/metrics.json, `evaluate.evaluate`'s keys) with what the tables read: every measure
   is `value` (or a fixed multiple of it), so a test knows each column's mean and sd."""

@@ -319,7 +319,7 @@ def _start_two_processes(workdir: str, data: str, env: dict[str, str], tmp_path,
                          name: str = 'process') -> tuple[list[subprocess.Popen], list[str]]:
   """Two processes of one run, 2 CPU devices each; their logs are <tmp_path>/<name>_<i>.log."""
   port = _free_port()
-  env = dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env = dict(env, XLA_FLAGS=helpers.xla_flags('--xla_force_host_platform_device_count=2'))
   logs = [str(tmp_path / f'{name}_{i}.log') for i in range(2)]
   procs = [
       _start(

@@ -229,7 +229,8 @@ def test_one_device_and_eight_devices_give_the_same_parameters(tmp_path, name):
   results = {}
   for n in (1, 8):
     out = str(tmp_path / f'params_{n}.npz')
-    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={n}', JAX_PLATFORMS='cpu')
+    env = dict(os.environ, XLA_FLAGS=helpers.xla_flags(f'--xla_force_host_platform_device_count={n}'),
+               JAX_PLATFORMS='cpu')
     subprocess.run([sys.executable, '-c', SCRIPT.format(root=ROOT, out=out, name=name)], check=True, env=env, cwd=ROOT,
                    timeout=600)
     results[n] = dict(np.load(out))
