@@ -466,7 +466,8 @@ def second_process_main(answer_fd: int) -> None:
   stdout; anything printed goes to stderr), then exits with 1. The first SIGTERM or SIGINT stops it as
   KeyboardInterrupt does, through TFDS's clean-up of its incomplete directory, with exit code 3; further ones are
   ignored, so that they cannot cut that clean-up short. A stop whose KeyboardInterrupt was lost is raised again
-  before the next note (`_raise_if_stopped`).
+  before the next note (`_raise_if_stopped`); one that surfaced as another error (an import it interrupted raises
+  ImportError) also ends with code 3, not as that error.
   """
 
   def stop_once(signum, frame):
@@ -494,6 +495,9 @@ def second_process_main(answer_fd: int) -> None:
   except KeyboardInterrupt:
     sys.exit(3)
   except Exception as e:  # pylint: disable=broad-except  (the parent raises it)
+    if _stop_signal:  # The stop surfaced as another error: seen, an import it interrupted raised ImportError.
+      logging.info('Stopped by %s (it surfaced as %s: %s).', _stop_signal, type(e).__name__, e)
+      sys.exit(3)
     logging.exception('Rendering the notes failed.')
     try:
       answer.write(pickle.dumps(e))

@@ -3,8 +3,11 @@
 import contextlib
 import io
 import os
+import pickle
 import re
 import shutil
+import subprocess
+import sys
 
 import librosa
 import numpy as np
@@ -14,6 +17,8 @@ import tensorflow_datasets as tfds
 from face2music_jax.configs import aux
 from face2music_jax.data import note_batches
 from face2music_jax.data import notes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope='module')
@@ -211,3 +216,34 @@ def test_a_stop_whose_interrupt_was_lost_ends_the_rendering_before_the_next_note
   assert len(rendered) == 3
   assert not notes.notes_builder(config).is_prepared()
   assert not [d for _, dirs, _ in os.walk(config.data_dir) for d in dirs if 'incomplete' in d]
+
+
+_STOPPED_IN_AN_IMPORT = """
+import os, pickle, signal, sys, time
+from face2music_jax.configs import aux
+from face2music_jax.data import notes
+
+def prepare(config):
+  try:
+    os.kill(os.getpid(), signal.SIGTERM)  # The stop, while an extension module initialises.
+    time.sleep(30)
+  except KeyboardInterrupt as e:  # What Python's import does with an interrupted module initialisation.
+    raise ImportError('initialization failed') from e
+
+notes.prepare_notes = prepare
+answer = os.dup(1)
+os.dup2(2, 1)
+notes.second_process_main(answer)
+"""
+
+
+@pytest.mark.slow  # A subprocess.
+def test_a_stop_that_surfaced_as_an_import_error_ends_the_notes_process_as_stopped():
+  # Seen in the test suite: the SIGTERM arrived while tinysoundfont's extension initialised; the import raised
+  # ImportError, and the process exited 1, logging that tinysoundfont was not installed.
+  request = pickle.dumps({'config': aux.get_config('tiny'), 'verbosity': 0, 'filters': []})
+  proc = subprocess.run([sys.executable, '-c', _STOPPED_IN_AN_IMPORT], input=request, capture_output=True, cwd=ROOT,
+                        timeout=120)
+  assert proc.returncode == 3, proc.stderr.decode()[-3000:]
+  assert proc.stdout == b''  # No error answered to the first process.
+  assert b'Stopped by SIGTERM' in proc.stderr and b'Rendering the notes failed' not in proc.stderr
