@@ -145,7 +145,8 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.harmonic.fundamental_floor = 0.2
   # One harmonic distribution per note (from the conditioning vector) instead of one per control frame: the
   # translations' partials swung by a median 34.5 dB within a note, real notes' by 5.6 dB (docs/experiments.md,
-  # real photos, fifth round: not adopted, it cost in-tune notes at MIDI 72).
+  # real photos, fifth round: not adopted, it cost in-tune notes at MIDI 72; sixth round, with fundamental_floor
+  # 0.3 over three seeds: not adopted, fewer families and a higher FID-pitch).
   c.model.harmonic.steady_harmonics = False
   # Standardise each dimension of f(x) by the training faces' statistics (batch norm) before the network sees it.
   c.model.harmonic.normalize_face = True

@@ -395,6 +395,7 @@ class SoundfontNotes(tfds.core.GeneratorBasedBuilder):
           },
           'qualities': measure_qualities(audio),
       }
+    _raise_if_stopped()  # Also after the last note: TFDS then shuffles and writes the split.
 
 
 def notes_builder(config: ml_collections.ConfigDict) -> SoundfontNotes:
@@ -471,13 +472,15 @@ def second_process_main(answer_fd: int) -> None:
   """
 
   def stop_once(signum, frame):
-    del frame
     global _stop_signal
+    del frame
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _stop_signal = signal.Signals(signum).name
     raise KeyboardInterrupt(_stop_signal)
 
+  global _stop_signal
+  _stop_signal = None
   signal.signal(signal.SIGTERM, stop_once)
   signal.signal(signal.SIGINT, stop_once)
   answer = os.fdopen(answer_fd, 'wb')

@@ -197,7 +197,7 @@ def test_a_damaged_dataset_description_is_named_with_the_way_out(tiny, tmp_path)
 def test_a_stop_whose_interrupt_was_lost_ends_the_rendering_before_the_next_note(tmp_path, monkeypatch):
   # The notes process's signal handler records the stop and raises KeyboardInterrupt; where the signal lands inside
   # a garbage-collection callback, Python drops that exception (seen once in the test suite: the process rendered
-  # every note and exited 0). Here the stop is recorded and its exception lost after the third note.
+  # every note and exited 0). Here the stop is recorded, its exception lost, while the third note renders.
   config = aux.get_config('tiny')
   config.data_dir = str(tmp_path / 'data')
   monkeypatch.setattr(notes, '_stop_signal', None)
