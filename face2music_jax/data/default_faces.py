@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 import uuid
+from typing import Any
 
 import ml_collections
 import numpy as np
@@ -140,10 +141,33 @@ def default_faces_dir(config: ml_collections.ConfigDict) -> str:
 
 def _write_default_faces(root: str, num_views: int, limit: int, embedder: Embedder) -> None:
   """Builds the default faces in a fresh directory renamed to `root` when complete, so that a crash leaves no
-  partial `root` and processes preparing them at once (e.g. hosts sharing a disk) do not mix their files."""
+  partial `root` and processes preparing them at once (e.g. hosts sharing a disk) do not mix their files. An error
+  or a stop (Ctrl-C, SIGTERM) removes that directory; only a killed process leaves it behind."""
   start = time.time()
   build = f'{root}.incomplete-{uuid.uuid4().hex}'
   logging.info('Preparing the default faces in %s.', root)
+  try:
+    manifest = _build_default_faces(build, num_views, limit, embedder)
+    manifest['seconds'] = round(time.time() - start, 1)
+    with tf.io.gfile.GFile(os.path.join(build, 'faces.json'), 'w') as f:
+      json.dump(manifest, f, indent=2)
+  except BaseException:
+    if tf.io.gfile.exists(build):
+      tf.io.gfile.rmtree(build)
+    raise
+  try:
+    tf.io.gfile.rename(build, root)
+  except tf.errors.OpError:
+    if not tf.io.gfile.exists(os.path.join(root, 'faces.json')):
+      raise
+    tf.io.gfile.rmtree(build)  # Another process finished first; its files are the same.
+  logging.info('Prepared the default faces (%s identities, %d views each) in %.1f s.', manifest['identities'],
+               num_views,
+               time.time() - start)
+
+
+def _build_default_faces(build: str, num_views: int, limit: int, embedder: Embedder) -> dict[str, Any]:
+  """Writes the default faces' shards into the directory `build`; returns their index (faces.json) to write."""
   identities = _default_identities()
   names = sorted(identities)[:limit or None]
   splits = {
@@ -171,18 +195,7 @@ def _write_default_faces(root: str, num_views: int, limit: int, embedder: Embedd
       'embedding': embedder.tag.split(':')[0],
       'embedder': embedder.tag,
       'embedding_dim': embedder.dim,
-      'seconds': round(time.time() - start, 1)
   }
   if isinstance(embedder, face_embedding.FaceNetworkEmbedder):
     manifest['face_weights'] = embedder.weights
-  with tf.io.gfile.GFile(os.path.join(build, 'faces.json'), 'w') as f:
-    json.dump(manifest, f, indent=2)
-  try:
-    tf.io.gfile.rename(build, root)
-  except tf.errors.OpError:
-    if not tf.io.gfile.exists(os.path.join(root, 'faces.json')):
-      raise
-    tf.io.gfile.rmtree(build)  # Another process finished first; its files are the same.
-  logging.info('Prepared the default faces (%s identities, %d views each) in %.1f s.', manifest['identities'],
-               num_views,
-               time.time() - start)
+  return manifest

@@ -373,3 +373,23 @@ def test_a_photo_larger_than_the_detection_limit_is_searched_shrunk_and_boxed_in
   assert boxes.shape == small_boxes.shape == (1, 4)
   np.testing.assert_allclose(boxes[0], small_boxes[0] * 5, atol=5 * 8)  # Within 8 pixels of the original's box.
   assert np.linalg.norm(embeddings[0] - small_embeddings[0]) < 0.3  # The same face (dlib's threshold: 0.6).
+
+
+def test_a_stop_while_the_default_faces_are_built_leaves_no_partial_directory(tmp_path, monkeypatch):
+  # Seen from a fresh directory: Ctrl-C while `face2music train` built the faces left `<faces>.incomplete-<uuid>`.
+  monkeypatch.setattr(default_faces, '_NUM_LFW_FACES', 2)
+  config = default.get_config('tiny')
+  config.data_dir = str(tmp_path)
+  convert = face_records.convert_folder
+  written = []
+
+  def convert_then_stop(*args, **kwargs):
+    written.extend(p for p in convert(*args, **kwargs) if os.path.exists(p))  # The first split's shards ...
+    raise KeyboardInterrupt  # ... then Ctrl-C.
+
+  monkeypatch.setattr(face_records, 'convert_folder', convert_then_stop)
+  with pytest.raises(KeyboardInterrupt):
+    default_faces.prepare_default_faces(config)
+  assert written and '.incomplete-' in written[0]  # The stop came after shards were written into the build.
+  assert os.listdir(os.path.join(str(tmp_path), 'faces')) == []
+  assert not default_faces.is_built(config)
