@@ -133,8 +133,11 @@ def tuples(value: Any) -> Any:
 
 
 def cache_root() -> str:
-  """Where data, checkpoints, renders and compiled code go: $FACE2MUSIC_CACHE or ~/.cache/face2music_jax."""
-  return os.environ.get('FACE2MUSIC_CACHE', os.path.join(os.path.expanduser('~'), '.cache', 'face2music_jax'))
+  """Where data, checkpoints, renders and compiled code go: $FACE2MUSIC_CACHE or ~/.cache/face2music_jax.
+
+  An empty $FACE2MUSIC_CACHE (`FACE2MUSIC_CACHE=$DIR` with DIR unset) means the default, not the current directory.
+  """
+  return os.environ.get('FACE2MUSIC_CACHE') or os.path.join(os.path.expanduser('~'), '.cache', 'face2music_jax')
 
 
 def num_pitches(config: ml_collections.ConfigDict) -> int:

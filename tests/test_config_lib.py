@@ -171,3 +171,14 @@ def test_one_helper_reads_and_sets_a_dotted_field():
   loaded = {'train': {}}
   config_lib.set_field(loaded, 'model.harmonic.release', 0.5, create=True)  # A field an older config.json lacks.
   assert loaded == {'train': {}, 'model': {'harmonic': {'release': 0.5}}}
+
+
+def test_the_cache_is_where_face2music_cache_says_and_an_empty_one_means_the_default(monkeypatch, tmp_path):
+  default = os.path.join(os.path.expanduser('~'), '.cache', 'face2music_jax')
+  monkeypatch.setenv('FACE2MUSIC_CACHE', str(tmp_path))
+  assert config_lib.cache_root() == str(tmp_path) and aux.get_config('tiny').data_dir == str(tmp_path / 'data')
+  # `FACE2MUSIC_CACHE=$DIR face2music train` with DIR unset: once wrote the data into the current directory.
+  monkeypatch.setenv('FACE2MUSIC_CACHE', '')
+  assert config_lib.cache_root() == default and aux.get_config('tiny').data_dir == os.path.join(default, 'data')
+  monkeypatch.delenv('FACE2MUSIC_CACHE')
+  assert config_lib.cache_root() == default
