@@ -3,8 +3,8 @@
 The tests compile with most of XLA's optimizations off (JAX_DISABLE_MOST_OPTIMIZATIONS=1) and without the CPU
 backend's fusion emitters (XLA_FLAGS), also for the commands they run, through the environment, unless the
 environment says otherwise: the tiny aux step compiles in 3.2 s here (9.1 s with the fusion emitters, about 16 s
-with every optimisation) and runs for a few steps only. HLO-level passes still run; the results agree with the optimized
-build to rounding. The benchmarks measure the optimized build (`python -m benchmarks.run`, outside the tests).
+with every optimisation) and runs for a few steps only. HLO-level passes still run; the results agree with the
+optimized build to rounding. The benchmarks measure the optimized build (`python -m benchmarks.run`, outside the tests).
 """
 
 import os

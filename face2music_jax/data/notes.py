@@ -454,7 +454,7 @@ _stop_signal: str | None = None
 def _raise_if_stopped() -> None:
   """Raises KeyboardInterrupt again if a stop signal arrived: the handler's own raise is lost where the signal
   lands inside a garbage-collection callback (JAX's `_xla_gc_callback`), whose exceptions Python drops (seen: the
-  notes process then rendered every note and exited 0). Called before each note."""
+  notes process then rendered every note and exited 0). Called before each note and after a split's last."""
   if _stop_signal:
     raise KeyboardInterrupt(_stop_signal)
 
