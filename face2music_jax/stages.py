@@ -31,6 +31,7 @@ from face2music_jax import checkpoint
 from face2music_jax import files
 from face2music_jax import loops
 from face2music_jax import losses
+from face2music_jax import preemption
 from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.models import audio_embedding as embedding_lib
 from face2music_jax.models.classifiers import AudioClassifier, make_classifier
@@ -79,7 +80,7 @@ def _notes_in_second_process(config: ml_collections.ConfigDict) -> Iterator[None
   # answer alone, anything printed going to stderr.
   code = (f'import ctypes, os, signal, sys\n'
           f'try:\n  ctypes.CDLL(None).prctl(1, signal.SIGTERM)\nexcept Exception:\n  pass\n'
-          f'if os.getppid() != {os.getpid()}:\n  sys.exit(3)\n'
+          f'if os.getppid() != {os.getpid()}:\n  sys.exit({preemption.EXIT_CODE})\n'
           f'answer = os.dup(1)\nos.dup2(2, 1)\n'
           f'if {package_root!r} not in sys.path:\n  sys.path.insert(0, {package_root!r})\n'
           'from face2music_jax.data import notes\nnotes.second_process_main(answer)')

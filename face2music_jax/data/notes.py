@@ -40,6 +40,7 @@ from absl import flags as absl_flags
 from absl import logging
 
 from face2music_jax import config_lib
+from face2music_jax import preemption
 
 SAMPLE_RATE = 16000
 NUM_SAMPLES = 4 * SAMPLE_RATE  # 4 s per note, as NSynth.
@@ -465,10 +466,10 @@ def second_process_main(answer_fd: int) -> None:
   Reads {'config', 'verbosity', 'filters'} pickled on stdin and renders the config's notes, logging as the first
   process does. On an error it logs it with its traceback and writes the pickled exception to `answer_fd` (its
   stdout; anything printed goes to stderr), then exits with 1. The first SIGTERM or SIGINT stops it as
-  KeyboardInterrupt does, through TFDS's clean-up of its incomplete directory, with exit code 3; further ones are
-  ignored, so that they cannot cut that clean-up short. A stop whose KeyboardInterrupt was lost is raised again
-  before the next note (`_raise_if_stopped`); one that surfaced as another error (an import it interrupted raises
-  ImportError) also ends with code 3, not as that error.
+  KeyboardInterrupt does, through TFDS's clean-up of its incomplete directory, with exit code 3 (preemption.EXIT_CODE,
+  as a stopped command); further ones are ignored, so that they cannot cut that clean-up short. A stop whose
+  KeyboardInterrupt was lost is raised again before the next note (`_raise_if_stopped`); one that surfaced as
+  another error (an import it interrupted raises ImportError) also ends with code 3, not as that error.
   """
 
   def stop_once(signum, frame):
@@ -496,11 +497,11 @@ def second_process_main(answer_fd: int) -> None:
         pass
     prepare_notes(request['config'])
   except KeyboardInterrupt:
-    sys.exit(3)
+    sys.exit(preemption.EXIT_CODE)
   except Exception as e:  # pylint: disable=broad-except  (the parent raises it)
     if _stop_signal:  # The stop surfaced as another error: seen, an import it interrupted raised ImportError.
       logging.info('Stopped by %s (it surfaced as %s: %s).', _stop_signal, type(e).__name__, e)
-      sys.exit(3)
+      sys.exit(preemption.EXIT_CODE)
     logging.exception('Rendering the notes failed.')
     try:
       answer.write(pickle.dumps(e))
