@@ -20,6 +20,7 @@ UPSAMPLINGS = ('transposed', 'nearest', 'linear')
 MININGS = ('batch_hard', 'semi_hard')
 NONFINITE = ('stop', 'skip')
 METRIC_PAIRS = ('batch', 'one_pitch')
+FACE_NOISE_SPACES = ('embedding', 'projection')
 DTYPES = ('float32', 'bfloat16')
 # TFDS nsynth's instrument family names, in its ClassLabel order.
 NSYNTH_FAMILIES = ('bass', 'brass', 'flute', 'guitar', 'keyboard', 'mallet', 'organ', 'reed', 'string', 'synth_lead',
@@ -63,6 +64,7 @@ ADDED_FIELDS = {
     'model.harmonic.face_components': 0,
     'model.aux_pitch_conditional': False,
     'model.harmonic.steady_harmonics': False,
+    'train.face_noise_space': 'embedding',
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
@@ -292,12 +294,18 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config, 'audio_embedding.mining', MININGS)
   _choice(config, 'train.nonfinite', NONFINITE)
   _choice(config, 'train.metric_pairs', METRIC_PAIRS)
+  _choice(config, 'train.face_noise_space', FACE_NOISE_SPACES)
   _check(
       _finite(config.train.face_spread) and config.train.face_spread >= 1, 'train.face_spread',
       config.train.face_spread, 'expected a factor >= 1 (1 = none)')
   _check(
       _finite(config.train.face_noise) and config.train.face_noise >= 0, 'train.face_noise', config.train.face_noise,
       'expected a non-negative scale (0 = none)')
+  _check(
+      config.train.face_noise_space != 'projection' or
+      (config.model.generator == 'harmonic' and config.model.harmonic.face_components > 0), 'train.face_noise_space',
+      config.train.face_noise_space,
+      "'projection' needs model.generator = 'harmonic' with model.harmonic.face_components > 0")
   _check(
       isinstance(config.model.aux_pack, int) and config.model.aux_pack >= 1 and
       config.train.batch_size % config.model.aux_pack == 0, 'model.aux_pack', config.model.aux_pack,

@@ -50,9 +50,15 @@ def make_train_step(models: gan.Models):
       center = jnp.mean(z, axis=0, keepdims=True)
       spread = jax.random.uniform(jax.random.fold_in(rng, c.d_steps + 2), (b, 1), minval=1.0, maxval=c.face_spread)
       z = center + spread * (z - center)
-    if c.face_noise > 0:  # Isotropic noise on each face, face_noise times the batch's RMS spread per dimension.
+    k_noise = jax.random.fold_in(rng, c.d_steps + 3)
+    if c.face_noise > 0 and c.face_noise_space == 'embedding':
+      # Isotropic noise on each face, face_noise times the batch's RMS spread per dimension.
       scale = jnp.sqrt(jnp.mean(jnp.var(z, axis=0)))
-      z = z + c.face_noise * scale * jax.random.normal(jax.random.fold_in(rng, c.d_steps + 3), z.shape, z.dtype)
+      z = z + c.face_noise * scale * jax.random.normal(k_noise, z.shape, z.dtype)
+    elif c.face_noise > 0:  # 'projection': isotropic within G's face space, per its directions' RMS spread.
+      basis = state.g['face_space']['basis']  # [E, K], orthonormal columns.
+      scale = jnp.sqrt(jnp.mean(jnp.var(z @ basis, axis=0)))
+      z = z + c.face_noise * scale * jax.random.normal(k_noise, (b, basis.shape[1]), z.dtype) @ basis.T
     g_z, g_pitch = z, pitch
     if one_pitch:  # The same faces once more, all at one pitch of the batch: Eq. 1's notes (config metric_pairs).
       shared = pitch[jax.random.randint(jax.random.fold_in(rng, c.d_steps + 1), (), 0, b)]

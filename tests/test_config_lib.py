@@ -36,6 +36,7 @@ from face2music_jax import config_lib
         ('train.face_spread', float('nan'), 'train.face_spread'),
         ('train.face_noise', -0.1, 'train.face_noise'),
         ('train.face_noise', float('inf'), 'train.face_noise'),
+        ('train.face_noise_space', 'faces', 'train.face_noise_space'),
         ('model.harmonic.face_components', -1, 'model.harmonic.face_components'),
         ('model.harmonic.face_components', 129, 'model.harmonic.face_components'),
         ('audio.note_rms', -1.0, 'audio.note_rms'),
@@ -60,6 +61,12 @@ def test_options_that_would_be_computed_wrongly_together_are_refused():
   config = aux.get_config('small')
   config.train.loss, config.model.aux_pack = 'wgan-gp', 2
   with pytest.raises(config_lib.ConfigError, match='packs need train.loss'):
+    config_lib.validate(config)
+  config = aux.get_config('small')
+  config.train.face_noise, config.train.face_noise_space = 0.5, 'projection'
+  config_lib.validate(config)  # The default's face space (model.harmonic.face_components = 40).
+  config.model.harmonic.face_components = 0
+  with pytest.raises(config_lib.ConfigError, match="'projection' needs model.generator = 'harmonic' with"):
     config_lib.validate(config)
 
 

@@ -16,6 +16,7 @@ from face2music_jax import losses
 from face2music_jax import parallel
 from face2music_jax import train_step
 from face2music_jax.models import audio_embedding as embedding_lib
+from face2music_jax.models import generator as g_lib
 from tests import helpers
 
 # Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
@@ -80,17 +81,19 @@ def test_each_config_step_runs_with_finite_losses(name, generator):
   assert ('aux_d_loss' in history[0]) == (name == 'aux')
 
 
-@pytest.mark.parametrize('metric_pairs, aux_pack, face_spread, face_noise', [('batch', 1, 1.0, 0.0),
-                                                                             ('one_pitch', 2, 1.5, 0.5)])
+@pytest.mark.parametrize('metric_pairs, aux_pack, face_spread, face_noise, noise_space',
+                         [('batch', 1, 1.0, 0.0, 'embedding'), ('one_pitch', 2, 1.5, 0.5, 'embedding'),
+                          ('batch', 1, 1.0, 0.75, 'projection')])
 def test_generator_update_equals_backpropagation_through_a_second_generator_pass(metric_pairs, aux_pack, face_spread,
-                                                                                 face_noise):
+                                                                                 face_noise, noise_space):
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective. With
   metric_pairs 'one_pitch', Eq. 1 compares the faces' notes at one pitch drawn from the batch; with aux_pack 2, A
   judges pairs of notes, conditioned on their pitches; with face_spread, G and Eq. 1 see each face moved away from
-  the batch's mean, with face_noise, each face with isotropic noise added."""
+  the batch's mean, with face_noise, each face with isotropic noise added: in all dimensions ('embedding') or only
+  within G's face space ('projection')."""
   config = helpers.tiny_config('aux')
   config.train.metric_pairs, config.model.aux_pack, config.train.face_spread = metric_pairs, aux_pack, face_spread
-  config.train.face_noise = face_noise
+  config.train.face_noise, config.train.face_noise_space = face_noise, noise_space
   config.model.aux_pitch_conditional = aux_pack > 1  # One compiled step for both options.
   assert config.train.pitch_classification_weight > 0  # The default: D's pitch head is part of G's objective.
   # The compiled step and inputs of test_each_config_step_runs_with_finite_losses[aux-harmonic], whose compilation
@@ -99,6 +102,10 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   models, state, batch, metric, stats, root = (setup.models, setup.state, setup.host_batch, setup.metric, setup.stats,
                                                setup.root)
   assert ('pitch_projection' in state.aux['params']) == config.model.aux_pitch_conditional
+  if noise_space == 'projection':  # A face space fitted on the batch's faces, as training fits it on all of them.
+    space = g_lib.fit_face_space(batch['embedding'].reshape(-1, batch['embedding'].shape[-1]),
+                                 config.model.harmonic.face_components)
+    state = state.replace(g={**state.g, 'face_space': parallel.replicate(setup.mesh, space)})
   new, metrics = setup.step(_fresh(state), setup.batch, metric, stats, root)
   z, pitch = batch['embedding'][-1], batch['pitch'][-1]
   k_g = jax.random.fold_in(jax.random.fold_in(root, 0), config.train.d_steps)
@@ -109,9 +116,16 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
     spread = jax.random.uniform(jax.random.fold_in(step_key, config.train.d_steps + 2), (len(z), 1), minval=1.0,
                                 maxval=face_spread)
     z = z.mean(axis=0, keepdims=True) + spread * (z - z.mean(axis=0, keepdims=True))
-  if face_noise > 0:
-    noise = jax.random.normal(jax.random.fold_in(step_key, config.train.d_steps + 3), z.shape)
-    z = z + face_noise * np.sqrt(np.mean(np.var(np.asarray(z), axis=0))) * noise
+  noise_key = jax.random.fold_in(step_key, config.train.d_steps + 3)
+  if face_noise > 0 and noise_space == 'embedding':
+    z = z + face_noise * np.sqrt(np.mean(np.var(np.asarray(z), axis=0))) * jax.random.normal(noise_key, z.shape)
+  elif face_noise > 0:
+    basis = np.asarray(state.g['face_space']['basis'])
+    assert basis.shape == (z.shape[-1], config.model.harmonic.face_components)
+    noise = np.asarray(jax.random.normal(noise_key, (len(z), basis.shape[1]))) @ basis.T
+    z = z + face_noise * np.sqrt(np.mean(np.var(np.asarray(z) @ basis, axis=0))) * noise
+    # The noise lies within G's face space: the projection G applies keeps all of it.
+    np.testing.assert_allclose(noise @ basis @ basis.T, noise, atol=1e-5)
 
   def reference(g_params):  # G's objective against the updated discriminators (new.d, new.aux), from scratch.
     fake, _ = models.generate({**state.g, 'params': g_params}, z, pitch, train=True)
@@ -208,6 +222,7 @@ sys.path.insert(0, {root!r})
 from tests import test_train_step, helpers
 from face2music_jax import gan
 from face2music_jax.models import audio_embedding as embedding_lib
+from face2music_jax.models import generator as g_lib
 
 config = helpers.tiny_config({name!r})
 # Adam's first updates are lr * g / (|g| + eps): with the default eps a gradient element that is ~0 up to rounding

@@ -200,6 +200,10 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # none): the training crops' embeddings vary in few directions (40 principal components hold 91% of their
   # variance), photos' in more. Eq. 1's mu_x and sigma_x stay those of the clean faces.
   c.train.face_noise = 0.0
+  # Where face_noise lies. 'embedding': all E dimensions, scaled by the batch's RMS spread per dimension.
+  # 'projection': only the directions G sees through model.harmonic.face_components (its fitted face space), scaled by
+  # the batch's RMS spread per direction of that space, so that Eq. 1 compares no noise G cannot see.
+  c.train.face_noise_space = 'embedding'
   c.train.use_aux_discriminator = True
   c.train.aux_weight = 0.1
   # Weight of the auxiliary pitch classification (AC-GAN) loss of D's pitch head on real notes, and of G's notes
