@@ -65,6 +65,7 @@ ADDED_FIELDS = {
     'model.aux_pitch_conditional': False,
     'model.harmonic.steady_harmonics': False,
     'train.face_noise_space': 'embedding',
+    'train.aux_r1_weight': 0.0,
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
@@ -301,6 +302,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(
       _finite(config.train.face_noise) and config.train.face_noise >= 0, 'train.face_noise', config.train.face_noise,
       'expected a non-negative scale (0 = none)')
+  _check(
+      _finite(config.train.aux_r1_weight) and config.train.aux_r1_weight >= 0, 'train.aux_r1_weight',
+      config.train.aux_r1_weight, 'expected a non-negative weight (0 = none)')
   _check(
       config.train.face_noise_space != 'projection' or
       (config.model.generator == 'harmonic' and config.model.harmonic.face_components > 0), 'train.face_noise_space',

@@ -45,6 +45,17 @@ def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array, 
   return jnp.mean(jnp.square(norms - 1.0))
 
 
+def r1_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array) -> jax.Array:
+  """R1 (Mescheder et al. 2018): E[||grad critic(x)||_2^2] at the real examples x [B, ...].
+
+  A zero-centred penalty on the critic's gradient where the real data lie: it keeps the critic from a sharp boundary
+  around them, so that its gradient tells a generator where its samples are too many rather than only that they
+  are not real.
+  """
+  grads = jax.grad(lambda x: jnp.sum(critic(x)))(real)
+  return jnp.mean(jnp.sum(jnp.square(grads), axis=tuple(range(1, grads.ndim))))
+
+
 def adversarial_losses(loss: str) -> tuple[Callable[..., jax.Array], Callable[[jax.Array], jax.Array]]:
   """Returns (d_loss(real_logits, fake_logits), g_loss(fake_logits)) for 'hinge' or 'wgan-gp'."""
   if loss == 'hinge':

@@ -104,6 +104,9 @@ def make_train_step(models: gan.Models):
             m['aux_gradient_penalty'] = losses.gradient_penalty(lambda x: aux_critic(x, real_pitch),
                                                                 *jnp.split(aux_inputs, 2), k_agp)
             total = total + c.gp_weight * m['aux_gradient_penalty']
+          if c.aux_r1_weight > 0:  # A's gradient on real notes penalised (R1): A stays smooth where real notes lie.
+            m['aux_r1'] = losses.r1_penalty(lambda x: aux_critic(x, real_pitch), aux_inputs[:b])
+            total = total + c.aux_r1_weight * m['aux_r1']
         return total, (new_others, m)
 
       aux_params = aux_vars['params'] if use_aux else {}

@@ -81,19 +81,20 @@ def test_each_config_step_runs_with_finite_losses(name, generator):
   assert ('aux_d_loss' in history[0]) == (name == 'aux')
 
 
-@pytest.mark.parametrize('metric_pairs, aux_pack, face_spread, face_noise, noise_space',
-                         [('batch', 1, 1.0, 0.0, 'embedding'), ('one_pitch', 2, 1.5, 0.5, 'embedding'),
-                          ('batch', 1, 1.0, 0.75, 'projection')])
+@pytest.mark.parametrize('metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1',
+                         [('batch', 1, 1.0, 0.0, 'embedding', 0.0), ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0),
+                          ('batch', 1, 1.0, 0.75, 'projection', 0.5)])
 def test_generator_update_equals_backpropagation_through_a_second_generator_pass(metric_pairs, aux_pack, face_spread,
-                                                                                 face_noise, noise_space):
+                                                                                 face_noise, noise_space, aux_r1):
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective. With
   metric_pairs 'one_pitch', Eq. 1 compares the faces' notes at one pitch drawn from the batch; with aux_pack 2, A
   judges pairs of notes, conditioned on their pitches; with face_spread, G and Eq. 1 see each face moved away from
   the batch's mean, with face_noise, each face with isotropic noise added: in all dimensions ('embedding') or only
-  within G's face space ('projection')."""
+  within G's face space ('projection'). With aux_r1, A's update adds the R1 penalty at the real notes' phi."""
   config = helpers.tiny_config('aux')
   config.train.metric_pairs, config.model.aux_pack, config.train.face_spread = metric_pairs, aux_pack, face_spread
   config.train.face_noise, config.train.face_noise_space = face_noise, noise_space
+  config.train.aux_r1_weight = aux_r1
   config.model.aux_pitch_conditional = aux_pack > 1  # One compiled step for both options.
   assert config.train.pitch_classification_weight > 0  # The default: D's pitch head is part of G's objective.
   # The compiled step and inputs of test_each_config_step_runs_with_finite_losses[aux-harmonic], whose compilation
@@ -108,6 +109,12 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
     state = state.replace(g={**state.g, 'face_space': parallel.replicate(setup.mesh, space)})
   new, metrics = setup.step(_fresh(state), setup.batch, metric, stats, root)
   z, pitch = batch['embedding'][-1], batch['pitch'][-1]
+  assert ('aux_r1' in metrics) == (aux_r1 > 0)
+  if aux_r1 > 0:  # A's squared gradient at phi of the last D update's real notes, by A before its update.
+    real_phi = embedding_lib.phi(metric, batch['audio'][-1], config)
+    grads = jax.grad(lambda x: jnp.sum(models.aux.apply(state.aux, x, pitch)))(real_phi)
+    np.testing.assert_allclose(float(metrics['aux_r1']), float(jnp.mean(jnp.sum(grads**2, axis=-1))), rtol=1e-4)
+    assert float(metrics['aux_r1']) > 0
   k_g = jax.random.fold_in(jax.random.fold_in(root, 0), config.train.d_steps)
 
   step_key = jax.random.fold_in(root, 0)

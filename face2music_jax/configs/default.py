@@ -206,6 +206,10 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.train.face_noise_space = 'embedding'
   c.train.use_aux_discriminator = True
   c.train.aux_weight = 0.1
+  # Weight of the R1 penalty on the auxiliary discriminator (its squared gradient w.r.t. phi at the real notes,
+  # Mescheder et al. 2018); 0 = none (the paper's A). Without it A separates real notes from
+  # translations by a wide margin for most of a run (aux_d_loss near 0).
+  c.train.aux_r1_weight = 0.0
   # Weight of the auxiliary pitch classification (AC-GAN) loss of D's pitch head on real notes, and of G's notes
   # on it; 0 = no pitch head (the projection discriminator alone). With it, G is pushed to the requested pitch
   # rather than an octave above it (docs/experiments.md).
