@@ -307,8 +307,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       config.train.aux_r1_weight, 'expected a non-negative weight (0 = none)')
   _check(
       config.train.face_noise_space != 'projection' or
-      (config.model.generator == 'harmonic' and config.model.harmonic.face_components > 0), 'train.face_noise_space',
-      config.train.face_noise_space,
+      (config.model.generator == 'harmonic' and isinstance(config.model.harmonic.face_components, int) and
+       config.model.harmonic.face_components > 0), 'train.face_noise_space', config.train.face_noise_space,
       "'projection' needs model.generator = 'harmonic' with model.harmonic.face_components > 0")
   _check(
       isinstance(config.model.aux_pack, int) and config.model.aux_pack >= 1 and

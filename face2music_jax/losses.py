@@ -46,14 +46,17 @@ def gradient_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array, 
 
 
 def r1_penalty(critic: Callable[[jax.Array], jax.Array], real: jax.Array) -> jax.Array:
-  """R1 (Mescheder et al. 2018): E[||grad critic(x)||_2^2] at the real examples x [B, ...].
+  """R1 (Mescheder et al. 2018): the mean over the critic's outputs of the squared norm of its gradient with
+  respect to its input, at the real examples x [B, ...].
 
   A zero-centred penalty on the critic's gradient where the real data lie: it keeps the critic from a sharp boundary
   around them, so that its gradient tells a generator where its samples are too many rather than only that they
-  are not real.
+  are not real. A critic that judges packs of examples (one output for several rows) is penalised per pack: the
+  squared norm of a pack's gradient is the sum over its rows.
   """
+  outputs = jax.eval_shape(critic, real).shape[0]
   grads = jax.grad(lambda x: jnp.sum(critic(x)))(real)
-  return jnp.mean(jnp.sum(jnp.square(grads), axis=tuple(range(1, grads.ndim))))
+  return jnp.sum(jnp.square(grads)) / outputs
 
 
 def adversarial_losses(loss: str) -> tuple[Callable[..., jax.Array], Callable[[jax.Array], jax.Array]]:

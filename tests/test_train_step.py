@@ -83,19 +83,20 @@ def test_each_config_step_runs_with_finite_losses(name, generator):
 
 @pytest.mark.parametrize('metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1',
                          [('batch', 1, 1.0, 0.0, 'embedding', 0.0), ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0),
-                          ('batch', 1, 1.0, 0.75, 'projection', 0.5)])
+                          ('batch', 2, 1.0, 0.75, 'projection', 0.5)])
 def test_generator_update_equals_backpropagation_through_a_second_generator_pass(metric_pairs, aux_pack, face_spread,
                                                                                  face_noise, noise_space, aux_r1):
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective. With
   metric_pairs 'one_pitch', Eq. 1 compares the faces' notes at one pitch drawn from the batch; with aux_pack 2, A
   judges pairs of notes, conditioned on their pitches; with face_spread, G and Eq. 1 see each face moved away from
   the batch's mean, with face_noise, each face with isotropic noise added: in all dimensions ('embedding') or only
-  within G's face space ('projection'). With aux_r1, A's update adds the R1 penalty at the real notes' phi."""
+  within G's face space ('projection'). With aux_r1, A's gradient is that of its hinge loss plus the R1 penalty at
+  the real notes' phi, per pack."""
   config = helpers.tiny_config('aux')
   config.train.metric_pairs, config.model.aux_pack, config.train.face_spread = metric_pairs, aux_pack, face_spread
   config.train.face_noise, config.train.face_noise_space = face_noise, noise_space
   config.train.aux_r1_weight = aux_r1
-  config.model.aux_pitch_conditional = aux_pack > 1  # One compiled step for both options.
+  config.model.aux_pitch_conditional = aux_pack > 1  # Packs of notes at their pitches.
   assert config.train.pitch_classification_weight > 0  # The default: D's pitch head is part of G's objective.
   # The compiled step and inputs of test_each_config_step_runs_with_finite_losses[aux-harmonic], whose compilation
   # the persistent cache shares.
@@ -110,11 +111,6 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   new, metrics = setup.step(_fresh(state), setup.batch, metric, stats, root)
   z, pitch = batch['embedding'][-1], batch['pitch'][-1]
   assert ('aux_r1' in metrics) == (aux_r1 > 0)
-  if aux_r1 > 0:  # A's squared gradient at phi of the last D update's real notes, by A before its update.
-    real_phi = embedding_lib.phi(metric, batch['audio'][-1], config)
-    grads = jax.grad(lambda x: jnp.sum(models.aux.apply(state.aux, x, pitch)))(real_phi)
-    np.testing.assert_allclose(float(metrics['aux_r1']), float(jnp.mean(jnp.sum(grads**2, axis=-1))), rtol=1e-4)
-    assert float(metrics['aux_r1']) > 0
   k_g = jax.random.fold_in(jax.random.fold_in(root, 0), config.train.d_steps)
 
   step_key = jax.random.fold_in(root, 0)
@@ -133,6 +129,25 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
     z = z + face_noise * np.sqrt(np.mean(np.var(np.asarray(z) @ basis, axis=0))) * noise
     # The noise lies within G's face space: the projection G applies keeps all of it.
     np.testing.assert_allclose(noise @ basis @ basis.T, noise, atol=1e-5)
+
+  if aux_r1 > 0:  # A's update (one D update a step): its hinge loss on the last batch plus R1, from scratch.
+    assert config.train.d_steps == 1
+    real_phi = embedding_lib.phi(metric, batch['audio'][-1], config)
+    fake_phi = embedding_lib.phi(metric, models.generate(state.g, z, pitch, train=True)[0], config)
+
+    def r1(a_params):  # Per pack: a pack's squared gradient norm is the sum over its notes.
+      grads = jax.grad(lambda x: jnp.sum(models.aux.apply({'params': a_params}, x, pitch)))(real_phi)
+      return jnp.sum(grads**2) / (len(pitch) // aux_pack)
+
+    def a_objective(a_params):
+      logits = models.aux.apply({'params': a_params}, jnp.concatenate([real_phi, fake_phi]),
+                                jnp.concatenate([pitch, pitch]))
+      return losses.hinge_d_loss(*jnp.split(logits, 2)) + aux_r1 * r1(a_params)
+
+    np.testing.assert_allclose(float(metrics['aux_r1']), float(r1(state.aux['params'])), rtol=1e-4)
+    a_grads = jax.jit(jax.grad(a_objective))(state.aux['params'])
+    np.testing.assert_allclose(float(metrics['aux_grad_norm']), float(optax.tree.norm(a_grads)), rtol=1e-4)
+    assert float(metrics['aux_r1']) > 0
 
   def reference(g_params):  # G's objective against the updated discriminators (new.d, new.aux), from scratch.
     fake, _ = models.generate({**state.g, 'params': g_params}, z, pitch, train=True)
