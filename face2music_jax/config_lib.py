@@ -66,6 +66,7 @@ ADDED_FIELDS = {
     'model.harmonic.steady_harmonics': False,
     'train.face_noise_space': 'embedding',
     'train.aux_r1_weight': 0.0,
+    'train.metric_shift': 0.0,
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
@@ -305,6 +306,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(
       _finite(config.train.aux_r1_weight) and config.train.aux_r1_weight >= 0, 'train.aux_r1_weight',
       config.train.aux_r1_weight, 'expected a non-negative weight (0 = none)')
+  _check(_finite(config.train.metric_shift), 'train.metric_shift', config.train.metric_shift,
+         'expected a finite number of standard deviations (0 = the paper\'s Eq. 1)')
   _check(
       config.train.face_noise_space != 'projection' or
       (config.model.generator == 'harmonic' and isinstance(config.model.harmonic.face_components, int) and

@@ -38,6 +38,7 @@ from face2music_jax import config_lib
         ('train.face_noise', float('inf'), 'train.face_noise'),
         ('train.face_noise_space', 'faces', 'train.face_noise_space'),
         ('train.aux_r1_weight', -1.0, 'train.aux_r1_weight'),
+        ('train.metric_shift', float('nan'), 'train.metric_shift'),
         ('model.harmonic.face_components', -1, 'model.harmonic.face_components'),
         ('model.harmonic.face_components', 129, 'model.harmonic.face_components'),
         ('audio.note_rms', -1.0, 'audio.note_rms'),

@@ -15,25 +15,25 @@ metric_preservation_loss = jax.jit(losses.metric_preservation_loss)
 triplet_loss = jax.jit(losses.triplet_loss, static_argnums=(2, 3))
 
 
-def _metric_loss_loops(f, a, stats):
+def _metric_loss_loops(f, a, stats, shift=0.0):
   total, pairs = 0.0, 0
   for i in range(len(f)):
     for j in range(i + 1, len(f)):
       dx = np.linalg.norm(f[i] - f[j])
       dy = np.linalg.norm(a[i] - a[j])
-      total += abs((dx - stats['mu_x']) / stats['sigma_x'] - (dy - stats['mu_y']) / stats['sigma_y'])
+      total += abs((dx - stats['mu_x']) / stats['sigma_x'] + shift - (dy - stats['mu_y']) / stats['sigma_y'])
       pairs += 1
   return total / pairs
 
 
-@pytest.mark.parametrize('batch', [2, 7, 16])
-def test_metric_preservation_loss_matches_double_loop(batch):
+@pytest.mark.parametrize('batch, shift', [(2, 0.0), (7, 0.0), (16, 0.0), (7, 1.5)])
+def test_metric_preservation_loss_matches_double_loop(batch, shift):
   rng = np.random.default_rng(batch)
   f = rng.normal(size=(batch, 12)).astype(np.float32)
   a = rng.normal(size=(batch, 5)).astype(np.float32) * 3
   stats = {'mu_x': 4.5, 'sigma_x': 0.7, 'mu_y': 7.0, 'sigma_y': 2.5}
-  got = metric_preservation_loss(jnp.asarray(f), jnp.asarray(a), stats)
-  np.testing.assert_allclose(float(got), _metric_loss_loops(f, a, stats), rtol=1e-5)
+  got = metric_preservation_loss(jnp.asarray(f), jnp.asarray(a), stats, shift)
+  np.testing.assert_allclose(float(got), _metric_loss_loops(f, a, stats, shift), rtol=1e-5)
 
 
 def test_metric_preservation_loss_is_zero_for_matching_geometry_and_has_finite_gradient():
@@ -45,6 +45,28 @@ def test_metric_preservation_loss_is_zero_for_matching_geometry_and_has_finite_g
   duplicate = f.at[1].set(f[0])  # A zero distance must not give NaN gradients.
   g = jax.jit(jax.grad(lambda y: metric_preservation_loss(f, y, stats)))(duplicate)
   assert np.all(np.isfinite(g))
+
+
+def test_metric_shift_asks_for_notes_farther_apart_by_that_many_real_standard_deviations():
+  """Two notes shift * sigma_y farther apart than the faces' standardised distance says meet the shifted Eq. 1
+  exactly and miss the paper's by shift; over a batch, the shift moves the loss's minimum to notes farther apart."""
+  rng = np.random.default_rng(1)
+  f = rng.normal(size=(6, 4))
+  stats = {'mu_x': 1.0, 'sigma_x': 2.0, 'mu_y': 3.0, 'sigma_y': 6.0}
+  f2 = f[:2]
+  dx = np.linalg.norm(f2[0] - f2[1])
+  shift = 0.75
+  dy = stats['mu_y'] + stats['sigma_y'] * ((dx - stats['mu_x']) / stats['sigma_x'] + shift)
+  notes = np.array([[0.0], [dy]])
+  f2, notes = jnp.asarray(f2, jnp.float32), jnp.asarray(notes, jnp.float32)
+  assert float(metric_preservation_loss(f2, notes, stats, shift)) < 1e-5
+  np.testing.assert_allclose(float(metric_preservation_loss(f2, notes, stats)), shift, rtol=1e-5)
+  # Notes at 3x the faces meet the paper's Eq. 1 exactly (the standardised distances agree); with the shift, notes
+  # farther apart do better.
+  f6 = jnp.asarray(f, jnp.float32)
+  near = metric_preservation_loss(f6, 3.0 * f6, stats, shift)
+  far = metric_preservation_loss(f6, 3.0 * f6 * (1 + 0.2), stats, shift)
+  assert float(far) < float(near)
 
 
 def _triplet_loops(emb, labels, margin, mining):

@@ -81,21 +81,24 @@ def test_each_config_step_runs_with_finite_losses(name, generator):
   assert ('aux_d_loss' in history[0]) == (name == 'aux')
 
 
-@pytest.mark.parametrize('metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1',
-                         [('batch', 1, 1.0, 0.0, 'embedding', 0.0), ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0),
-                          ('batch', 2, 1.0, 0.75, 'projection', 0.5)])
+@pytest.mark.parametrize('metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift',
+                         [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0),
+                          ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0),
+                          ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5)])
 def test_generator_update_equals_backpropagation_through_a_second_generator_pass(metric_pairs, aux_pack, face_spread,
-                                                                                 face_noise, noise_space, aux_r1):
+                                                                                 face_noise, noise_space, aux_r1,
+                                                                                 metric_shift):
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective. With
   metric_pairs 'one_pitch', Eq. 1 compares the faces' notes at one pitch drawn from the batch; with aux_pack 2, A
   judges pairs of notes, conditioned on their pitches; with face_spread, G and Eq. 1 see each face moved away from
   the batch's mean, with face_noise, each face with isotropic noise added: in all dimensions ('embedding') or only
   within G's face space ('projection'). With aux_r1, A's gradient is that of its hinge loss plus the R1 penalty at
-  the real notes' phi, per pack."""
+  the real notes' phi, per pack. With metric_shift, Eq. 1 asks for notes that many standard deviations farther
+  apart."""
   config = helpers.tiny_config('aux')
   config.train.metric_pairs, config.model.aux_pack, config.train.face_spread = metric_pairs, aux_pack, face_spread
   config.train.face_noise, config.train.face_noise_space = face_noise, noise_space
-  config.train.aux_r1_weight = aux_r1
+  config.train.aux_r1_weight, config.train.metric_shift = aux_r1, metric_shift
   config.model.aux_pitch_conditional = aux_pack > 1  # Packs of notes at their pitches.
   assert config.train.pitch_classification_weight > 0  # The default: D's pitch head is part of G's objective.
   # The compiled step and inputs of test_each_config_step_runs_with_finite_losses[aux-harmonic], whose compilation
@@ -159,7 +162,8 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
     else:
       metric_phi = phi
     t = config.train
-    return (losses.hinge_g_loss(logits) + t.metric_weight * losses.metric_preservation_loss(z, metric_phi, stats) +
+    return (losses.hinge_g_loss(logits) +
+            t.metric_weight * losses.metric_preservation_loss(z, metric_phi, stats, metric_shift) +
             t.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi, pitch)) +
             t.pitch_classification_weight * losses.pitch_classification_loss(pitch_logits, pitch))
 
