@@ -67,6 +67,7 @@ ADDED_FIELDS = {
     'train.face_noise_space': 'embedding',
     'train.aux_r1_weight': 0.0,
     'train.metric_shift': 0.0,
+    'model.harmonic.learned_phases': False,
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with

@@ -3,10 +3,11 @@
 A note is a sum of harmonics of an exactly known fundamental plus filtered noise, both shaped over time by
 control signals at a frame rate (one frame every `hop` samples) and by a smooth attack-decay envelope:
 
-  harmonic(n) = sum_k A_k(n) sin(2 pi k phase(n)),  phase(n) = sum_{m < n} f0(m) / sample_rate  (cycles),
+  harmonic(n) = sum_k A_k(n) sin(2 pi (k phase(n) + phi_k)),  phase(n) = sum_{m < n} f0(m) / sample_rate  (cycles),
   noise       = overlap-add of frames of a fixed white noise, each filtered by that frame's magnitude response.
 
-The harmonic amplitudes are interpolated linearly between frames; partials at or above Nyquist get no
+with phi_k partial k's start phase (0 unless a network sets it). The harmonic amplitudes are interpolated linearly
+between frames; partials at or above Nyquist get no
 amplitude, so nothing aliases. Everything is pure, batched, jittable and differentiable in the controls.
 
 As in DDSP, a network predicts raw, unbounded outputs and this module owns everything after them: `controls(raw)`
@@ -136,8 +137,8 @@ def with_fundamental(distribution: jax.Array, floor: float) -> jax.Array:
   return (1.0 - floor) * normalised + floor * jax.nn.one_hot(0, distribution.shape[-1], dtype=distribution.dtype)
 
 
-def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Array, length: int,
-                   sample_rate: int) -> jax.Array:
+def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Array, length: int, sample_rate: int,
+                   phases: jax.Array | None = None) -> jax.Array:
   """A bank of harmonic oscillators k f0, k = 1..K, with amplitudes interpolated linearly between frames.
 
   Control frame f sits at sample f hop (hop = length / F); the amplitudes ramp linearly from frame f to frame
@@ -165,6 +166,8 @@ def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Ar
       set to zero here and the rest renormalised to sum to 1.
     length: output samples, divisible by F, at most 65536.
     sample_rate: Hz.
+    phases: [B, K] each partial's phase at the note's first sample, in cycles (any real number); None = 0 for
+      every partial (all partials start rising together: sin(2 pi k phase(n))).
 
   Returns:
     [B, length] float32 waveforms.
@@ -193,15 +196,17 @@ def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Ar
   coarse = jnp.round(f0_hz / sample_rate * scale) / scale
   fine = (f0_hz - coarse * sample_rate) / sample_rate
 
-  def phases(samples: np.ndarray) -> jax.Array:
+  def phase_at(samples: np.ndarray) -> jax.Array:
     """Harmonic k's phase at each of `samples` (< length), in cycles modulo 1: [B, len(samples), K]."""
     n = samples.astype(np.float32)
     whole = jnp.mod(coarse[:, None] * n, 1.0)[..., None] * k
     return jnp.mod(whole + (fine[:, None] * n)[..., None] * k, 1.0)
 
-  in_frame = phases(np.arange(hop))  # [B, hop, K]
+  in_frame = phase_at(np.arange(hop))  # [B, hop, K]
   table = jnp.concatenate([sin_cycles(in_frame), sin_cycles(in_frame + 0.25)], axis=-1)  # [B, hop, 2K]: Im, Re
-  at_frame = phases(hop * np.arange(frames))  # [B, F, K]
+  at_frame = phase_at(hop * np.arange(frames))  # [B, F, K]
+  if phases is not None:  # A partial's start phase adds to its phase at every frame (and so at every sample).
+    at_frame = at_frame + jnp.mod(phases, 1.0)[:, None, :]
   cos_w, sin_w = sin_cycles(at_frame + 0.25), sin_cycles(at_frame)
   # Im((x W) E) = Re(x W) Im(E) + Im(x W) Re(E) for real x: rows [x Re(W), x Im(W)] against columns [Im(E), Re(E)].
   weights = jnp.concatenate([jnp.concatenate([x * cos_w, x * sin_w], axis=-1) for x in (partials, slope)], axis=1)
@@ -265,7 +270,8 @@ def controls(raw: dict[str, jax.Array], *, length: int, sample_rate: int, noise_
       'noise' [B, F, bands]: the noise filter's magnitudes (exp_sigmoid up to `noise_max`), interpolated to the F + 1
         frames filtered_noise overlaps;
       'envelope' [B, 3]: attack, decay and sustain (sigmoid; attack 1-100 ms and decay 20 ms - 5 s on exponential
-        scales, sustain 0-1).
+        scales, sustain 0-1);
+      'phases' [B, K], optional: each partial's start phase in cycles (as is: a phase needs no bound).
     length: samples of the note.
     sample_rate: Hz.
     noise_max: the upper bound of each noise band's magnitude (DDSP's 2).
@@ -274,7 +280,8 @@ def controls(raw: dict[str, jax.Array], *, length: int, sample_rate: int, noise_
     fundamental_floor: the fraction of the harmonic amplitude the fundamental always carries; 0 = none.
 
   Returns:
-    {'amplitude' [B, F], 'distribution' [B, F, K], 'noise' [B, F + 1, bands], 'envelope' [B, length]}.
+    {'amplitude' [B, F], 'distribution' [B, F, K], 'noise' [B, F + 1, bands], 'envelope' [B, length]}, and
+    'phases' [B, K] where raw has them.
   """
   amplitude = exp_sigmoid(raw['amplitude'])
   distribution = with_fundamental(exp_sigmoid(raw['harmonics']), fundamental_floor)
@@ -286,7 +293,10 @@ def controls(raw: dict[str, jax.Array], *, length: int, sample_rate: int, noise_
   attack, decay, sustain = jnp.split(jax.nn.sigmoid(raw['envelope']), 3, axis=-1)
   envelope = attack_decay_envelope(ATTACK_S[0] * ATTACK_S[1]**attack, DECAY_S[0] * DECAY_S[1]**decay, sustain, length,
                                    sample_rate)
-  return {'amplitude': amplitude[..., 0], 'distribution': distribution, 'noise': noise, 'envelope': envelope}
+  out = {'amplitude': amplitude[..., 0], 'distribution': distribution, 'noise': noise, 'envelope': envelope}
+  if 'phases' in raw:
+    out['phases'] = raw['phases']
+  return out
 
 
 def synthesize(controls_: dict[str, jax.Array], f0_hz: jax.Array, length: int, sample_rate: int,
@@ -304,6 +314,7 @@ def synthesize(controls_: dict[str, jax.Array], f0_hz: jax.Array, length: int, s
     [B, length] float32 waveforms.
   """
   frames = controls_['amplitude'].shape[1]
-  harmonic = harmonic_synth(f0_hz, controls_['amplitude'], controls_['distribution'], length, sample_rate)
+  harmonic = harmonic_synth(f0_hz, controls_['amplitude'], controls_['distribution'], length, sample_rate,
+                            controls_.get('phases'))
   noise = filtered_noise(controls_['noise'], length, length // frames)
   return controls_['envelope'] * release_window(length, sample_rate, release_s) * (harmonic + noise)

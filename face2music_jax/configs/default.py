@@ -148,6 +148,9 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # real photos, fifth round: not adopted, it cost in-tune notes at MIDI 72; sixth round, with fundamental_floor
   # 0.3 over three seeds: not adopted, fewer families and a higher FID-pitch).
   c.model.harmonic.steady_harmonics = False
+  # Each partial's start phase predicted per note (initially random), instead of 0 for all: with every partial
+  # starting at phase 0 a harmonic-rich note has one waveform shape, which D tells from real notes.
+  c.model.harmonic.learned_phases = False
   # Standardise each dimension of f(x) by the training faces' statistics (batch norm) before the network sees it.
   c.model.harmonic.normalize_face = True
   # Project f(x) onto the first face_components principal components of the training faces before G sees it, the

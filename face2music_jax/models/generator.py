@@ -181,6 +181,10 @@ class HarmonicGenerator(nn.Module):
       above); 0 = none.
     fundamental_floor: the fraction of the harmonic amplitude the fundamental always carries
       (synthesis.with_fundamental), so that high notes are not heard an octave low; 0 = none.
+    learned_phases: each partial's start phase predicted per note from the conditioning vector (initially a
+      random phase per partial, nearly the same for every note), instead of 0 for every partial. With all partials
+      starting at phase 0, a harmonic-rich note has one waveform shape, which D tells from real notes' shapes (a
+      sine has no such tell): docs/experiments.md, eighth round.
     steady_harmonics: one harmonic distribution per note, from the conditioning vector (as the envelope), instead of
       one per control frame: the partials keep their relative levels over the note, as a real instrument's do
       (the overall amplitude still follows the frames and the envelope).
@@ -204,6 +208,7 @@ class HarmonicGenerator(nn.Module):
   face_components: int = 0
   fundamental_floor: float = 0.0
   steady_harmonics: bool = False
+  learned_phases: bool = False
   release_s: float = 0.0
   note_rms: float = 0.0
   dtype: Dtype = jnp.float32
@@ -258,6 +263,10 @@ class HarmonicGenerator(nn.Module):
         'noise': nn.Dense(self.noise_bands, bias_init=nn.initializers.constant(-5.0), name='noise')(x),
         'envelope': nn.Dense(3, name='envelope')(c),
     }
+    if self.learned_phases:  # Start phases in cycles: a random one per partial, which the face and pitch move.
+      raw['phases'] = nn.Dense(self.num_harmonics,
+                               kernel_init=nn.initializers.variance_scaling(0.01, 'fan_in', 'normal'),
+                               bias_init=nn.initializers.uniform(1.0), name='phases')(c)
     controls = synthesis.controls(raw, length=self.length, sample_rate=self.sample_rate, noise_max=self.noise_max,
                                   relative_noise=self.relative_noise, fundamental_floor=self.fundamental_floor)
     audio = synthesis.synthesize(controls, synthesis.midi_to_hz(midi), self.length, self.sample_rate, self.release_s)
@@ -270,14 +279,13 @@ def make_generator(config: ml_collections.ConfigDict) -> WaveGANGenerator | Harm
   m = config.model
   if m.generator == 'harmonic':
     h = m.harmonic
-    return HarmonicGenerator(num_pitches=config_lib.num_pitches(config), pitch_min=config.audio.pitch_min,
-                             length=config.audio.length, sample_rate=config.audio.sample_rate, hidden=h.hidden,
-                             channels=h.channels, num_harmonics=h.num_harmonics, noise_bands=h.noise_bands,
-                             frames=h.frames, num_blocks=h.num_blocks, noise_max=h.noise_max,
-                             relative_noise=h.relative_noise, fundamental_floor=h.fundamental_floor,
-                             steady_harmonics=h.steady_harmonics, normalize_face=h.normalize_face,
-                             face_components=h.face_components, release_s=config.audio.release_s,
-                             note_rms=config.audio.note_rms, dtype=jnp.dtype(config.train.dtype))
+    return HarmonicGenerator(
+        num_pitches=config_lib.num_pitches(config), pitch_min=config.audio.pitch_min, length=config.audio.length,
+        sample_rate=config.audio.sample_rate, hidden=h.hidden, channels=h.channels, num_harmonics=h.num_harmonics,
+        noise_bands=h.noise_bands, frames=h.frames, num_blocks=h.num_blocks, noise_max=h.noise_max,
+        relative_noise=h.relative_noise, fundamental_floor=h.fundamental_floor, steady_harmonics=h.steady_harmonics,
+        learned_phases=h.learned_phases, normalize_face=h.normalize_face, face_components=h.face_components,
+        release_s=config.audio.release_s, note_rms=config.audio.note_rms, dtype=jnp.dtype(config.train.dtype))
   w = m.wavegan
   return WaveGANGenerator(dim=w.dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
                           kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=w.upsample,

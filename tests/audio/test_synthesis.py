@@ -314,9 +314,9 @@ def test_sin_cycles_is_within_5e_7_of_sin_and_so_is_its_derivative():
   np.testing.assert_allclose(grad, 2 * np.pi * np.cos(2 * np.pi * np.asarray(x, np.float64)), atol=5e-6)
 
 
-def _sum_of_sines(f0_hz, amplitudes, distribution, length, sample_rate):
+def _sum_of_sines(f0_hz, amplitudes, distribution, length, sample_rate, phases=None):
   """The oscillator bank written out: every partial's sine and linearly ramped amplitude at every sample, its
-  phases computed in float64 (f0_hz is a numpy array)."""
+  phases computed in float64 (f0_hz is a numpy array) plus its start phase (phases [B, K] in cycles, or 0)."""
   batch, frames, num_harmonics = distribution.shape
   hop = length // frames
   k = np.arange(1, num_harmonics + 1)
@@ -327,27 +327,68 @@ def _sum_of_sines(f0_hz, amplitudes, distribution, length, sample_rate):
   ramp = (np.arange(length) % hop / hop)[None, :, None].astype(np.float32)
   per_sample = jnp.repeat(partials, hop, axis=1) * (1 - ramp) + jnp.repeat(following, hop, axis=1) * ramp
   cycles = np.mod(np.float64(f0_hz)[:, None, None] * np.arange(length)[None, :, None] * k / sample_rate, 1.0)
-  return jnp.sum(per_sample * np.sin(2 * np.pi * cycles).astype(np.float32), axis=-1)
+  if phases is None:
+    return jnp.sum(per_sample * np.sin(2 * np.pi * cycles).astype(np.float32), axis=-1)
+  # Differentiable in the start phases: sin(a + b) = sin a cos b + cos a sin b, the float64 parts as constants.
+  start = 2 * np.pi * phases[:, None, :]
+  return jnp.sum(
+      per_sample * (np.sin(2 * np.pi * cycles).astype(np.float32) * jnp.cos(start) +
+                    np.cos(2 * np.pi * cycles).astype(np.float32) * jnp.sin(start)), axis=-1)
 
 
-def test_the_harmonic_bank_is_the_sum_of_its_partials_sines_and_so_is_its_gradient():
+@pytest.mark.parametrize('start_phases', [False, True])
+def test_the_harmonic_bank_is_the_sum_of_its_partials_sines_and_so_is_its_gradient(start_phases):
   """The bank's matrix product per note gives the notes and gradients of the written-out sum of K sines with
   float64 phases, within 1e-4 of the peak; pitches from 33 Hz (all 64 partials audible) to 1 kHz (partials from the
-  8th on above Nyquist)."""
+  8th on above Nyquist); with every partial starting at phase 0 or at its own start phase (any real number of
+  cycles), and then the gradient with respect to the start phases too."""
   rng = np.random.default_rng(0)
   frames, num_harmonics = 16, 64
   f0 = synthesis.midi_to_hz(np.array([24.0, 36.0, 48.0, 60.0, 72.0, 84.0])).astype(np.float32)
   amplitudes = jnp.asarray(rng.uniform(0, 1, (6, frames)), jnp.float32)
   distribution = jnp.asarray(rng.uniform(0, 1, (6, frames, num_harmonics))**4, jnp.float32)
-  want = np.asarray(_sum_of_sines(f0, amplitudes, distribution, LENGTH, SR))
-  got = np.asarray(harmonic_synth(jnp.asarray(f0), amplitudes, distribution, LENGTH, SR))
+  phases = jnp.asarray(rng.uniform(-3, 3, (6, num_harmonics)), jnp.float32) if start_phases else None
+  want = np.asarray(_sum_of_sines(f0, amplitudes, distribution, LENGTH, SR, phases))
+  got = np.asarray(harmonic_synth(jnp.asarray(f0), amplitudes, distribution, LENGTH, SR, phases))
   assert np.all(np.abs(got - want).max(axis=1) < 1e-4 * np.abs(want).max(axis=1))
+  if start_phases:  # The start phases matter: the same partials from phase 0 are another waveform.
+    zero = np.asarray(harmonic_synth(jnp.asarray(f0), amplitudes, distribution, LENGTH, SR))
+    assert np.all(np.abs(zero - want).max(axis=1) > 0.1 * np.abs(want).max(axis=1))
   weights = jnp.asarray(rng.standard_normal((6, LENGTH)), jnp.float32)
+  argnums = (0, 1, 2) if start_phases else (0, 1)
 
   def gradient(synth, f0):
-    return jax.jit(jax.grad(lambda a, d: jnp.sum(weights * synth(f0, a, d, LENGTH, SR)), argnums=(0, 1)))
+    return jax.jit(jax.grad(lambda a, d, p: jnp.sum(weights * synth(f0, a, d, LENGTH, SR, p)), argnums=argnums))
 
   for got, want in zip(
-      gradient(synthesis.harmonic_synth, jnp.asarray(f0))(amplitudes, distribution),
-      gradient(_sum_of_sines, f0)(amplitudes, distribution)):
+      gradient(synthesis.harmonic_synth, jnp.asarray(f0))(amplitudes, distribution, phases),
+      gradient(_sum_of_sines, f0)(amplitudes, distribution, phases)):
     np.testing.assert_allclose(got, want, atol=1e-4 * float(np.abs(np.asarray(want)).max()))
+
+
+def test_learned_phases_set_each_partials_start_phase_from_the_network():
+  """With learned_phases, G's 'phases' head sets the partials' start phases: zeroed, the notes are those of the
+  generator without it (the same other parameters); its initial bias is a random phase per partial, and its
+  kernel is small, so that an untrained network's notes start their partials nearly alike for every face."""
+  z = jax.random.normal(jax.random.key(0), (3, 8))
+  pitch = jnp.array([0, 5, 11])
+  kwargs = dict(num_pitches=12, pitch_min=48, length=8192, sample_rate=SR, noise_max=0.05, relative_noise=True)
+  plain = g_lib.HarmonicGenerator(**kwargs)
+  phased = g_lib.HarmonicGenerator(**kwargs, learned_phases=True)
+  params = dict(_init(phased, z, pitch)['params'])
+  head = params['phases']
+  assert head['bias'].shape == (64,) and 0 <= float(head['bias'].min()) and float(head['bias'].max()) < 1
+  assert float(jnp.std(head['bias'])) > 0.2  # Spread over the cycle, not all alike.
+  apply = jax.jit(lambda g, p: g.apply({'params': p}, z, pitch, train=False), static_argnums=0)
+  zeroed = {**params, 'phases': jax.tree.map(jnp.zeros_like, head)}
+  without = {k: v for k, v in params.items() if k != 'phases'}
+  np.testing.assert_allclose(np.asarray(apply(phased, zeroed)), np.asarray(apply(plain, without)), atol=1e-6)
+  audio = np.asarray(apply(phased, params))
+  assert np.abs(audio - np.asarray(apply(plain, without))).max() > 0.1 * np.abs(audio).max()
+  # The same partials' magnitudes: the start phases change the waveform, not the spectrum's peaks.
+  spectra = [
+      np.abs(np.fft.rfft(a[0, 2048:6144] * np.hanning(4096))) for a in (audio, np.asarray(apply(plain, without)))
+  ]
+  f0 = listening.midi_to_hz(48)
+  bin_ = int(round(f0 * 4096 / SR))
+  np.testing.assert_allclose(spectra[0][bin_ - 2:bin_ + 3].max(), spectra[1][bin_ - 2:bin_ + 3].max(), rtol=0.05)
