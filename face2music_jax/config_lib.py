@@ -308,7 +308,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       _finite(config.train.aux_r1_weight) and config.train.aux_r1_weight >= 0, 'train.aux_r1_weight',
       config.train.aux_r1_weight, 'expected a non-negative weight (0 = none)')
   _check(_finite(config.train.metric_shift), 'train.metric_shift', config.train.metric_shift,
-         'expected a finite number of standard deviations (0 = the paper\'s Eq. 1)')
+         "expected a finite number of standard deviations (0 = the paper's Eq. 1)")
   _check(
       config.train.face_noise_space != 'projection' or
       (config.model.generator == 'harmonic' and isinstance(config.model.harmonic.face_components, int) and

@@ -7,8 +7,8 @@ control signals at a frame rate (one frame every `hop` samples) and by a smooth 
   noise       = overlap-add of frames of a fixed white noise, each filtered by that frame's magnitude response.
 
 with phi_k partial k's start phase (0 unless a network sets it). The harmonic amplitudes are interpolated linearly
-between frames; partials at or above Nyquist get no
-amplitude, so nothing aliases. Everything is pure, batched, jittable and differentiable in the controls.
+between frames; partials at or above Nyquist get no amplitude, so nothing aliases. Everything is pure, batched,
+jittable and differentiable in the controls.
 
 As in DDSP, a network predicts raw, unbounded outputs and this module owns everything after them: `controls(raw)`
 turns them into the synthesiser's controls (every nonlinearity and scaling: amplitudes, the harmonic distribution
@@ -148,7 +148,7 @@ def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Ar
   With f0 constant over a note, harmonic k's phase at sample f hop + j is the sum of a phase per frame,
   k f0 f hop / sample_rate, and one per sample of the frame, k f0 j / sample_rate (in cycles). So, with
   E[j, k] = exp(2 pi i k f0 j / sample_rate) one table of hop x K oscillators shared by all frames and
-  W[f, k] = exp(2 pi i k f0 f hop / sample_rate),
+  W[f, k] = exp(2 pi i (k f0 f hop / sample_rate + phi_k)), with phi_k the partial's start phase (`phases`),
 
     audio[f hop + j] = Im(sum_k (p[f, k] + (j / hop) s[f, k]) W[f, k] E[j, k]),
 
@@ -179,6 +179,9 @@ def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Ar
     raise ValueError(f'harmonic_synth needs length ({length}) divisible by the number of frames ({frames}).')
   if length > 2**16:
     raise ValueError(f'harmonic_synth makes notes of at most {2**16} samples; got length {length}.')
+  if phases is not None and phases.shape != (batch, num_harmonics):
+    raise ValueError(f'harmonic_synth needs start phases of shape [B, K] = {(batch, num_harmonics)}; got '
+                     f'{phases.shape}.')
   hop = length // frames
   k = jnp.arange(1, num_harmonics + 1, dtype=jnp.float32)
   audible = (k[None, :] * f0_hz[:, None] < sample_rate / 2).astype(distribution.dtype)  # [B, K]

@@ -182,7 +182,8 @@ class HarmonicGenerator(nn.Module):
     fundamental_floor: the fraction of the harmonic amplitude the fundamental always carries
       (synthesis.with_fundamental), so that high notes are not heard an octave low; 0 = none.
     learned_phases: each partial's start phase predicted per note from the conditioning vector (initially a
-      random phase per partial, nearly the same for every note), instead of 0 for every partial. With all partials
+      random phase per partial, which the face and pitch move by a fraction of a cycle), instead of 0 for every
+      partial. With all partials
       starting at phase 0, a harmonic-rich note has one waveform shape, which D tells from real notes' shapes (a
       sine has no such tell): docs/experiments.md, eighth round.
     steady_harmonics: one harmonic distribution per note, from the conditioning vector (as the envelope), instead of

@@ -366,6 +366,12 @@ def test_the_harmonic_bank_is_the_sum_of_its_partials_sines_and_so_is_its_gradie
     np.testing.assert_allclose(got, want, atol=1e-4 * float(np.abs(np.asarray(want)).max()))
 
 
+def test_start_phases_of_the_wrong_shape_are_refused():
+  distribution = jnp.ones((2, 16, 8), jnp.float32)
+  with pytest.raises(ValueError, match='start phases of shape'):
+    synthesis.harmonic_synth(jnp.array([220.0, 440.0]), jnp.ones((2, 16)), distribution, 8192, SR, jnp.zeros((8,)))
+
+
 def test_learned_phases_set_each_partials_start_phase_from_the_network():
   """With learned_phases, G's 'phases' head sets the partials' start phases: zeroed, the notes are those of the
   generator without it (the same other parameters); its initial bias is a random phase per partial, and its
@@ -383,8 +389,11 @@ def test_learned_phases_set_each_partials_start_phase_from_the_network():
   zeroed = {**params, 'phases': jax.tree.map(jnp.zeros_like, head)}
   without = {k: v for k, v in params.items() if k != 'phases'}
   np.testing.assert_allclose(np.asarray(apply(phased, zeroed)), np.asarray(apply(plain, without)), atol=1e-6)
-  audio = np.asarray(apply(phased, params))
-  assert np.abs(audio - np.asarray(apply(plain, without))).max() > 0.1 * np.abs(audio).max()
+  audio, plain_audio = np.asarray(apply(phased, params)), np.asarray(apply(plain, without))
+  assert np.abs(audio - plain_audio).max() > 0.1 * np.abs(audio).max()
+  # The kernel alone (bias zeroed) moves the phases away from 0 by what the face and pitch say.
+  kernel_only = {**params, 'phases': {**head, 'bias': jnp.zeros_like(head['bias'])}}
+  assert np.abs(np.asarray(apply(phased, kernel_only)) - plain_audio).max() > 1e-3 * np.abs(plain_audio).max()
   # The same partials' magnitudes: the start phases change the waveform, not the spectrum's peaks.
   spectra = [
       np.abs(np.fft.rfft(a[0, 2048:6144] * np.hanning(4096))) for a in (audio, np.asarray(apply(plain, without)))
