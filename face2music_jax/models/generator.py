@@ -183,9 +183,8 @@ class HarmonicGenerator(nn.Module):
       (synthesis.with_fundamental), so that high notes are not heard an octave low; 0 = none.
     learned_phases: each partial's start phase predicted per note from the conditioning vector (initially a
       random phase per partial, which the face and pitch move by a fraction of a cycle), instead of 0 for every
-      partial. With all partials
-      starting at phase 0, a harmonic-rich note has one waveform shape, which D tells from real notes' shapes (a
-      sine has no such tell): docs/experiments.md, eighth round.
+      partial. With all partials starting at phase 0, a harmonic-rich note has one waveform shape, which D tells from
+      real notes' shapes (a sine has no such tell): docs/experiments.md, eighth round.
     steady_harmonics: one harmonic distribution per note, from the conditioning vector (as the envelope), instead of
       one per control frame: the partials keep their relative levels over the note, as a real instrument's do
       (the overall amplitude still follows the frames and the envelope).
