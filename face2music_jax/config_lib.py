@@ -310,12 +310,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(_finite(config.train.metric_shift), 'train.metric_shift', config.train.metric_shift,
          "expected a finite number of standard deviations (0 = the paper's Eq. 1)")
   _check(
-      config.train.face_noise_space != 'projection' or not config.train.face_noise or
+      config.train.face_noise_space != 'projection' or
       (config.model.generator == 'harmonic' and isinstance(config.model.harmonic.face_components, int) and
        config.model.harmonic.face_components > 0), 'train.face_noise_space', config.train.face_noise_space,
-      "'projection' needs model.generator = 'harmonic' with model.harmonic.face_components > 0 (the face space "
-      "it adds train.face_noise in); without one, pass --config.train.face_noise=0 or "
-      "--config.train.face_noise_space=embedding")
+      "'projection' needs model.generator = 'harmonic' with model.harmonic.face_components > 0")
   _check(
       isinstance(config.model.aux_pack, int) and config.model.aux_pack >= 1 and
       config.train.batch_size % config.model.aux_pack == 0, 'model.aux_pack', config.model.aux_pack,

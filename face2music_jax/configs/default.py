@@ -105,8 +105,7 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model = ml_collections.ConfigDict()
   # 'harmonic' (the product's: a harmonic-plus-noise synthesiser, DDSP) or 'wavegan' (the paper's). Every size uses
   # the harmonic one but `paper`, the paper's own model. The harmonic generator makes in-tune, tonal notes within a
-  # CPU budget; the WaveGAN does not (docs/experiments.md). `--config.model.generator=wavegan` trains it at any size
-  # (at `small` with `--config.train.face_noise=0`: the WaveGAN has no face space to add it in).
+  # CPU budget; the WaveGAN does not (docs/experiments.md). `--config.model.generator=wavegan` trains it at any size.
   c.model.generator = 'harmonic'
   c.model.discriminator_dim = 64
   c.model.kernel_size = 25
@@ -150,8 +149,7 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # 0.3 over three seeds: not adopted, fewer families and a higher FID-pitch).
   c.model.harmonic.steady_harmonics = False
   # Each partial's start phase predicted per note (initially random), instead of 0 for all: with every partial
-  # starting at phase 0 a harmonic-rich note has one waveform shape, which D tells from real notes. The `small`
-  # default turns it on (see _small).
+  # starting at phase 0 a harmonic-rich note has one waveform shape, which D tells from real notes.
   c.model.harmonic.learned_phases = False
   # Standardise each dimension of f(x) by the training faces' statistics (batch norm) before the network sees it.
   c.model.harmonic.normalize_face = True
@@ -317,14 +315,6 @@ def _small(c: ml_collections.ConfigDict) -> None:
   c.stats.num_pairs = 20_000
   c.stats.max_examples = 1024
   c.eval.num_translations = 400
-  # The measured recipe of the CPU default (docs/experiments.md, "Real photos", eighth and ninth rounds): each
-  # partial's start phase learned per note (held-out faces spread over the families, FID-family halved), and face
-  # noise within G's face space (photo notes stay in tune: the learned phases alone left up to 15% of the photos'
-  # MIDI 72 notes ambiguous in pitch). With `--config.model.generator=wavegan`, which has no face space, also pass
-  # `--config.train.face_noise=0`.
-  c.model.harmonic.learned_phases = True
-  c.train.face_noise = 0.35
-  c.train.face_noise_space = 'projection'
 
 
 def _tiny(c: ml_collections.ConfigDict) -> None:
