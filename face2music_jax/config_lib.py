@@ -55,6 +55,8 @@ ADDED_FIELDS = {
     'audio.release_s': 0.0,
     'model.harmonic.normalize_face': False,
     'model.harmonic.fundamental_floor': 0.0,
+    'model.harmonic.fundamental_floor_high': 0.0,
+    'model.harmonic.fundamental_floor_pitches': (60, 72),
     'data.exported': '',
     'train.metric_pairs': 'batch',
     'model.aux_pack': 1,
@@ -350,6 +352,16 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(h.num_blocks >= 0, 'model.harmonic.num_blocks', h.num_blocks, 'expected >= 0')
     _check(0 <= h.fundamental_floor < 1, 'model.harmonic.fundamental_floor', h.fundamental_floor,
            'expected a fraction in [0, 1)')
+    _check(
+        _finite(h.fundamental_floor_high) and
+        (h.fundamental_floor_high == 0 or h.fundamental_floor <= h.fundamental_floor_high < 1),
+        'model.harmonic.fundamental_floor_high', h.fundamental_floor_high,
+        f'expected 0 (none) or a fraction in [model.harmonic.fundamental_floor = {h.fundamental_floor}, 1)')
+    pitches = h.fundamental_floor_pitches
+    _check(
+        isinstance(pitches, (tuple, list)) and len(pitches) == 2 and all(isinstance(p, int) for p in pitches) and
+        pitches[0] < pitches[1], 'model.harmonic.fundamental_floor_pitches', pitches,
+        'expected two MIDI pitches (from, to), from < to')
     _check(
         isinstance(h.face_components, int) and 0 <= h.face_components <= config.data.embedding_dim,
         'model.harmonic.face_components', h.face_components,

@@ -38,6 +38,10 @@ from face2music_jax import config_lib
         ('train.face_noise', float('inf'), 'train.face_noise'),
         ('train.face_noise_space', 'faces', 'train.face_noise_space'),
         ('train.aux_r1_weight', -1.0, 'train.aux_r1_weight'),
+        ('model.harmonic.fundamental_floor_high', 0.1, 'model.harmonic.fundamental_floor_high'),  # Below 0.2.
+        ('model.harmonic.fundamental_floor_high', 1.0, 'model.harmonic.fundamental_floor_high'),
+        ('model.harmonic.fundamental_floor_pitches', (72, 60), 'model.harmonic.fundamental_floor_pitches'),
+        ('model.harmonic.fundamental_floor_pitches', (60, 66, 72), 'model.harmonic.fundamental_floor_pitches'),
         ('train.metric_shift', float('nan'), 'train.metric_shift'),
         ('model.harmonic.face_components', -1, 'model.harmonic.face_components'),
         ('model.harmonic.face_components', 129, 'model.harmonic.face_components'),

@@ -117,7 +117,7 @@ def release_window(length: int, sample_rate: int, release_s: float) -> np.ndarra
   return window
 
 
-def with_fundamental(distribution: jax.Array, floor: float) -> jax.Array:
+def with_fundamental(distribution: jax.Array, floor: float | jax.Array) -> jax.Array:
   """A harmonic distribution whose fundamental carries at least `floor` of the amplitude.
 
   Real instruments at high pitches have a strong fundamental; a learned distribution that puts little on it
@@ -126,12 +126,13 @@ def with_fundamental(distribution: jax.Array, floor: float) -> jax.Array:
 
   Args:
     distribution: [..., K] non-negative weights of the K harmonics.
-    floor: in [0, 1); 0 returns the weights unchanged.
+    floor: in [0, 1): a number (0 returns the weights unchanged) or an array that broadcasts against
+      distribution[..., :1], e.g. [B, 1, 1] for one floor per note of [B, F, K].
 
   Returns:
-    [..., K] non-negative weights summing to 1 (when floor > 0).
+    [..., K] non-negative weights summing to 1 (where floor > 0).
   """
-  if floor <= 0:
+  if isinstance(floor, (int, float)) and floor <= 0:
     return distribution
   normalised = distribution / jnp.maximum(jnp.sum(distribution, axis=-1, keepdims=True), 1e-7)
   return (1.0 - floor) * normalised + floor * jax.nn.one_hot(0, distribution.shape[-1], dtype=distribution.dtype)
@@ -262,7 +263,7 @@ DECAY_S = (0.02, 250.0)
 
 
 def controls(raw: dict[str, jax.Array], *, length: int, sample_rate: int, noise_max: float = 2.0,
-             relative_noise: bool = False, fundamental_floor: float = 0.0) -> dict[str, jax.Array]:
+             relative_noise: bool = False, fundamental_floor: float | jax.Array = 0.0) -> dict[str, jax.Array]:
   """A network's raw outputs -> the synthesiser's controls: every nonlinearity and scaling, nothing learned.
 
   Args:
@@ -280,14 +281,16 @@ def controls(raw: dict[str, jax.Array], *, length: int, sample_rate: int, noise_
     noise_max: the upper bound of each noise band's magnitude (DDSP's 2).
     relative_noise: scale the noise by the frame's harmonic amplitude, so that `noise_max` bounds it relative to
       the harmonics.
-    fundamental_floor: the fraction of the harmonic amplitude the fundamental always carries; 0 = none.
+    fundamental_floor: the fraction of the harmonic amplitude the fundamental always carries: a number (0 = none)
+      or [B], one per note.
 
   Returns:
     {'amplitude' [B, F], 'distribution' [B, F, K], 'noise' [B, F + 1, bands], 'envelope' [B, length]}, and
     'phases' [B, K] where raw has them.
   """
   amplitude = exp_sigmoid(raw['amplitude'])
-  distribution = with_fundamental(exp_sigmoid(raw['harmonics']), fundamental_floor)
+  floor = fundamental_floor if isinstance(fundamental_floor, (int, float)) else fundamental_floor[:, None, None]
+  distribution = with_fundamental(exp_sigmoid(raw['harmonics']), floor)
   noise = exp_sigmoid(raw['noise'], max_value=noise_max)
   if relative_noise:
     noise = noise * amplitude

@@ -143,6 +143,11 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # The fundamental's share of the harmonic amplitude, at least: with none, faces of real photos got notes whose
   # fundamental carried 4-12% of the energy at MIDI 72, heard an octave low (docs/experiments.md).
   c.model.harmonic.fundamental_floor = 0.2
+  # The floor at high pitches (0 = fundamental_floor at every pitch): it rises linearly from fundamental_floor at the
+  # first MIDI pitch of fundamental_floor_pitches to this at the second and above, as real notes' upper partials
+  # fall away at high pitches (docs/experiments.md, "Real photos", ninth round).
+  c.model.harmonic.fundamental_floor_high = 0.0
+  c.model.harmonic.fundamental_floor_pitches = (60, 72)
   # One harmonic distribution per note (from the conditioning vector) instead of one per control frame: the
   # translations' partials swung by a median 34.5 dB within a note, real notes' by 5.6 dB (docs/experiments.md,
   # real photos, fifth round: not adopted, it cost in-tune notes at MIDI 72; sixth round, with fundamental_floor

@@ -181,6 +181,11 @@ class HarmonicGenerator(nn.Module):
       above); 0 = none.
     fundamental_floor: the fraction of the harmonic amplitude the fundamental always carries
       (synthesis.with_fundamental), so that high notes are not heard an octave low; 0 = none.
+    fundamental_floor_high: the floor at high pitches (0 = `fundamental_floor` at every pitch): from MIDI
+      fundamental_floor_pitches[0] the floor rises linearly from `fundamental_floor` to this, reached at
+      fundamental_floor_pitches[1] and kept above it. Real notes at high pitches roll off steeply (harmonics 5-8 of
+      MIDI 70-74 lie 13-44 dB under the fundamental); notes whose partials do not are heard an octave low by pYIN.
+    fundamental_floor_pitches: (from, to) MIDI pitches of that rise.
     learned_phases: each partial's start phase predicted per note from the conditioning vector (initially a
       random phase per partial, which the face and pitch move by a fraction of a cycle), instead of 0 for every
       partial. With all partials starting at phase 0, a harmonic-rich note has one waveform shape, which D tells from
@@ -207,6 +212,8 @@ class HarmonicGenerator(nn.Module):
   normalize_face: bool = False
   face_components: int = 0
   fundamental_floor: float = 0.0
+  fundamental_floor_high: float = 0.0
+  fundamental_floor_pitches: tuple[int, int] = (60, 72)
   steady_harmonics: bool = False
   learned_phases: bool = False
   release_s: float = 0.0
@@ -267,8 +274,13 @@ class HarmonicGenerator(nn.Module):
       raw['phases'] = nn.Dense(self.num_harmonics,
                                kernel_init=nn.initializers.variance_scaling(0.01, 'fan_in', 'normal'),
                                bias_init=nn.initializers.uniform(1.0), name='phases')(c)
+    floor = self.fundamental_floor
+    if self.fundamental_floor_high:  # A floor per note, rising with its pitch (class docstring).
+      low, high = self.fundamental_floor_pitches
+      rise = jnp.clip((midi - low) / (high - low), 0.0, 1.0)
+      floor = self.fundamental_floor + (self.fundamental_floor_high - self.fundamental_floor) * rise
     controls = synthesis.controls(raw, length=self.length, sample_rate=self.sample_rate, noise_max=self.noise_max,
-                                  relative_noise=self.relative_noise, fundamental_floor=self.fundamental_floor)
+                                  relative_noise=self.relative_noise, fundamental_floor=floor)
     audio = synthesis.synthesize(controls, synthesis.midi_to_hz(midi), self.length, self.sample_rate, self.release_s)
     return synthesis.normalize_rms(audio, self.note_rms)
 
@@ -279,13 +291,17 @@ def make_generator(config: ml_collections.ConfigDict) -> WaveGANGenerator | Harm
   m = config.model
   if m.generator == 'harmonic':
     h = m.harmonic
-    return HarmonicGenerator(
-        num_pitches=config_lib.num_pitches(config), pitch_min=config.audio.pitch_min, length=config.audio.length,
-        sample_rate=config.audio.sample_rate, hidden=h.hidden, channels=h.channels, num_harmonics=h.num_harmonics,
-        noise_bands=h.noise_bands, frames=h.frames, num_blocks=h.num_blocks, noise_max=h.noise_max,
-        relative_noise=h.relative_noise, fundamental_floor=h.fundamental_floor, steady_harmonics=h.steady_harmonics,
-        learned_phases=h.learned_phases, normalize_face=h.normalize_face, face_components=h.face_components,
-        release_s=config.audio.release_s, note_rms=config.audio.note_rms, dtype=jnp.dtype(config.train.dtype))
+    floor_pitches = tuple(int(p) for p in h.fundamental_floor_pitches)
+    return HarmonicGenerator(num_pitches=config_lib.num_pitches(config), pitch_min=config.audio.pitch_min,
+                             length=config.audio.length, sample_rate=config.audio.sample_rate, hidden=h.hidden,
+                             channels=h.channels, num_harmonics=h.num_harmonics, noise_bands=h.noise_bands,
+                             frames=h.frames, num_blocks=h.num_blocks, noise_max=h.noise_max,
+                             relative_noise=h.relative_noise, fundamental_floor=h.fundamental_floor,
+                             fundamental_floor_high=h.fundamental_floor_high, fundamental_floor_pitches=floor_pitches,
+                             steady_harmonics=h.steady_harmonics, learned_phases=h.learned_phases,
+                             normalize_face=h.normalize_face, face_components=h.face_components,
+                             release_s=config.audio.release_s, note_rms=config.audio.note_rms,
+                             dtype=jnp.dtype(config.train.dtype))
   w = m.wavegan
   return WaveGANGenerator(dim=w.dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
                           kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=w.upsample,

@@ -277,6 +277,41 @@ def test_release_window_and_fundamental_floor():
   floored = np.asarray(synthesis.with_fundamental(weights, 0.2))
   np.testing.assert_allclose(floored, [[0.2, 0.2, 0.2, 0.4]], atol=1e-6)
   assert synthesis.with_fundamental(weights, 0.0) is weights
+  # One floor per note: each note as with its own number.
+  per_note = jnp.stack([weights, 2 * weights])
+  floors = jnp.array([0.2, 0.5])[:, None, None]
+  np.testing.assert_allclose(np.asarray(synthesis.with_fundamental(per_note, floors)),
+                             np.stack([floored, np.asarray(synthesis.with_fundamental(2 * weights, 0.5))]), atol=1e-7)
+
+
+def test_the_fundamental_floor_rises_with_pitch_where_asked():
+  """fundamental_floor_high: notes at or below the rise's first pitch are those of the plain floor (the same
+  parameters); above it the fundamental carries more of the amplitude, the most at and above the second pitch."""
+  z = jax.random.normal(jax.random.key(0), (4, 8))
+  pitch = jnp.array([0, 12, 18, 24])  # MIDI 48, 60, 66, 72.
+  kwargs = dict(num_pitches=25, pitch_min=48, length=8192, sample_rate=SR, noise_max=0.05, relative_noise=True,
+                fundamental_floor=0.2)
+  plain = g_lib.HarmonicGenerator(**kwargs)
+  rising = g_lib.HarmonicGenerator(**kwargs, fundamental_floor_high=0.8, fundamental_floor_pitches=(60, 72))
+  params = _init(plain, z, pitch)
+  apply = jax.jit(lambda g, v: g.apply(v, z, pitch, train=False), static_argnums=0)
+  a, b = np.asarray(apply(plain, params)), np.asarray(apply(rising, params))
+  np.testing.assert_array_equal(a[:2], b[:2])
+
+  def fundamental_share(audio, midi):  # The fundamental's share of the energy at the harmonics.
+    spectrum = np.abs(np.fft.rfft(audio[2048:6144] * np.hanning(4096)))**2
+    f0 = listening.midi_to_hz(midi)
+    energy = [
+        spectrum[int(round(k * f0 * 4096 / SR)) - 2:int(round(k * f0 * 4096 / SR)) + 3].sum()
+        for k in range(1, int(SR / 2 / f0))
+    ]
+    return energy[0] / sum(energy)
+
+  shares = [(fundamental_share(a[i], m), fundamental_share(b[i], m)) for i, m in ((2, 66), (3, 72))]
+  assert shares[0][1] > shares[0][0] and shares[1][1] > shares[1][0], shares
+  # At MIDI 72 the fundamental holds at least 0.8 of the amplitude: at least 0.8^2 / (0.8^2 + 0.2^2) of the energy
+  # where the rest lies on one partial, more where it is spread.
+  assert shares[1][1] > 0.9, shares
 
 
 def test_controls_bound_every_output_whatever_the_network_says():
