@@ -70,6 +70,7 @@ def test_options_that_would_be_computed_wrongly_together_are_refused():
     config_lib.validate(config)
   config = aux.get_config('small')
   config.train.face_noise, config.train.face_noise_space = 0.5, 'projection'
+  config.model.harmonic.fundamental_floor_high = 0.5  # A floor that rises with pitch, from the default's 0.2.
   config_lib.validate(config)  # The default's face space (model.harmonic.face_components = 40).
   config.model.harmonic.face_components = 0
   with pytest.raises(config_lib.ConfigError, match="'projection' needs model.generator = 'harmonic' with"):

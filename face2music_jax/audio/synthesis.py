@@ -132,7 +132,7 @@ def with_fundamental(distribution: jax.Array, floor: float | jax.Array) -> jax.A
   Returns:
     [..., K] non-negative weights summing to 1 (where floor > 0).
   """
-  if isinstance(floor, (int, float)) and floor <= 0:
+  if isinstance(floor, (int, float, np.floating)) and floor <= 0:
     return distribution
   normalised = distribution / jnp.maximum(jnp.sum(distribution, axis=-1, keepdims=True), 1e-7)
   return (1.0 - floor) * normalised + floor * jax.nn.one_hot(0, distribution.shape[-1], dtype=distribution.dtype)
@@ -289,7 +289,7 @@ def controls(raw: dict[str, jax.Array], *, length: int, sample_rate: int, noise_
     'phases' [B, K] where raw has them.
   """
   amplitude = exp_sigmoid(raw['amplitude'])
-  floor = fundamental_floor if isinstance(fundamental_floor, (int, float)) else fundamental_floor[:, None, None]
+  floor = fundamental_floor if np.ndim(fundamental_floor) == 0 else fundamental_floor[:, None, None]
   distribution = with_fundamental(exp_sigmoid(raw['harmonics']), floor)
   noise = exp_sigmoid(raw['noise'], max_value=noise_max)
   if relative_noise:
