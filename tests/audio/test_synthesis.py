@@ -301,10 +301,8 @@ def test_the_fundamental_floor_rises_with_pitch_where_asked():
   def fundamental_share(audio, midi):  # The fundamental's share of the energy at the harmonics.
     spectrum = np.abs(np.fft.rfft(audio[2048:6144] * np.hanning(4096)))**2
     f0 = listening.midi_to_hz(midi)
-    energy = [
-        spectrum[int(round(k * f0 * 4096 / SR)) - 2:int(round(k * f0 * 4096 / SR)) + 3].sum()
-        for k in range(1, int(SR / 2 / f0))
-    ]
+    bins = [int(round(k * f0 * 4096 / SR)) for k in range(1, int(SR / 2 / f0))]
+    energy = [spectrum[b - 2:b + 3].sum() for b in bins]
     return energy[0] / sum(energy)
 
   shares = [(fundamental_share(a[i], m), fundamental_share(b[i], m)) for i, m in ((2, 66), (3, 72))]
