@@ -10,6 +10,8 @@ import pytest
 
 from face2music_jax.configs import aux
 from face2music_jax import config_lib
+from face2music_jax import translator as translator_lib
+from face2music_jax import workdir as workdir_lib
 
 
 @pytest.mark.parametrize(
@@ -196,3 +198,12 @@ def test_the_cache_is_where_face2music_cache_says_and_an_empty_one_means_the_def
   assert config_lib.cache_root() == default and aux.get_config('tiny').data_dir == os.path.join(default, 'data')
   monkeypatch.delenv('FACE2MUSIC_CACHE')
   assert config_lib.cache_root() == default
+
+
+def test_the_shipped_model_was_trained_with_todays_default_config():
+  """A change of a default field that defines a run ships with a model retrained with it (then `face2music export
+  --shipped`), or this fails; paths, step counts and evaluation settings may differ (`workdir.run_fields`)."""
+  shipped = workdir_lib.run_fields(translator_lib.Translator.load().config)
+  default = workdir_lib.run_fields(aux.get_config('small'))
+  differ = {k: (shipped.get(k), default.get(k)) for k in set(shipped) | set(default) if shipped.get(k) != default.get(k)}
+  assert not differ, f'(shipped, default): {differ}'

@@ -22,7 +22,6 @@ from face2music_jax import translate
 from face2music_jax import translator as translator_lib
 from face2music_jax.audio import listening
 from face2music_jax.audio import melody as melody_lib
-from face2music_jax.configs import aux as aux_config
 
 # Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
 pytestmark = pytest.mark.slow
@@ -126,26 +125,6 @@ def test_the_shipped_model_translates_a_face_in_tune_and_its_manifest_is_true(ca
   audio = np.stack([model.translate(face, p)[0].audio for p in pitches])
   f0, _ = listening.estimate_pitch(audio, model.sample_rate)
   assert np.all(np.abs(listening.cents_off(f0, np.array(pitches))) <= 50), (pitches, f0)
-
-
-def test_the_shipped_model_was_trained_with_todays_default_config():
-  """A change of the default's fields ships with a re-exported model (`face2music export --shipped`), or this fails."""
-
-  def fields(config):
-    out = {}
-    for key, value in config.items():
-      if isinstance(value, dict):
-        out.update({f'{key}.{k}': v for k, v in fields(value).items()})
-      else:
-        out[key] = list(value) if isinstance(value, tuple) else value
-    return out
-
-  shipped = fields(translator_lib.Translator.load().config.to_dict())
-  default = fields(aux_config.get_config('small').to_dict())
-  for where in ('workdir', 'data_dir'):  # The machine's paths, not the model's.
-    shipped.pop(where), default.pop(where)
-  differ = {k: (shipped.get(k), default.get(k)) for k in set(shipped) | set(default) if shipped.get(k) != default.get(k)}
-  assert not differ, f'shipped vs default: {differ}'
 
 
 def test_write_wavs_names_the_files_after_a_path_of_any_kind(images, tmp_path):
