@@ -146,7 +146,8 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # The floor at high pitches (0 = fundamental_floor at every pitch): it rises linearly from fundamental_floor at the
   # first MIDI pitch of fundamental_floor_pitches to this at the second and above, as real notes' upper partials
   # fall away at high pitches. With 0.2 at every pitch a few photo faces' notes at MIDI 72 were heard an octave low
-  # (2 of 97 at seed 1); with 0.45 none at seeds 0-2 (docs/experiments.md, "Real photos", ninth and tenth rounds).
+  # (2 of 97 at seed 1, 1 at seed 2); with 0.45 none at seeds 0-2 (docs/experiments.md, "Real photos", ninth and
+  # tenth rounds).
   c.model.harmonic.fundamental_floor_high = 0.45
   c.model.harmonic.fundamental_floor_pitches = (60, 72)
   # One harmonic distribution per note (from the conditioning vector) instead of one per control frame: the
