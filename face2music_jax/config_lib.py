@@ -18,6 +18,7 @@ GENERATORS = ('wavegan', 'harmonic')
 LOSSES = ('hinge', 'wgan-gp')
 UPSAMPLINGS = ('transposed', 'nearest', 'linear')
 MININGS = ('batch_hard', 'semi_hard')
+MFCC_SCALES = ('coefficient', 'pooled')
 NONFINITE = ('stop', 'skip')
 METRIC_PAIRS = ('batch', 'one_pitch')
 FACE_NOISE_SPACES = ('embedding', 'projection')
@@ -70,6 +71,7 @@ ADDED_FIELDS = {
     'train.aux_r1_weight': 0.0,
     'train.metric_shift': 0.0,
     'model.harmonic.learned_phases': False,
+    'audio_embedding.mfcc_scale': 'coefficient',
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
@@ -297,6 +299,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config, 'model.wavegan.upsample', UPSAMPLINGS)
   _choice(config, 'train.loss', LOSSES)
   _choice(config, 'audio_embedding.mining', MININGS)
+  _choice(config, 'audio_embedding.mfcc_scale', MFCC_SCALES)
   _choice(config, 'train.nonfinite', NONFINITE)
   _choice(config, 'train.metric_pairs', METRIC_PAIRS)
   _choice(config, 'train.face_noise_space', FACE_NOISE_SPACES)

@@ -164,10 +164,13 @@ def _train_audio_embedding(config: ml_collections.ConfigDict, inputs: inputs_lib
         'The audio embedding collapsed (per-dimension std %.2g over 256 notes): phi(y) is then the MFCCs '
         "alone. Try config.audio_embedding.mining='semi_hard' or a lower lr.", spread)
   mfccs = loops.batched(jax.jit(lambda a: embedding_lib.mfcc_summary(a, config)), notes['audio'], batch_size=256)
+  std = mfccs.std(0)
+  if ac.mfcc_scale == 'pooled':  # One scale for every coefficient: the distances of the MFCC half are librosa's.
+    std = np.full_like(std, np.sqrt(np.mean(np.square(std))))
   return {
       'params': jax.tree.map(np.asarray, params),
       'mfcc_mean': mfccs.mean(0).astype(np.float32),
-      'mfcc_std': (mfccs.std(0) + 1e-6).astype(np.float32)
+      'mfcc_std': (std + 1e-6).astype(np.float32)
   }
 
 

@@ -14,10 +14,13 @@ import pytest
 from scipy.spatial.distance import pdist
 
 from face2music_jax import checkpoint
+from face2music_jax import config_lib
 from face2music_jax import files
 from face2music_jax import stages
+from face2music_jax import synthetic
 from face2music_jax.data import default_faces
 from face2music_jax.data import notes as notes_data
+from face2music_jax.models import audio_embedding as embedding_lib
 from tests import helpers
 from tests import test_checkpoint
 
@@ -235,3 +238,36 @@ def test_an_artefact_without_its_checksums_is_set_aside(tmp_path):
   checkpointer.wait_until_finished()
   assert stages._restored(path, {'w': np.zeros(10, np.float32)}) is None
   assert os.listdir(tmp_path) == ['audio_embedding.corrupt-unchecksummed']
+
+
+class _SyntheticNotes:
+  """Stands for data.inputs.Inputs: the synthetic batch's notes at levels 40 dB apart, with family labels."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    b = synthetic.batch(config, 32, seed=3)
+    level = np.geomspace(0.01, 1.0, 32, dtype=np.float32)[:, None]
+    self.audio = b['audio'].reshape(-1, config.audio.length)[:32] * level
+    self.family = (np.arange(32) % config_lib.num_families(config)).astype(np.int32)
+
+  def notes(self, split: str) -> dict[str, np.ndarray]:
+    assert split == 'train'
+    return {'audio': self.audio, 'family': self.family}
+
+
+def test_the_pooled_mfcc_scale_keeps_the_mfcc_distances_in_phi_and_the_coefficient_scale_does_not():
+  """phi's MFCC half: 'pooled' divides every coefficient by one scale, so its distances are the MFCC means'
+  distances times one factor (c0, the level, spreads most, as in librosa's); 'coefficient' weighs each coefficient
+  alike. Either way the half's mean squared norm over the training notes is 1."""
+  config = helpers.tiny_config()
+  notes = _SyntheticNotes(config)
+  dim = config.model.audio_embedding_dim
+  raw = pdist(np.asarray(embedding_lib.mfcc_summary(notes.audio, config), np.float64))
+  ratios = {}
+  for scale in config_lib.MFCC_SCALES:
+    config.audio_embedding.mfcc_scale = scale
+    metric = stages._train_audio_embedding(config, notes)  # pylint: disable=protected-access
+    half = np.asarray(embedding_lib.phi(metric, notes.audio, config), np.float64)[:, dim:]
+    assert np.mean(np.sum(np.square(half), axis=-1)) == pytest.approx(1.0, rel=1e-3)
+    ratios[scale] = pdist(half) / raw
+  assert np.ptp(ratios['pooled']) < 1e-3 * np.mean(ratios['pooled'])
+  assert np.ptp(ratios['coefficient']) > 0.5 * np.mean(ratios['coefficient'])

@@ -250,6 +250,10 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.audio_embedding.lr = 1e-3
   c.audio_embedding.margin = 0.2
   c.audio_embedding.mining = 'semi_hard'  # 'semi_hard' or 'batch_hard' (batch_hard collapsed here: loss = margin).
+  # phi's MFCC half: 'pooled' divides every coefficient by one scale (the root mean variance over the training
+  # notes), keeping the MFCC means' geometry, in which c0 (the level) spreads most, so Eq. 1 and A weigh a note's
+  # level as the MFCC distances do; 'coefficient' (before 2026-12-06) standardises each by its own std.
+  c.audio_embedding.mfcc_scale = 'pooled'
 
   c.classifiers = ml_collections.ConfigDict()
   c.classifiers.num_steps = 4000

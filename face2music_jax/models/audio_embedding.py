@@ -1,8 +1,10 @@
 """The audio metric phi(y): a triplet-trained 1-D conv embedding of raw audio, concatenated with MFCCs.
 
 phi(y) = [e(y) ; (mean_t MFCC(y) - m) / (s * sqrt(n_mfcc))], where e(y) is L2-normalised (norm 1) and the MFCC
-summary is standardised per coefficient with the training notes' mean m and std s and scaled so that its expected
-squared norm is 1 as well: neither half dominates the distances.
+summary is centred with the training notes' mean m and divided by s, then scaled so that its expected squared norm is 1
+as well: neither half dominates the distances. s is one scale for every coefficient, the root mean variance
+(`audio_embedding.mfcc_scale='pooled'`, the default: the half's distances are the MFCC means' own, in which c0, the
+level, spreads most), or each coefficient's std ('coefficient').
 """
 
 from typing import Any
