@@ -49,6 +49,7 @@ from face2music_jax import workdir as workdir_lib
         ('model.harmonic.face_components', 129, 'model.harmonic.face_components'),
         ('audio.note_rms', -1.0, 'audio.note_rms'),
         ('audio.note_rms', 0.2, 'audio.note_rms'),
+        ('audio_embedding.mfcc_scale', 'standard', 'audio_embedding.mfcc_scale'),
     ])
 def test_bad_values_of_the_new_fields_name_them(field, value, message):
   config = aux.get_config('small')
