@@ -103,6 +103,31 @@ def _copy_artefacts(shared: str, workdir: str) -> None:
     os.replace(partial, target)
 
 
+def shared_stages(config: ml_collections.ConfigDict) -> tuple[inputs_lib.Inputs, dict[str, Any]]:
+  """The stage artefacts every cell copies, in `config.workdir` (the experiment's shared/), trained when missing.
+
+  The directory records the run identity of the config they were trained for (workdir.accept_run): when the
+  experiment is run again with a config that differs beyond train.* fields (e.g. after a change of the default
+  config), the earlier artefacts are set aside (`<name>.stale-config`) and trained again, so no new cell gets the
+  stages of another config. (A shared/ written before this record existed is taken to be of the current config.)
+
+  Returns:
+    The loader of the data (one for the stages and every cell: cells differ in seed and losses, not in data) and
+    the classifiers' test accuracies.
+  """
+  shared = config.workdir
+  os.makedirs(shared, exist_ok=True)
+  workdir_lib.accept_run(config, shared)
+  if not all(os.path.exists(os.path.join(shared, a)) for a in SHARED_ARTEFACTS):
+    logging.info('[experiment] the shared stages: data, audio embedding, classifiers, statistics in %s', shared)
+  stages.ensure_data(config)
+  inputs = inputs_lib.Inputs(config)
+  metric = stages.ensure_audio_embedding(config, shared, inputs)
+  classifiers = stages.ensure_classifiers(config, shared, inputs)['metrics']
+  stages.ensure_statistics(config, shared, metric, inputs)
+  return inputs, classifiers
+
+
 def _log_event(experiment_dir: str, **event: Any) -> None:
   files.append_text(os.path.join(experiment_dir, PROGRESS_FILE),
                     json.dumps({
@@ -145,6 +170,7 @@ def run(configs: tuple[str, ...], seeds: tuple[int, ...], size: str, experiment_
 
   Raises:
     preemption.Preempted: SIGTERM stopped it (a cell in training saves a checkpoint first); rerun to go on.
+    workdir.WorkdirError: a cell of the directory was trained with another config (before any work).
   """
   overrides = dict(overrides or {})
   if not configs or not seeds:
@@ -154,22 +180,21 @@ def run(configs: tuple[str, ...], seeds: tuple[int, ...], size: str, experiment_
   configs_by_cell = {
       (c, s): cell_config(c, size, s, overrides, os.path.join(experiment_dir, cell_name(c, s))) for c, s in cells
   }
+  for (c, s), config in configs_by_cell.items():  # A cell trained with another config would join the table unseen.
+    try:
+      workdir_lib.run_config(config.workdir, config)
+    except workdir_lib.WorkdirError as e:
+      raise workdir_lib.WorkdirError(
+          f'The cell {cell_name(c, s)} of {experiment_dir} was trained with another config than this run gives it '
+          f'({e}). Use a new --experiment_dir for the new config, or the overrides and version of that run.') from e
   os.makedirs(experiment_dir, exist_ok=True)
   files.check_writable(experiment_dir, 'experiment directory')
   os.makedirs(results_dir, exist_ok=True)
   files.check_writable(results_dir, 'results directory')
 
   shared = os.path.join(experiment_dir, SHARED)
-  shared_config = cell_config('aux', size, 0, overrides, shared)
-  if not all(os.path.exists(os.path.join(shared, a)) for a in SHARED_ARTEFACTS):
-    logging.info('[experiment] the shared stages: data, audio embedding, classifiers, statistics in %s', shared)
   start = time.time()
-  stages.ensure_data(shared_config)
-  # One loader of the data for the stages and every cell (cells differ in seed and losses, not in data).
-  inputs = inputs_lib.Inputs(shared_config)
-  metric = stages.ensure_audio_embedding(shared_config, shared, inputs)
-  classifiers = stages.ensure_classifiers(shared_config, shared, inputs)['metrics']
-  stages.ensure_statistics(shared_config, shared, metric, inputs)
+  inputs, classifiers = shared_stages(cell_config('aux', size, 0, overrides, shared))
   if time.time() - start > 5:
     _log_event(experiment_dir, cell=SHARED, event='stages', seconds=round(time.time() - start, 1))
   logging.info('[experiment] classifiers (shared by every cell): %s', classifiers)

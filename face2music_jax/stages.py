@@ -1,7 +1,7 @@
 """Prerequisite stages of GAN training and evaluation, each reading and writing named artefacts in the workdir.
 
   data            -> the SoundFont notes (TFDS) and the default faces (TFRecords), under config.data_dir
-  audio_embedding -> <workdir>/audio_embedding/       (triplet-trained e(y) + MFCC standardisation: phi(y))
+  audio_embedding -> <workdir>/audio_embedding/       (triplet-trained e(y) + the MFCC means' centre and scale: phi(y))
   classifiers     -> <workdir>/classifiers/{pitch,family}/ and classifiers/metrics.json (test accuracies)
   statistics      -> <workdir>/statistics.json        (mu_x, sigma_x, mu_y, sigma_y of pairwise distances)
 
@@ -165,7 +165,7 @@ def _train_audio_embedding(config: ml_collections.ConfigDict, inputs: inputs_lib
         "alone. Try config.audio_embedding.mining='semi_hard' or a lower lr.", spread)
   mfccs = loops.batched(jax.jit(lambda a: embedding_lib.mfcc_summary(a, config)), notes['audio'], batch_size=256)
   std = mfccs.std(0)
-  if ac.mfcc_scale == 'pooled':  # One scale for every coefficient: the distances of the MFCC half are librosa's.
+  if ac.mfcc_scale == 'pooled':  # One scale for every coefficient: the half keeps the MFCC means' own distances.
     std = np.full_like(std, np.sqrt(np.mean(np.square(std))))
   return {
       'params': jax.tree.map(np.asarray, params),

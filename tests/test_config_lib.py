@@ -119,6 +119,7 @@ def test_an_older_config_json_loads_with_the_values_its_model_was_trained_with(t
   assert loaded.eval.listening_pitches == (36, 48, 60, 72)
   assert loaded.train.dtype == 'float32' and loaded.model.harmonic.noise_max == 2.0
   assert loaded.notes.exclude == ((66, 64),)  # JSON lists come back as the config's tuples.
+  assert loaded.audio_embedding.mfcc_scale == 'coefficient'  # phi as it was before the pooled scale.
   config_lib.validate(loaded)
   # A current config.json keeps its own values.
   (tmp_path / 'config.json').write_text(config.to_json())

@@ -14,6 +14,7 @@ import pytest
 from face2music_jax import config_lib
 from face2music_jax import experiment
 from face2music_jax import table as table_lib
+from face2music_jax import workdir as workdir_lib
 
 # Slow (trains, runs subprocesses or compiles the GAN): outside the fast tier, `pytest -m "not slow"`.
 pytestmark = pytest.mark.slow
@@ -119,3 +120,31 @@ def test_bad_experiment_arguments_name_the_problem(tmp_path):
     experiment.cell_config('aux', 'tiny', 0, {'train.num_steps': -1}, str(tmp_path))
   config = experiment.cell_config('metric', 'tiny', 2, {'train.num_steps': 7}, str(tmp_path))
   assert (config.name, config.seed, config.train.num_steps, config.workdir) == ('metric', 2, 7, str(tmp_path))
+
+
+def test_the_shared_stages_of_another_config_are_set_aside_and_trained_again(tiny_exported, tmp_path):
+  """Rerun after a change of the default beyond train.* (here phi's MFCC scale), an experiment directory trains its
+  shared stages again instead of handing new cells the stages of the earlier config."""
+  shared = str(tmp_path / 'experiment' / experiment.SHARED)
+  config = experiment.cell_config('aux', 'tiny', 0, {'data.exported': tiny_exported}, shared)
+  experiment.shared_stages(config)
+  assert not any(name.endswith('stale-config') for name in os.listdir(shared))
+  experiment.shared_stages(config)  # The same config: kept.
+  assert not any(name.endswith('stale-config') for name in os.listdir(shared))
+  config.audio_embedding.mfcc_scale = 'coefficient' if config.audio_embedding.mfcc_scale == 'pooled' else 'pooled'
+  experiment.shared_stages(config)
+  for name in experiment.SHARED_ARTEFACTS:
+    assert os.path.exists(os.path.join(shared, f'{name}.stale-config')) and os.path.exists(os.path.join(shared, name))
+
+
+def test_an_experiment_directory_with_a_cell_of_another_config_is_refused_before_any_work(tmp_path):
+  """A finished cell is skipped, not retrained: had it been trained with another config (an earlier default), the new
+  table would hold it unseen. The experiment refuses, naming the cell and the field."""
+  experiment_dir = tmp_path / 'experiment'
+  earlier = experiment.cell_config('aux', 'tiny', 0, {}, str(experiment_dir / experiment.cell_name('aux', 0)))
+  earlier.audio_embedding.mfcc_scale = 'coefficient' if earlier.audio_embedding.mfcc_scale == 'pooled' else 'pooled'
+  os.makedirs(earlier.workdir)
+  workdir_lib.accept_run(earlier, earlier.workdir)  # As its training recorded it.
+  with pytest.raises(workdir_lib.WorkdirError, match=r'aux_seed0 .*audio_embedding\.mfcc_scale'):
+    experiment.run(('aux',), (0,), 'tiny', str(experiment_dir), str(tmp_path / 'results'))
+  assert os.listdir(experiment_dir) == ['aux_seed0'] and not (tmp_path / 'results').exists()

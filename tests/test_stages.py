@@ -270,5 +270,7 @@ def test_the_pooled_mfcc_scale_keeps_the_mfcc_distances_in_phi_and_the_coefficie
     half = np.asarray(embedding_lib.phi(metric, notes.audio, config), np.float64)[:, dim:]
     assert np.mean(np.sum(np.square(half), axis=-1)) == pytest.approx(1.0, rel=1e-3)
     ratios[scale] = pdist(half) / raw
+    if scale == 'pooled':
+      assert np.argmax(np.std(half, axis=0)) == 0  # c0, the level: these notes lie 40 dB apart.
   assert np.ptp(ratios['pooled']) < 1e-3 * np.mean(ratios['pooled'])
   assert np.ptp(ratios['coefficient']) > 0.5 * np.mean(ratios['coefficient'])

@@ -170,7 +170,7 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.audio_embedding_channels = 32
   c.model.classifier_channels = 32
 
-  # MFCC, as librosa.feature.mfcc with these parameters; phi(y) uses their standardized mean over time.
+  # MFCC, as librosa.feature.mfcc with these parameters; phi(y) uses their mean over time, centred and scaled.
   c.mfcc = ml_collections.ConfigDict()
   c.mfcc.n_mfcc = 20
   c.mfcc.n_fft = 1024
