@@ -257,7 +257,7 @@ class _SyntheticNotes:
 @pytest.mark.slow  # Trains the audio embedding (a few steps) twice.
 def test_the_pooled_mfcc_scale_keeps_the_mfcc_distances_in_phi_and_the_coefficient_scale_does_not():
   """phi's MFCC half: 'pooled' divides every coefficient by one scale, so its distances are the MFCC means'
-  distances times one factor (c0, the level, spreads most, as in librosa's); 'coefficient' weighs each coefficient
+  distances times one factor (c0, the level, spreads most, as in those distances); 'coefficient' weighs each coefficient
   alike. Either way the half's mean squared norm over the training notes is 1."""
   config = helpers.tiny_config()
   notes = _SyntheticNotes(config)
