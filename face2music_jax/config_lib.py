@@ -19,6 +19,7 @@ LOSSES = ('hinge', 'wgan-gp')
 UPSAMPLINGS = ('transposed', 'nearest', 'linear')
 MININGS = ('batch_hard', 'semi_hard')
 MFCC_SCALES = ('coefficient', 'pooled')
+AUX_MFCC_SCALES = ('phi', 'coefficient')
 NONFINITE = ('stop', 'skip')
 METRIC_PAIRS = ('batch', 'one_pitch')
 FACE_NOISE_SPACES = ('embedding', 'projection')
@@ -72,6 +73,7 @@ ADDED_FIELDS = {
     'train.metric_shift': 0.0,
     'model.harmonic.learned_phases': False,
     'audio_embedding.mfcc_scale': 'coefficient',
+    'train.aux_mfcc_scale': 'phi',
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
@@ -300,6 +302,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config, 'train.loss', LOSSES)
   _choice(config, 'audio_embedding.mining', MININGS)
   _choice(config, 'audio_embedding.mfcc_scale', MFCC_SCALES)
+  _choice(config, 'train.aux_mfcc_scale', AUX_MFCC_SCALES)
   _choice(config, 'train.nonfinite', NONFINITE)
   _choice(config, 'train.metric_pairs', METRIC_PAIRS)
   _choice(config, 'train.face_noise_space', FACE_NOISE_SPACES)

@@ -18,6 +18,7 @@ from jax.experimental import multihost_utils
 from face2music_jax import checkpoint
 from face2music_jax import config_lib
 from face2music_jax import files
+from face2music_jax import loops
 from face2music_jax import losses
 from face2music_jax import parallel
 from face2music_jax import preemption
@@ -30,6 +31,8 @@ from face2music_jax.gan import Models, TrainState, make_generate, to_host
 from face2music_jax.train_step import compile_train_step
 from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.data import sampling
+from face2music_jax.models import audio_embedding as embedding_lib
+from face2music_jax.models import discriminator as d_lib
 from face2music_jax.models import generator as g_lib
 
 # Where the time of the last training command went, phase by phase (progress.PhaseTimer), in the work directory.
@@ -132,6 +135,18 @@ def _fit_face_space(local_faces: np.ndarray, components: int) -> dict[str, np.nd
   return {k: np.asarray(v) for k, v in multihost_utils.broadcast_one_to_all(space).items()}
 
 
+def _fit_aux_input_scale(config: ml_collections.ConfigDict, metric: embedding_lib.AudioMetric,
+                         local_notes: np.ndarray) -> dict[str, np.ndarray]:
+  """A's input scale (d_lib.fit_aux_input_scale) from phi(y) of this process's share of the training notes;
+  process 0's is the one every process uses, as the replicated variables need."""
+  phi = jax.jit(functools.partial(embedding_lib.phi, config=config))
+  real_phi = loops.batched(lambda a: phi(metric, a), local_notes, batch_size=256)
+  scale = d_lib.fit_aux_input_scale(real_phi, config.mfcc.n_mfcc)
+  if jax.process_count() == 1:
+    return scale
+  return {k: np.asarray(v) for k, v in multihost_utils.broadcast_one_to_all(scale).items()}
+
+
 def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.Handler,
            inputs: inputs_lib.Inputs | None) -> TrainState:
   is_main = jax.process_index() == 0
@@ -166,9 +181,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   checkpoint.prune(manager, config.train.keep_checkpoints)
   if latest is not None:
     logging.info('Resumed from the checkpoint at step %d.', latest)
-  elif 'face_space' in state.g:  # G's projection of the faces (model.harmonic.face_components): fitted once, kept.
-    space = _fit_face_space(data.faces, config.model.harmonic.face_components)
-    state = state.replace(g={**state.g, 'face_space': parallel.replicate(mesh, space)})
+  else:  # Fitted once before the first step and kept in the state (checkpointed with it).
+    if 'face_space' in state.g:  # G's projection of the faces (model.harmonic.face_components).
+      space = _fit_face_space(data.faces, config.model.harmonic.face_components)
+      state = state.replace(g={**state.g, 'face_space': parallel.replicate(mesh, space)})
+    if 'input_scale' in state.aux:  # A's weights of phi's MFCC coefficients (train.aux_mfcc_scale).
+      scale = _fit_aux_input_scale(config, metric, data.audio)
+      state = state.replace(aux={**state.aux, 'input_scale': parallel.replicate(mesh, scale)})
   start_step = int(to_host(state.step))
   if start_step >= config.train.num_steps:
     logging.warning(

@@ -81,7 +81,7 @@ def make_train_step(models: gan.Models):
       aux_inputs = jnp.concatenate([phi(real), phi(fake)]) if use_aux else None
 
       def d_objective(d_params, aux_params, d_vars=d_vars, d_others=d_others, k_d=k_d, k_gp=k_gp, k_agp=k_agp,
-                      real=real, fake=fake, real_pitch=real_pitch, aux_inputs=aux_inputs):
+                      real=real, fake=fake, real_pitch=real_pitch, aux_inputs=aux_inputs, aux_vars=aux_vars):
         logits, pitch_logits, new_others = models.discriminate(_with(d_vars, d_params, d_others),
                                                                jnp.concatenate([real, fake]),
                                                                jnp.concatenate([real_pitch, real_pitch]), k_d)
@@ -97,7 +97,7 @@ def make_train_step(models: gan.Models):
           m['gradient_penalty'] = losses.gradient_penalty(critic, real, fake, k_gp)
           total = total + c.gp_weight * m['gradient_penalty']
         if use_aux:
-          aux_critic = lambda x, p: models.aux.apply({'params': aux_params}, x, p)
+          aux_critic = lambda x, p: models.aux.apply(_with(aux_vars, aux_params, {}), x, p)
           m['aux_d_loss'] = d_loss_fn(*jnp.split(aux_critic(aux_inputs, jnp.concatenate([real_pitch, real_pitch])), 2))
           total = total + m['aux_d_loss']
           if c.loss == 'wgan-gp':  # The auxiliary critic is Lipschitz-constrained the same way as the main one.
@@ -117,7 +117,7 @@ def make_train_step(models: gan.Models):
       metrics.update(m, d_grad_norm=optax.tree.norm(d_grads))
       if use_aux:
         updates, aux_opt = models.aux_tx.update(aux_grads, aux_opt, aux_params)
-        aux_vars = {'params': optax.apply_updates(aux_params, updates)}
+        aux_vars = _with(aux_vars, optax.apply_updates(aux_params, updates), {})
         metrics['aux_grad_norm'] = optax.tree.norm(aux_grads)
 
     k_g = jax.random.fold_in(rng, c.d_steps)

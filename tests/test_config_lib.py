@@ -50,6 +50,7 @@ from face2music_jax import workdir as workdir_lib
         ('audio.note_rms', -1.0, 'audio.note_rms'),
         ('audio.note_rms', 0.2, 'audio.note_rms'),
         ('audio_embedding.mfcc_scale', 'standard', 'audio_embedding.mfcc_scale'),
+        ('train.aux_mfcc_scale', 'pooled', 'train.aux_mfcc_scale'),
     ])
 def test_bad_values_of_the_new_fields_name_them(field, value, message):
   config = aux.get_config('small')
@@ -120,6 +121,7 @@ def test_an_older_config_json_loads_with_the_values_its_model_was_trained_with(t
   assert loaded.train.dtype == 'float32' and loaded.model.harmonic.noise_max == 2.0
   assert loaded.notes.exclude == ((66, 64),)  # JSON lists come back as the config's tuples.
   assert loaded.audio_embedding.mfcc_scale == 'coefficient'  # phi as it was before the pooled scale.
+  assert loaded.train.aux_mfcc_scale == 'phi'  # A sees phi(y) itself, as before its input scale.
   config_lib.validate(loaded)
   # A current config.json keeps its own values.
   (tmp_path / 'config.json').write_text(config.to_json())

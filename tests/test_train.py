@@ -19,10 +19,13 @@ from face2music_jax import files
 from face2music_jax import gan
 from face2music_jax import parallel
 from face2music_jax import preemption
+from face2music_jax import stages
 from face2music_jax import train
 from face2music_jax import train_step
 from face2music_jax import translator as translator_lib
 from face2music_jax.data import inputs as inputs_lib
+from face2music_jax.models import audio_embedding
+from face2music_jax.models import discriminator
 from face2music_jax.models import generator as generator_lib
 from tests import helpers
 
@@ -162,6 +165,31 @@ def test_face_space_is_fitted_on_the_training_faces_and_travels_with_the_generat
   np.testing.assert_allclose(translator.generate(z + off, midi), notes, atol=1e-4)
   along = expected['basis'][:, 0] * np.linalg.norm(z[1] - z[0])
   assert np.max(np.abs(translator.generate(z + along, midi) - notes)) > 1e-3
+
+
+def test_aux_input_scale_is_fitted_on_the_real_notes_before_the_first_step_and_resumes_exactly(staged_config, tmp_path):
+  """train.aux_mfcc_scale = 'coefficient': the run fits A's input scale on phi(y) of its training notes before its
+  first step and keeps it through training; a run stopped after step 1 and resumed ends as one run of 2 steps."""
+  staged_config.train.aux_mfcc_scale = 'coefficient'
+  staged_config.train.num_steps = 2
+  straight = train.train(staged_config, staged_config.workdir)
+  metric = stages.ensure_audio_embedding(staged_config, staged_config.workdir)
+  notes = inputs_lib.for_config(staged_config).notes('train')['audio']
+  real_phi = np.asarray(jax.jit(lambda a: audio_embedding.phi(metric, a, staged_config))(notes))
+  expected = discriminator.fit_aux_input_scale(real_phi, staged_config.mfcc.n_mfcc)['weight']
+  got = gan.to_host(straight.aux['input_scale']['weight'])
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  assert np.ptp(got[-staged_config.mfcc.n_mfcc:]) > 0.1  # Not the weights A is initialised with.
+  resumed_dir = helpers.copy_stage_artefacts(staged_config.workdir, str(tmp_path / 'resumed'))
+  staged_config.workdir = resumed_dir
+  staged_config.train.num_steps = 1
+  train.train(staged_config, resumed_dir)
+  staged_config.train.num_steps = 2
+  resumed = train.train(staged_config, resumed_dir)
+  for (k, a), (_, b) in zip(
+      jax.tree_util.tree_flatten_with_path(gan.to_host((straight.aux, straight.g)))[0],
+      jax.tree_util.tree_flatten_with_path(gan.to_host((resumed.aux, resumed.g)))[0]):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(k))
 
 
 def _nan_metric_loss(*args, **kwargs):

@@ -227,6 +227,11 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # Mescheder et al. 2018); 0 = none (the paper's A). Without it A separates real notes from
   # translations by a margin for most of a run (aux_d_loss 0.16-0.52 after step 1000 at `small`, 2 at chance).
   c.train.aux_r1_weight = 0.0
+  # What the auxiliary discriminator sees of phi's MFCC half: 'phi' (phi(y) as Eq. 1 does, the paper's A) or
+  # 'coefficient' (each MFCC coefficient rescaled by its own spread over the real training notes, keeping the half's
+  # RMS): with phi's pooled MFCC scale, A would otherwise see mostly c0, the note's level, and little of its timbre.
+  # The scale is fitted once before the first step and kept in A's variables (`input_scale`).
+  c.train.aux_mfcc_scale = 'phi'
   # Weight of the auxiliary pitch classification (AC-GAN) loss of D's pitch head on real notes, and of G's notes
   # on it; 0 = no pitch head (the projection discriminator alone). With it, G is pushed to the requested pitch
   # rather than an octave above it (docs/experiments.md).

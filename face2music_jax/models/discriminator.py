@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from flax.typing import Dtype
 
 from face2music_jax import config_lib
@@ -96,14 +97,20 @@ class AuxDiscriminator(nn.Module):
   layer, so A compares phi(y) with the real notes of the same pitch, not with real notes of any pitch: a generator
   whose high notes all sound like one family is told apart even where that family is common among the low notes.
 
+  With `input_scale` phi(y) is first multiplied, dimension by dimension, by the variable `input_scale/weight`
+  (ones when initialised; `fit_aux_input_scale` sets it before training from the real notes, and it is kept with
+  A's variables): A then weighs phi's MFCC coefficients by their own spread, whatever scale Eq. 1 uses for them.
+
   Attributes:
     features: widths of the dense layers, the last one 1 (the paper: 128, 64, 32, 16, 1).
     pack: notes judged together (1: the paper's A, one note at a time).
     num_pitches: pitch classes of the projection; 0 = unconditional (the paper's A).
+    input_scale: multiply phi(y) by the fitted per-dimension weights first (config train.aux_mfcc_scale).
   """
   features: Sequence[int] = (128, 64, 32, 16, 1)
   pack: int = 1
   num_pitches: int = 0
+  input_scale: bool = False
 
   @nn.compact
   def __call__(self, phi: jax.Array, pitch: jax.Array | None = None) -> jax.Array:
@@ -112,6 +119,8 @@ class AuxDiscriminator(nn.Module):
     b, f = phi.shape
     if b % self.pack:
       raise ValueError(f'The auxiliary discriminator packs {self.pack} notes: a batch of {b} does not divide.')
+    if self.input_scale:
+      phi = phi * self.variable('input_scale', 'weight', jnp.ones, (f,), jnp.float32).value
     x = phi.reshape(b // self.pack, self.pack * f)
     for i, width in enumerate(self.features):
       if i:
@@ -141,4 +150,30 @@ def make_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
 def make_aux_discriminator(config: ml_collections.ConfigDict) -> AuxDiscriminator:
   """The auxiliary discriminator of `config.model.aux_features`."""
   return AuxDiscriminator(features=tuple(config.model.aux_features), pack=config.model.aux_pack,
-                          num_pitches=config_lib.num_pitches(config) if config.model.aux_pitch_conditional else 0)
+                          num_pitches=config_lib.num_pitches(config) if config.model.aux_pitch_conditional else 0,
+                          input_scale=config.train.aux_mfcc_scale == 'coefficient')
+
+
+def fit_aux_input_scale(real_phi: np.ndarray, n_mfcc: int) -> dict[str, np.ndarray]:
+  """A's `input_scale` variables for train.aux_mfcc_scale = 'coefficient', from phi(y) of real notes [N, F] whose
+  last `n_mfcc` dimensions are the MFCC half: each of those is divided by its own standard deviation over the notes
+  and multiplied by their root mean variance (the half's RMS spread is kept, its coefficients spread alike); the
+  other dimensions are left as they are (weight 1).
+
+  Raises:
+    ValueError: fewer than 2 notes, not [N, F] with F > n_mfcc, non-finite values, or a coefficient that does not
+      vary over the notes.
+  """
+  real_phi = np.asarray(real_phi, np.float64)
+  if real_phi.ndim != 2 or len(real_phi) < 2 or not 0 < n_mfcc <= real_phi.shape[1]:
+    raise ValueError(f'Expected phi(y) of at least 2 real notes, [N, F] with F >= n_mfcc = {n_mfcc}; got '
+                     f'{real_phi.shape}.')
+  if not np.all(np.isfinite(real_phi)):
+    raise ValueError('phi(y) of the real notes holds NaN or infinite values.')
+  std = real_phi[:, -n_mfcc:].std(axis=0)
+  if np.min(std) <= 0:
+    raise ValueError(f'MFCC coefficient {int(np.argmin(std))} does not vary over the {len(real_phi)} real notes: '
+                     'no scale can be fitted.')
+  weight = np.ones(real_phi.shape[1])
+  weight[-n_mfcc:] = np.sqrt(np.mean(np.square(std))) / std
+  return {'weight': weight.astype(np.float32)}

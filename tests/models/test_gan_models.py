@@ -171,6 +171,41 @@ def test_aux_discriminator_packs_notes_and_judges_them_together():
     aux.apply(variables, phi[:5])
 
 
+def test_aux_input_scale_weighs_each_mfcc_coefficient_by_its_own_spread_over_the_real_notes():
+  """train.aux_mfcc_scale = 'coefficient': fitted on real phi(y) whose MFCC coefficients spread very unequally (as
+  phi's pooled half does: c0 most), the weights give every coefficient the same spread over those notes and keep the
+  half's RMS spread; the conv half is untouched; A with the scale judges phi * weight as A without it judges that."""
+  rng = np.random.default_rng(0)
+  n_mfcc, conv = 5, 7
+  spreads = np.array([4.0, 1.0, 0.5, 0.25, 0.1])
+  real_phi = np.concatenate([rng.normal(size=(500, conv)), rng.normal(size=(500, n_mfcc)) * spreads], axis=1)
+  weight = discriminator_lib.fit_aux_input_scale(real_phi, n_mfcc)['weight']
+  assert weight.shape == (conv + n_mfcc,) and weight.dtype == np.float32
+  np.testing.assert_array_equal(weight[:conv], 1.0)
+  scaled = (real_phi * weight)[:, conv:].std(axis=0)
+  rms = np.sqrt(np.mean(np.square(real_phi[:, conv:].std(axis=0))))
+  np.testing.assert_allclose(scaled, rms, rtol=1e-5)
+  assert weight[conv] < 1 < weight[-1]  # c0 weighed down, the finest coefficient up.
+  aux = discriminator_lib.AuxDiscriminator(input_scale=True)
+  phi = jnp.asarray(real_phi[:4], jnp.float32)
+  variables = _init(aux, phi)
+  np.testing.assert_array_equal(variables['input_scale']['weight'], np.ones(conv + n_mfcc))  # Fitted later.
+  variables = {'params': _random_params(variables['params']), 'input_scale': {'weight': weight}}
+  plain = discriminator_lib.AuxDiscriminator().apply({'params': variables['params']}, phi * weight)
+  np.testing.assert_allclose(aux.apply(variables, phi), plain, rtol=1e-6)
+  assert not np.allclose(aux.apply(variables, phi), aux.apply({
+      **variables, 'input_scale': {
+          'weight': np.ones(12)
+      }
+  }, phi))
+  with pytest.raises(ValueError, match='does not vary'):
+    discriminator_lib.fit_aux_input_scale(np.concatenate([real_phi, np.ones((500, 1))], axis=1), n_mfcc)
+  with pytest.raises(ValueError, match='NaN or infinite'):
+    discriminator_lib.fit_aux_input_scale(np.where(real_phi > 3, np.nan, real_phi), n_mfcc)
+  with pytest.raises(ValueError, match='at least 2 real notes'):
+    discriminator_lib.fit_aux_input_scale(real_phi[:1], n_mfcc)
+
+
 def test_pitch_conditional_aux_discriminator_judges_a_note_against_its_pitch():
   aux = discriminator_lib.AuxDiscriminator(num_pitches=5)
   phi = jax.random.normal(jax.random.key(0), (4, 40))
