@@ -135,6 +135,11 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
     references = {'real_train_notes': other_real, **references}
   fid = fidelity.evaluate(config, classifiers, real_audio, fake_audio, references)
   result, reference_rows = dict(fid['metrics']), fid['reference_rows']
+  # The families the frozen family classifier names (phi, where the families below are assigned, is what Eq. 1 and A
+  # train in; the classifier is not).
+  classified = metrics.family_distribution(fid['classified']['family'], config_lib.family_names(config))
+  result['effective_families_classifier'] = classified['effective_number']
+  result['largest_family_share_classifier'] = classified['largest_share']
   timer.lap('classifiers_fid_is')
 
   test_faces = {k: v[faces['split'] == 'test'] for k, v in faces.items()}
@@ -173,6 +178,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
       'assigned_families': {
           families[i]: int(c) for i, c in enumerate(counts)
       },
+      'classified_families': classified['counts'],
       'pearson_per_pitch': {
           str(p): r for p, r in per_pitch.items()
       },

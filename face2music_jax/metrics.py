@@ -6,6 +6,8 @@ their translations. `evaluate.py` computes them on a trained model; benchmarks a
 """
 
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy import linalg
@@ -75,6 +77,21 @@ def distance_correlation(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None
     return float('nan'), float('nan')
   result = stats.pearsonr(dx, dy)
   return float(result.statistic), float(result.pvalue)
+
+
+def family_distribution(labels: np.ndarray, families: Sequence[str]) -> dict[str, Any]:
+  """How labels [N] (indices into `families`) spread: {'counts': {family: n}, 'largest_share', 'effective_number'}
+  (exp of the entropy of the shares: 1 = all in one family, len(families) = evenly over all)."""
+  counts = np.bincount(np.asarray(labels, np.int64), minlength=len(families))
+  share = counts / counts.sum()
+  nonzero = share[share > 0]
+  return {
+      'counts': {
+          f: int(c) for f, c in zip(families, counts)
+      },
+      'largest_share': float(share.max()),
+      'effective_number': float(np.exp(-np.sum(nonzero * np.log(nonzero)))),
+  }
 
 
 def nearest_centroid_labels(points: np.ndarray, reference: np.ndarray, reference_labels: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ import pytest
 from face2music_jax import checkpoint
 from face2music_jax import evaluate
 from face2music_jax import files
+from face2music_jax import metrics
 from face2music_jax import plots
 from face2music_jax import report
 from face2music_jax import workdir as workdir_lib
@@ -32,7 +33,7 @@ METRIC_KEYS = ('pitch_test_accuracy', 'family_test_accuracy', 'fid_pitch', 'fid_
                'inception_score_family', 'inception_score_pitch_real', 'inception_score_family_real',
                'inception_score_pitch_max', 'inception_score_family_max', 'pearson_correlation',
                'pearson_correlation_random_pitch', 'pearson_random_pitch_p_value', 'silhouette_value', 'in_tune_50c',
-               'flatness_median', 'distinctness')
+               'flatness_median', 'distinctness', 'effective_families_classifier', 'largest_family_share_classifier')
 
 
 @pytest.fixture(scope='module')
@@ -80,6 +81,14 @@ def test_evaluate_writes_metrics_figures_and_page(trained):
     assert row['fid_pitch'] >= -1e-6 and row['fid_family'] >= -1e-6
     assert 1 - 1e-6 <= row['inception_score_pitch'] <= 13 and 1 - 1e-6 <= row['inception_score_family'] <= 4
   assert sum(written['assigned_families'].values()) == config.eval.num_translations
+  # The families the frozen family classifier names, beside phi's nearest centroids.
+  classified = written['classified_families']
+  assert list(classified) == list(written['assigned_families'])
+  assert sum(classified.values()) == config.eval.num_translations
+  assert m['effective_families_classifier'] == pytest.approx(
+      metrics.family_distribution(np.repeat(np.arange(len(classified)), list(classified.values())),
+                                  list(classified))['effective_number'])
+  assert m['largest_family_share_classifier'] == max(classified.values()) / config.eval.num_translations
   for name in ('tsne_audio.png', 'tsne_faces.png', 'faces_by_family.png', 'index.html'):
     assert os.path.getsize(os.path.join(out, name)) > 1000, name
   page = open(os.path.join(out, 'index.html')).read()

@@ -70,6 +70,18 @@ def test_nearest_centroid_labels():
   np.testing.assert_array_equal(labels, [3, 7])
 
 
+def test_family_distribution_counts_shares_and_the_effective_number():
+  families = ('bass', 'brass', 'flute', 'guitar')
+  even = metrics.family_distribution(np.array([0, 1, 2, 3] * 5), families)
+  assert even['counts'] == {f: 5 for f in families}
+  assert even['effective_number'] == pytest.approx(4.0) and even['largest_share'] == 0.25
+  one = metrics.family_distribution(np.array([2, 2, 2]), families)
+  assert one['counts'] == {'bass': 0, 'brass': 0, 'flute': 3, 'guitar': 0} and one['effective_number'] == 1.0
+  assert one['largest_share'] == 1.0
+  skewed = metrics.family_distribution(np.array([0, 0, 0, 1]), families)  # exp(entropy) of shares 3/4, 1/4.
+  assert skewed['effective_number'] == pytest.approx(np.exp(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25))))
+
+
 def test_welch_interval_matches_scipy_and_needs_two_values_per_group():
   a, b = np.array([0.41, 0.44, 0.36, 0.40]), np.array([0.08, 0.15, 0.02])
   difference, low, high = metrics.welch_interval(a, b)

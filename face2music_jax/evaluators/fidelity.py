@@ -60,14 +60,17 @@ def evaluate(config: ml_collections.ConfigDict, classifiers: dict[str, Any], rea
 
   Returns:
     {'metrics': {'<kind>_test_accuracy', 'fid_<kind>', 'inception_score_<kind>', 'inception_score_<kind>_real',
-     'inception_score_<kind>_max'}, 'reference_rows': {row: {'fid_<kind>', 'inception_score_<kind>'}}}.
+     'inception_score_<kind>_max'}, 'reference_rows': {row: {'fid_<kind>', 'inception_score_<kind>'}},
+     'classified': {kind: [N] the class each classifier names for each translation}}.
   """
   references = references or {}
   result: dict[str, Any] = {}
   rows: dict[str, dict[str, float | None]] = {row: {} for row in references}
+  classified = {}
   for kind in KINDS:
     real_probs, real_features = classify(config, kind, classifiers[kind], real_audio)
     fake_probs, fake_features = classify(config, kind, classifiers[kind], fake_audio)
+    classified[kind] = np.argmax(fake_probs, axis=1)
     if 'metrics' in classifiers:
       result[f'{kind}_test_accuracy'] = classifiers['metrics'][f'{kind}_test_accuracy']
     result[f'fid_{kind}'] = metrics.frechet_distance(real_features, fake_features)
@@ -78,4 +81,4 @@ def evaluate(config: ml_collections.ConfigDict, classifiers: dict[str, Any], rea
       probs, features = classify(config, kind, classifiers[kind], audio)
       rows[row][f'fid_{kind}'] = metrics.json_float(metrics.frechet_distance(real_features, features))
       rows[row][f'inception_score_{kind}'] = metrics.json_float(metrics.inception_score(probs))
-  return {'metrics': result, 'reference_rows': rows}
+  return {'metrics': result, 'reference_rows': rows, 'classified': classified}

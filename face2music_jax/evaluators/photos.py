@@ -14,6 +14,9 @@ measures what a listener and a researcher would, with tools the model never trai
   closest_pair    the two different faces whose notes are closest (MFCC distance / real notes' mean distance)
   families        the nearest real family (centroid in phi space) of every translation: counts, the largest
                   share, and the effective number exp(entropy) of families
+  families_classifier   the same with the family the frozen family classifier (trained on the real notes, the
+                  yardstick of FID-family) names for each note: phi is what Eq. 1 and A train in, the classifier
+                  is not; beside it the same for the real notes (`real_families_classifier`)
   end_db          how far below its peak each note ends (last 10 ms): a release is <= -30 dB
 
 Outputs in `out_dir`: metrics.json, faces/*.png (each face as found), notes/*.wav, and index.html, a page with every
@@ -98,19 +101,6 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
   return None if r is None or not np.isfinite(r) else float(r)
 
 
-def _families(assigned: np.ndarray, families: tuple[str, ...]) -> dict[str, Any]:
-  counts = np.bincount(assigned, minlength=len(families))
-  share = counts / counts.sum()
-  nonzero = share[share > 0]
-  return {
-      'counts': {
-          f: int(c) for f, c in zip(families, counts)
-      },
-      'largest_share': float(share.max()),
-      'effective_number': float(np.exp(-np.sum(nonzero * np.log(nonzero)))),
-  }
-
-
 def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: str, out_dir: str, inputs=None,
                     model: str | None = None) -> dict[str, Any]:
   """Translates every face of the photos in `photo_dir` with the model of `workdir` (or `model`), writes the measures.
@@ -136,6 +126,7 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   # pylint: disable=import-outside-toplevel  (TensorFlow and Orbax only for this researcher's path)
   from face2music_jax import stages
   from face2music_jax.data import inputs as inputs_lib
+  from face2music_jax.evaluators import fidelity
   from face2music_jax.models import audio_embedding as embedding_lib
   start = time.perf_counter()
   files.check_writable(os.path.dirname(os.path.abspath(out_dir)), 'output directory')
@@ -178,6 +169,9 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   ref_mfcc = listening.mfcc_means(ref_audio, sr)
   families = config_lib.family_names(config)
   assigned = metrics.nearest_centroid_labels(phi, ref_phi, ref_family)
+  family_params = stages.ensure_classifiers(config, workdir, inputs)['family']
+  classified = np.argmax(fidelity.classify(config, 'family', family_params, audio)[0], axis=1)
+  ref_classified = np.argmax(fidelity.classify(config, 'family', family_params, ref_audio)[0], axis=1)
 
   per_pitch = {}
   closest = None
@@ -202,7 +196,7 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
         'distinctness': (listening.mean_distance_between_groups(mfcc[at]) / ref_mean) if ref_mean and n > 1 else None,
         'pearson_model': _pearson(faces['embedding'], phi[at]),
         'pearson_independent': _pearson(faces['independent'], mfcc[at]),
-        'families': _families(assigned[at], families),
+        'families': metrics.family_distribution(assigned[at], families),
     }
 
   def mean(key):
@@ -237,11 +231,17 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
           'end_db_median':
               float(np.median(end_db)),
           'effective_families':
-              _families(assigned, families)['effective_number'],
+              metrics.family_distribution(assigned, families)['effective_number'],
           'largest_family_share':
-              _families(assigned, families)['largest_share'],
+              metrics.family_distribution(assigned, families)['largest_share'],
+          'effective_families_classifier':
+              metrics.family_distribution(classified, families)['effective_number'],
+          'largest_family_share_classifier':
+              metrics.family_distribution(classified, families)['largest_share'],
       },
-      'families': _families(assigned, families),
+      'families': metrics.family_distribution(assigned, families),
+      'families_classifier': metrics.family_distribution(classified, families),
+      'real_families_classifier': metrics.family_distribution(ref_classified, families),
       'closest_pair': closest,
       'per_pitch': per_pitch,
   }

@@ -38,6 +38,12 @@ def test_every_face_of_a_folder_is_translated_and_measured(trained_tiny_workdir,
   assert head['end_db_max'] <= -30  # Every note ends in its release.
   assert sum(summary['families']['counts'].values()) == 3 * len(pitches)
   assert 1 <= head['effective_families'] <= len(summary['families']['counts'])
+  # The same with the family the frozen family classifier names; the real notes' spread beside it.
+  assert sum(summary['families_classifier']['counts'].values()) == 3 * len(pitches)
+  assert 1 <= head['effective_families_classifier'] <= len(summary['families_classifier']['counts'])
+  assert head['largest_family_share_classifier'] == summary['families_classifier']['largest_share']
+  real = summary['real_families_classifier']['counts']
+  assert list(real) == list(summary['families']['counts']) and sum(real.values()) > 3 * len(pitches)
   assert summary['closest_pair']['faces'][0] != summary['closest_pair']['faces'][1]
   with open(os.path.join(out, 'metrics.json')) as f:
     assert json.load(f)['num_faces'] == 3
