@@ -303,6 +303,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config, 'audio_embedding.mining', MININGS)
   _choice(config, 'audio_embedding.mfcc_scale', MFCC_SCALES)
   _choice(config, 'train.aux_mfcc_scale', AUX_MFCC_SCALES)
+  _check(
+      config.train.aux_mfcc_scale == 'phi' or config.train.use_aux_discriminator, 'train.aux_mfcc_scale',
+      config.train.aux_mfcc_scale, "the auxiliary discriminator's input, which this config does not use "
+      "(train.use_aux_discriminator = False): leave it 'phi'")
   _choice(config, 'train.nonfinite', NONFINITE)
   _choice(config, 'train.metric_pairs', METRIC_PAIRS)
   _choice(config, 'train.face_noise_space', FACE_NOISE_SPACES)

@@ -137,7 +137,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   result, reference_rows = dict(fid['metrics']), fid['reference_rows']
   # The families the frozen family classifier names (phi, where the families below are assigned, is what Eq. 1 and A
   # train in; the classifier is not).
-  classified = metrics.family_distribution(fid['classified']['family'], config_lib.family_names(config))
+  classified = metrics.family_distribution(fid['classified']['family'], families)
   result['effective_families_classifier'] = classified['effective_number']
   result['largest_family_share_classifier'] = classified['largest_share']
   timer.lap('classifiers_fid_is')
@@ -157,6 +157,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   result.update(correlation_measures['metrics'])
   assigned, counts, per_pitch = (correlation_measures['assigned'], correlation_measures['family_counts'],
                                  correlation_measures['pearson_per_pitch'])
+  in_phi = metrics.family_distribution(assigned, families)  # Nearest real family centroid in phi.
+  result['effective_families'] = in_phi['effective_number']
+  result['largest_family_share'] = in_phi['largest_share']
   notes_text = list(correlation_measures['notes'])
   for note in notes_text:
     logging.warning(note)

@@ -82,7 +82,11 @@ def distance_correlation(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None
 def family_distribution(labels: np.ndarray, families: Sequence[str]) -> dict[str, Any]:
   """How labels [N] (indices into `families`) spread: {'counts': {family: n}, 'largest_share', 'effective_number'}
   (exp of the entropy of the shares: 1 = all in one family, len(families) = evenly over all)."""
-  counts = np.bincount(np.asarray(labels, np.int64), minlength=len(families))
+  labels = np.asarray(labels, np.int64)
+  if not len(labels) or labels.min() < 0 or labels.max() >= len(families):
+    raise ValueError(f'Expected labels in [0, {len(families)}) for {len(families)} families; got '
+                     f'{np.unique(labels).tolist()}.')
+  counts = np.bincount(labels, minlength=len(families))
   share = counts / counts.sum()
   nonzero = share[share > 0]
   return {

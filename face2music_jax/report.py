@@ -30,6 +30,10 @@ _METRICS = (
     ('flatness_median', 'Spectral flatness (median)', 'lower is more tonal; real notes ~5e-6, white noise 0.56'),
     ('distinctness', 'Face distinctness', 'MFCC distance between translations of different faces / between real '
      'notes of the same pitch'),
+    ('effective_families', 'Families (effective number)', 'exp(entropy) of the translations\' nearest real family in '
+     'phi; 1 = all one family, max = the number of families'),
+    ('effective_families_classifier', 'Families named by the family classifier (effective number)',
+     'the same with the family the frozen family classifier names (it is not trained against)'),
 )
 
 _STYLE = """
@@ -166,6 +170,7 @@ def render_page(summary: dict[str, Any], examples: list[Example], figures: list[
             f'<code>{html.escape(summary["workdir"])}</code>. Every note lasts 0.51 s.')
   notes = ''.join(f'<p><i>{html.escape(n)}</i></p>' for n in summary.get('notes', []))
   counts = ', '.join(f'{html.escape(k)}: {v}' for k, v in summary['assigned_families'].items())
+  classified = ', '.join(f'{html.escape(k)}: {v}' for k, v in summary.get('classified_families', {}).items())
   figs = ''.join(f'<img src="{html.escape(f, quote=True)}" alt="{html.escape(f, quote=True)}">' for f in figures)
   listening = ''
   if 'listening' in summary:
@@ -189,7 +194,8 @@ def render_page(summary: dict[str, Any], examples: list[Example], figures: list[
 <h2>Metrics</h2>
 <div class="scroll">{_metrics_table(summary['metrics'])}</div>
 {notes}
-<p>Translations per assigned family: {counts}</p>
+<p>Translations per assigned family (nearest real family in phi): {counts}</p>
+<p>Translations per family the family classifier names: {classified or 'not measured'}</p>
 {listening}
 <h2>More faces and their notes, at pitches drawn with the real notes (as FID and IS use them)</h2>
 <div class="examples">{''.join(_example(e) for e in examples)}</div>

@@ -136,11 +136,12 @@ def _fit_face_space(local_faces: np.ndarray, components: int) -> dict[str, np.nd
 
 
 def _fit_aux_input_scale(config: ml_collections.ConfigDict, metric: embedding_lib.AudioMetric,
-                         local_notes: np.ndarray) -> dict[str, np.ndarray]:
-  """A's input scale (d_lib.fit_aux_input_scale) from phi(y) of this process's share of the training notes;
-  process 0's is the one every process uses, as the replicated variables need."""
+                         notes: np.ndarray) -> dict[str, np.ndarray]:
+  """A's input scale (d_lib.fit_aux_input_scale) from phi(y) of all training notes (every process reads them all,
+  so any number of processes fits the same scale); process 0's is the one every process uses, as the replicated
+  variables need bit-identical values whatever each host's arithmetic."""
   phi = jax.jit(functools.partial(embedding_lib.phi, config=config))
-  real_phi = loops.batched(lambda a: phi(metric, a), local_notes, batch_size=256)
+  real_phi = loops.batched(lambda a: phi(metric, a), notes, batch_size=256)
   scale = d_lib.fit_aux_input_scale(real_phi, config.mfcc.n_mfcc)
   if jax.process_count() == 1:
     return scale
@@ -186,7 +187,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
       space = _fit_face_space(data.faces, config.model.harmonic.face_components)
       state = state.replace(g={**state.g, 'face_space': parallel.replicate(mesh, space)})
     if 'input_scale' in state.aux:  # A's weights of phi's MFCC coefficients (train.aux_mfcc_scale).
-      scale = _fit_aux_input_scale(config, metric, data.audio)
+      scale = _fit_aux_input_scale(config, metric, inputs.notes('train')['audio'])
       state = state.replace(aux={**state.aux, 'input_scale': parallel.replicate(mesh, scale)})
   start_step = int(to_host(state.step))
   if start_step >= config.train.num_steps:

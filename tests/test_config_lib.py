@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from face2music_jax.configs import aux
+from face2music_jax.configs import baseline
 from face2music_jax import config_lib
 from face2music_jax import translator as translator_lib
 from face2music_jax import workdir as workdir_lib
@@ -211,3 +212,12 @@ def test_the_shipped_model_was_trained_with_todays_default_config():
   default = workdir_lib.run_fields(aux.get_config('small'))
   differ = {k: (shipped.get(k), default.get(k)) for k in set(shipped) | set(default) if shipped.get(k) != default.get(k)}
   assert not differ, f'(shipped, default): {differ}'
+
+
+def test_a_scale_for_the_auxiliary_discriminator_of_a_config_without_one_is_refused():
+  config = baseline.get_config('small')
+  config.train.aux_mfcc_scale = 'coefficient'
+  with pytest.raises(config_lib.ConfigError, match=r'train\.aux_mfcc_scale.*does not use'):
+    config_lib.validate(config)
+  config.train.aux_mfcc_scale = 'phi'
+  config_lib.validate(config)

@@ -33,7 +33,8 @@ METRIC_KEYS = ('pitch_test_accuracy', 'family_test_accuracy', 'fid_pitch', 'fid_
                'inception_score_family', 'inception_score_pitch_real', 'inception_score_family_real',
                'inception_score_pitch_max', 'inception_score_family_max', 'pearson_correlation',
                'pearson_correlation_random_pitch', 'pearson_random_pitch_p_value', 'silhouette_value', 'in_tune_50c',
-               'flatness_median', 'distinctness', 'effective_families_classifier', 'largest_family_share_classifier')
+               'flatness_median', 'distinctness', 'effective_families', 'largest_family_share',
+               'effective_families_classifier', 'largest_family_share_classifier')
 
 
 @pytest.fixture(scope='module')
@@ -89,6 +90,9 @@ def test_evaluate_writes_metrics_figures_and_page(trained):
       metrics.family_distribution(np.repeat(np.arange(len(classified)), list(classified.values())),
                                   list(classified))['effective_number'])
   assert m['largest_family_share_classifier'] == max(classified.values()) / config.eval.num_translations
+  assigned = written['assigned_families']
+  assert m['largest_family_share'] == max(assigned.values()) / config.eval.num_translations
+  assert 1 <= m['effective_families'] <= len(assigned)
   for name in ('tsne_audio.png', 'tsne_faces.png', 'faces_by_family.png', 'index.html'):
     assert os.path.getsize(os.path.join(out, name)) > 1000, name
   page = open(os.path.join(out, 'index.html')).read()

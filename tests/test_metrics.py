@@ -80,6 +80,8 @@ def test_family_distribution_counts_shares_and_the_effective_number():
   assert one['largest_share'] == 1.0
   skewed = metrics.family_distribution(np.array([0, 0, 0, 1]), families)  # exp(entropy) of shares 3/4, 1/4.
   assert skewed['effective_number'] == pytest.approx(np.exp(-(0.75 * np.log(0.75) + 0.25 * np.log(0.25))))
+  with pytest.raises(ValueError, match=r'labels in \[0, 4\)'):  # Not silently dropped from the counts.
+    metrics.family_distribution(np.array([0, 4]), families)
 
 
 def test_welch_interval_matches_scipy_and_needs_two_values_per_group():

@@ -16,7 +16,8 @@ measures what a listener and a researcher would, with tools the model never trai
                   share, and the effective number exp(entropy) of families
   families_classifier   the same with the family the frozen family classifier (trained on the real notes, the
                   yardstick of FID-family) names for each note: phi is what Eq. 1 and A train in, the classifier
-                  is not; beside it the same for the real notes (`real_families_classifier`)
+                  is not; beside it the same for the real notes at the listening pitches
+                  (`real_families_classifier`)
   end_db          how far below its peak each note ends (last 10 ms): a release is <= -30 dB
 
 Outputs in `out_dir`: metrics.json, faces/*.png (each face as found), notes/*.wav, and index.html, a page with every
@@ -171,7 +172,9 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   assigned = metrics.nearest_centroid_labels(phi, ref_phi, ref_family)
   family_params = stages.ensure_classifiers(config, workdir, inputs)['family']
   classified = np.argmax(fidelity.classify(config, 'family', family_params, audio)[0], axis=1)
-  ref_classified = np.argmax(fidelity.classify(config, 'family', family_params, ref_audio)[0], axis=1)
+  # The real notes at the listening pitches, as the translations are (the families' mix varies with the pitch).
+  listened = np.isin(ref_midi, pitches)
+  ref_classified = np.argmax(fidelity.classify(config, 'family', family_params, ref_audio[listened])[0], axis=1)
 
   per_pitch = {}
   closest = None
@@ -198,6 +201,9 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
         'pearson_independent': _pearson(faces['independent'], mfcc[at]),
         'families': metrics.family_distribution(assigned[at], families),
     }
+
+  in_phi = metrics.family_distribution(assigned, families)
+  by_classifier = metrics.family_distribution(classified, families)
 
   def mean(key):
     values = [v[key] for v in per_pitch.values() if v[key] is not None]
@@ -231,16 +237,16 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
           'end_db_median':
               float(np.median(end_db)),
           'effective_families':
-              metrics.family_distribution(assigned, families)['effective_number'],
+              in_phi['effective_number'],
           'largest_family_share':
-              metrics.family_distribution(assigned, families)['largest_share'],
+              in_phi['largest_share'],
           'effective_families_classifier':
-              metrics.family_distribution(classified, families)['effective_number'],
+              by_classifier['effective_number'],
           'largest_family_share_classifier':
-              metrics.family_distribution(classified, families)['largest_share'],
+              by_classifier['largest_share'],
       },
-      'families': metrics.family_distribution(assigned, families),
-      'families_classifier': metrics.family_distribution(classified, families),
+      'families': in_phi,
+      'families_classifier': by_classifier,
       'real_families_classifier': metrics.family_distribution(ref_classified, families),
       'closest_pair': closest,
       'per_pitch': per_pitch,

@@ -99,7 +99,8 @@ class AuxDiscriminator(nn.Module):
 
   With `input_scale` phi(y) is first multiplied, dimension by dimension, by the variable `input_scale/weight`
   (ones when initialised; `fit_aux_input_scale` sets it before training from the real notes, and it is kept with
-  A's variables): A then weighs phi's MFCC coefficients by their own spread, whatever scale Eq. 1 uses for them.
+  A's variables): A then sees each of phi's MFCC coefficients rescaled to one common spread over the real notes,
+  whatever scale Eq. 1 uses for them.
 
   Attributes:
     features: widths of the dense layers, the last one 1 (the paper: 128, 64, 32, 16, 1).
@@ -161,7 +162,7 @@ def fit_aux_input_scale(real_phi: np.ndarray, n_mfcc: int) -> dict[str, np.ndarr
   other dimensions are left as they are (weight 1).
 
   Raises:
-    ValueError: fewer than 2 notes, not [N, F] with F > n_mfcc, non-finite values, or a coefficient that does not
+    ValueError: fewer than 2 notes, not [N, F] with F >= n_mfcc, non-finite values, or a coefficient that does not
       vary over the notes.
   """
   real_phi = np.asarray(real_phi, np.float64)
