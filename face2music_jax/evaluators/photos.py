@@ -174,7 +174,10 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   classified = np.argmax(fidelity.classify(config, 'family', family_params, audio)[0], axis=1)
   # The real notes at the listening pitches, as the translations are (the families' mix varies with the pitch).
   listened = np.isin(ref_midi, pitches)
-  ref_classified = np.argmax(fidelity.classify(config, 'family', family_params, ref_audio[listened])[0], axis=1)
+  real_by_classifier = None  # None: no real note at those pitches.
+  if listened.any():
+    ref_classified = np.argmax(fidelity.classify(config, 'family', family_params, ref_audio[listened])[0], axis=1)
+    real_by_classifier = metrics.family_distribution(ref_classified, families)
 
   per_pitch = {}
   closest = None
@@ -247,7 +250,7 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
       },
       'families': in_phi,
       'families_classifier': by_classifier,
-      'real_families_classifier': metrics.family_distribution(ref_classified, families),
+      'real_families_classifier': real_by_classifier,
       'closest_pair': closest,
       'per_pitch': per_pitch,
   }
