@@ -280,12 +280,14 @@ def _write(out_dir: str, summary: dict[str, Any], faces: dict[str, Any], audio: 
     rows.append(f'<tr><td><img src="{face}" alt="face {k}" width="96" height="96"><br>'
                 f'{html.escape(faces["photo"][k])}</td>{"".join(cells)}</tr>')
   head = summary['headline']
-  table = ''.join(f'<tr><th>{html.escape(k)}</th><td>{html.escape(json.dumps(v))}</td></tr>' for k, v in head.items())
+  shown = lambda v: f'{v:.4g}' if isinstance(v, float) else json.dumps(v)  # metrics.json has every digit.
+  table = ''.join(f'<tr><th>{html.escape(k)}</th><td>{html.escape(shown(v))}</td></tr>' for k, v in head.items())
   page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
           f'<meta name="viewport" content="width=device-width, initial-scale=1">'
           f'<title>face2music: {summary["num_faces"]} faces of {summary["num_photos"]} photos</title>'
           f'<style>body{{font-family:sans-serif;margin:1em}}td{{padding:4px;vertical-align:top}}'
-          f'audio{{width:200px}}</style></head><body>'
+          f'audio{{width:200px}}.scroll{{overflow-x:auto}}</style></head><body>'
           f'<h1>{summary["num_faces"]} faces of {summary["num_photos"]} photos</h1>'
-          f'<table>{table}</table><h2>Every face and its notes</h2><table>{"".join(rows)}</table></body></html>')
+          f'<table>{table}</table><h2>Every face and its notes</h2>'
+          f'<div class="scroll"><table>{"".join(rows)}</table></div></body></html>')
   files.write_text(os.path.join(out_dir, 'index.html'), page)

@@ -2,9 +2,11 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
+from playwright import sync_api as playwright_api
 from PIL import Image
 from skimage import data as skimage_data
 
@@ -15,6 +17,7 @@ from face2music_jax.evaluators import photos
 from face2music_jax.faces import images
 
 pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 
 
 def test_every_face_of_a_folder_is_translated_and_measured(trained_tiny_workdir, tmp_path):
@@ -53,6 +56,13 @@ def test_every_face_of_a_folder_is_translated_and_measured(trained_tiny_workdir,
   page = open(os.path.join(out, 'index.html')).read()
   assert page.count('<audio') == 3 * len(pitches) and 'viewport' in page
   assert len(os.listdir(os.path.join(out, 'notes'))) == 3 * len(pitches)
+  if CHROMIUM:  # At 400 px the page stays 400 px wide: the table of notes scrolls within it.
+    with playwright_api.sync_playwright() as p:
+      browser = p.chromium.launch(executable_path=CHROMIUM)
+      tab = browser.new_page(viewport={'width': 400, 'height': 800})
+      tab.goto(f'file://{os.path.join(out, "index.html")}')
+      assert tab.evaluate('document.documentElement.scrollWidth') <= 400
+      browser.close()
   (tmp_path / 'empty').mkdir()
   with pytest.raises(images.ImageError, match='holds no image'):
     photos.evaluate_photos(config, trained_tiny_workdir, str(tmp_path / 'empty'), out)
