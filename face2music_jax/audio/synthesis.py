@@ -138,6 +138,17 @@ def with_fundamental(distribution: jax.Array, floor: float | jax.Array) -> jax.A
   return (1.0 - floor) * normalised + floor * jax.nn.one_hot(0, distribution.shape[-1], dtype=distribution.dtype)
 
 
+def fundamental_floor(midi: jax.Array, floor: float, floor_high: float = 0.0,
+                      pitches: tuple[int, int] = (60, 72)) -> float | jax.Array:
+  """The fundamental's floor (`with_fundamental`) of notes at `midi` [B]: `floor` at every pitch if `floor_high` is 0,
+  else `floor` up to MIDI pitches[0], rising linearly to `floor_high` at pitches[1] and kept there ([B])."""
+  if not floor_high:
+    return floor
+  low, high = pitches
+  rise = jnp.clip((jnp.asarray(midi, jnp.float32) - low) / (high - low), 0.0, 1.0)
+  return floor + (floor_high - floor) * rise
+
+
 def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Array, length: int, sample_rate: int,
                    phases: jax.Array | None = None) -> jax.Array:
   """A bank of harmonic oscillators k f0, k = 1..K, with amplitudes interpolated linearly between frames.

@@ -274,11 +274,9 @@ class HarmonicGenerator(nn.Module):
       raw['phases'] = nn.Dense(self.num_harmonics,
                                kernel_init=nn.initializers.variance_scaling(0.01, 'fan_in', 'normal'),
                                bias_init=nn.initializers.uniform(1.0), name='phases')(c)
-    floor = self.fundamental_floor
-    if self.fundamental_floor_high:  # A floor per note, rising with its pitch (class docstring).
-      low, high = self.fundamental_floor_pitches
-      rise = jnp.clip((midi - low) / (high - low), 0.0, 1.0)
-      floor = self.fundamental_floor + (self.fundamental_floor_high - self.fundamental_floor) * rise
+    # A floor per note, rising with its pitch where fundamental_floor_high is set (class docstring).
+    floor = synthesis.fundamental_floor(midi, self.fundamental_floor, self.fundamental_floor_high,
+                                        self.fundamental_floor_pitches)
     controls = synthesis.controls(raw, length=self.length, sample_rate=self.sample_rate, noise_max=self.noise_max,
                                   relative_noise=self.relative_noise, fundamental_floor=floor)
     audio = synthesis.synthesize(controls, synthesis.midi_to_hz(midi), self.length, self.sample_rate, self.release_s)
