@@ -2,13 +2,13 @@
 
 When G's translations rarely land in a family (docs/experiments.md: organ, flute and reed), either the synthesiser
 cannot write such notes within the config's bounds (the fundamental's floor, the noise bound, the control frames,
-the envelope's ranges) or G's training does not lead it there. This evaluator tells the two apart: it fits the
-synthesiser's raw controls to real notes directly, one set of controls per note, with no network and no face (DDSP's
-multi-scale spectral loss, Adam), and names the fits' families with the frozen family classifier, the yardstick of
-FID-family and of the families `face2music eval` reports. A family whose fits the classifier names right is within
-the synthesiser's reach; one it names wrong is not, whatever G learns.
+the envelope's ranges, one harmonic distribution per note with `steady_harmonics`) or G's training does not lead it
+there. This evaluator tells the two apart: it fits the synthesiser's raw controls to real notes directly, one set of
+controls per note, with no network and no face (DDSP's multi-scale spectral loss, Adam), and names the fits' families
+with the frozen family classifier, the yardstick of FID-family and of the families `face2music eval` reports. A family
+whose fits the classifier names right is within the synthesiser's reach; one it names wrong is not, whatever G learns.
 
-  python scripts/synth_reach.py --workdir=W [--per_family=16] [--steps=600] [--set=model.harmonic.fundamental_floor=0]
+  python scripts/synth_reach.py --workdir=W [--per_family=16] [--steps=600] [--set=model.harmonic.noise_max=1.0]
 """
 
 from typing import Any
@@ -51,6 +51,9 @@ def synthesizer(config: ml_collections.ConfigDict):
   pitches = tuple(int(p) for p in h.fundamental_floor_pitches)
 
   def synthesize(raw: dict[str, jax.Array], midi: jax.Array) -> jax.Array:
+    if h.steady_harmonics:  # One distribution per note ([B, 1, K], initial_raw), held over the frames as G does.
+      harmonics = raw['harmonics']
+      raw = {**raw, 'harmonics': jnp.broadcast_to(harmonics, (harmonics.shape[0], h.frames, harmonics.shape[-1]))}
     floor = synthesis.fundamental_floor(midi, h.fundamental_floor, h.fundamental_floor_high, pitches)
     controls = synthesis.controls(raw, length=a.length, sample_rate=a.sample_rate, noise_max=h.noise_max,
                                   relative_noise=h.relative_noise, fundamental_floor=floor)
@@ -62,11 +65,12 @@ def synthesizer(config: ml_collections.ConfigDict):
 
 def initial_raw(config: ml_collections.ConfigDict, batch: int) -> dict[str, jax.Array]:
   """Raw controls of `batch` notes where a fresh HarmonicGenerator's heads start: a quiet note (amplitude -1), flat
-  harmonics, noise far below them (-5), the envelope's mid ranges (0); start phases 0 with learned phases."""
+  harmonics (one distribution per frame, or per note [batch, 1, K] with steady harmonics), noise far below them (-5),
+  the envelope's mid ranges (0); start phases 0 with learned phases."""
   h = config.model.harmonic
   raw = {
       'amplitude': jnp.full((batch, h.frames, 1), -1.0),
-      'harmonics': jnp.zeros((batch, h.frames, h.num_harmonics)),
+      'harmonics': jnp.zeros((batch, 1 if h.steady_harmonics else h.frames, h.num_harmonics)),
       'noise': jnp.full((batch, h.frames, h.noise_bands), -5.0),
       'envelope': jnp.zeros((batch, 3)),
   }
@@ -113,15 +117,16 @@ def evaluate(config: ml_collections.ConfigDict, family_classifier: Any, notes: d
   Args:
     config: the model's config (its harmonic generator's bounds, its audio and its families).
     family_classifier: the frozen family classifier's params (stages.ensure_classifiers(...)['family']).
-    notes: real notes: 'audio' [N, length], 'pitch' (pitch classes) and 'family' [N] (data.inputs.Inputs.notes).
+    notes: real notes: 'audio' [N, length], 'pitch' (pitch classes) and 'family' [N] (data.inputs.Inputs.notes;
+      the classifier names its training notes' families near-perfectly, test notes about as its test accuracy).
     per_family: notes drawn per family (all of a family's notes where it has fewer).
     steps: Adam steps of the fit.
     seed: the draw of the notes.
 
   Returns:
-    {'families': {family: {'notes', 'real_named_right', 'fit_named_right', 'fit_named': {family: count}}},
-     'real_named_right', 'fit_named_right' (over all drawn notes), 'fit_effective_families' (of the fits' named
-     families), 'loss', 'per_family', 'steps'}.
+    {'families': {family: {'notes', 'real_named_right', 'fit_named_right', 'fit_named': {family: count}, 'loss'}}
+     (only the families the notes hold), 'real_named_right', 'fit_named_right' (over all drawn notes),
+     'fit_effective_families' (of the fits' named families), 'loss' (over all), 'per_family', 'steps'}.
   """
   families = config_lib.family_names(config)
   rng = np.random.default_rng(seed)
@@ -147,6 +152,7 @@ def evaluate(config: ml_collections.ConfigDict, family_classifier: Any, notes: d
           'fit_named': {
               families[g]: int(c) for g, c in enumerate(np.bincount(named_fit[mine], minlength=len(families))) if c
           },
+          'loss': float(spectral_loss(jnp.asarray(fits[mine]), jnp.asarray(audio[mine]))),
       }
   return {
       'families': per,

@@ -79,18 +79,42 @@ def test_the_reach_refuses_what_it_cannot_fit():
     reach.fit(config, np.zeros((2, 8192), np.float32), np.array([60.0, 60.0]), steps=1)
 
 
+@pytest.mark.parametrize('steady', [False, True])
+def test_the_fitted_synthesiser_is_gs_after_its_network(steady):
+  """reach.synthesizer on the raw controls G's heads predict writes G's notes, with the rising floor and steady
+  harmonics as the config sets them."""
+  from face2music_jax.models import generator as g_lib  # pylint: disable=import-outside-toplevel
+  config = helpers.tiny_config()
+  config.model.harmonic.steady_harmonics = steady
+  config.model.harmonic.fundamental_floor_pitches = (50, 58)  # The rise within the tiny pitch range (MIDI 48-60).
+  generator = g_lib.make_generator(config)
+  variables = g_lib.init_variables(generator, config.data.embedding_dim, jax.random.key(1))
+  pitch = jnp.array([0, 4, 8, 12], jnp.int32)
+  z = jax.random.normal(jax.random.key(2), (4, config.data.embedding_dim))
+  audio, state = generator.apply(variables, z, pitch, train=False, capture_intermediates=True,
+                                 mutable=['intermediates'])
+  heads = state['intermediates']
+  raw = {k: heads[k]['__call__'][0] for k in ('amplitude', 'harmonics', 'noise', 'envelope')}
+  if steady:
+    raw['harmonics'] = raw['harmonics'][:, None]
+  assert raw['harmonics'].shape == reach.initial_raw(config, 4)['harmonics'].shape
+  ours = reach.synthesizer(config)(raw, config_lib.midi_pitch(config, pitch).astype(jnp.float32))
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(audio), atol=1e-6)
+
+
 @pytest.mark.slow
-def test_the_script_names_real_notes_and_fits_by_the_runs_family_classifier(trained_tiny_workdir, tmp_path):
+def test_the_script_names_real_notes_and_fits_by_the_runs_family_classifier(trained_tiny_workdir, tmp_path, capsys):
   spec = importlib.util.spec_from_file_location('synth_reach', os.path.join(ROOT, 'scripts', 'synth_reach.py'))
   script = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(script)
   out = str(tmp_path / 'reach.json')
-  result = script.main([
+  assert script.main([
       '--workdir', trained_tiny_workdir, '--per_family=2', '--steps=3', f'--out={out}',
-      '--set=model.harmonic.fundamental_floor=0'
-  ])
-  assert json.load(open(out)) == json.loads(json.dumps(result))
-  assert result['overrides'] == ['model.harmonic.fundamental_floor=0'] and result['steps'] == 3
+      '--set=model.harmonic.noise_max=1.0'
+  ]) == 0
+  result = json.load(open(out))
+  assert result['overrides'] == ['model.harmonic.noise_max=1.0'] and result['steps'] == 3
+  assert 'effective families' in capsys.readouterr().out
 
   config = config_lib.load_config(trained_tiny_workdir)
   notes = inputs_lib.for_config(config).notes('train')
@@ -100,7 +124,7 @@ def test_the_script_names_real_notes_and_fits_by_the_runs_family_classifier(trai
   for name, row in result['families'].items():
     assert row['notes'] == min(2, int(np.sum(notes['family'] == families.index(name))))
     assert sum(row['fit_named'].values()) == row['notes']
-    assert row['fit_named_right'] == row['fit_named'].get(name, 0) / row['notes']
+    assert row['fit_named_right'] == row['fit_named'].get(name, 0) / row['notes'] and row['loss'] > 0
   # The real notes' column is the classifier's own verdict on the drawn notes (the same draw as the evaluator's).
   rng = np.random.default_rng(0)
   index = np.concatenate([
@@ -111,5 +135,12 @@ def test_the_script_names_real_notes_and_fits_by_the_runs_family_classifier(trai
   named = fidelity.classify(config, 'family', classifier, notes['audio'][index])[0].argmax(axis=1)
   assert result['real_named_right'] == pytest.approx(np.mean(named == notes['family'][index]))
 
-  with pytest.raises(config_lib.ConfigError, match='no field model.harmonic.nothing'):
-    script.main(['--workdir', trained_tiny_workdir, '--steps=1', '--set=model.harmonic.nothing=1'])
+  # Bad overrides fail at once, before any fit, naming the field: outside model.harmonic, absent, of the wrong type,
+  # out of range.
+  for bad, message in (('audio.note_rms=0.1', 'only the synthesiser'), ('model.harmonic.nothing=1', 'no field'),
+                       ('model.harmonic.noise_max=abc', 'noise_max'), ('model.harmonic.fundamental_floor=2.0',
+                                                                       'fundamental_floor')):
+    assert script.main(['--workdir', trained_tiny_workdir, f'--set={bad}']) == 2, bad
+    assert message in capsys.readouterr().err, bad
+  assert script.main(['--workdir', str(tmp_path / 'nothing')]) == 2
+  assert 'Error:' in capsys.readouterr().err
