@@ -31,9 +31,8 @@ _KNOWN_ERRORS = (('face2music_jax.config_lib', 'ConfigError'), ('face2music_jax.
                  ('face2music_jax.data.note_batches', 'DataError'), ('face2music_jax.faces.records', 'FaceDataError'),
                  ('face2music_jax.faces.embedding', 'NoFaceError'), ('face2music_jax.data.notes', 'SoundFontError'),
                  ('face2music_jax.data.notes', 'CorruptDatasetError'), ('face2music_jax.files', 'WriteError'),
-                 ('face2music_jax.train', 'MemoryLimitError'), ('face2music_jax.workdir',
-                                                                'WorkdirError'), ('face2music_jax.faces.images',
-                                                                                  'ImageError'))
+                 ('face2music_jax.train', 'MemoryLimitError'), ('face2music_jax.workdir', 'WorkdirError'),
+                 ('face2music_jax.faces.images', 'ImageError'), ('face2music_jax.evaluators.photos', 'PhotoFacesError'))
 
 
 def known_errors() -> tuple[type[BaseException], ...]:

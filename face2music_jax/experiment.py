@@ -86,7 +86,7 @@ def _checkpoint_step(workdir: str) -> int:
   return max(workdir_lib.checkpoint_steps(workdir), default=0)
 
 
-def _copy_artefacts(shared: str, workdir: str) -> None:
+def copy_artefacts(shared: str, workdir: str) -> None:
   """Copies the shared stage artefacts into a cell's work directory, each whole or not at all."""
   os.makedirs(workdir, exist_ok=True)
   for name in SHARED_ARTEFACTS:
@@ -99,7 +99,7 @@ def _copy_artefacts(shared: str, workdir: str) -> None:
     if os.path.isdir(source):
       shutil.copytree(source, partial)
     else:
-      shutil.copyfile(source, partial)
+      shutil.copy2(source, partial)  # Times kept, as copytree keeps them.
     os.replace(partial, target)
 
 
@@ -216,7 +216,7 @@ def run(configs: tuple[str, ...], seeds: tuple[int, ...], size: str, experiment_
         logging.info('[experiment] cell %d/%d %s: finished earlier, skipped.', number, len(cells), name)
         records.append(done['record'])
         continue
-      _copy_artefacts(shared, workdir)
+      copy_artefacts(shared, workdir)
       from_step = _checkpoint_step(workdir)
       if from_step < config.train.num_steps:
         logging.info('[experiment] cell %d/%d %s: training %s from step %d to %d.', number, len(cells), name,

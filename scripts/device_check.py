@@ -9,9 +9,11 @@ Writes DIR/device_check.json after every part, so that a run cut short still lea
   benchmarks   `python -m benchmarks.run` at the paper size, aux config, ceiling and train-step sections only, in
                float32 and in bfloat16: examples/s, compile time, fraction of the measured matmul ceiling, memory.
   train        `scripts/gpu_train.py` (the package's training and evaluation, from the exported data file) of the
-               default config's generator at its size (harmonic:small) and of the paper config (wavegan:paper) for
-               what the budget leaves: steps/s and the learned measures.
-  skipped      each part not run and why (a CPU backend skips tests, benchmarks and training).
+               default config's generator at its size (harmonic:small) and of the paper config (wavegan:paper), or
+               of --runs, for what the budget leaves: steps/s and the learned measures; --train_args passes
+               gpu_train.py's options (shared stages, a photo set's faces file, overrides).
+  skipped      each part not run and why (a CPU backend skips tests, benchmarks and training; --skip, e.g. to
+               give a short loan's time to training with scripts/gpu_train.py's options).
 Every part runs in a child process with a timeout inside the budget; a failing part is recorded, not fatal.
 """
 
@@ -20,6 +22,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -106,7 +109,7 @@ def run_benchmarks(out: str, budget: Budget) -> dict:
       continue
     r = _run([
         sys.executable, '-m', 'benchmarks.run', f'--sizes={BENCHMARK_SIZE}', '--configs=aux', f'--dtype={dtype}',
-        '--train_step_only', f'--out={path}'
+        '--train_step_only', '--matmul_size=8192', '--timed_steps=50', f'--out={path}'
     ], timeout, os.path.join(out, f'benchmark_{dtype}.log'))
     if r['exit'] == 0:
       with open(path) as f:
@@ -116,16 +119,19 @@ def run_benchmarks(out: str, budget: Budget) -> dict:
   return results
 
 
-def run_training(out: str, data: str, budget: Budget) -> dict:
+def run_training(out: str, data: str, budget: Budget, runs: tuple[str, ...] = TRAIN_RUNS,
+                 train_args: tuple[str, ...] = ()) -> dict:
+  """gpu_train.py over `runs` (generator:size each), sharing what the budget leaves; `train_args` are its options
+  (e.g. --stages, --photos, --set: scripts/gpu_train.py)."""
   seconds = budget.left()
-  per_run = (seconds - 10) / len(TRAIN_RUNS) - TRAIN_MEASURE_SECONDS
+  per_run = (seconds - 10) / len(runs) - TRAIN_MEASURE_SECONDS
   if per_run < 20:
     return {'skipped': f'budget ({seconds:.0f} s left)'}
   train_out = os.path.join(out, 'train')
-  runs = ','.join(f'{spec}:{per_run:.0f}' for spec in TRAIN_RUNS)
+  specs = ','.join(f'{spec}:{per_run:.0f}' for spec in runs)
   r = _run([
-      sys.executable, 'scripts/gpu_train.py', f'--data={data}', f'--out={train_out}', f'--runs={runs}',
-      f'--deadline={seconds - 10:.0f}'
+      sys.executable, 'scripts/gpu_train.py', f'--data={data}', f'--out={train_out}', f'--runs={specs}',
+      f'--deadline={seconds - 10:.0f}', *train_args
   ], seconds, os.path.join(out, 'train.log'))
   results_path = os.path.join(train_out, 'results.json')
   if os.path.exists(results_path):
@@ -141,7 +147,15 @@ def main() -> None:
   parser.add_argument('--seconds', type=float, default=480, help='the whole run\'s budget')
   parser.add_argument('--install', default='not run', help='the install step\'s outcome, for the record')
   parser.add_argument('--data', default=os.path.join('.devdata', 'data.npz'), help='face2music export_data\'s file')
+  parser.add_argument('--skip', default='', help='comma-separated parts not to run: tests, benchmarks, train')
+  parser.add_argument('--runs', default=','.join(TRAIN_RUNS), help='the training runs, generator:size,...')
+  parser.add_argument(
+      '--train_args', default='', help='options of scripts/gpu_train.py for every run (one string, '
+      'split as a shell would: --stages=DIR --photos=FILE --set=field=value ...)')
   args = parser.parse_args()
+  skip = set(filter(None, args.skip.split(',')))
+  if skip - {'tests', 'benchmarks', 'train'}:
+    parser.error(f'--skip names parts of tests, benchmarks, train: {args.skip}')
   budget = Budget(args.start or time.time(), args.seconds)
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
@@ -159,13 +173,19 @@ def main() -> None:
     reason = 'the JAX backend is the CPU: no accelerator to check'
     results['skipped'] = {part: reason for part in ('tests', 'benchmarks', 'train')}
   else:
-    results['tests'] = run_tests(out, budget)
-    write()
-    results['benchmarks'] = run_benchmarks(out, budget)
-    write()
+    results['skipped'] = dict.fromkeys(sorted(skip), 'skipped (--skip)')
+    if 'tests' not in skip:
+      results['tests'] = run_tests(out, budget)
+      write()
+    if 'benchmarks' not in skip:
+      results['benchmarks'] = run_benchmarks(out, budget)
+      write()
     data = os.path.abspath(args.data)
-    if os.path.exists(data):
-      results['train'] = run_training(out, data, budget)
+    if 'train' in skip:
+      pass
+    elif os.path.exists(data):
+      results['train'] = run_training(out, data, budget, tuple(args.runs.split(',')),
+                                      tuple(shlex.split(args.train_args)))
     else:
       results['skipped']['train'] = (f'no exported data at {args.data} (make it here: face2music export_data '
                                      '--config=aux --out=.devdata/data.npz)')

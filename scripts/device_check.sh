@@ -8,6 +8,10 @@
 #   DEVICE_CHECK_SECONDS=480   the whole run's wall-clock budget
 #   DEVICE_CHECK_DATA=path     the exported data (face2music export_data; default .devdata/data.npz); without it
 #                              the training part is skipped and the JSON says so
+#   DEVICE_CHECK_SKIP=parts    comma-separated parts not to run (tests, benchmarks, train)
+#   DEVICE_CHECK_RUNS=specs    the training runs (default harmonic:small,wavegan:paper)
+#   DEVICE_CHECK_TRAIN_ARGS=.. scripts/gpu_train.py's options for them, one string (--stages=DIR --photos=FILE
+#                              --set=field=value ...: judged with a CPU run's yardsticks and on a photo set)
 # On a machine whose JAX backend is the CPU the device parts (tests, benchmarks, training) are skipped, the JSON
 # says so, and the script exits 0; it exits non-zero only if it could not write the JSON.
 set -uo pipefail
@@ -32,4 +36,5 @@ if [ "${DEVICE_CHECK_INSTALL:-1}" != 0 ]; then
   fi
 fi
 exec python scripts/device_check.py --out="$out" --start="$start" --seconds="${DEVICE_CHECK_SECONDS:-480}" \
-  --install="$install_status" --data="${DEVICE_CHECK_DATA:-.devdata/data.npz}"
+  --install="$install_status" --data="${DEVICE_CHECK_DATA:-.devdata/data.npz}" --skip="${DEVICE_CHECK_SKIP:-}" \
+  ${DEVICE_CHECK_RUNS:+--runs="$DEVICE_CHECK_RUNS"} --train_args="${DEVICE_CHECK_TRAIN_ARGS:-}"

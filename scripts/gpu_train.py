@@ -9,8 +9,22 @@ package itself (train.train, evaluate.evaluate), reading the data from an export
       --runs='wavegan:paper:240,wavegan:paper:120:model.wavegan.upsample=nearest;train.g_lr=2e-4'
 
 Each run is `generator:size:seconds[:field=value;...]` (config overrides, values as Python literals) of the `aux`
-config. Writes OUT/<run>/ (the work directory: checkpoints, timing.json, eval/ with its page and WAVs) and
-OUT/results.json (device, versions, per run: steps, steps/s from timing.json, the evaluation's measures).
+config; `--set=field=value` (repeatable) overrides a field in every run, also with values that hold commas. Writes
+OUT/<run>/ (the work directory: checkpoints, timing.json, eval/ with its page and WAVs) and OUT/results.json
+(device, versions, per run: steps, steps/s from timing.json, the evaluation's measures).
+
+To judge the runs with the yardsticks of a run made here (its audio embedding phi, classifiers and statistics, as the
+cells of a Table 1 experiment share them) and on the faces of a folder of photos:
+
+  # here: the faces of the photos (face2music export_data --photos needs dlib; the accelerator machine does not)
+  face2music export_data --config=aux --photos=my_photos/ --out=.devdata/photo_faces.npz
+  # there: each run starts with copies of the experiment's shared stages; the yardsticks' fields set to theirs
+  python scripts/gpu_train.py --data=.devdata/data.npz --out=$OUT --runs=wavegan:paper:240 \
+      --stages=.devdata/shared --photos=.devdata/photo_faces.npz \
+      --set='notes.velocities=(75, 127)' --set=model.audio_embedding_channels=16 ...
+
+With --photos each run is also judged on those faces (`face2music eval --photos`): OUT/<run>/eval_photos/ and the
+measures in results.json.
 """
 
 import argparse
@@ -30,24 +44,28 @@ import jax
 
 from face2music_jax import config_lib
 from face2music_jax import evaluate
+from face2music_jax import experiment
 from face2music_jax import jax_cache
 from face2music_jax import preemption
 from face2music_jax import train
 from face2music_jax.configs import aux
 
-_MEASURE_RESERVE = 60  # Seconds kept free after each run's training for its evaluation.
+_MEASURE_RESERVE = 60  # Seconds kept free after each run's training for its evaluation (and again for photos).
+
+
+def parse_override(item: str) -> tuple[str, object]:
+  """'field=value' -> (field, value parsed as a Python literal, else the string)."""
+  field, value = item.split('=', 1)
+  try:
+    return field, ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return field, value
 
 
 def parse_run(spec: str) -> tuple[str, str, float, dict[str, object]]:
   """'generator:size:seconds[:field=value;...]' -> its parts (values parsed as Python literals)."""
   generator, size, seconds, *rest = spec.split(':', 3)
-  overrides = {}
-  for item in filter(None, (rest[0] if rest else '').split(';')):
-    field, value = item.split('=', 1)
-    try:
-      overrides[field] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      overrides[field] = value
+  overrides = dict(parse_override(item) for item in filter(None, (rest[0] if rest else '').split(';')))
   return generator, size, float(seconds), overrides
 
 
@@ -76,8 +94,22 @@ def _train_for(config, workdir: str, seconds: float) -> bool:
     timer.cancel()
 
 
-def run(data: str, out: str, runs: str, deadline_seconds: float = 0) -> dict:
-  """Trains and evaluates each run of `runs` (module docstring); writes out/results.json after each."""
+def run(data: str, out: str, runs: str, deadline_seconds: float = 0, common: dict[str, object] | None = None,
+        stages: str | None = None, photos: str | None = None) -> dict:
+  """Trains and evaluates each run of `runs` (module docstring); writes out/results.json after each.
+
+  Args:
+    data: the exported data file.
+    out: the output directory.
+    runs: comma-separated run specs.
+    deadline_seconds: end everything within this many seconds (0: no deadline).
+    common: config overrides of every run (before each run's own).
+    stages: a directory of stage artefacts (an experiment's shared/) that every run starts with a copy of.
+    photos: a faces file (face2music export_data --photos) every run is also judged on.
+  """
+  # pylint: disable-next=import-outside-toplevel  (PIL, scipy: only where photos are judged)
+  from face2music_jax.evaluators import photos as photos_lib
+  reserve = _MEASURE_RESERVE * (2 if photos else 1)
   end = time.time() + deadline_seconds if deadline_seconds else float('inf')
   jax_cache.enable(os.path.join(out, 'jax_cache'))
   import flax  # pylint: disable=import-outside-toplevel
@@ -96,15 +128,26 @@ def run(data: str, out: str, runs: str, deadline_seconds: float = 0) -> dict:
   }
   for i, spec in enumerate(runs.split(',')):
     generator, size, seconds, overrides = parse_run(spec)
-    seconds = min(seconds, end - time.time() - _MEASURE_RESERVE)
+    seconds = min(seconds, end - time.time() - reserve)
     if seconds < 20:
       results['runs'].append({'spec': spec, 'skipped': 'deadline'})
       continue
     workdir = os.path.join(out, f'run{i}_{generator}_{size}')
-    config = run_config(data, generator, size, overrides, workdir)
+    config = run_config(data, generator, size, {**(common or {}), **overrides}, workdir)
+    if stages:
+      experiment.copy_artefacts(stages, workdir)
     print(f'{spec}: training for at most {seconds:.0f} s on {results["device"]}', flush=True)
     completed = _train_for(config, workdir, seconds)
-    record = {'spec': spec, 'generator': generator, 'size': size, 'overrides': overrides, 'completed': completed}
+    record = {
+        'spec': spec,
+        'generator': generator,
+        'size': size,
+        'overrides': {
+            **(common or {}),
+            **overrides
+        },
+        'completed': completed
+    }
     timing_path = os.path.join(workdir, 'timing.json')
     if os.path.exists(timing_path):
       with open(timing_path) as f:
@@ -120,6 +163,15 @@ def run(data: str, out: str, runs: str, deadline_seconds: float = 0) -> dict:
       }
     except Exception as e:  # pylint: disable=broad-except  (recorded: the next run still runs)
       record['error'] = f'{type(e).__name__}: {e}'
+    if photos:
+      try:
+        summary = photos_lib.evaluate_photos(config, workdir, photos, os.path.join(workdir, 'eval_photos'))
+        record['photos'] = {
+            k: summary[k] for k in ('num_faces', 'headline', 'per_pitch', 'families_classifier',
+                                   'real_families_classifier', 'closest_pair', 'seconds')
+        }
+      except Exception as e:  # pylint: disable=broad-except
+        record['photos_error'] = f'{type(e).__name__}: {e}'
     results['runs'].append(record)
     _write_results(out, results)
   _write_results(out, results)
@@ -138,9 +190,20 @@ def main() -> None:
   parser.add_argument('--runs', default='wavegan:paper:240,harmonic:paper:120',
                       help='comma-separated generator:size:seconds[:field=value;...]')
   parser.add_argument('--deadline', type=float, default=0, help='end everything within this many seconds (0 = none)')
+  parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                      help='a config override of every run (repeatable; values as Python literals)')
+  parser.add_argument(
+      '--stages', help='a directory of stage artefacts (audio_embedding, classifiers, '
+      'statistics.json: an experiment\'s shared/) each run starts with')
+  parser.add_argument('--photos', help='a faces file (face2music export_data --photos=DIR) each run is judged on')
   args = parser.parse_args()
+  for path, what in ((args.data, 'file'), (args.photos, 'file'), (args.stages, 'dir')):
+    if path and not (os.path.isfile(path) if what == 'file' else os.path.isdir(path)):
+      parser.error(f'no such {what}: {path}')
+  if any('=' not in item for item in args.set):
+    parser.error(f'--set takes field=value: {args.set}')
   os.makedirs(args.out, exist_ok=True)
-  run(args.data, args.out, args.runs, args.deadline)
+  run(args.data, args.out, args.runs, args.deadline, dict(map(parse_override, args.set)), args.stages, args.photos)
 
 
 if __name__ == '__main__':

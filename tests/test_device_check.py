@@ -2,7 +2,9 @@
 
 import json
 import os
+import shlex
 import subprocess
+import sys
 
 import pytest
 
@@ -57,3 +59,32 @@ def test_device_check_on_the_cpu_skips_the_device_parts_and_writes_its_json(tmp_
   assert not {'tests', 'benchmarks', 'train'} & set(results)
   assert 0 < results['seconds'] < results['budget_seconds']
   assert f'Wrote {out / "device_check.json"}' in proc.stdout
+
+
+def test_device_check_passes_its_runs_and_gpu_train_options_through_as_one_shell_string(tmp_path, monkeypatch):
+  """DEVICE_CHECK_RUNS / DEVICE_CHECK_TRAIN_ARGS (--runs, --train_args): gpu_train.py gets each option whole,
+  quoted values with spaces and commas too, and the runs share the budget."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location('device_check', os.path.join(ROOT, 'scripts', 'device_check.py'))
+  device_check = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(device_check)
+  calls = []
+  monkeypatch.setattr(device_check, '_run', lambda args, timeout, log: calls.append(args) or {'exit': 0})
+  budget = device_check.Budget(start=0, seconds=0)
+  budget.left = lambda: 500.0
+  train_args = "--stages=s --photos=f.npz --set='notes.velocities=(75, 127)' --set=eval.num_translations=400"
+  device_check.run_training(str(tmp_path), 'd.npz', budget, ('wavegan:paper',), tuple(shlex.split(train_args)))
+  (args,) = calls
+  assert args[-4:] == [
+      '--stages=s', '--photos=f.npz', '--set=notes.velocities=(75, 127)', '--set=eval.num_translations=400'
+  ]
+  assert f'--runs=wavegan:paper:{(500 - 10) - device_check.TRAIN_MEASURE_SECONDS:.0f}' in args
+  calls.clear()
+  device_check.run_training(str(tmp_path), 'd.npz', budget)  # The default runs share it.
+  per_run = (500 - 10) / 2 - device_check.TRAIN_MEASURE_SECONDS
+  assert f'--runs=harmonic:small:{per_run:.0f},wavegan:paper:{per_run:.0f}' in calls[0]
+  done = subprocess.run(
+      [sys.executable,
+       os.path.join(ROOT, 'scripts', 'device_check.py'), f'--out={tmp_path}', '--skip=tests,bogus'],
+      capture_output=True, text=True, timeout=120)
+  assert done.returncode == 2 and '--skip names parts of tests, benchmarks, train' in done.stderr

@@ -25,7 +25,8 @@ flags.DEFINE_bool('overwrite', False, 'Replace an existing <workdir>/eval/ (or e
 flags.DEFINE_string(
     'photos', None, 'A folder of photos: judge the model on every face in them (listening measures, '
     'distinctness, Pearson, families) into <workdir>/eval_photos/ (with --model: eval_photos_<its folder name>/) '
-    'instead of the evaluation.')
+    'instead of the evaluation. Or the faces file of such a folder (face2music export_data --photos=DIR), which '
+    'needs no face detector.')
 flags.DEFINE_string(
     'model', None, 'With --photos: a model bundle (face2music export) or another training work directory, judged '
     'instead of the work directory\'s generator, or "shipped" for the shipped model; the work directory gives the '

@@ -15,12 +15,17 @@ import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import pretty_midi
 
 from face2music_jax.audio import synthesis
 
 _TOKEN = re.compile(r'^(?P<pitch>[A-Ga-g][#b]?-?\d+|\d+|[Rr])(?::(?P<beats>\d+(?:\.\d+)?))?$')
 _CROSSFADE_S = 0.01
+
+
+def _pretty_midi():
+  """pretty_midi, imported when first used: training and evaluation, which import the translator, never use it."""
+  import pretty_midi  # pylint: disable=import-outside-toplevel
+  return pretty_midi
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +48,7 @@ def to_midi(pitch: int | str) -> int:
   else:
     text = str(pitch).strip()
     try:
-      midi = int(text) if text.isdigit() else pretty_midi.note_name_to_number(text)
+      midi = int(text) if text.isdigit() else _pretty_midi().note_name_to_number(text)
     except (ValueError, KeyError, IndexError) as e:
       raise ValueError(f'{pitch!r} is not a pitch: expected a MIDI number (60) or a note name (C4, F#3, Bb2).') from e
   if not 0 <= midi <= 127:
@@ -53,7 +58,7 @@ def to_midi(pitch: int | str) -> int:
 
 def note_name(midi: int) -> str:
   """MIDI number -> note name (60 -> 'C4')."""
-  return pretty_midi.note_number_to_name(int(midi))
+  return _pretty_midi().note_number_to_name(int(midi))
 
 
 def parse(text: str, bpm: float = 120.0) -> list[Note]:
@@ -95,7 +100,7 @@ def read_midi(path: str) -> list[Note]:
     ValueError: naming the file, if it cannot be read as MIDI or has no notes.
   """
   try:
-    midi = pretty_midi.PrettyMIDI(path)
+    midi = _pretty_midi().PrettyMIDI(path)
   except Exception as e:  # pretty_midi/mido raise many kinds for a bad file.
     raise ValueError(f'Cannot read {path} as a MIDI file: {e}') from e
   notes = [
@@ -118,7 +123,7 @@ def hold(note: np.ndarray, samples: int, midi: int, sample_rate: int, release_s:
   release = int(round(release_s * sample_rate))
   body = note[:len(note) - release] if release else note
   if samples > len(body):
-    period = sample_rate / pretty_midi.note_number_to_hz(midi)
+    period = sample_rate / _pretty_midi().note_number_to_hz(midi)
     loop = int(round(max(1, round(0.15 * sample_rate / period)) * period))
     loop = min(loop, len(body) // 2)
     fade = min(int(_CROSSFADE_S * sample_rate), loop // 2)

@@ -73,7 +73,7 @@ def export(config: ml_collections.ConfigDict, path: str, inputs: Any = None) -> 
         value = np.round(value * 255).astype(np.uint8)
       arrays[f'faces/{split}/{key}'] = value if value.dtype != object else value.astype(str)
   buffer = io.BytesIO()
-  np.savez(buffer, **arrays)
+  np.savez_compressed(buffer, **arrays)  # A sixth smaller (the notes' silences), for carrying to another machine.
   files.write_bytes(path, buffer.getvalue())
   return path
 

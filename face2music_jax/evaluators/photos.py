@@ -22,6 +22,10 @@ measures what a listener and a researcher would, with tools the model never trai
 
 Outputs in `out_dir`: metrics.json, faces/*.png (each face as found), notes/*.wav, and index.html, a page with every
 face beside its notes.
+
+The faces found in a folder can be saved to one file (`save_faces`; `face2music export_data --photos=DIR`) and
+judged from it where dlib is not installed (an accelerator machine): `evaluate_photos` takes that file in place of
+the folder, and gives the measures the folder gives.
 """
 
 import html
@@ -63,8 +67,16 @@ def photo_files(directory: str) -> list[str]:
   return found
 
 
-def find_faces(translator, photos: list[str]) -> dict[str, Any]:
-  """Every face of every photo: the model's embeddings, independent (dlib) embeddings, boxes, crops.
+FACES_FORMAT = 1
+_FACE_ARRAYS = ('embedding', 'independent', 'photo', 'box', 'crop')
+
+
+class PhotoFacesError(ValueError):
+  """A faces file (`save_faces`) that is missing, corrupt, or of another face embedder than the model's."""
+
+
+def find_faces(embedder: face_embedding.Embedder, photos: list[str]) -> dict[str, Any]:
+  """Every face of every photo: `embedder`'s embeddings (the model's), independent (dlib) embeddings, boxes, crops.
 
   Photos without a face are skipped and listed.
   """
@@ -74,7 +86,7 @@ def find_faces(translator, photos: list[str]) -> dict[str, Any]:
   for path in photos:
     try:
       pixels = translator_lib.to_rgb(path)
-      z, boxes = translator.embedder.all_faces(pixels)
+      z, boxes = embedder.all_faces(pixels)
       z_ind, boxes_ind = independent.all_faces(pixels)
     except (face_embedding.NoFaceError, ValueError, OSError) as e:
       skipped.append(f'{os.path.basename(path)}: {e}')
@@ -95,6 +107,65 @@ def find_faces(translator, photos: list[str]) -> dict[str, Any]:
   return result
 
 
+def save_faces(path: str, faces: dict[str, Any], embedder_tag: str, photo_dir: str) -> str:
+  """Writes `find_faces`'s result (of the embedder tagged `embedder_tag`, `face_embedding.embedder_tag`) for the
+  photos of `photo_dir` to `path` (.npz), atomically; returns the path."""
+  import io  # pylint: disable=import-outside-toplevel
+  arrays = {
+      'format': np.asarray(FACES_FORMAT),
+      'embedder': np.asarray(embedder_tag),
+      'photo_dir': np.asarray(os.path.abspath(photo_dir)),
+      'embedding': np.asarray(faces['embedding'], np.float32),
+      'independent': np.asarray(faces['independent'], np.float32),
+      'photo': np.asarray(faces['photo'], str),
+      'box': np.asarray(faces['box'], np.int64).reshape(-1, 4),
+      'crop': np.asarray(faces['crop'], np.uint8),
+      'skipped': np.asarray(faces['skipped'], str).reshape(-1),
+  }
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **arrays)
+  files.write_bytes(path, buffer.getvalue())
+  return path
+
+
+def load_faces(path: str) -> dict[str, Any]:
+  """A faces file (`save_faces`) as `find_faces` returns it, with its 'embedder' tag and 'photo_dir'.
+
+  Raises:
+    PhotoFacesError: the file is missing, not a faces file, of another format, or its arrays disagree.
+  """
+  import zipfile  # pylint: disable=import-outside-toplevel
+  if not os.path.isfile(path):
+    raise PhotoFacesError(f'No faces file {path}: write one with face2music export_data --photos=DIR --out={path}.')
+  try:
+    if not zipfile.is_zipfile(path):  # (np.load would read it as a pickle, and say so.)
+      raise ValueError('not an .npz archive')
+    with np.load(path, allow_pickle=False) as f:
+      arrays = {k: f[k] for k in f.files}
+    version = int(arrays['format'])
+    faces = {k: arrays[k] for k in _FACE_ARRAYS}
+    faces.update(embedder=str(arrays['embedder']), photo_dir=str(arrays['photo_dir']),
+                 skipped=[str(s) for s in arrays['skipped']])
+  except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+    raise PhotoFacesError(f'{path} is not a readable faces file ({type(e).__name__}: {e}): write it again with '
+                          'face2music export_data --photos=DIR.') from e
+  if version != FACES_FORMAT:
+    raise PhotoFacesError(f'{path} has format {version}; this version reads {FACES_FORMAT}: write it again.')
+  n = len(faces['photo'])
+  shapes = {k: faces[k].shape for k in _FACE_ARRAYS}
+  if n == 0 or any(shape[0] != n for shape in shapes.values()) or shapes['box'][1:] != (4,) or faces['crop'].ndim != 4:
+    raise PhotoFacesError(f'{path} holds arrays that do not fit together ({shapes}): write it again.')
+  faces['box'] = [tuple(int(v) for v in box) for box in faces['box']]
+  return faces
+
+
+def check_embedder(faces: dict[str, Any], embedder_tag: str, path: str) -> None:
+  """Raises PhotoFacesError if the faces of the file `path` were not embedded by the embedder tagged `embedder_tag`."""
+  if faces['embedder'] != embedder_tag:
+    raise PhotoFacesError(f'{path} holds faces embedded by {faces["embedder"]!r}; the model embeds faces with '
+                          f'{embedder_tag!r}: write the file again with the model\'s config.')
+
+
 def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
   if len(a) < 3:
     return None
@@ -109,7 +180,7 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   Args:
     config: the model's config.
     workdir: its training work directory (the checkpoint, and phi's artefacts for the family assignment).
-    photo_dir: a folder of photos.
+    photo_dir: a folder of photos, or a faces file of one (`save_faces`), which needs no face detector.
     out_dir: where metrics.json, the faces, the notes and index.html go (replaced).
     inputs: the loader of the config's data (the real notes); built if None.
     model: a model bundle or another training work directory, judged instead of `workdir`'s generator ('shipped':
@@ -122,6 +193,7 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
 
   Raises:
     images.ImageError: a folder that does not exist or holds no image (`photo_files`).
+    PhotoFacesError: a faces file that does not load, or of another face embedder than the model's.
     translator.BundleError: a bundle that does not load, or whose audio settings differ from the work directory's.
   """
   # pylint: disable=import-outside-toplevel  (TensorFlow and Orbax only for this researcher's path)
@@ -131,7 +203,9 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   from face2music_jax.models import audio_embedding as embedding_lib
   start = time.perf_counter()
   files.check_writable(os.path.dirname(os.path.abspath(out_dir)), 'output directory')
-  images = photo_files(photo_dir)  # Before any model is loaded: a wrong folder is the likeliest mistake.
+  # Before any model is loaded: a wrong folder (or faces file) is the likeliest mistake.
+  saved = load_faces(photo_dir) if os.path.isfile(photo_dir) or photo_dir.endswith('.npz') else None
+  images = photo_files(photo_dir) if saved is None else None
   if model:
     translator = translator_lib.Translator.load(None if model == 'shipped' else os.path.abspath(model))
     differ = sorted(k for k in set(config.audio) | set(translator.config.audio)
@@ -142,7 +216,11 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
           f'({", ".join("audio." + k for k in differ)}): its yardsticks would not fit the notes.')
   else:
     translator = translator_lib.Translator.load(workdir, config)
-  faces = find_faces(translator, images)
+  if saved is None:
+    faces = find_faces(translator.embedder, images)
+  else:
+    check_embedder(saved, face_embedding.embedder_tag(translator.config), photo_dir)
+    faces = saved
   n = len(faces['photo'])
   logging.info('%d faces in %s (%d photos skipped).', n, photo_dir, len(faces['skipped']))
   sr, pitches = config.audio.sample_rate, np.asarray(config_lib.listening_pitches(config))
@@ -213,13 +291,23 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
     return float(np.mean(values)) if values else None
 
   summary = {
-      'workdir': workdir,
-      'model': translator.source,
-      'photo_dir': os.path.abspath(photo_dir),
-      'num_photos': len(set(faces['photo'])),
-      'num_faces': n,
-      'skipped_photos': faces['skipped'],
-      'pitches': pitches.tolist(),
+      'workdir':
+          workdir,
+      'model':
+          translator.source,
+      'photo_dir':
+          os.path.abspath(photo_dir) if saved is None else saved['photo_dir'],
+      **({
+          'faces_file': os.path.abspath(photo_dir)
+      } if saved is not None else {}),
+      'num_photos':
+          len(set(faces['photo'])),
+      'num_faces':
+          n,
+      'skipped_photos':
+          faces['skipped'],
+      'pitches':
+          pitches.tolist(),
       'headline': {
           'in_tune_wide_min':
               min(v['in_tune_wide'] for v in per_pitch.values()),
@@ -248,11 +336,16 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
           'largest_family_share_classifier':
               by_classifier['largest_share'],
       },
-      'families': in_phi,
-      'families_classifier': by_classifier,
-      'real_families_classifier': real_by_classifier,
-      'closest_pair': closest,
-      'per_pitch': per_pitch,
+      'families':
+          in_phi,
+      'families_classifier':
+          by_classifier,
+      'real_families_classifier':
+          real_by_classifier,
+      'closest_pair':
+          closest,
+      'per_pitch':
+          per_pitch,
   }
   with files.building(out_dir) as build_dir:  # All of the outputs or none (a full disk, Ctrl-C).
     _write(build_dir, summary, faces, audio, midi, face_index, f0, sr)

@@ -4,17 +4,22 @@ enough to train and evaluate where TensorFlow, TFDS and dlib are not installed."
 import glob
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
+from PIL import Image
+from skimage import data as skimage_data
 from tensorboard.backend.event_processing import event_file_loader
 
 from face2music_jax import gan
 from face2music_jax.data import exported
 from face2music_jax.data import inputs as inputs_lib
+from face2music_jax.evaluators import photos
+from face2music_jax.faces import embedding as face_embedding
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -106,9 +111,18 @@ def test_without_tensorflow_a_run_trains_the_same_model_from_the_exported_file_a
   steps = [e.step for e in events for v in e.summary.value if v.tag == 'train/g_loss']
   assert steps == [1, 2, 3, 4], steps
   # The accelerator machines' driver: the package's training and evaluation (evaluate.evaluate, as `face2music
-  # eval`), each run for at most its seconds.
-  code = block + (f'sys.argv = ["gpu_train.py", "--data={exported_file}", "--out={tmp_path / "gpu"}", '
-                  '"--runs=harmonic:tiny:600"]\nimport runpy\n'
+  # eval`), each run for at most its seconds; here starting from the shared run's stage artefacts (copies: not
+  # trained again), with an override of every run, and judged on the faces file of a photo too.
+  faces_file = str(tmp_path / 'faces.npz')
+  image = skimage_data.astronaut()[20:260, 120:340]
+  photos.save_faces(faces_file, photos.find_faces(face_embedding.embedder_for('dlib'), [_write_png(tmp_path, image)]),
+                    'dlib', str(tmp_path))
+  args = [
+      '--data', exported_file, '--out',
+      str(tmp_path / 'gpu'), '--runs=harmonic:tiny:600', '--set=train.log_every=2', '--stages', trained_tiny_workdir,
+      '--photos', faces_file
+  ]
+  code = block + (f'sys.argv = ["gpu_train.py", *{args!r}]\nimport runpy\n'
                   f'runpy.run_path({os.path.join(ROOT, "scripts", "gpu_train.py")!r}, run_name="__main__")\n')
   done = subprocess.run([sys.executable, '-c', code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
                         timeout=900)
@@ -117,6 +131,19 @@ def test_without_tensorflow_a_run_trains_the_same_model_from_the_exported_file_a
     (result,) = json.load(f)['runs']
   assert result['completed'] and result['measures']['step'] == 4, result
   assert result['timing']['steps_per_second'] > 0 and 0 <= result['measures']['translations']['in_tune_50c'] <= 1
+  assert result['overrides'] == {'train.log_every': 2} and result['photos']['num_faces'] == 1, result
+  assert 0 <= result['photos']['headline']['in_tune_near_min'] <= 1
+  assert os.path.isfile(tmp_path / 'gpu' / 'run0_harmonic_tiny' / 'eval_photos' / 'index.html')
+  with open(tmp_path / 'gpu' / 'run0_harmonic_tiny' / 'config.json') as f:
+    assert json.load(f)['train']['log_every'] == 2
+
+  def artefacts(root):  # The stage artefacts' files, with their modification times.
+    root = pathlib.Path(root)
+    found = [p for name in ('audio_embedding', 'classifiers') for p in (root / name).rglob('*') if p.is_file()]
+    return sorted((str(p.relative_to(root)), p.stat().st_mtime) for p in [*found, root / 'statistics.json'])
+
+  # The copies (times kept), not trained again.
+  assert artefacts(tmp_path / 'gpu' / 'run0_harmonic_tiny') == artefacts(trained_tiny_workdir)
   config = _config(tiny_data_dir)
   _, expected, _ = gan.restore_generator(config, trained_tiny_workdir)
   config.data.exported = exported_file
@@ -125,3 +152,9 @@ def test_without_tensorflow_a_run_trains_the_same_model_from_the_exported_file_a
     assert step == 4
     for a, b in zip(jax.tree.leaves(gan.to_host(expected)), jax.tree.leaves(gan.to_host(trained))):
       np.testing.assert_array_equal(a, b)
+
+
+def _write_png(folder, image) -> str:
+  path = os.path.join(folder, 'face.png')
+  Image.fromarray(image).save(path)
+  return path

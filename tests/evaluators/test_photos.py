@@ -3,6 +3,9 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -85,3 +88,47 @@ def test_a_bundle_judged_with_a_work_directorys_yardsticks_scores_as_its_work_di
   assert judged['per_pitch'] == own['per_pitch'] and judged['headline'] == own['headline']
   with pytest.raises(translator.BundleError, match=r'differ in audio settings \(audio\.pitch_max, audio\.pitch_min\)'):
     photos.evaluate_photos(config, trained_tiny_workdir, str(folder), str(tmp_path / 'other'), model='shipped')
+
+
+def test_the_faces_file_of_a_folder_is_judged_as_the_folder(trained_tiny_workdir, tmp_path):
+  """`face2music export_data --photos` (a command, from another directory) writes the faces of a folder to one file;
+  judged from that file, without a face detector, the model scores as on the folder. A file of another embedder or a
+  damaged one is refused, naming it."""
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  head = skimage_data.astronaut()[20:260, 120:340]
+  Image.fromarray(np.concatenate([head, head[:, ::-1]], axis=1)).save(folder / 'pair.jpg', quality=92)
+  Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(folder / 'no_face.png')
+  faces_file = tmp_path / 'faces.npz'
+  done = subprocess.run([
+      sys.executable, '-m', 'face2music_jax.apps.export_data', '--config=aux:tiny', f'--photos={folder}',
+      f'--out={faces_file}'
+  ], cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert f'Wrote {faces_file}: 2 faces of 1 photos (1 without a face)' in done.stdout
+  saved = photos.load_faces(str(faces_file))
+  assert saved['embedder'] == 'dlib' and saved['photo_dir'] == str(folder) and len(saved['box']) == 2
+  assert [s.split(':')[0] for s in saved['skipped']] == ['no_face.png']
+
+  config = config_lib.load_config(trained_tiny_workdir)
+  from_folder = photos.evaluate_photos(config, trained_tiny_workdir, str(folder), str(tmp_path / 'folder'))
+  blocked = dict.fromkeys(('dlib', 'face_recognition_models'))
+  with mock.patch.dict(sys.modules, blocked):  # No face detector is needed (nor could be imported).
+    from_file = photos.evaluate_photos(config, trained_tiny_workdir, str(faces_file), str(tmp_path / 'file'))
+  assert from_file['per_pitch'] == from_folder['per_pitch'] and from_file['headline'] == from_folder['headline']
+  assert from_file['photo_dir'] == str(folder) and from_file['faces_file'] == str(faces_file)
+  assert from_file['skipped_photos'] == from_folder['skipped_photos'] and from_file['num_faces'] == 2
+
+  other = tmp_path / 'other.npz'
+  photos.save_faces(str(other), {k: v for k, v in saved.items()}, 'network:0123abcd', str(folder))
+  with pytest.raises(photos.PhotoFacesError,
+                     match=r"embedded by 'network:0123abcd'; the model embeds faces with 'dlib'"):
+    photos.evaluate_photos(config, trained_tiny_workdir, str(other), str(tmp_path / 'other'))
+  damaged = tmp_path / 'damaged.npz'
+  damaged.write_bytes(faces_file.read_bytes()[:1000])
+  with pytest.raises(photos.PhotoFacesError, match='damaged.npz is not a readable faces file'):
+    photos.evaluate_photos(config, trained_tiny_workdir, str(damaged), str(tmp_path / 'damaged'))
+  with pytest.raises(photos.PhotoFacesError,
+                     match='No faces file .*missing.npz: write one with face2music export_data'):
+    photos.evaluate_photos(config, trained_tiny_workdir, str(tmp_path / 'missing.npz'), str(tmp_path / 'missing'))
+  assert not any((tmp_path / name).exists() for name in ('other', 'damaged', 'missing'))
