@@ -49,6 +49,7 @@ from face2music_jax import jax_cache
 from face2music_jax import preemption
 from face2music_jax import train
 from face2music_jax.configs import aux
+from face2music_jax.evaluators import photos as photos_lib
 
 _MEASURE_RESERVE = 60  # Seconds kept free after each run's training for its evaluation (and again for photos).
 
@@ -107,8 +108,6 @@ def run(data: str, out: str, runs: str, deadline_seconds: float = 0, common: dic
     stages: a directory of stage artefacts (an experiment's shared/) that every run starts with a copy of.
     photos: a faces file (face2music export_data --photos) every run is also judged on.
   """
-  # pylint: disable-next=import-outside-toplevel  (PIL, scipy: only where photos are judged)
-  from face2music_jax.evaluators import photos as photos_lib
   reserve = _MEASURE_RESERVE * (2 if photos else 1)
   end = time.time() + deadline_seconds if deadline_seconds else float('inf')
   jax_cache.enable(os.path.join(out, 'jax_cache'))

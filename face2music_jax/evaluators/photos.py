@@ -291,23 +291,14 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
     return float(np.mean(values)) if values else None
 
   summary = {
-      'workdir':
-          workdir,
-      'model':
-          translator.source,
-      'photo_dir':
-          os.path.abspath(photo_dir) if saved is None else saved['photo_dir'],
-      **({
-          'faces_file': os.path.abspath(photo_dir)
-      } if saved is not None else {}),
-      'num_photos':
-          len(set(faces['photo'])),
-      'num_faces':
-          n,
-      'skipped_photos':
-          faces['skipped'],
-      'pitches':
-          pitches.tolist(),
+      'workdir': workdir,
+      'model': translator.source,
+      'photo_dir': os.path.abspath(photo_dir) if saved is None else saved['photo_dir'],
+      'faces_file': None if saved is None else os.path.abspath(photo_dir),  # Judged from it, not from the folder.
+      'num_photos': len(set(faces['photo'])),
+      'num_faces': n,
+      'skipped_photos': faces['skipped'],
+      'pitches': pitches.tolist(),
       'headline': {
           'in_tune_wide_min':
               min(v['in_tune_wide'] for v in per_pitch.values()),
@@ -336,16 +327,11 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
           'largest_family_share_classifier':
               by_classifier['largest_share'],
       },
-      'families':
-          in_phi,
-      'families_classifier':
-          by_classifier,
-      'real_families_classifier':
-          real_by_classifier,
-      'closest_pair':
-          closest,
-      'per_pitch':
-          per_pitch,
+      'families': in_phi,
+      'families_classifier': by_classifier,
+      'real_families_classifier': real_by_classifier,
+      'closest_pair': closest,
+      'per_pitch': per_pitch,
   }
   with files.building(out_dir) as build_dir:  # All of the outputs or none (a full disk, Ctrl-C).
     _write(build_dir, summary, faces, audio, midi, face_index, f0, sr)

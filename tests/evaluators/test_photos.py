@@ -117,6 +117,7 @@ def test_the_faces_file_of_a_folder_is_judged_as_the_folder(trained_tiny_workdir
     from_file = photos.evaluate_photos(config, trained_tiny_workdir, str(faces_file), str(tmp_path / 'file'))
   assert from_file['per_pitch'] == from_folder['per_pitch'] and from_file['headline'] == from_folder['headline']
   assert from_file['photo_dir'] == str(folder) and from_file['faces_file'] == str(faces_file)
+  assert from_folder['photo_dir'] == str(folder) and from_folder['faces_file'] is None
   assert from_file['skipped_photos'] == from_folder['skipped_photos'] and from_file['num_faces'] == 2
 
   other = tmp_path / 'other.npz'
