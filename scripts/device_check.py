@@ -124,7 +124,9 @@ def run_training(out: str, data: str, budget: Budget, runs: tuple[str, ...] = TR
   """gpu_train.py over `runs` (generator:size each), sharing what the budget leaves; `train_args` are its options
   (e.g. --stages, --photos, --set: scripts/gpu_train.py)."""
   seconds = budget.left()
-  per_run = (seconds - 10) / len(runs) - TRAIN_MEASURE_SECONDS
+  # gpu_train.py keeps this much after each run's training for its evaluation, twice that with a photo set.
+  measure = TRAIN_MEASURE_SECONDS * (2 if any(a.startswith('--photos') for a in train_args) else 1)
+  per_run = (seconds - 10) / len(runs) - measure
   if per_run < 20:
     return {'skipped': f'budget ({seconds:.0f} s left)'}
   train_out = os.path.join(out, 'train')
@@ -156,6 +158,13 @@ def main() -> None:
   skip = set(filter(None, args.skip.split(',')))
   if skip - {'tests', 'benchmarks', 'train'}:
     parser.error(f'--skip names parts of tests, benchmarks, train: {args.skip}')
+  runs = tuple(args.runs.split(','))
+  if not all(re.fullmatch(r'[a-z]+:[a-z]+', run) for run in runs):
+    parser.error(f'--runs takes generator:size,... (the seconds are the budget\'s): {args.runs}')
+  try:
+    train_args = tuple(shlex.split(args.train_args))
+  except ValueError as e:
+    parser.error(f'--train_args: {e}')
   budget = Budget(args.start or time.time(), args.seconds)
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
@@ -184,8 +193,7 @@ def main() -> None:
     if 'train' in skip:
       pass
     elif os.path.exists(data):
-      results['train'] = run_training(out, data, budget, tuple(args.runs.split(',')),
-                                      tuple(shlex.split(args.train_args)))
+      results['train'] = run_training(out, data, budget, runs, train_args)
     else:
       results['skipped']['train'] = (f'no exported data at {args.data} (make it here: face2music export_data '
                                      '--config=aux --out=.devdata/data.npz)')

@@ -13,7 +13,8 @@
 #   DEVICE_CHECK_TRAIN_ARGS=.. scripts/gpu_train.py's options for them, one string (--stages=DIR --photos=FILE
 #                              --set=field=value ...: judged with a CPU run's yardsticks and on a photo set)
 # On a machine whose JAX backend is the CPU the device parts (tests, benchmarks, training) are skipped, the JSON
-# says so, and the script exits 0; it exits non-zero only if it could not write the JSON.
+# says so, and the script exits 0; it exits non-zero only if it could not write the JSON, or (2, before anything
+# runs) if DEVICE_CHECK_SKIP, DEVICE_CHECK_RUNS or DEVICE_CHECK_TRAIN_ARGS is malformed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)

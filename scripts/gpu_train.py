@@ -28,7 +28,6 @@ measures in results.json.
 """
 
 import argparse
-import ast
 import json
 import os
 import platform
@@ -37,6 +36,7 @@ import sys
 import threading
 import time
 
+_STARTED = time.time()  # --deadline counts from here, before the heavy imports.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=wrong-import-position
@@ -49,24 +49,20 @@ from face2music_jax import jax_cache
 from face2music_jax import preemption
 from face2music_jax import train
 from face2music_jax.configs import aux
+from face2music_jax.data import exported
 from face2music_jax.evaluators import photos as photos_lib
 
 _MEASURE_RESERVE = 60  # Seconds kept free after each run's training for its evaluation (and again for photos).
 
 
-def parse_override(item: str) -> tuple[str, object]:
-  """'field=value' -> (field, value parsed as a Python literal, else the string)."""
-  field, value = item.split('=', 1)
-  try:
-    return field, ast.literal_eval(value)
-  except (ValueError, SyntaxError):
-    return field, value
-
-
 def parse_run(spec: str) -> tuple[str, str, float, dict[str, object]]:
-  """'generator:size:seconds[:field=value;...]' -> its parts (values parsed as Python literals)."""
+  """'generator:size:seconds[:field=value;...]' -> its parts (values parsed as Python literals).
+
+  Raises:
+    ValueError: a spec of another form (config_lib.ConfigError, a ValueError, for an override without '=').
+  """
   generator, size, seconds, *rest = spec.split(':', 3)
-  overrides = dict(parse_override(item) for item in filter(None, (rest[0] if rest else '').split(';')))
+  overrides = dict(experiment.parse_override(item) for item in filter(None, (rest[0] if rest else '').split(';')))
   return generator, size, float(seconds), overrides
 
 
@@ -109,7 +105,7 @@ def run(data: str, out: str, runs: str, deadline_seconds: float = 0, common: dic
     photos: a faces file (face2music export_data --photos) every run is also judged on.
   """
   reserve = _MEASURE_RESERVE * (2 if photos else 1)
-  end = time.time() + deadline_seconds if deadline_seconds else float('inf')
+  end = _STARTED + deadline_seconds if deadline_seconds else float('inf')
   jax_cache.enable(os.path.join(out, 'jax_cache'))
   import flax  # pylint: disable=import-outside-toplevel
   import optax  # pylint: disable=import-outside-toplevel
@@ -163,6 +159,7 @@ def run(data: str, out: str, runs: str, deadline_seconds: float = 0, common: dic
     except Exception as e:  # pylint: disable=broad-except  (recorded: the next run still runs)
       record['error'] = f'{type(e).__name__}: {e}'
     if photos:
+      _write_results(out, {**results, 'runs': results['runs'] + [record]})  # Kept if the photos' judging is cut.
       try:
         summary = photos_lib.evaluate_photos(config, workdir, photos, os.path.join(workdir, 'eval_photos'))
         record['photos'] = {
@@ -188,7 +185,8 @@ def main() -> None:
   parser.add_argument('--out', required=True)
   parser.add_argument('--runs', default='wavegan:paper:240,harmonic:paper:120',
                       help='comma-separated generator:size:seconds[:field=value;...]')
-  parser.add_argument('--deadline', type=float, default=0, help='end everything within this many seconds (0 = none)')
+  parser.add_argument('--deadline', type=float, default=0,
+                      help='end everything within this many seconds of the start (0 = none)')
   parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                       help='a config override of every run (repeatable; values as Python literals)')
   parser.add_argument(
@@ -199,10 +197,20 @@ def main() -> None:
   for path, what in ((args.data, 'file'), (args.photos, 'file'), (args.stages, 'dir')):
     if path and not (os.path.isfile(path) if what == 'file' else os.path.isdir(path)):
       parser.error(f'no such {what}: {path}')
-  if any('=' not in item for item in args.set):
-    parser.error(f'--set takes field=value: {args.set}')
+  if args.stages:
+    missing = [a for a in experiment.SHARED_ARTEFACTS if not os.path.exists(os.path.join(args.stages, a))]
+    if missing:
+      parser.error(f'--stages={args.stages} lacks {", ".join(missing)} (an experiment\'s shared/ has them)')
+  try:  # Every run's config, before any trains: a bad spec or field fails here, not after an hour.
+    common = dict(map(experiment.parse_override, args.set))
+    for spec in args.runs.split(','):
+      generator, size, _, overrides = parse_run(spec)
+      config = run_config(args.data, generator, size, {**common, **overrides}, os.path.join(args.out, 'check'))
+      exported.ExportedInputs(config)  # The data file is of this config's data (ExportError names each field).
+  except (ValueError, KeyError, AttributeError, TypeError) as e:
+    parser.error(f'{type(e).__name__}: {e}')
   os.makedirs(args.out, exist_ok=True)
-  run(args.data, args.out, args.runs, args.deadline, dict(map(parse_override, args.set)), args.stages, args.photos)
+  run(args.data, args.out, args.runs, args.deadline, common, args.stages, args.photos)
 
 
 if __name__ == '__main__':

@@ -22,7 +22,7 @@ synthetic_batch = synthetic.batch
 random_metric = synthetic.audio_metric
 
 # What a machine with only JAX lacks (as the accelerator machines lent to some sessions).
-WITHOUT_TENSORFLOW = ('tensorflow', 'tensorflow_datasets', 'dlib')
+WITHOUT_TENSORFLOW = ('tensorflow', 'tensorflow_datasets', 'dlib', 'pretty_midi')  # pretty_midi: translation's.
 # Python source that, run first in a process, makes importing any of them fail as if it were not installed.
 BLOCK_TENSORFLOW = f'import sys\nfor m in {WITHOUT_TENSORFLOW!r}: sys.modules[m] = None\n'
 

@@ -62,8 +62,21 @@ def test_device_check_on_the_cpu_skips_the_device_parts_and_writes_its_json(tmp_
 
 
 def test_device_check_passes_its_runs_and_gpu_train_options_through_as_one_shell_string(tmp_path, monkeypatch):
-  """DEVICE_CHECK_RUNS / DEVICE_CHECK_TRAIN_ARGS (--runs, --train_args): gpu_train.py gets each option whole,
-  quoted values with spaces and commas too, and the runs share the budget."""
+  """DEVICE_CHECK_RUNS / DEVICE_CHECK_TRAIN_ARGS: device_check.sh hands each to device_check.py as one argument, and
+  gpu_train.py gets each option whole (quoted values with spaces and commas too); the runs share the budget, less
+  each one's evaluation (twice that with a photo set); malformed values stop it at once with exit code 2."""
+  train_args = "--stages=s --photos=f.npz --set='notes.velocities=(75, 127)' --set=eval.num_translations=400"
+  bin_dir, record = tmp_path / 'bin', tmp_path / 'calls'
+  bin_dir.mkdir()
+  (bin_dir / 'python').write_text(f'#!/bin/sh\nfor a in "$@"; do echo "$a"; done > {record}\n')
+  (bin_dir / 'python').chmod(0o755)
+  env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}', DEVICE_CHECK_INSTALL='0',
+             DEVICE_CHECK_RUNS='wavegan:paper', DEVICE_CHECK_TRAIN_ARGS=train_args)
+  done = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'device_check.sh'),
+                         str(tmp_path / 'out')], env=env, capture_output=True, text=True, timeout=60)
+  assert done.returncode == 0, done.stderr
+  assert {'--runs=wavegan:paper', f'--train_args={train_args}', '--skip='} <= set(record.read_text().splitlines())
+
   import importlib.util  # pylint: disable=import-outside-toplevel
   spec = importlib.util.spec_from_file_location('device_check', os.path.join(ROOT, 'scripts', 'device_check.py'))
   device_check = importlib.util.module_from_spec(spec)
@@ -72,19 +85,20 @@ def test_device_check_passes_its_runs_and_gpu_train_options_through_as_one_shell
   monkeypatch.setattr(device_check, '_run', lambda args, timeout, log: calls.append(args) or {'exit': 0})
   budget = device_check.Budget(start=0, seconds=0)
   budget.left = lambda: 500.0
-  train_args = "--stages=s --photos=f.npz --set='notes.velocities=(75, 127)' --set=eval.num_translations=400"
   device_check.run_training(str(tmp_path), 'd.npz', budget, ('wavegan:paper',), tuple(shlex.split(train_args)))
   (args,) = calls
   assert args[-4:] == [
       '--stages=s', '--photos=f.npz', '--set=notes.velocities=(75, 127)', '--set=eval.num_translations=400'
   ]
-  assert f'--runs=wavegan:paper:{(500 - 10) - device_check.TRAIN_MEASURE_SECONDS:.0f}' in args
+  assert f'--runs=wavegan:paper:{(500 - 10) - 2 * device_check.TRAIN_MEASURE_SECONDS:.0f}' in args
   calls.clear()
-  device_check.run_training(str(tmp_path), 'd.npz', budget)  # The default runs share it.
+  device_check.run_training(str(tmp_path), 'd.npz', budget)  # The default runs, no photos.
   per_run = (500 - 10) / 2 - device_check.TRAIN_MEASURE_SECONDS
   assert f'--runs=harmonic:small:{per_run:.0f},wavegan:paper:{per_run:.0f}' in calls[0]
-  done = subprocess.run(
-      [sys.executable,
-       os.path.join(ROOT, 'scripts', 'device_check.py'), f'--out={tmp_path}', '--skip=tests,bogus'],
-      capture_output=True, text=True, timeout=120)
-  assert done.returncode == 2 and '--skip names parts of tests, benchmarks, train' in done.stderr
+  for bad, message in (('--skip=tests,bogus', '--skip names parts of tests, benchmarks, train'),
+                       ('--runs=wavegan:paper:240', '--runs takes generator:size'),
+                       ("--train_args=--set='a=(1, 2)", '--train_args: No closing quotation')):
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'scripts', 'device_check.py'), f'--out={tmp_path}', bad],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr, (bad, done.stderr)

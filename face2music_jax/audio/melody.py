@@ -23,7 +23,8 @@ _CROSSFADE_S = 0.01
 
 
 def _pretty_midi():
-  """pretty_midi, imported when first used: training and evaluation, which import the translator, never use it."""
+  """pretty_midi, imported when first used (note names, MIDI files, held notes): training and evaluation, which
+  import the translator, never use it."""
   import pretty_midi  # pylint: disable=import-outside-toplevel
   return pretty_midi
 
@@ -99,8 +100,9 @@ def read_midi(path: str) -> list[Note]:
   Raises:
     ValueError: naming the file, if it cannot be read as MIDI or has no notes.
   """
+  pretty_midi = _pretty_midi()  # (Not inside the try: a missing library is not a bad file.)
   try:
-    midi = _pretty_midi().PrettyMIDI(path)
+    midi = pretty_midi.PrettyMIDI(path)
   except Exception as e:  # pretty_midi/mido raise many kinds for a bad file.
     raise ValueError(f'Cannot read {path} as a MIDI file: {e}') from e
   notes = [

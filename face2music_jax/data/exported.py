@@ -20,6 +20,7 @@ Contents: `notes/<split>/<key>` for the splits train, valid, test (audio, pitch,
 import io
 import json
 import zipfile
+import zlib
 from typing import Any
 
 import ml_collections
@@ -93,7 +94,7 @@ class ExportedInputs:
       self._file = np.load(self.path, allow_pickle=False)
       version = int(self._file['format'])
       exported = json.loads(str(self._file['data_fields']))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
       raise ExportError(f'{self.path} (config.data.exported) is not a readable exported data file ({e}): export it '
                         'again with face2music export_data.') from e
     if version != FORMAT:
@@ -122,7 +123,7 @@ class ExportedInputs:
       if name not in self._cache:
         try:
           self._cache[name] = self._file[name]
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
           raise ExportError(f'{self.path}: {name} is corrupt ({e}): export it again.') from e
     return {n[len(prefix):]: self._cache[n] for n in names}
 

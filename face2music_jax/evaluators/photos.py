@@ -101,7 +101,7 @@ def find_faces(embedder: face_embedding.Embedder, photos: list[str]) -> dict[str
       out['box'].append((left, top, right, bottom))
       out['crop'].append(np.asarray(Image.fromarray(pixels[top:bottom + 1, left:right + 1]).resize((96, 96))))
   if not out['photo']:
-    raise ValueError('No face found in any of the photos.')
+    raise images_lib.ImageError(f'No face found in any of the {len(photos)} photos.')
   result = {k: np.asarray(v) if k != 'box' else v for k, v in out.items()}
   result['skipped'] = skipped
   return result
@@ -135,18 +135,19 @@ def load_faces(path: str) -> dict[str, Any]:
     PhotoFacesError: the file is missing, not a faces file, of another format, or its arrays disagree.
   """
   import zipfile  # pylint: disable=import-outside-toplevel
+  import zlib  # pylint: disable=import-outside-toplevel
   if not os.path.isfile(path):
     raise PhotoFacesError(f'No faces file {path}: write one with face2music export_data --photos=DIR --out={path}.')
   try:
     if not zipfile.is_zipfile(path):  # (np.load would read it as a pickle, and say so.)
-      raise ValueError('not an .npz archive')
+      raise ValueError('not an .npz archive; --photos takes a folder of photos or a faces file')
     with np.load(path, allow_pickle=False) as f:
       arrays = {k: f[k] for k in f.files}
     version = int(arrays['format'])
     faces = {k: arrays[k] for k in _FACE_ARRAYS}
     faces.update(embedder=str(arrays['embedder']), photo_dir=str(arrays['photo_dir']),
                  skipped=[str(s) for s in arrays['skipped']])
-  except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+  except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as e:
     raise PhotoFacesError(f'{path} is not a readable faces file ({type(e).__name__}: {e}): write it again with '
                           'face2music export_data --photos=DIR.') from e
   if version != FACES_FORMAT:
@@ -219,7 +220,10 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   if saved is None:
     faces = find_faces(translator.embedder, images)
   else:
-    check_embedder(saved, face_embedding.embedder_tag(translator.config), photo_dir)
+    # A bundle records the embedder it was trained with; a work directory's is its config's.
+    check_embedder(saved,
+                   translator.manifest.get('face_embedder') or face_embedding.embedder_tag(translator.config),
+                   photo_dir)
     faces = saved
   n = len(faces['photo'])
   logging.info('%d faces in %s (%d photos skipped).', n, photo_dir, len(faces['skipped']))

@@ -113,7 +113,7 @@ def test_the_faces_file_of_a_folder_is_judged_as_the_folder(trained_tiny_workdir
   config = config_lib.load_config(trained_tiny_workdir)
   from_folder = photos.evaluate_photos(config, trained_tiny_workdir, str(folder), str(tmp_path / 'folder'))
   blocked = dict.fromkeys(('dlib', 'face_recognition_models'))
-  with mock.patch.dict(sys.modules, blocked):  # No face detector is needed (nor could be imported).
+  with mock.patch.dict(sys.modules, blocked):  # No new face embedder could be made: none is needed.
     from_file = photos.evaluate_photos(config, trained_tiny_workdir, str(faces_file), str(tmp_path / 'file'))
   assert from_file['per_pitch'] == from_folder['per_pitch'] and from_file['headline'] == from_folder['headline']
   assert from_file['photo_dir'] == str(folder) and from_file['faces_file'] == str(faces_file)
