@@ -79,6 +79,43 @@ def distance_correlation(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None
   return float(result.statistic), float(result.pvalue)
 
 
+def distance_correlation_interval(x: np.ndarray, ys: Sequence[np.ndarray], level: float = 0.95,
+                                  num_resamples: int = 300, seed: int = 0) -> tuple[float, float] | None:
+  """A bootstrap interval of the mean over `ys` of `distance_correlation(x, y)`: how much the figure owes to the draw
+  of rows (e.g. which faces a photo set holds).
+
+  Each resample draws N rows with replacement, the same rows for every y; a row drawn twice makes no pair with
+  itself; resamples with fewer than 3 distinct rows, or distances all equal, are left out.
+
+  Args:
+    x: [N, Dx], e.g. independent face descriptors.
+    ys: [N, Dy] arrays, e.g. the MFCC means of the faces' notes at each pitch.
+    level: the interval's coverage.
+    num_resamples: resamples drawn.
+    seed: the resampling's seed (the interval is a function of the data and the seed).
+
+  Returns:
+    (low, high) percentiles of the resampled means; None with fewer than 5 rows or fewer than half the resamples
+    usable.
+  """
+  n = len(x)
+  if n < 5:
+    return None
+  rng = np.random.default_rng(seed)
+  means = []
+  for _ in range(num_resamples):
+    rows = rng.integers(0, n, n)
+    if len(np.unique(rows)) < 3:
+      continue
+    rs = [distance_correlation(x[rows], y[rows], groups=rows)[0] for y in ys]
+    if np.all(np.isfinite(rs)):
+      means.append(np.mean(rs))
+  if len(means) < num_resamples / 2:
+    return None
+  tail = 100 * (1 - level) / 2
+  return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
 def family_distribution(labels: np.ndarray, families: Sequence[str]) -> dict[str, Any]:
   """How labels [N] (indices into `families`) spread: {'counts': {family: n}, 'largest_share', 'effective_number'}
   (exp of the entropy of the shares: 1 = all in one family, len(families) = evenly over all)."""

@@ -54,6 +54,28 @@ def test_pearson_leaves_out_the_pairs_of_a_face_with_itself():
     metrics.distance_correlation(x[:3], y[:3], groups=np.array([0, 0, 1]))
 
 
+def test_the_bootstrap_interval_of_a_distance_correlation_holds_it_and_narrows_with_more_rows():
+  """Faces x and notes y = x's first coordinates plus noise, at two "pitches": the interval holds the full sample's
+  mean correlation, is the same for the same seed, narrows about as 1/sqrt(N) and is None below 5 rows."""
+  rng = np.random.default_rng(0)
+
+  def sample(n):
+    x = rng.normal(size=(n, 16))
+    return x, [x[:, :4] + rng.normal(scale=s, size=(n, 4)) for s in (1.0, 1.5)]
+
+  widths = []
+  for n in (40, 400):
+    x, ys = sample(n)
+    full = np.mean([metrics.distance_correlation(x, y)[0] for y in ys])
+    low, high = metrics.distance_correlation_interval(x, ys, num_resamples=200)
+    assert low < full < high
+    assert metrics.distance_correlation_interval(x, ys, num_resamples=200) == (low, high)
+    widths.append(high - low)
+  assert 0.15 < widths[1] / widths[0] < 0.6  # sqrt(40 / 400) = 0.32
+  x, ys = sample(4)
+  assert metrics.distance_correlation_interval(x, ys) is None
+
+
 def test_silhouette_matches_sklearn_and_is_none_when_undefined():
   rng = np.random.default_rng(3)
   labels = np.repeat([0, 1, 2], 10)

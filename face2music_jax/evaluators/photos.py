@@ -10,7 +10,9 @@ measures what a listener and a researcher would, with tools the model never trai
   distinctness    MFCC distance between translations of different faces / between real notes, per pitch
   pearson_model   Pearson of pairwise distances: the model's face embedding f(x) vs phi(y), per pitch
   pearson_independent   Pearson of pairwise distances of an independent face descriptor (dlib's 128-d embedding of
-                  the face as it is in the photo) vs MFCC means of the notes (librosa), per pitch
+                  the face as it is in the photo) vs MFCC means of the notes (librosa), per pitch; with its 95%
+                  bootstrap interval over the faces (`pearson_independent_interval`, of the mean over pitches):
+                  how much the figure owes to which faces the set holds
   closest_pair    the two different faces whose notes are closest (MFCC distance / real notes' mean distance)
   families        the nearest real family (centroid in phi space) of every translation: counts, the largest
                   share, and the effective number exp(entropy) of families
@@ -316,6 +318,8 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
               mean('pearson_model'),
           'pearson_independent':
               mean('pearson_independent'),
+          'pearson_independent_interval':
+              metrics.distance_correlation_interval(faces['independent'], [mfcc[midi == p] for p in pitches]),
           'flatness_median':
               float(np.median(flatness)),
           'end_db_max':

@@ -43,6 +43,7 @@ def test_every_face_of_a_folder_is_translated_and_measured(trained_tiny_workdir,
   for key in ('in_tune_wide_min', 'in_tune_near_min'):
     assert 0 <= head[key] <= 1
   assert head['end_db_max'] <= -30  # Every note ends in its release.
+  assert head['pearson_independent_interval'] is None  # 3 faces: too few to resample (tests/test_metrics.py).
   assert sum(summary['families']['counts'].values()) == 3 * len(pitches)
   assert 1 <= head['effective_families'] <= len(summary['families']['counts'])
   # The same with the family the frozen family classifier names; the real notes' spread beside it.
