@@ -367,7 +367,12 @@ def _write(out_dir: str, summary: dict[str, Any], faces: dict[str, Any], audio: 
     rows.append(f'<tr><td><img src="{face}" alt="face {k}" width="96" height="96"><br>'
                 f'{html.escape(faces["photo"][k])}</td>{"".join(cells)}</tr>')
   head = summary['headline']
-  shown = lambda v: f'{v:.4g}' if isinstance(v, float) else json.dumps(v)  # metrics.json has every digit.
+
+  def shown(v):  # metrics.json has every digit.
+    if isinstance(v, (list, tuple)) and all(isinstance(x, float) for x in v):  # An interval.
+      return f'[{", ".join(f"{x:.3g}" for x in v)}]'
+    return f'{v:.4g}' if isinstance(v, float) else json.dumps(v)
+
   table = ''.join(f'<tr><th>{html.escape(k)}</th><td>{html.escape(shown(v))}</td></tr>' for k, v in head.items())
   page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
           f'<meta name="viewport" content="width=device-width, initial-scale=1">'

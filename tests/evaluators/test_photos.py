@@ -29,6 +29,8 @@ def test_every_face_of_a_folder_is_translated_and_measured(trained_tiny_workdir,
   head = skimage_data.astronaut()[20:260, 120:340]
   Image.fromarray(np.concatenate([head, head[:, ::-1]], axis=1)).save(folder / 'pair.jpg', quality=92)
   Image.fromarray(np.clip(head.astype(int) * 0.7, 0, 255).astype(np.uint8)).save(folder / 'dim.png')
+  dim = np.clip(head.astype(int) * 0.8, 0, 255).astype(np.uint8)
+  Image.fromarray(np.concatenate([head, head[:, ::-1], dim, dim[:, ::-1]], axis=1)).save(folder / 'row.png')
   Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(folder / 'no_face.png')
   (folder / 'notes.txt').write_text('not an image: ignored')
   config = config_lib.load_config(trained_tiny_workdir)
@@ -36,18 +38,19 @@ def test_every_face_of_a_folder_is_translated_and_measured(trained_tiny_workdir,
   summary = photos.evaluate_photos(config, trained_tiny_workdir, str(folder), out)
 
   pitches = list(config_lib.listening_pitches(config))  # 48 and 60 at the tiny size.
-  assert summary['num_faces'] == 3 and summary['num_photos'] == 2
+  assert summary['num_faces'] == 7 and summary['num_photos'] == 3
   assert [s.split(':')[0] for s in summary['skipped_photos']] == ['no_face.png']
   assert sorted(summary['per_pitch']) == pitches
   head = summary['headline']
   for key in ('in_tune_wide_min', 'in_tune_near_min'):
     assert 0 <= head[key] <= 1
   assert head['end_db_max'] <= -30  # Every note ends in its release.
-  assert head['pearson_independent_interval'] is None  # 3 faces: too few to resample (tests/test_metrics.py).
-  assert sum(summary['families']['counts'].values()) == 3 * len(pitches)
+  low, high = head['pearson_independent_interval']  # Over the faces (tests/test_metrics.py); shown on the page.
+  assert -1 <= low < high <= 1
+  assert sum(summary['families']['counts'].values()) == 7 * len(pitches)
   assert 1 <= head['effective_families'] <= len(summary['families']['counts'])
   # The same with the family the frozen family classifier names; the real notes' spread beside it.
-  assert sum(summary['families_classifier']['counts'].values()) == 3 * len(pitches)
+  assert sum(summary['families_classifier']['counts'].values()) == 7 * len(pitches)
   assert 1 <= head['effective_families_classifier'] <= len(summary['families_classifier']['counts'])
   assert head['largest_family_share_classifier'] == summary['families_classifier']['largest_share']
   real = summary['real_families_classifier']['counts']  # The real notes at the listening pitches.
@@ -56,10 +59,11 @@ def test_every_face_of_a_folder_is_translated_and_measured(trained_tiny_workdir,
   assert sum(real.values()) == np.isin(midi, pitches).sum() > 0
   assert summary['closest_pair']['faces'][0] != summary['closest_pair']['faces'][1]
   with open(os.path.join(out, 'metrics.json')) as f:
-    assert json.load(f)['num_faces'] == 3
+    assert json.load(f)['num_faces'] == 7
   page = open(os.path.join(out, 'index.html')).read()
-  assert page.count('<audio') == 3 * len(pitches) and 'viewport' in page
-  assert len(os.listdir(os.path.join(out, 'notes'))) == 3 * len(pitches)
+  assert page.count('<audio') == 7 * len(pitches) and 'viewport' in page
+  assert f'<td>[{low:.3g}, {high:.3g}]</td>' in page
+  assert len(os.listdir(os.path.join(out, 'notes'))) == 7 * len(pitches)
   if CHROMIUM:  # At 400 px the page stays 400 px wide: the table of notes scrolls within it.
     with playwright_api.sync_playwright() as p:
       browser = p.chromium.launch(executable_path=CHROMIUM)
