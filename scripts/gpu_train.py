@@ -207,6 +207,8 @@ def main() -> None:
       generator, size, _, overrides = parse_run(spec)
       config = run_config(args.data, generator, size, {**common, **overrides}, os.path.join(args.out, 'check'))
       exported.ExportedInputs(config)  # The data file is of this config's data (ExportError names each field).
+    if args.photos:
+      photos_lib.load_faces(args.photos)  # A faces file (PhotoFacesError says what is wrong).
   except (ValueError, KeyError, AttributeError, TypeError) as e:
     parser.error(f'{type(e).__name__}: {e}')
   os.makedirs(args.out, exist_ok=True)

@@ -162,14 +162,17 @@ def _write_png(folder, image) -> str:
 
 def test_gpu_train_refuses_bad_runs_overrides_and_stages_before_training(tiny_data_dir, exported_file, tmp_path):
   """Each mistake is one line and exit code 2, before anything trains: a field the config lacks, an override that
-  makes the config's data other than the file's (named), a --stages folder without the shared artefacts."""
+  makes the config's data other than the file's (named), a --stages folder without the shared artefacts, a --photos
+  file that is not a faces file."""
   script = os.path.join(ROOT, 'scripts', 'gpu_train.py')
   common = [sys.executable, script, f'--data={exported_file}', f'--out={tmp_path / "out"}', '--runs=harmonic:tiny:60']
   (tmp_path / 'stages').mkdir()
-  for extra, message in ((['--set=train.no_such_field=1'], 'The config has no field train.no_such_field'),
-                         (['--set=notes.velocities=(1, 2)'], 'config.notes.velocities = [1, 2] here'),
-                         (['--set=notes.velocities'], "expected field=value"),
-                         ([f'--stages={tmp_path / "stages"}'], 'lacks audio_embedding, classifiers, statistics.json')):
+  (tmp_path / 'faces.npz').write_text('not a faces file')
+  for extra, message in ((['--set=train.no_such_field=1'], 'The config has no field train.no_such_field'), ([
+      '--set=notes.velocities=(1, 2)'
+  ], 'config.notes.velocities = [1, 2] here'), (['--set=notes.velocities'], "expected field=value"),
+                         ([f'--stages={tmp_path / "stages"}'], 'lacks audio_embedding, classifiers, statistics.json'),
+                         ([f'--photos={tmp_path / "faces.npz"}'], 'faces.npz is not a readable faces file')):
     done = subprocess.run([*common, *extra], cwd=str(tmp_path), env={
         **os.environ, 'JAX_PLATFORMS': 'cpu'
     }, capture_output=True, text=True, timeout=300)
