@@ -5,6 +5,7 @@ r"""Evaluates a trained face2music_jax model: metrics JSON, figures and an HTML 
   face2music eval --config=aux:tiny --workdir=/tmp/x --overwrite
   face2music eval --workdir=/ckpt/aux --photos=my_photos/       # every face of a folder of photos instead
   face2music eval --workdir=/ckpt/aux --photos=my_photos/ --model=shipped   # another model, judged with /ckpt/aux's phi
+  face2music eval --workdir=/ckpt/aux --photos=faces.npz      # the faces file of a folder (export_data --photos)
 """
 
 import json

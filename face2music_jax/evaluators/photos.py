@@ -369,6 +369,8 @@ def _write(out_dir: str, summary: dict[str, Any], faces: dict[str, Any], audio: 
   head = summary['headline']
 
   def shown(v):  # metrics.json has every digit.
+    if v is None:  # E.g. the Pearson interval of fewer than 5 faces.
+      return 'n/a'
     if isinstance(v, (list, tuple)) and all(isinstance(x, float) for x in v):  # An interval.
       return f'[{", ".join(f"{x:.3g}" for x in v)}]'
     return f'{v:.4g}' if isinstance(v, float) else json.dumps(v)
