@@ -119,7 +119,8 @@ def quiet_library_logs() -> None:
 def reports_known_errors(main: Callable[[Sequence[str]], None]) -> Callable[[Sequence[str]], None]:
   """Decorates an absl `main`, which then compiles with JAX's persistent cache (`jax_cache`): a known_errors()
   exception prints `Error: <message>` to stderr and exits with code 2; a run stopped by SIGTERM prints
-  `Stopped: <message>` and exits with code 3; any other exception propagates with its traceback."""
+  `Stopped: <message>` and exits with code 3, also where library code raised its own error from the stop
+  (`preemption.stop_behind`); any other exception propagates with its traceback."""
 
   @functools.wraps(main)
   def wrapped(argv: Sequence[str]) -> None:
@@ -127,11 +128,14 @@ def reports_known_errors(main: Callable[[Sequence[str]], None]) -> Callable[[Seq
     jax_cache.enable()
     try:
       main(argv)
-    except preemption.Preempted as e:
-      logging.flush()
-      print(f'Stopped: {e}', file=sys.stderr, flush=True)
-      sys.exit(preemption.EXIT_CODE)
-    except Exception as e:  # pylint: disable=broad-except
+    except BaseException as e:  # pylint: disable=broad-except
+      stop = preemption.stop_behind(e)
+      if stop is not None:  # Also a stop that library code wrapped in its own error (preemption.stop_behind).
+        if stop is not e:
+          logging.info('The stop arrived inside library code, which raised %s: %s', type(e).__name__, e)
+        logging.flush()
+        print(f'Stopped: {stop}', file=sys.stderr, flush=True)
+        sys.exit(preemption.EXIT_CODE)
       if not isinstance(e, known_errors()):
         raise
       _error(str(e))

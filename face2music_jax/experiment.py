@@ -224,7 +224,9 @@ def run(configs: tuple[str, ...], seeds: tuple[int, ...], size: str, experiment_
         start = time.time()
         try:
           train.train(config, workdir, inputs)
-        except preemption.Preempted:
+        except BaseException as e:
+          if preemption.stop_behind(e) is None:
+            raise
           _log_event(experiment_dir, cell=name, event='stopped', from_step=from_step, to_step=_checkpoint_step(workdir),
                      seconds=round(time.time() - start, 1))
           raise
@@ -244,7 +246,9 @@ def run(configs: tuple[str, ...], seeds: tuple[int, ...], size: str, experiment_
       # The table so far, after every cell: an interrupted experiment still shows what it has.
       _write_results(records, len(cells), classifiers, experiment_dir, results_dir, experiment_info, None)
 
-  except preemption.Preempted:
+  except BaseException as e:
+    if preemption.stop_behind(e) is None:
+      raise
     # A stop between cells (or after a cell's record, before its table): the table of the cells finished so far.
     if records:
       _write_results(records, len(cells), classifiers, experiment_dir, results_dir, experiment_info, None)

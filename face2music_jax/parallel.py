@@ -57,10 +57,9 @@ def exit_at_once_on_error() -> Iterator[None]:
   """
   try:
     yield
-  except preemption.Preempted:
-    raise  # Stopped by SIGTERM after saving, as the other processes were (a preemption stops them all).
-  except Exception:  # Whatever stopped this process, the others must not wait for it.
-    if jax.process_count() == 1:
+  except Exception as e:  # Whatever stopped this process, the others must not wait for it.
+    # A stop by SIGTERM (after saving, as the other processes were: a preemption stops them all) propagates.
+    if jax.process_count() == 1 or preemption.stop_behind(e) is not None:
       raise
     logging.exception(
         'Process %d of %d stopped on an error (if it is a failed collective, another process died '

@@ -120,6 +120,25 @@ def deferred_in_library() -> Iterator[None]:
     raise Preempted(f'SIGTERM received {handler.stopped}')
 
 
+def stop_behind(error: BaseException) -> Preempted | None:
+  """The `Preempted` that `error` is or that led to it, else None.
+
+  A stop can arrive inside library code that turns the handler's exception into its own: a C extension's module
+  initialisation (pybind11's `ImportError: initialization failed`, raised from the `Preempted`, when SIGTERM lands
+  while TensorFlow is imported) or a library's wrapper error; such an error has the stop in its `__cause__` /
+  `__context__` chain and is the stop, not a failure. (Where the library swallows the error instead, `check()`
+  raises the stop after the current step.) A stop inside `deferred()` only sets `requested`, so an error while the
+  loop saves is reported as itself.
+  """
+  seen = set()
+  while error is not None and id(error) not in seen:
+    if isinstance(error, Preempted):
+      return error
+    seen.add(id(error))
+    error = error.__cause__ or error.__context__
+  return None
+
+
 def check() -> None:
   """Raises `Preempted` when a stop was asked for outside a deferred block and its exception did not end the work
   (the handler's raise was swallowed by library code); a no-op otherwise. Loops call it after each step."""

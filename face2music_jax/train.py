@@ -370,6 +370,8 @@ def _summary_writer(workdir: str, is_main: bool) -> summaries_lib.ScalarWriter |
   try:
     return summaries_lib.ScalarWriter(workdir)
   except ImportError as e:
+    if preemption.stop_behind(e) is not None:  # SIGTERM while the import ran: the stop, not a missing library.
+      raise
     logging.warning('No TensorBoard summaries (%s); metrics.jsonl has every logged value.', e)
     return summaries_lib.NoSummaries()
 

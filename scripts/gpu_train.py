@@ -85,7 +85,9 @@ def _train_for(config, workdir: str, seconds: float) -> bool:
   try:
     train.train(config, workdir)
     return True
-  except preemption.Preempted:
+  except BaseException as e:
+    if preemption.stop_behind(e) is None:
+      raise
     return False
   finally:
     timer.cancel()

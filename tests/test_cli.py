@@ -64,6 +64,36 @@ def test_a_run_stopped_by_sigterm_exits_with_its_own_code(capsys):
   assert capsys.readouterr().err == 'Stopped: Stopped at step 3 after SIGTERM\n'
 
 
+def _wrapped_by_an_extension_import():
+  """What pybind11 raises when the SIGTERM handler's exception leaves a C extension's module initialisation
+  (CI: the stop landed while evaluation imported TensorFlow)."""
+  try:
+    raise preemption.Preempted('SIGTERM received before training started: stopped')
+  except preemption.Preempted as stop:
+    raise ImportError('initialization failed') from stop
+
+
+def _raised_while_handling_the_stop():
+  try:
+    raise preemption.Preempted('SIGTERM received before training started: stopped')
+  except preemption.Preempted:
+    raise RuntimeError('a library cleaning up') from None  # Its __context__ is still the stop.
+
+
+@pytest.mark.parametrize('library', [_wrapped_by_an_extension_import, _raised_while_handling_the_stop])
+def test_a_stop_that_library_code_wrapped_in_its_own_error_still_exits_as_stopped(library, capsys):
+
+  @cli.reports_known_errors
+  def main(argv):
+    del argv
+    library()
+
+  with pytest.raises(SystemExit) as exit_info:
+    main(['run_x.py'])
+  assert exit_info.value.code == preemption.EXIT_CODE
+  assert capsys.readouterr().err == 'Stopped: SIGTERM received before training started: stopped\n'
+
+
 def test_a_home_directory_after_a_flags_equals_sign_is_expanded(monkeypatch):
   monkeypatch.setenv('HOME', '/home/me')
   assert cli.expand_home(

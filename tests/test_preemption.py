@@ -102,3 +102,26 @@ def test_a_stop_inside_a_garbage_collection_callback_prints_no_traceback_and_the
   err = capfd.readouterr().err
   assert 'Traceback' not in err and 'Exception ignored' not in err, err
   assert sys.unraisablehook is hook
+
+
+def test_the_stop_behind_an_error_is_found_through_its_chain_and_an_unrelated_error_has_none():
+  stop = preemption.Preempted('SIGTERM received')
+  assert preemption.stop_behind(stop) is stop
+  try:
+    try:
+      raise stop
+    except preemption.Preempted as e:
+      raise ImportError('initialization failed') from e
+  except ImportError as wrapped:
+    assert preemption.stop_behind(wrapped) is stop
+    try:
+      raise ValueError('a wrapper of the wrapper')  # Its __context__: the ImportError.
+    except ValueError as twice:
+      assert preemption.stop_behind(twice) is stop
+  unrelated = ValueError('a bug')
+  unrelated.__context__ = KeyboardInterrupt()  # Ctrl-C without the handler: not a stop that saved anything.
+  assert preemption.stop_behind(unrelated) is None
+  looped = ValueError('a')
+  looped.__context__ = ValueError('b')
+  looped.__context__.__context__ = looped
+  assert preemption.stop_behind(looped) is None
