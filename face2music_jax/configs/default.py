@@ -143,7 +143,7 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # The fundamental's share of the harmonic amplitude, at least: with none, faces of real photos got notes whose
   # fundamental carried 4-12% of the energy at MIDI 72, heard an octave low (docs/experiments.md). 0.1 rather than
   # 0.2 below the rise (fundamental_floor_pitches): the notes spread over more instrument families, the effective
-  # number by the family classifier +0.36 +- 0.30 on the held-out faces and +0.9 +- 1.0 on real photos over 7
+  # number by the family classifier +0.36 +- 0.30 on the embedded faces and +0.9 +- 1.0 on real photos over 7
   # paired seeds (docs/experiments.md, real photos, thirteenth and fourteenth rounds).
   c.model.harmonic.fundamental_floor = 0.1
   # The floor at high pitches (0 = fundamental_floor at every pitch): it rises linearly from fundamental_floor at the
