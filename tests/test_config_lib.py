@@ -41,7 +41,7 @@ from face2music_jax import workdir as workdir_lib
         ('train.face_noise', float('inf'), 'train.face_noise'),
         ('train.face_noise_space', 'faces', 'train.face_noise_space'),
         ('train.aux_r1_weight', -1.0, 'train.aux_r1_weight'),
-        ('model.harmonic.fundamental_floor_high', 0.05, 'model.harmonic.fundamental_floor_high'),  # Below 0.1.
+        ('model.harmonic.fundamental_floor_high', 0.1, 'model.harmonic.fundamental_floor_high'),  # Below 0.2.
         ('model.harmonic.fundamental_floor_high', 1.0, 'model.harmonic.fundamental_floor_high'),
         ('model.harmonic.fundamental_floor_pitches', (72, 60), 'model.harmonic.fundamental_floor_pitches'),
         ('model.harmonic.fundamental_floor_pitches', (60, 66, 72), 'model.harmonic.fundamental_floor_pitches'),
@@ -75,7 +75,7 @@ def test_options_that_would_be_computed_wrongly_together_are_refused():
     config_lib.validate(config)
   config = aux.get_config('small')
   config.train.face_noise, config.train.face_noise_space = 0.5, 'projection'
-  config.model.harmonic.fundamental_floor_high = 0.5  # A floor that rises with pitch, from the default's 0.1.
+  config.model.harmonic.fundamental_floor_high = 0.5  # A floor that rises with pitch, from the default's 0.2.
   config_lib.validate(config)  # The default's face space (model.harmonic.face_components = 40).
   config.model.harmonic.face_components = 0
   with pytest.raises(config_lib.ConfigError, match="'projection' needs model.generator = 'harmonic' with"):

@@ -141,11 +141,9 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.harmonic.noise_max = 0.05
   c.model.harmonic.relative_noise = True
   # The fundamental's share of the harmonic amplitude, at least: with none, faces of real photos got notes whose
-  # fundamental carried 4-12% of the energy at MIDI 72, heard an octave low (docs/experiments.md). 0.1 rather than
-  # 0.2 below the rise (fundamental_floor_pitches): the notes spread over more instrument families, the effective
-  # number by the family classifier +0.36 +- 0.30 on the embedded faces and +0.9 +- 1.0 on real photos over 7
-  # paired seeds (docs/experiments.md, real photos, thirteenth and fourteenth rounds).
-  c.model.harmonic.fundamental_floor = 0.1
+  # fundamental carried 4-12% of the energy at MIDI 72, heard an octave low (docs/experiments.md). 0.1 spread the
+  # notes over more families at 7 paired seeds, not at 9, and resolved nothing else (real photos, fifteenth round).
+  c.model.harmonic.fundamental_floor = 0.2
   # The floor at high pitches (0 = fundamental_floor at every pitch): it rises linearly from fundamental_floor at the
   # first MIDI pitch of fundamental_floor_pitches to this at the second and above, as real notes' upper partials
   # fall away at high pitches. With 0.2 at every pitch a few photo faces' notes at MIDI 72 were heard an octave low
