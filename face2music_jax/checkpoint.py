@@ -15,6 +15,7 @@ checkpoint that fails aside as `<step>.corrupt-<reason>` (never deleting it) and
 verifies.
 """
 
+import dataclasses
 import os
 import zlib
 from typing import Any
@@ -124,9 +125,13 @@ def _stored_checksums(checkpoint_manager: ocp.CheckpointManager, step: int, wher
   return (custom or {}).get('checksums')
 
 
-def _check_fits(directory: str, step: int, like: Any, where: str) -> None:
+def _check_fits(directory: str, step: int, like: Any, where: str) -> dict[str, Any]:
   """Raises CheckpointError if the structure or shapes saved as checkpoint `step` differ from `like`'s (another
-  config: no checkpoint of the directory will fit), CorruptCheckpointError if they cannot be read."""
+  config: no checkpoint of the directory will fit), CorruptCheckpointError if they cannot be read.
+
+  Returns:
+    The stored tree's metadata.
+  """
   try:
     stored = reader(directory).item_metadata(step).tree
   except Exception as e:  # Orbax raises several types for unreadable metadata.
@@ -136,6 +141,18 @@ def _check_fits(directory: str, step: int, like: Any, where: str) -> None:
   problem = _difference(like, jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), stored))
   if problem:
     raise _another_config(where, f'it {problem}')
+  return stored
+
+
+def _absent_empty_entries(like: Any, stored: dict[str, Any]) -> list[str]:
+  """The top-level entries of `like` that hold no array and that the stored tree lacks: entries a later version
+  added to the state, empty in this config (e.g. 'g_ema' without an average of G), absent from checkpoints of
+  earlier versions. Restoring them would fail as an unreadable checkpoint."""
+  if not dataclasses.is_dataclass(like):
+    return []
+  return [
+      f.name for f in dataclasses.fields(like) if f.name not in stored and not jax.tree.leaves(getattr(like, f.name))
+  ]
 
 
 def restore(checkpoint_manager: ocp.CheckpointManager, step: int, like: Any, verified_from: int = 0) -> Any:
@@ -160,9 +177,13 @@ def restore(checkpoint_manager: ocp.CheckpointManager, step: int, like: Any, ver
     raise CorruptCheckpointError(
         f'The checkpoint {where} has no checksums, which every checkpoint of this run '
         f'from step {verified_from} on was written with.', 'unchecksummed')
-  _check_fits(directory, step, like, where)
+  absent = _absent_empty_entries(like, _check_fits(directory, step, like, where))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like)
-  return _restore_verified(checkpoint_manager, step, ocp.args.StandardRestore(abstract), where, stored)
+  if not absent:
+    return _restore_verified(checkpoint_manager, step, ocp.args.StandardRestore(abstract), where, stored)
+  target = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract) if f.name not in absent}
+  restored = _restore_verified(checkpoint_manager, step, ocp.args.StandardRestore(target), where, stored)
+  return dataclasses.replace(like, **restored)
 
 
 def restore_latest(checkpoint_manager: ocp.CheckpointManager, like: Any,

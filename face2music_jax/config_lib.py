@@ -74,6 +74,7 @@ ADDED_FIELDS = {
     'model.harmonic.learned_phases': False,
     'audio_embedding.mfcc_scale': 'coefficient',
     'train.aux_mfcc_scale': 'phi',
+    'train.g_ema_decay': 0.0,
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
@@ -401,6 +402,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(
         _finite(config.train[field]) and config.train[field] >= 0, f'train.{field}', config.train[field],
         'expected a finite number >= 0')
+  _check(0 <= config.train.g_ema_decay < 1, 'train.g_ema_decay', config.train.g_ema_decay,
+         'expected in [0, 1) (0 = no average of G)')
   _check(0 <= config.train.adam_b1 < 1 and 0 <= config.train.adam_b2 < 1, 'train.adam_b1/adam_b2',
          (config.train.adam_b1, config.train.adam_b2), 'expected in [0, 1)')
   _check(bool(listening_pitches(config)), 'eval.listening_pitches', config.eval.listening_pitches,

@@ -38,6 +38,9 @@ class TrainState:
   d_opt: Any
   aux_opt: Any
   skipped: jax.Array  # Updates dropped because a loss or gradient was not finite (config.train.nonfinite='skip').
+  # G's variables with its parameters averaged over the steps (config.train.g_ema_decay; {} without): what
+  # evaluation, translation and export read.
+  g_ema: dict[str, Any] = flax.struct.field(default_factory=dict)
 
 
 def init_generator(generator: nn.Module, config: ml_collections.ConfigDict, rng: jax.Array) -> dict[str, Any]:
@@ -69,9 +72,9 @@ class Models:
     aux = dict(
         self.aux.init(k_a, jnp.zeros((self.aux.pack, embedding_lib.phi_dim(c))), jnp.zeros(
             (self.aux.pack,), jnp.int32))) if self.aux else {}
-    return TrainState(step=jnp.zeros(
-        (), jnp.int32), g=g, d=d, aux=aux, g_opt=self.g_tx.init(g['params']), d_opt=self.d_tx.init(d['params']),
-                      aux_opt=self.aux_tx.init(aux['params']) if aux else {}, skipped=jnp.zeros((), jnp.int32))
+    return TrainState(step=jnp.zeros((), jnp.int32), g=g, d=d, aux=aux, g_opt=self.g_tx.init(g['params']),
+                      d_opt=self.d_tx.init(d['params']), aux_opt=self.aux_tx.init(aux['params']) if aux else {},
+                      skipped=jnp.zeros((), jnp.int32), g_ema=g if c.train.g_ema_decay > 0 else {})
 
   def generate(self, g_vars: dict[str, Any], z: jax.Array, pitch: jax.Array, train: bool):
     """G(f(x), pitch): [B, E], [B] -> audio [B, L] and the updated non-parameter collections."""
@@ -109,10 +112,17 @@ def make_generate(generator: nn.Module) -> Callable[[dict[str, Any], jax.Array, 
   return jax.jit(lambda g_vars, z, pitch: generator.apply(g_vars, z, pitch, train=False))
 
 
+def generator_entry(config: ml_collections.ConfigDict) -> str:
+  """The entry of the GAN's state that holds the generator to use: 'g_ema' with an average of G
+  (config.train.g_ema_decay > 0), else 'g'."""
+  return 'g_ema' if config.train.g_ema_decay > 0 else 'g'
+
+
 def restore_generator(config: ml_collections.ConfigDict, workdir: str) -> tuple[nn.Module, dict[str, Any], int]:
   """The generator of `config` and its variables at the newest GAN checkpoint of `workdir` that verifies, read alone.
 
-  Only the checkpoint's 'g' entry is read, and compared with the checksums saved with it; the variables are
+  Only the checkpoint's 'g' entry is read ('g_ema', G's averaged variables, where config.train.g_ema_decay > 0),
+  and compared with the checksums saved with it; the variables are
   replicated over a mesh of all devices. A checkpoint that does not load or verify is reported and the previous
   one is used (it is left where it is: training sets it aside when it next runs, and a run may be saving now). A
   checkpoint that lacks its checksums although the run's identity (run.json) says it was written with them is
@@ -138,7 +148,7 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str) -> tuple[
   problems = []
   for step in steps:
     try:
-      g_vars = checkpoint.restore_entry(manager, step, 'g', like, verified_from)
+      g_vars = checkpoint.restore_entry(manager, step, generator_entry(config), like, verified_from)
     except checkpoint.CorruptCheckpointError as e:
       logging.error('%s Trying the previous checkpoint.', e)
       problems.append(str(e))

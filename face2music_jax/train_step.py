@@ -150,12 +150,16 @@ def make_train_step(models: gan.Models):
     (g_grads,) = g_pullback(fake_grads)
     updates, g_opt = models.g_tx.update(g_grads, state.g_opt, state.g['params'])
     g_vars = _with(state.g, optax.apply_updates(state.g['params'], updates), g_others)
+    g_ema = state.g_ema
+    if c.g_ema_decay > 0:  # The average of G's parameters, its decay ramped up over the first steps (config).
+      decay = jnp.minimum(c.g_ema_decay, (1.0 + state.step) / (10.0 + state.step))
+      g_ema = _with(g_vars, optax.incremental_update(g_vars['params'], g_ema['params'], 1.0 - decay), {})
     metrics.update(m, g_grad_norm=optax.tree.norm(g_grads), g_param_norm=optax.tree.norm(g_vars['params']),
                    d_param_norm=optax.tree.norm(d_vars['params']))
 
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
     new = gan.TrainState(step=state.step + 1, g=g_vars, d=d_vars, aux=aux_vars, g_opt=g_opt, d_opt=d_opt,
-                         aux_opt=aux_opt, skipped=state.skipped)
+                         aux_opt=aux_opt, skipped=state.skipped, g_ema=g_ema)
     if c.nonfinite == 'skip':
       kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
       new = kept.replace(step=state.step + 1, skipped=state.skipped + (1 - finite.astype(jnp.int32)))

@@ -3,6 +3,7 @@
 import os
 import shutil
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,6 +74,39 @@ def test_an_intact_checkpoint_restores_and_verifies(tmp_path):
   _assert_equal(state, _state(2.0))
   assert checkpoint.restore_entry(checkpoint.reader(str(tmp_path / 'checkpoints')), 2, 'b',
                                   {'c': np.zeros((50, 40), np.float32)}, 0)['c'][0, 0] == 2.0
+
+
+@flax.struct.dataclass
+class _Before:
+  """A state of an earlier version."""
+  a: jax.Array
+  opt: tuple
+
+
+@flax.struct.dataclass
+class _After:
+  """The same state after a version added an entry, empty unless a config asks for it (as TrainState's g_ema)."""
+  a: jax.Array
+  opt: tuple
+  extra: dict = flax.struct.field(default_factory=dict)
+
+
+def test_a_checkpoint_of_an_earlier_version_resumes_where_a_later_one_added_an_empty_entry(tmp_path):
+  """Not set aside as unreadable, and restored whole with its checksums verified; an added entry that holds arrays
+  is a checkpoint of another config, reported as such and left where it is."""
+  directory = str(tmp_path / 'checkpoints')
+  saver = checkpoint.Saver(checkpoint.manager(directory, keep=5))
+  saved = _Before(a=jnp.arange(10, dtype=jnp.float32), opt=(jnp.ones(3), {'m': jnp.full((2,), 7.0)}))
+  saver.save(4, saved)
+  saver.wait()
+  like = _After(a=jnp.zeros(10), opt=(jnp.zeros(3), {'m': jnp.zeros(2)}))
+  state, step = checkpoint.restore_latest(saver.manager, like)
+  assert step == 4 and isinstance(state, _After) and state.extra == {}
+  assert isinstance(state.opt, tuple)
+  _assert_equal(state, saved)
+  with pytest.raises(checkpoint.CheckpointError, match='lacks extra/w'):
+    checkpoint.restore_latest(saver.manager, like.replace(extra={'w': jnp.zeros(2)}))
+  assert os.listdir(directory) == ['4']
 
 
 def test_a_checkpoint_without_checksums_is_corrupt_unless_older_than_the_run_record(tmp_path):

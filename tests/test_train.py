@@ -192,6 +192,29 @@ def test_aux_input_scale_is_fitted_on_the_real_notes_before_the_first_step_and_r
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(k))
 
 
+def test_the_average_of_g_resumes_exactly_and_is_the_generator_that_evaluation_and_translation_read(
+    staged_config, tmp_path):
+  """train.g_ema_decay: a run stopped after step 1 and resumed ends with the average of one run of 2 steps; the
+  generator restored from the checkpoint (evaluation, translation, export) is the average, not the live G."""
+  staged_config.train.g_ema_decay = 0.5
+  staged_config.train.num_steps = 2
+  straight = train.train(staged_config, staged_config.workdir)
+  _, restored, step = gan.restore_generator(staged_config, staged_config.workdir)
+  assert step == 2
+  jax.tree.map(np.testing.assert_array_equal, gan.to_host(restored), gan.to_host(straight.g_ema))
+  gap = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), gan.to_host(restored['params']),
+                     gan.to_host(straight.g['params']))
+  assert max(jax.tree.leaves(gap)) > 1e-6
+  resumed_dir = helpers.copy_stage_artefacts(staged_config.workdir, str(tmp_path / 'resumed'))
+  staged_config.workdir = resumed_dir
+  staged_config.train.num_steps = 1
+  train.train(staged_config, resumed_dir)
+  staged_config.train.num_steps = 2
+  resumed = train.train(staged_config, resumed_dir)
+  jax.tree.map(np.testing.assert_array_equal, gan.to_host((resumed.g_ema, resumed.g)),
+               gan.to_host((straight.g_ema, straight.g)))
+
+
 def _nan_metric_loss(*args, **kwargs):
   del args, kwargs
   return jax.numpy.float32(np.nan)

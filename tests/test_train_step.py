@@ -231,6 +231,32 @@ def test_each_discriminator_update_sees_its_own_sub_batch(variant):
     assert max(jax.tree.leaves(diff)) > 1e-6, k
 
 
+def test_the_average_of_g_follows_its_parameters_with_the_ramped_decay_and_leaves_training_as_it_was():
+  """train.g_ema_decay: after each step g_ema's parameters are the decayed average of G's (the decay ramped up as
+  min(decay, (1 + t) / (10 + t))), its other collections G's; the live parameters are those of a run without it."""
+  config = helpers.tiny_config('aux')
+  plain, _ = _run_steps(config, 3)
+  assert plain.g_ema == {}
+  config.train.g_ema_decay = 0.2  # Below the ramp's (1 + t) / (10 + t) from t = 2 on: both branches are exercised.
+  setup = _setup(config)
+  state, expected = _fresh(setup.state), gan.to_host(setup.state.g['params'])
+  for t in range(3):
+    state, _ = setup.step(state, setup.batch, setup.metric, setup.stats, setup.root)
+    decay = min(0.2, (1 + t) / (10 + t))
+    expected = jax.tree.map(lambda e, p, d=decay: d * e + (1 - d) * p, expected, gan.to_host(state.g['params']))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), gan.to_host(state.g_ema['params']),
+               expected)
+  assert sorted(state.g_ema) == sorted(state.g)
+  for name in (n for n in state.g if n != 'params'):
+    jax.tree.map(np.testing.assert_array_equal, gan.to_host(state.g_ema[name]), gan.to_host(state.g[name]))
+  # Averaging changes nothing that training computes.
+  jax.tree.map(np.testing.assert_array_equal, gan.to_host((state.g, state.d, state.aux)),
+               gan.to_host((plain.g, plain.d, plain.aux)))
+  gap = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), gan.to_host(state.g_ema['params']),
+                     gan.to_host(state.g['params']))
+  assert max(jax.tree.leaves(gap)) > 1e-6  # The average is not the live generator.
+
+
 def test_train_step_lowers_the_metric_loss_on_a_fixed_batch():
   config = helpers.tiny_config('metric')
   config.train.g_lr = 1e-3

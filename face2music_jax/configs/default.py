@@ -194,6 +194,10 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.train.adam_b1 = 0.0
   c.train.adam_b2 = 0.9
   c.train.adam_eps = 1e-8
+  # Exponential moving average of G's parameters (0 = none): evaluation, translation, export and training's sample
+  # WAVs use the average, training the live parameters. The decay ramps up as min(g_ema_decay, (1 + t) / (10 + t))
+  # at step t, so that the average forgets G's initialisation early.
+  c.train.g_ema_decay = 0.0
   c.train.use_metric_loss = True
   c.train.metric_weight = 1.0
   c.train.metric_warmup_steps = 0  # Linear ramp of metric_weight from 0 over these steps (0 = none).
