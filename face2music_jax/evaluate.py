@@ -73,14 +73,20 @@ def load_faces(inputs: inputs_lib.Inputs, images: bool = True) -> dict[str, np.n
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def eval_dir(workdir: str, step: int | None = None) -> str:
+  """Where the evaluation of `workdir` goes: `<workdir>/eval/`, or `<workdir>/eval_step<N>/` for checkpoint N."""
+  return os.path.join(workdir, EVAL_DIR if step is None else f'{EVAL_DIR}_step{step}')
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = False,
-             inputs: inputs_lib.Inputs | None = None) -> dict[str, Any]:
-  """Computes the metrics, figures and HTML page of the latest checkpoint in `workdir` (module docstring).
+             inputs: inputs_lib.Inputs | None = None, step: int | None = None) -> dict[str, Any]:
+  """Computes the metrics, figures and HTML page of the latest checkpoint in `workdir` (module docstring), or of
+  checkpoint `step` (into `eval_step<N>/`: `eval_dir`).
 
   Args:
     config: the config the model was trained with.
-    workdir: the training work directory; the outputs go to `<workdir>/eval/`.
-    overwrite: replace an existing `<workdir>/eval/`; otherwise its existence is an error.
+    workdir: the training work directory; the outputs go to `<workdir>/eval/` (`eval_step<N>/` with `step`).
+    overwrite: replace an existing output directory; otherwise its existence is an error.
     inputs: the loader of the data; reused if it serves the config's data (`data.inputs.for_config`), e.g. by the
       experiment runner, whose cells share one.
 
@@ -92,12 +98,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   for field in ('num_page_examples', 'faces_per_family'):
     if e[field] <= 0:
       raise config_lib.ConfigError(f'config.eval.{field} = {e[field]!r} is invalid: expected a positive number.')
-  out_dir = os.path.join(workdir, EVAL_DIR)
+  out_dir = eval_dir(workdir, step)
   if os.path.exists(out_dir) and not overwrite:
     raise EvaluationError(f'{out_dir} exists already: pass --overwrite (overwrite=True) to replace it.')
   files.check_writable(workdir, 'work directory')  # Before the work, not at the first figure.
   timer = progress.PhaseTimer()
-  generator, g_vars, step = gan.restore_generator(config, workdir)
+  generator, g_vars, step = gan.restore_generator(config, workdir, step)
   logging.info('Evaluating the checkpoint at step %d of %s.', step, workdir)
 
   stages.ensure_data(config)
@@ -256,15 +262,16 @@ def _write_examples(directory: str, config: ml_collections.ConfigDict, faces: di
   return examples
 
 
-def human_summary(summary: dict[str, Any]) -> str:
-  """A few lines for a person: what was evaluated, the headline measures with their scales, where the rest is."""
+def human_summary(summary: dict[str, Any], out_dir: str | None = None) -> str:
+  """A few lines for a person: what was evaluated, the headline measures with their scales, where the rest is
+  (`out_dir`, by default the work directory's `eval/`)."""
   m, rows = summary['metrics'], summary['listening']['rows']
 
   def number(value, spec):
     return 'n/a' if value is None else format(value, spec)
 
   real = rows['real_test_notes']
-  out_dir = os.path.join(summary['workdir'], EVAL_DIR)
+  out_dir = out_dir or eval_dir(summary['workdir'])
   return '\n'.join([
       f"Evaluated {summary['config_name']} ({summary['config_size']}) at step {summary['checkpoint_step']}: "
       f"{summary['num_translations']} translations, {summary['listening']['num_faces']} held-out faces at MIDI "

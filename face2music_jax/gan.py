@@ -118,8 +118,10 @@ def generator_entry(config: ml_collections.ConfigDict) -> str:
   return 'g_ema' if config.train.g_ema_decay > 0 else 'g'
 
 
-def restore_generator(config: ml_collections.ConfigDict, workdir: str) -> tuple[nn.Module, dict[str, Any], int]:
-  """The generator of `config` and its variables at the newest GAN checkpoint of `workdir` that verifies, read alone.
+def restore_generator(config: ml_collections.ConfigDict, workdir: str,
+                      step: int | None = None) -> tuple[nn.Module, dict[str, Any], int]:
+  """The generator of `config` and its variables at the newest GAN checkpoint of `workdir` that verifies (or at
+  checkpoint `step`), read alone.
 
   Only the checkpoint's 'g' entry is read ('g_ema', G's averaged variables, where config.train.g_ema_decay > 0),
   and compared with the checksums saved with it; the variables are
@@ -128,11 +130,14 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str) -> tuple[
   checkpoint that lacks its checksums although the run's identity (run.json) says it was written with them is
   such a checkpoint too: damaged metadata is never read as "unverified".
 
+  A named `step` is that checkpoint or an error: no other is used in its place.
+
   Returns:
     (generator, generator variables {'params', 'batch_stats'}, checkpoint step).
 
   Raises:
-    checkpoint.CheckpointError: no checkpoint, none that verifies, or one written with another config.
+    checkpoint.CheckpointError: no checkpoint, none that verifies, one written with another config, or no
+      checkpoint `step` (the message lists those kept).
   """
   directory = os.path.join(workdir, 'checkpoints')
   manager = checkpoint.reader(directory)
@@ -140,24 +145,31 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str) -> tuple[
   if not steps:
     raise checkpoint.CheckpointError(f'No GAN checkpoint in {directory}: train first, e.g. python run_train.py '
                                      f'--config=configs/{config.name}.py:{config.size} --workdir={workdir}')
+  if step is not None:
+    if step not in steps:
+      raise checkpoint.CheckpointError(f'No GAN checkpoint of step {step} in {directory}: it keeps steps '
+                                       f'{", ".join(str(s) for s in sorted(steps))} (config.train.keep_checkpoints).')
+    steps = [step]
   verified_from = workdir_lib.verified_from(workdir)
   generator = g_lib.make_generator(config)
   shapes = jax.eval_shape(lambda: init_generator(generator, config, jax.random.key(0)))
   replicated = parallel.replicated(parallel.make_mesh())
   like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), shapes)
   problems = []
-  for step in steps:
+  for candidate in steps:
     try:
-      g_vars = checkpoint.restore_entry(manager, step, generator_entry(config), like, verified_from)
+      g_vars = checkpoint.restore_entry(manager, candidate, generator_entry(config), like, verified_from)
     except checkpoint.CorruptCheckpointError as e:
+      if step is not None:
+        raise checkpoint.CheckpointError(str(e)) from e
       logging.error('%s Trying the previous checkpoint.', e)
       problems.append(str(e))
       continue
     if problems:
       logging.warning(
           'Using the checkpoint at step %d: the newer ones of %s are corrupt (rerun training to set them '
-          'aside and retrain).', step, directory)
-    return generator, g_vars, step
+          'aside and retrain).', candidate, directory)
+    return generator, g_vars, candidate
   raise checkpoint.CheckpointError(f'No GAN checkpoint in {directory} verifies: ' + ' '.join(problems))
 
 

@@ -224,9 +224,10 @@ class Translator:
     self._embedder = None
 
   @classmethod
-  def load(cls, source: str | None = None, config: ml_collections.ConfigDict | None = None) -> 'Translator':
+  def load(cls, source: str | None = None, config: ml_collections.ConfigDict | None = None,
+           step: int | None = None) -> 'Translator':
     """The shipped model (source None), an exported bundle, or a training work directory (with `config`, or the
-    config training wrote there).
+    config training wrote there; its newest checkpoint, or that of `step`).
 
     Raises:
       BundleError: a bundle that is missing or altered (naming the file).
@@ -240,6 +241,9 @@ class Translator:
       if config is not None:
         raise BundleError(f'{directory} is a model bundle, which carries its own config: a config is given only '
                           'with a training work directory.')
+      if step is not None:
+        raise BundleError(f'{directory} is a model bundle, which holds one model: a checkpoint step is given only '
+                          'with a training work directory.')
       manifest, config, blob = read_bundle(directory)
       generator = g_lib.make_generator(config)
       template = jax.eval_shape(lambda: g_lib.init_variables(generator, config.data.embedding_dim, jax.random.key(0)))
@@ -251,7 +255,7 @@ class Translator:
       return cls(config, jax.tree.map(jnp.asarray, g_vars), directory, manifest)
     from face2music_jax import gan, workdir as workdir_lib  # pylint: disable=import-outside-toplevel
     config = workdir_lib.run_config(directory, config)
-    _, g_vars, step = gan.restore_generator(config, directory)
+    _, g_vars, step = gan.restore_generator(config, directory, step)
     return cls(config, gan.to_host(g_vars), directory, {'step': step})
 
   @property

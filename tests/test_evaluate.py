@@ -147,6 +147,31 @@ def test_run_eval_cli_overwrites_only_when_asked(trained):
   assert f'Error: {empty} holds no image' in judged.stderr
 
 
+def test_an_earlier_checkpoint_is_evaluated_into_its_own_directory_and_the_newest_evaluation_is_kept(trained):
+  """--step: the kept checkpoint of that step, evaluated into eval_step<N>/, eval/ untouched; a step that is not
+  kept is one error naming those that are; --step with --model is a usage error."""
+  config, workdir, summary = trained
+  before = os.path.getmtime(os.path.join(workdir, 'eval', 'metrics.json'))
+  earlier = evaluate.evaluate(config, workdir, step=2)
+  assert earlier['checkpoint_step'] == 2 and summary['checkpoint_step'] == 4
+  with open(os.path.join(workdir, 'eval_step2', 'metrics.json'), 'rb') as f:
+    assert json.loads(f.read())['checkpoint_step'] == 2
+  assert os.path.getmtime(os.path.join(workdir, 'eval', 'metrics.json')) == before
+  text = evaluate.human_summary(earlier, evaluate.eval_dir(workdir, 2))
+  assert text.startswith('Evaluated aux (tiny) at step 2') and os.path.join(workdir, 'eval_step2') in text
+  with pytest.raises(evaluate.EvaluationError, match='eval_step2 exists already'):
+    evaluate.evaluate(config, workdir, step=2)
+  with pytest.raises(checkpoint.CheckpointError, match='No GAN checkpoint of step 3 .* keeps steps 2, 4'):
+    evaluate.evaluate(config, workdir, step=3)
+  assert not os.path.exists(os.path.join(workdir, 'eval_step3'))
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  refused = subprocess.run([
+      sys.executable,
+      os.path.join(ROOT, 'run_eval.py'), f'--workdir={workdir}', '--step=2', '--photos=photos', '--model=shipped'
+  ], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert refused.returncode != 0 and '--step names a checkpoint' in refused.stderr, refused.stderr[-2000:]
+
+
 def test_a_second_evaluation_at_once_is_refused_and_a_stopped_one_leaves_the_last_one_whole(trained):
   _, workdir, _ = trained
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}

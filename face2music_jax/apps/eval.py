@@ -6,6 +6,7 @@ r"""Evaluates a trained face2music_jax model: metrics JSON, figures and an HTML 
   face2music eval --workdir=/ckpt/aux --photos=my_photos/       # every face of a folder of photos instead
   face2music eval --workdir=/ckpt/aux --photos=my_photos/ --model=shipped   # another model, judged with /ckpt/aux's phi
   face2music eval --workdir=/ckpt/aux --photos=faces.npz      # the faces file of a folder (export_data --photos)
+  face2music eval --workdir=/ckpt/aux --step=3000              # an earlier kept checkpoint -> eval_step3000/
 """
 
 import json
@@ -33,6 +34,11 @@ flags.DEFINE_string(
     'instead of the work directory\'s generator, or "shipped" for the shipped model; the work directory gives the '
     'yardsticks (phi, the real notes) and must have them.')
 
+flags.DEFINE_integer(
+    'step', None, 'Judge the kept checkpoint of this step (<workdir>/checkpoints/<step>) instead of the newest, into '
+    '<workdir>/eval_step<step>/ (with --photos: eval_photos_step<step>/): how much the measures move between '
+    'checkpoints of one run.')
+
 
 @cli.reports_known_errors
 def main(argv):
@@ -44,6 +50,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.model and not FLAGS.photos:
     raise app.UsageError('--model judges a bundle on a folder of photos: pass --photos too.')
+  if FLAGS.model and FLAGS.step is not None:
+    raise app.UsageError('--step names a checkpoint of the work directory\'s model: not with --model.')
   cli.quiet_library_logs()
   stopped = 'during the evaluation: stopped; nothing of it was written (its outputs are written whole at the end).'
   with preemption.handling_sigterm(stopped):
@@ -66,15 +74,17 @@ def _evaluate(config, workdir: str) -> None:
           f'{workdir} has no trained audio embedding (audio_embedding/): --model judges a model with the yardsticks '
           'of a trained work directory; train one there first (face2music train).')
     name = os.path.basename(os.path.normpath(FLAGS.model)) if FLAGS.model else ''
+    if FLAGS.step is not None:
+      name = f'step{FLAGS.step}'
     out_dir = os.path.join(workdir, f'eval_photos_{name}' if name else 'eval_photos')
     if os.path.exists(out_dir) and not FLAGS.overwrite:
       raise evaluate.EvaluationError(f'{out_dir} exists already: pass --overwrite to replace it.')
-    summary = photos.evaluate_photos(config, workdir, FLAGS.photos, out_dir, model=FLAGS.model)
+    summary = photos.evaluate_photos(config, workdir, FLAGS.photos, out_dir, model=FLAGS.model, step=FLAGS.step)
     print(json.dumps(summary['headline'], indent=2))
     print(f'Wrote {out_dir}/metrics.json and {out_dir}/index.html')
     return
-  summary = evaluate.evaluate(config, workdir, overwrite=FLAGS.overwrite)
-  print(evaluate.human_summary(summary))
+  summary = evaluate.evaluate(config, workdir, overwrite=FLAGS.overwrite, step=FLAGS.step)
+  print(evaluate.human_summary(summary, evaluate.eval_dir(workdir, FLAGS.step)))
 
 
 def run() -> None:

@@ -177,7 +177,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
 
 
 def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: str, out_dir: str, inputs=None,
-                    model: str | None = None) -> dict[str, Any]:
+                    model: str | None = None, step: int | None = None) -> dict[str, Any]:
   """Translates every face of the photos in `photo_dir` with the model of `workdir` (or `model`), writes the measures.
 
   Args:
@@ -190,6 +190,7 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
       the shipped model; None: the work directory's own). `workdir` then gives the yardsticks alone (phi, for the
       f(x)-phi Pearson and the families, and the real notes; trained there if missing), and its audio settings must
       be the model's.
+    step: the checkpoint of `workdir` to judge (None: its newest); not with `model`.
 
   Returns:
     The contents of metrics.json.
@@ -204,6 +205,8 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   from face2music_jax.data import inputs as inputs_lib
   from face2music_jax.evaluators import fidelity
   from face2music_jax.models import audio_embedding as embedding_lib
+  if model and step is not None:
+    raise ValueError('A checkpoint step names a checkpoint of the work directory\'s model, not of another model.')
   start = time.perf_counter()
   files.check_writable(os.path.dirname(os.path.abspath(out_dir)), 'output directory')
   # Before any model is loaded: a wrong folder (or faces file) is the likeliest mistake.
@@ -218,7 +221,7 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
           f'The model {translator.source} and the work directory {workdir} differ in audio settings '
           f'({", ".join("audio." + k for k in differ)}): its yardsticks would not fit the notes.')
   else:
-    translator = translator_lib.Translator.load(workdir, config)
+    translator = translator_lib.Translator.load(workdir, config, step)
   if saved is None:
     faces = find_faces(translator.embedder, images)
   else:
@@ -299,6 +302,7 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   summary = {
       'workdir': workdir,
       'model': translator.source,
+      'checkpoint_step': translator.manifest.get('step'),
       'photo_dir': os.path.abspath(photo_dir) if saved is None else saved['photo_dir'],
       'faces_file': None if saved is None else os.path.abspath(photo_dir),  # Judged from it, not from the folder.
       'num_photos': len(set(faces['photo'])),

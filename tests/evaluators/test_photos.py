@@ -13,6 +13,7 @@ from playwright import sync_api as playwright_api
 from PIL import Image
 from skimage import data as skimage_data
 
+from face2music_jax import checkpoint
 from face2music_jax import config_lib
 from face2music_jax import translator
 from face2music_jax.data import inputs as inputs_lib
@@ -93,6 +94,27 @@ def test_a_bundle_judged_with_a_work_directorys_yardsticks_scores_as_its_work_di
   assert judged['per_pitch'] == own['per_pitch'] and judged['headline'] == own['headline']
   with pytest.raises(translator.BundleError, match=r'differ in audio settings \(audio\.pitch_max, audio\.pitch_min\)'):
     photos.evaluate_photos(config, trained_tiny_workdir, str(folder), str(tmp_path / 'other'), model='shipped')
+
+
+def test_an_earlier_checkpoint_of_the_work_directory_is_judged_when_named(trained_tiny_workdir, tmp_path):
+  """step: the kept checkpoint of that step writes the notes, and the metrics say which; a step not kept, or a step
+  with another model, is refused."""
+  folder = tmp_path / 'photos'
+  folder.mkdir()
+  Image.fromarray(skimage_data.astronaut()[20:260, 120:340]).save(folder / 'one.png')
+  config = config_lib.load_config(trained_tiny_workdir)
+  newest = photos.evaluate_photos(config, trained_tiny_workdir, str(folder), str(tmp_path / 'newest'))
+  earlier = photos.evaluate_photos(config, trained_tiny_workdir, str(folder), str(tmp_path / 'earlier'), step=2)
+  assert (newest['checkpoint_step'], earlier['checkpoint_step']) == (4, 2)  # The tiny run keeps steps 2 and 4.
+  note = sorted(os.listdir(tmp_path / 'newest' / 'notes'))[0]
+  assert (tmp_path / 'newest' / 'notes' / note).read_bytes() != (tmp_path / 'earlier' / 'notes' / note).read_bytes()
+  with pytest.raises(checkpoint.CheckpointError, match='No GAN checkpoint of step 3 .* keeps steps 2, 4'):
+    photos.evaluate_photos(config, trained_tiny_workdir, str(folder), str(tmp_path / 'three'), step=3)
+  with pytest.raises(ValueError, match='not of another model'):
+    photos.evaluate_photos(config, trained_tiny_workdir, str(folder), str(tmp_path / 'x'), model='shipped', step=2)
+  with pytest.raises(translator.BundleError, match='holds one model'):
+    translator.Translator.load(None, step=2)
+  assert not os.path.exists(tmp_path / 'three') and not os.path.exists(tmp_path / 'x')
 
 
 def test_the_faces_file_of_a_folder_is_judged_as_the_folder(trained_tiny_workdir, tmp_path):
