@@ -43,6 +43,17 @@ def staged_config(tiny_config, trained_tiny_workdir):
   return tiny_config
 
 
+def _stopped_after_step_1_and_resumed_to_2(config, tmp_path):
+  """The final state of a run of `config` in a new work directory with its stages, trained to step 1, then resumed
+  to step 2."""
+  resumed_dir = helpers.copy_stage_artefacts(config.workdir, str(tmp_path / 'resumed'))
+  config.workdir = resumed_dir
+  config.train.num_steps = 1
+  train.train(config, resumed_dir)
+  config.train.num_steps = 2
+  return train.train(config, resumed_dir)
+
+
 def _params(state):
   return jax.tree_util.tree_flatten_with_path(gan.to_host((state.g, state.d, state.aux, state.g_opt)))[0]
 
@@ -180,12 +191,7 @@ def test_aux_input_scale_is_fitted_on_the_real_notes_before_the_first_step_and_r
   got = gan.to_host(straight.aux['input_scale']['weight'])
   np.testing.assert_allclose(got, expected, rtol=1e-5)
   assert np.ptp(got[-staged_config.mfcc.n_mfcc:]) > 0.1  # Not the weights A is initialised with.
-  resumed_dir = helpers.copy_stage_artefacts(staged_config.workdir, str(tmp_path / 'resumed'))
-  staged_config.workdir = resumed_dir
-  staged_config.train.num_steps = 1
-  train.train(staged_config, resumed_dir)
-  staged_config.train.num_steps = 2
-  resumed = train.train(staged_config, resumed_dir)
+  resumed = _stopped_after_step_1_and_resumed_to_2(staged_config, tmp_path)
   for (k, a), (_, b) in zip(
       jax.tree_util.tree_flatten_with_path(gan.to_host((straight.aux, straight.g)))[0],
       jax.tree_util.tree_flatten_with_path(gan.to_host((resumed.aux, resumed.g)))[0]):
@@ -205,12 +211,7 @@ def test_the_average_of_g_resumes_exactly_and_is_the_generator_that_evaluation_a
   gap = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), gan.to_host(restored['params']),
                      gan.to_host(straight.g['params']))
   assert max(jax.tree.leaves(gap)) > 1e-6
-  resumed_dir = helpers.copy_stage_artefacts(staged_config.workdir, str(tmp_path / 'resumed'))
-  staged_config.workdir = resumed_dir
-  staged_config.train.num_steps = 1
-  train.train(staged_config, resumed_dir)
-  staged_config.train.num_steps = 2
-  resumed = train.train(staged_config, resumed_dir)
+  resumed = _stopped_after_step_1_and_resumed_to_2(staged_config, tmp_path)
   jax.tree.map(np.testing.assert_array_equal, gan.to_host((resumed.g_ema, resumed.g)),
                gan.to_host((straight.g_ema, straight.g)))
 
