@@ -380,12 +380,14 @@ def _write(out_dir: str, summary: dict[str, Any], faces: dict[str, Any], audio: 
     return f'{v:.4g}' if isinstance(v, float) else json.dumps(v)
 
   table = ''.join(f'<tr><th>{html.escape(k)}</th><td>{html.escape(shown(v))}</td></tr>' for k, v in head.items())
+  step = summary.get('checkpoint_step')
+  model = f'Model: {summary["model"]}' + ('' if step is None else f', checkpoint step {step}')
   page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
           f'<meta name="viewport" content="width=device-width, initial-scale=1">'
           f'<title>face2music: {summary["num_faces"]} faces of {summary["num_photos"]} photos</title>'
           f'<style>body{{font-family:sans-serif;margin:1em}}td{{padding:4px;vertical-align:top}}'
           f'audio{{width:200px}}.scroll{{overflow-x:auto}}</style></head><body>'
           f'<h1>{summary["num_faces"]} faces of {summary["num_photos"]} photos</h1>'
-          f'<table>{table}</table><h2>Every face and its notes</h2>'
+          f'<p>{html.escape(model)}</p><table>{table}</table><h2>Every face and its notes</h2>'
           f'<div class="scroll"><table>{"".join(rows)}</table></div></body></html>')
   files.write_text(os.path.join(out_dir, 'index.html'), page)

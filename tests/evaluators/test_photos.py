@@ -106,6 +106,7 @@ def test_an_earlier_checkpoint_of_the_work_directory_is_judged_when_named(traine
   newest = photos.evaluate_photos(config, trained_tiny_workdir, str(folder), str(tmp_path / 'newest'))
   earlier = photos.evaluate_photos(config, trained_tiny_workdir, str(folder), str(tmp_path / 'earlier'), step=2)
   assert (newest['checkpoint_step'], earlier['checkpoint_step']) == (4, 2)  # The tiny run keeps steps 2 and 4.
+  assert ', checkpoint step 2</p>' in (tmp_path / 'earlier' / 'index.html').read_text()
   note = sorted(os.listdir(tmp_path / 'newest' / 'notes'))[0]
   assert (tmp_path / 'newest' / 'notes' / note).read_bytes() != (tmp_path / 'earlier' / 'notes' / note).read_bytes()
   with pytest.raises(checkpoint.CheckpointError, match='No GAN checkpoint of step 3 .* keeps steps 2, 4'):
