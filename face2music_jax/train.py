@@ -186,8 +186,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
     if 'face_space' in state.g:  # G's projection of the faces (model.harmonic.face_components).
       space = _fit_face_space(data.faces, config.model.harmonic.face_components)
       state = state.replace(g={**state.g, 'face_space': parallel.replicate(mesh, space)})
-      if state.g_ema:
-        state = state.replace(g_ema={**state.g_ema, 'face_space': state.g['face_space']})
     if 'input_scale' in state.aux:  # A's weights of phi's MFCC coefficients (train.aux_mfcc_scale).
       scale = _fit_aux_input_scale(config, metric, inputs.notes('train')['audio'])
       state = state.replace(aux={**state.aux, 'input_scale': parallel.replicate(mesh, scale)})
