@@ -75,6 +75,7 @@ ADDED_FIELDS = {
     'audio_embedding.mfcc_scale': 'coefficient',
     'train.aux_mfcc_scale': 'phi',
     'train.g_ema_decay': 0.0,
+    'train.family_marginal_weight': 0.0,
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
@@ -320,6 +321,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(
       _finite(config.train.aux_r1_weight) and config.train.aux_r1_weight >= 0, 'train.aux_r1_weight',
       config.train.aux_r1_weight, 'expected a non-negative weight (0 = none)')
+  _check(
+      _finite(config.train.family_marginal_weight) and config.train.family_marginal_weight >= 0,
+      'train.family_marginal_weight', config.train.family_marginal_weight, 'expected a non-negative weight (0 = none)')
   _check(_finite(config.train.metric_shift), 'train.metric_shift', config.train.metric_shift,
          "expected a finite number of standard deviations (0 = the paper's Eq. 1)")
   _check(

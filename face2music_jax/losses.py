@@ -11,6 +11,10 @@ import jax.numpy as jnp
 import optax
 
 STATS_KEYS = ('mu_x', 'sigma_x', 'mu_y', 'sigma_y')
+# Added to the statistics when train.family_marginal_weight > 0: the real notes' family centroids in phi [K, F]
+# (K = every NSynth family), which of them the notes hold [K] (1 or 0), and the scale of the soft assignments
+# (`family_posteriors`; a scalar, fitted so that they name the notes' own families with the highest likelihood).
+FAMILY_KEYS = ('family_centroids', 'family_present', 'family_scale')
 
 
 def hinge_d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
@@ -108,6 +112,39 @@ def metric_preservation_loss(face_embeddings: jax.Array, audio_features: jax.Arr
   z_x = (d_x - stats['mu_x']) / stats['sigma_x'] + shift
   z_y = (d_y - stats['mu_y']) / stats['sigma_y']
   return jnp.mean(jnp.abs(z_x - z_y))
+
+
+def family_posteriors(phi: jax.Array, centroids: jax.Array, present: jax.Array, scale: jax.Array) -> jax.Array:
+  """Soft family assignments of notes: softmax over the present families of -||phi - c_k||^2 / (2 scale^2).
+
+  Args:
+    phi: phi(y) of the notes, [B, F].
+    centroids: the real notes' family centroids in phi, [K, F].
+    present: [K], 1 for the families the real notes hold, 0 for the others (probability 0).
+    scale: a distance in phi (a scalar): the softmax's temperature is 2 scale^2.
+  Returns:
+    [B, K] probabilities.
+  """
+  d2 = jnp.sum(jnp.square(phi[:, None, :] - centroids[None]), axis=-1)
+  return jax.nn.softmax(jnp.where(present > 0, -d2 / (2.0 * jnp.square(scale)), -jnp.inf), axis=-1)
+
+
+def family_marginal_loss(real_phi: jax.Array, fake_phi: jax.Array, families: dict[str, jax.Array],
+                         floor: float = 1e-6) -> jax.Array:
+  """KL(m_real || m_fake) of the batches' mean soft family assignments (`family_posteriors`), each mixed with
+  `floor` of the uniform distribution over the present families, so that a family no note of a batch lies near
+  stays finite. families: FAMILY_KEYS (`family_posteriors`).
+
+  Mode-covering: a family the real notes hold and the translations miss costs most, and its pull on the
+  translations (towards it, on those nearest it) is its share of the real notes however small their assignments
+  to it are, while they are above `floor`. No gradient reaches the real notes. Config train.family_marginal_weight.
+  """
+  centroids, present, scale = (families[k] for k in FAMILY_KEYS)
+  uniform = present / jnp.sum(present)
+  mean = lambda x: (1.0 - floor) * jnp.mean(family_posteriors(x, centroids, present, scale), axis=0) + floor * uniform
+  m_real, m_fake = mean(jax.lax.stop_gradient(real_phi)), mean(fake_phi)
+  terms = m_real * (jnp.log(jnp.where(present > 0, m_real, 1.0)) - jnp.log(jnp.where(present > 0, m_fake, 1.0)))
+  return jnp.sum(jnp.where(present > 0, terms, 0.0))
 
 
 def triplet_loss(embeddings: jax.Array, labels: jax.Array, margin: float, mining: str = 'batch_hard') -> jax.Array:

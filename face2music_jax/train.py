@@ -13,6 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from scipy import special
 from jax.experimental import multihost_utils
 
 from face2music_jax import checkpoint
@@ -148,6 +149,54 @@ def _fit_aux_input_scale(config: ml_collections.ConfigDict, metric: embedding_li
   return {k: np.asarray(v) for k, v in multihost_utils.broadcast_one_to_all(scale).items()}
 
 
+def family_statistics(config: ml_collections.ConfigDict, metric: embedding_lib.AudioMetric,
+                      notes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The family-marginal loss's statistics (losses.FAMILY_KEYS) from phi(y) of the training notes: each NSynth
+  family's centroid (zeros where the notes hold none), which families are present, and the scale of the soft
+  assignments at which they name the notes' own families with the highest likelihood (calibrated). Every process reads all the notes, so all compute the same values;
+  process 0's are the ones every process uses (replicated values must be bit-identical)."""
+  phi = jax.jit(functools.partial(embedding_lib.phi, config=config))
+  real_phi = np.asarray(loops.batched(lambda a: phi(metric, a), notes['audio'], batch_size=256), np.float64)
+  family = np.asarray(notes['family'])
+  k = len(config_lib.NSYNTH_FAMILIES)
+  present = np.array([np.any(family == i) for i in range(k)])
+  if present.sum() < 2:
+    raise ValueError(f'train.family_marginal_weight needs training notes of at least 2 families; they hold '
+                     f'{int(present.sum())}.')
+  centroids = np.zeros((k, real_phi.shape[1]))
+  for i in np.flatnonzero(present):
+    centroids[i] = real_phi[family == i].mean(axis=0)
+  # The scale at which the soft assignments are calibrated: the maximum likelihood of the notes' own families, over
+  # a grid of fractions of their RMS distance to their family's centroid.
+  d2 = np.sum(np.square(real_phi[:, None] - centroids[None]), axis=-1)
+  rms = np.sqrt(np.mean(d2[np.arange(len(family)), family]))
+  logits = np.where(present, -d2, -np.inf)
+
+  def log_likelihood(scale):
+    z = logits / (2 * scale**2)
+    return np.mean(z[np.arange(len(family)), family] - special.logsumexp(z, axis=1))
+
+  scale = max(rms * np.geomspace(0.05, 2.0, 64), key=log_likelihood)
+  out = {
+      'family_centroids': centroids.astype(np.float32),
+      'family_present': present.astype(np.float32),
+      'family_scale': np.float32(scale)
+  }
+  if jax.process_count() == 1:
+    return out
+  return {key: np.asarray(v) for key, v in multihost_utils.broadcast_one_to_all(out).items()}
+
+
+def _statistics_shapes(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes of the statistics the train step takes: Eq. 1's constants, and the families' where they are used."""
+  shapes = {key: jax.ShapeDtypeStruct((), np.float32) for key in losses.STATS_KEYS}
+  if config.train.family_marginal_weight > 0:
+    k, f = len(config_lib.NSYNTH_FAMILIES), embedding_lib.phi_dim(config)
+    shapes.update(family_centroids=jax.ShapeDtypeStruct((k, f), np.float32), family_present=jax.ShapeDtypeStruct(
+        (k,), np.float32), family_scale=jax.ShapeDtypeStruct((), np.float32))
+  return shapes
+
+
 def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.Handler,
            inputs: inputs_lib.Inputs | None) -> TrainState:
   is_main = jax.process_index() == 0
@@ -172,6 +221,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   stages.ensure_classifiers(config, workdir, inputs)
   timer.lap('stage: classifiers')
   stats = stages.ensure_statistics(config, workdir, metric, inputs)
+  if config.train.family_marginal_weight > 0:
+    stats.update(family_statistics(config, metric, inputs.notes('train')))
   timer.lap('stage: statistics')
 
   root = jax.jit(lambda: jax.random.key(config.seed), out_shardings=parallel.replicated(mesh))()
@@ -200,7 +251,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   timer.lap('init and restore')
 
   metric_r = parallel.replicate(mesh, metric)
-  stats_r = parallel.replicate(mesh, {k: np.float32(v) for k, v in stats.items()})
+  stats_r = parallel.replicate(mesh, {k: np.asarray(v, np.float32) for k, v in stats.items()})
   sample_z, sample_pitch, sample_names = _sample_inputs(config, inputs, mesh)
   generate = make_generate(models.g)
   # TensorBoard on process 0 only; the progress line below is the log.
@@ -333,7 +384,7 @@ def _compile_within_memory(step_fn, models: Models, config: ml_collections.Confi
       'audio': jax.ShapeDtypeStruct((c.train.d_steps, batch) + data.audio.shape[1:], data.audio.dtype),
       'pitch': jax.ShapeDtypeStruct((c.train.d_steps, batch), np.int32),
   }
-  stats = {k: jax.ShapeDtypeStruct((), np.float32) for k in losses.STATS_KEYS}
+  stats = _statistics_shapes(c)
   root = jax.eval_shape(lambda: jax.random.key(0))
   state = jax.eval_shape(models.init, root)
   try:

@@ -37,6 +37,7 @@ def make_train_step(models: gan.Models):
   use_metric, use_aux = c.use_metric_loss, models.aux is not None
   use_pitch_head = c.pitch_classification_weight > 0
   one_pitch = use_metric and c.metric_pairs == 'one_pitch'
+  use_families = c.family_marginal_weight > 0
   config = models.config
 
   def train_step(state: gan.TrainState, batch: dict[str, jax.Array], metric: Any, stats: dict[str, jax.Array],
@@ -120,6 +121,8 @@ def make_train_step(models: gan.Models):
         aux_vars = _with(aux_vars, optax.apply_updates(aux_params, updates), {})
         metrics['aux_grad_norm'] = optax.tree.norm(aux_grads)
 
+    # The real notes of G's sub-batch, at the pitches of its translations (the family-marginal loss).
+    real_phi = (aux_inputs[:b] if use_aux else phi(batch['audio'][-1])) if use_families else None
     k_g = jax.random.fold_in(rng, c.d_steps)
     # The metric loss ramps up linearly over its warm-up, so that G first learns from D what a note is.
     warmup = jnp.minimum(1.0, (state.step + 1) / c.metric_warmup_steps) if c.metric_warmup_steps else 1.0
@@ -133,7 +136,7 @@ def make_train_step(models: gan.Models):
       if use_pitch_head:
         m['g_pitch_loss'] = losses.pitch_classification_loss(pitch_logits, pitch)
         total = total + c.pitch_classification_weight * m['g_pitch_loss']
-      if use_metric or use_aux:
+      if use_metric or use_aux or use_families:
         all_phi = phi(fake_out)
         fake_phi = all_phi[:b]
       if use_metric:
@@ -143,6 +146,9 @@ def make_train_step(models: gan.Models):
       if use_aux:
         m['aux_g_loss'] = g_loss_fn(models.aux.apply(aux_vars, fake_phi, pitch))
         total = total + c.aux_weight * m['aux_g_loss']
+      if use_families:
+        m['family_marginal_loss'] = losses.family_marginal_loss(real_phi, fake_phi, stats)
+        total = total + c.family_marginal_weight * m['family_marginal_loss']
       m['g_loss'] = total
       return total, m
 

@@ -47,6 +47,44 @@ def test_metric_preservation_loss_is_zero_for_matching_geometry_and_has_finite_g
   assert np.all(np.isfinite(g))
 
 
+def _families(present=(1, 1, 1, 0)):
+  centroids = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]], np.float32)
+  return {'family_centroids': centroids, 'family_present': np.asarray(present, np.float32), 'family_scale': 4.0}
+
+
+def test_family_marginal_loss_is_the_kl_divergence_of_the_batches_mean_assignments():
+  """Against a numpy definition; zero for translations spread as the real notes are; an absent family takes no
+  probability (finite with it); a batch of translations all of one family costs more the more families the real
+  notes of the batch hold, and its gradient moves them towards the families they miss."""
+  families = _families()
+  rng = np.random.default_rng(0)
+  real = np.concatenate([families['family_centroids'][k] + rng.normal(size=(4, 2)) for k in range(3)])
+  fake = np.repeat(families['family_centroids'][:1], 12, axis=0) + rng.normal(size=(12, 2))
+  loss = jax.jit(losses.family_marginal_loss)
+
+  def numpy_loss(r, f, floor=1e-6):
+
+    def mean(x):
+      logits = -np.sum((x[:, None] - families['family_centroids'][None, :3])**2, -1) / (2 * 4.0**2)
+      p = np.exp(logits - logits.max(1, keepdims=True))
+      return (1 - floor) * (p / p.sum(1, keepdims=True)).mean(0) + floor / 3
+
+    m_r, m_f = mean(r), mean(f)
+    return np.sum(m_r * np.log(m_r / m_f))
+
+  np.testing.assert_allclose(float(loss(real, fake, families)), numpy_loss(real, fake), rtol=1e-4)
+  assert float(loss(real, fake, families)) > 0.3  # The fakes miss two of three families.
+  assert abs(float(loss(real, real, families))) < 1e-6
+  probs = losses.family_posteriors(jnp.asarray(real), families['family_centroids'], families['family_present'], 4.0)
+  assert np.all(np.asarray(probs)[:, 3] == 0) and np.allclose(np.asarray(probs).sum(1), 1, atol=1e-6)
+  one_family = float(loss(real[:4], fake, families))  # Real notes of family 0 alone: little to miss.
+  assert one_family < 0.05
+  grad = np.asarray(jax.jit(jax.grad(lambda f: losses.family_marginal_loss(real, f, families)))(fake))
+  assert np.all(np.isfinite(grad))
+  moved = fake - 0.5 * grad / np.abs(grad).max()  # A step against the gradient: the fakes leave family 0's centre.
+  assert float(loss(real, moved, families)) < float(loss(real, fake, families))
+
+
 def test_metric_shift_asks_for_notes_farther_apart_by_that_many_real_standard_deviations():
   """Two notes shift * sigma_y farther apart than the faces' standardised distance says meet the shifted Eq. 1
   exactly and miss the paper's by shift; over a batch, the shift moves the loss's minimum to notes farther apart."""

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from face2music_jax import config_lib
 from face2music_jax import gan
 from face2music_jax import losses
 from face2music_jax import parallel
@@ -46,6 +47,11 @@ def _setup(config, batch_seed=0, mesh=None) -> _Setup:
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(root)
   host_batch = helpers.synthetic_batch(config, config.train.batch_size, batch_seed)
   stats = {'mu_x': np.float32(1.4), 'sigma_x': np.float32(0.1), 'mu_y': np.float32(0.5), 'sigma_y': np.float32(0.2)}
+  if config.train.family_marginal_weight > 0:  # Centroids about the random metric's phi of the batch's notes.
+    k, f = len(config_lib.NSYNTH_FAMILIES), embedding_lib.phi_dim(config)
+    rng = np.random.default_rng(batch_seed)
+    stats.update(family_centroids=rng.normal(size=(k, f)).astype(np.float32),
+                 family_present=(np.arange(k) < k - 1).astype(np.float32), family_scale=np.float32(0.5 * np.sqrt(f)))
   return _Setup(config, models, mesh, train_step.compile_train_step(models, mesh), state, host_batch,
                 parallel.global_batch(mesh, host_batch), parallel.replicate(mesh, helpers.random_metric(config)),
                 parallel.replicate(mesh, stats), root)
@@ -81,24 +87,25 @@ def test_each_config_step_runs_with_finite_losses(name, generator):
   assert ('aux_d_loss' in history[0]) == (name == 'aux')
 
 
-@pytest.mark.parametrize('metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift',
-                         [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0),
-                          ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0),
-                          ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5)])
+@pytest.mark.parametrize(
+    'metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift, family_weight',
+    [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.0), ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0, 0.0),
+     ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5, 0.7)])
 def test_generator_update_equals_backpropagation_through_a_second_generator_pass(metric_pairs, aux_pack, face_spread,
                                                                                  face_noise, noise_space, aux_r1,
-                                                                                 metric_shift):
+                                                                                 metric_shift, family_weight):
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective. With
   metric_pairs 'one_pitch', Eq. 1 compares the faces' notes at one pitch drawn from the batch; with aux_pack 2, A
   judges pairs of notes, conditioned on their pitches; with face_spread, G and Eq. 1 see each face moved away from
   the batch's mean, with face_noise, each face with isotropic noise added: in all dimensions ('embedding') or only
   within G's face space ('projection'). With aux_r1, A's gradient is that of its hinge loss plus the R1 penalty at
   the real notes' phi, per pack. With metric_shift, Eq. 1 asks for notes that many standard deviations farther
-  apart."""
+  apart. With family_weight, G's objective adds the family-marginal loss against the real notes of its sub-batch."""
   config = helpers.tiny_config('aux')
   config.train.metric_pairs, config.model.aux_pack, config.train.face_spread = metric_pairs, aux_pack, face_spread
   config.train.face_noise, config.train.face_noise_space = face_noise, noise_space
   config.train.aux_r1_weight, config.train.metric_shift = aux_r1, metric_shift
+  config.train.family_marginal_weight = family_weight
   config.model.aux_pitch_conditional = aux_pack > 1  # Packs of notes at their pitches.
   assert config.train.pitch_classification_weight > 0  # The default: D's pitch head is part of G's objective.
   # The compiled step and inputs of test_each_config_step_runs_with_finite_losses[aux-harmonic], whose compilation
@@ -114,6 +121,7 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   new, metrics = setup.step(_fresh(state), setup.batch, metric, stats, root)
   z, pitch = batch['embedding'][-1], batch['pitch'][-1]
   assert ('aux_r1' in metrics) == (aux_r1 > 0)
+  assert ('family_marginal_loss' in metrics) == (family_weight > 0)
   k_g = jax.random.fold_in(jax.random.fold_in(root, 0), config.train.d_steps)
 
   step_key = jax.random.fold_in(root, 0)
@@ -165,7 +173,9 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
     return (losses.hinge_g_loss(logits) +
             t.metric_weight * losses.metric_preservation_loss(z, metric_phi, stats, metric_shift) +
             t.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi, pitch)) +
-            t.pitch_classification_weight * losses.pitch_classification_loss(pitch_logits, pitch))
+            t.pitch_classification_weight * losses.pitch_classification_loss(pitch_logits, pitch) +
+            (t.family_marginal_weight * losses.family_marginal_loss(
+                embedding_lib.phi(metric, batch['audio'][-1], config), phi, stats) if family_weight else 0.0))
 
   loss, grads = jax.jit(jax.value_and_grad(reference))(state.g['params'])
   np.testing.assert_allclose(float(metrics['g_loss']), float(loss), rtol=1e-5)

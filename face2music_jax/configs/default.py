@@ -232,6 +232,12 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # Mescheder et al. 2018); 0 = none (the paper's A). Without it A separates real notes from
   # translations by a margin for most of a run (aux_d_loss 0.16-0.52 after step 1000 at `small`, 2 at chance).
   c.train.aux_r1_weight = 0.0
+  # Weight of the family-marginal loss on G (0 = none): the KL divergence from the real batch's mean soft family
+  # assignment to the translations' (each note's assignment a softmax over its squared distances in phi to the real
+  # training notes' family centroids, fitted before the first step; the real and generated notes of a batch share
+  # their pitches). Mode-covering where A's adversarial loss is mode-seeking: a batch whose translations miss a
+  # family the real notes of those pitches hold is pulled towards it, whichever faces go there is Eq. 1's to say.
+  c.train.family_marginal_weight = 0.0
   # What the auxiliary discriminator sees of phi's MFCC half: 'phi' (phi(y) as Eq. 1 does, the paper's A) or
   # 'coefficient' (each MFCC coefficient rescaled by its own spread over the real training notes, keeping the half's
   # RMS): with phi's pooled MFCC scale, A would otherwise see mostly c0, the note's level, and little of its timbre.
