@@ -41,6 +41,8 @@ from face2music_jax import workdir as workdir_lib
         ('train.face_noise', float('inf'), 'train.face_noise'),
         ('train.face_noise_space', 'faces', 'train.face_noise_space'),
         ('train.aux_r1_weight', -1.0, 'train.aux_r1_weight'),
+        ('train.family_marginal_weight', -0.5, 'train.family_marginal_weight'),
+        ('train.family_marginal_weight', float('nan'), 'train.family_marginal_weight'),
         ('model.harmonic.fundamental_floor_high', 0.1, 'model.harmonic.fundamental_floor_high'),  # Below 0.2.
         ('model.harmonic.fundamental_floor_high', 1.0, 'model.harmonic.fundamental_floor_high'),
         ('model.harmonic.fundamental_floor_pitches', (72, 60), 'model.harmonic.fundamental_floor_pitches'),

@@ -7,7 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from face2music_jax import config_lib
 from face2music_jax import losses
+from face2music_jax import train
+from face2music_jax.models import audio_embedding as embedding_lib
+from tests import helpers
 
 # The losses jitted, as the train step calls them: one compilation per shape instead of one per operation of an
 # eager call (about 45 per call of the metric loss, 4 s a test here).
@@ -83,6 +87,34 @@ def test_family_marginal_loss_is_the_kl_divergence_of_the_batches_mean_assignmen
   assert np.all(np.isfinite(grad))
   moved = fake - 0.5 * grad / np.abs(grad).max()  # A step against the gradient: the fakes leave family 0's centre.
   assert float(loss(real, moved, families)) < float(loss(real, fake, families))
+
+
+def test_family_statistics_are_the_real_notes_centroids_in_phi_with_a_calibrated_scale():
+  """Centroids are the mean phi(y) of each family's notes (zeros, marked absent, for families without notes); the
+  scale maximises the notes' likelihood of their own families (better than a scale a quarter off either way); one
+  family alone is an error."""
+  config = helpers.tiny_config('aux')
+  metric = helpers.random_metric(config)
+  rng = np.random.default_rng(0)
+  family = np.repeat([0, 3, 5], 6)
+  # Families that differ a little in level: they overlap in phi, so the likelihood peaks at a finite scale.
+  audio = (rng.normal(size=(len(family), config.audio.length)) * (1 + 0.05 * family[:, None])).astype(np.float32) * 0.01
+  stats = train.family_statistics(config, metric, {'audio': audio, 'family': family})
+  phi = np.asarray(jax.jit(lambda a: embedding_lib.phi(metric, a, config))(audio))
+  assert stats['family_centroids'].shape == (len(config_lib.NSYNTH_FAMILIES), phi.shape[1])
+  np.testing.assert_array_equal(np.flatnonzero(stats['family_present']), [0, 3, 5])
+  for k in (0, 3, 5):
+    np.testing.assert_allclose(stats['family_centroids'][k], phi[family == k].mean(0), rtol=1e-4, atol=1e-5)
+  assert not np.any(stats['family_centroids'][[1, 2, 4]])
+
+  def log_likelihood(scale):
+    p = losses.family_posteriors(jnp.asarray(phi), stats['family_centroids'], stats['family_present'], scale)
+    return float(jnp.mean(jnp.log(p[np.arange(len(family)), family])))
+
+  best = log_likelihood(stats['family_scale'])
+  assert best > log_likelihood(0.75 * stats['family_scale']) and best > log_likelihood(1.25 * stats['family_scale'])
+  with pytest.raises(ValueError, match='at least 2 families'):
+    train.family_statistics(config, metric, {'audio': audio[:6], 'family': family[:6]})
 
 
 def test_metric_shift_asks_for_notes_farther_apart_by_that_many_real_standard_deviations():
