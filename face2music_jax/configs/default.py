@@ -237,6 +237,8 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # training notes' family centroids, fitted before the first step; the real and generated notes of a batch share
   # their pitches). Mode-covering where A's adversarial loss is mode-seeking: a batch whose translations miss a
   # family the real notes of those pitches hold is pulled towards it, whichever faces go there is Eq. 1's to say.
+  # On the embedded faces it spread the held-out faces' notes over more families and gathered the photos' on fewer
+  # (docs/experiments.md, real photos, seventeenth round: not adopted).
   c.train.family_marginal_weight = 0.0
   # What the auxiliary discriminator sees of phi's MFCC half: 'phi' (phi(y) as Eq. 1 does, the paper's A) or
   # 'coefficient' (each MFCC coefficient rescaled by its own spread over the real training notes, keeping the half's
