@@ -153,8 +153,9 @@ def family_statistics(config: ml_collections.ConfigDict, metric: embedding_lib.A
                       notes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """The family-marginal loss's statistics (losses.FAMILY_KEYS) from phi(y) of the training notes: each NSynth
   family's centroid (zeros where the notes hold none), which families are present, and the scale of the soft
-  assignments at which they name the notes' own families with the highest likelihood (calibrated). Every process reads all the notes, so all compute the same values;
-  process 0's are the ones every process uses (replicated values must be bit-identical)."""
+  assignments at which they name the notes' own families with the highest likelihood (calibrated). Every process
+  reads all the notes, so all compute the same values; process 0's are the ones every process uses (replicated
+  values must be bit-identical)."""
   phi = jax.jit(functools.partial(embedding_lib.phi, config=config))
   real_phi = np.asarray(loops.batched(lambda a: phi(metric, a), notes['audio'], batch_size=256), np.float64)
   family = np.asarray(notes['family'])
@@ -168,7 +169,8 @@ def family_statistics(config: ml_collections.ConfigDict, metric: embedding_lib.A
     centroids[i] = real_phi[family == i].mean(axis=0)
   # The scale at which the soft assignments are calibrated: the maximum likelihood of the notes' own families, over
   # a grid of fractions of their RMS distance to their family's centroid.
-  d2 = np.sum(np.square(real_phi[:, None] - centroids[None]), axis=-1)
+  d2 = np.maximum(
+      np.sum(real_phi**2, axis=1)[:, None] - 2 * real_phi @ centroids.T + np.sum(centroids**2, axis=1)[None], 0)
   rms = np.sqrt(np.mean(d2[np.arange(len(family)), family]))
   logits = np.where(present, -d2, -np.inf)
 

@@ -30,7 +30,8 @@ def make_train_step(models: gan.Models):
   'embedding' [D, B, E] float32 face embeddings f(x), 'audio' [D, B, L] float32 real notes, 'pitch' [D, B] int32
   pitch classes of the real notes (the generator is conditioned on the same pitches). Discriminator update k sees
   real sub-batch k and the translations of faces k; the generator's update uses the last sub-batch. metric: the
-  audio metric phi's variables (frozen). stats: the four standardisation constants. rng: the run's root key.
+  audio metric phi's variables (frozen). stats: Eq. 1's four standardisation constants (losses.STATS_KEYS), and the
+  real notes' family statistics (losses.FAMILY_KEYS) when train.family_marginal_weight > 0. rng: the run's root key.
   """
   c = models.config.train
   d_loss_fn, g_loss_fn = losses.adversarial_losses(c.loss)
