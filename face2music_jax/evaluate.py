@@ -157,9 +157,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
 
   correlation_measures = correlation.evaluate(
       listened_faces=test_faces['embedding'][listened['face_index']],
-      listened_phi=loops.batched(phi, listened['audio'],
-                                 batch_size=e.batch_size), listened_midi=listened['midi_pitch'], z=z, fake_phi=fake_phi,
-      face_index=face_index, real_phi=real_phi, real_family=real_family, num_families=len(families))
+      listened_phi=loops.batched(phi, listened['audio'], batch_size=e.batch_size), listened_mfcc=listened['mfcc'],
+      listened_midi=listened['midi_pitch'], z=z, fake_phi=fake_phi, face_index=face_index, real_phi=real_phi,
+      real_family=real_family, num_families=len(families))
   result.update(correlation_measures['metrics'])
   assigned, counts, per_pitch = (correlation_measures['assigned'], correlation_measures['family_counts'],
                                  correlation_measures['pearson_per_pitch'])
@@ -190,6 +190,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
       'classified_families': classified['counts'],
       'pearson_per_pitch': {
           str(p): r for p, r in per_pitch.items()
+      },
+      'pearson_mfcc_per_pitch': {
+          str(p): r for p, r in correlation_measures['pearson_mfcc_per_pitch'].items()
       },
       'reference_rows': reference_rows,
       'listening': listening_measures,
@@ -281,6 +284,7 @@ def human_summary(summary: dict[str, Any], out_dir: str | None = None) -> str:
       f"  spectral flatness {number(m['flatness_median'], '.1e')}   (real notes {real['flatness']['median']:.1e}, "
       'white noise 0.56)',
       f"  FID pitch {number(m['fid_pitch'], '.1f')}, IS pitch {number(m['inception_score_pitch'], '.1f')} "
-      f"(real {number(m['inception_score_pitch_real'], '.1f')}), Pearson {number(m['pearson_correlation'], '.2f')}",
+      f"(real {number(m['inception_score_pitch_real'], '.1f')}), Pearson {number(m['pearson_correlation'], '.2f')} "
+      f"(MFCC ruler {number(m.get('pearson_mfcc'), '.2f')})",
       f'All measures: {os.path.join(out_dir, METRICS_FILE)}; listen: {os.path.join(out_dir, report.PAGE)}',
   ])

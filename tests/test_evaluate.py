@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
 METRIC_KEYS = ('pitch_test_accuracy', 'family_test_accuracy', 'fid_pitch', 'fid_family', 'inception_score_pitch',
                'inception_score_family', 'inception_score_pitch_real', 'inception_score_family_real',
-               'inception_score_pitch_max', 'inception_score_family_max', 'pearson_correlation',
+               'inception_score_pitch_max', 'inception_score_family_max', 'pearson_correlation', 'pearson_mfcc',
                'pearson_correlation_random_pitch', 'pearson_random_pitch_p_value', 'silhouette_value', 'in_tune_50c',
                'flatness_median', 'distinctness', 'effective_families', 'largest_family_share',
                'effective_families_classifier', 'largest_family_share_classifier')
@@ -76,6 +76,11 @@ def test_evaluate_writes_metrics_figures_and_page(trained):
   per_pitch = written['pearson_per_pitch']
   assert set(per_pitch) == {'48', '60'}
   assert m['pearson_correlation'] == pytest.approx(np.mean([r for r in per_pitch.values() if r is not None]))
+  # The same on the MFCC ruler (librosa's MFCC means of the same translations).
+  mfcc_per_pitch = written['pearson_mfcc_per_pitch']
+  assert set(mfcc_per_pitch) == {'48', '60'}
+  assert m['pearson_mfcc'] == pytest.approx(np.mean([r for r in mfcc_per_pitch.values() if r is not None]))
+  assert -1 <= m['pearson_mfcc'] <= 1
   # Reference rows through the same classifiers: every FID >= 0, every IS within [1, the class count].
   assert set(written['reference_rows']) == {'real_train_notes', 'real_test_notes', 'white_noise', 'harmonic_tone'}
   for row in written['reference_rows'].values():
@@ -159,6 +164,8 @@ def test_an_earlier_checkpoint_is_evaluated_into_its_own_directory_and_the_newes
   assert os.path.getmtime(os.path.join(workdir, 'eval', 'metrics.json')) == before
   text = evaluate.human_summary(earlier, evaluate.eval_dir(workdir, 2))
   assert text.startswith('Evaluated aux (tiny) at step 2') and os.path.join(workdir, 'eval_step2') in text
+  mfcc_ruler = earlier['metrics']['pearson_mfcc']
+  assert f"(MFCC ruler {'n/a' if mfcc_ruler is None else format(mfcc_ruler, '.2f')})" in text
   with pytest.raises(evaluate.EvaluationError, match='eval_step2 exists already'):
     evaluate.evaluate(config, workdir, step=2)
   with pytest.raises(checkpoint.CheckpointError, match='No GAN checkpoint of step 3 .* keeps steps 2, 4'):

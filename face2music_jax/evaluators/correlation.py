@@ -3,6 +3,9 @@
 - `pearson_correlation`: Pearson of pairwise face distances ||f_i - f_j|| and audio metric distances
   ||phi(y_i) - phi(y_j)|| of the translations, at one listening pitch at a time over the held-out faces, averaged
   over the pitches (a pitch drawn per face would add audio distance that the faces cannot explain);
+- `pearson_mfcc`: the same with the translations' distances in librosa's MFCC means (n_mfcc 20) instead of phi, a
+  ruler the model is not trained against as a whole (phi's conv half is not in it): the photo evaluation's
+  `pearson_independent` where the face embedding is dlib's, so held-out faces and photos compare on one ruler;
 - `pearson_correlation_random_pitch` (and its p-value): the same over translations at drawn pitches, pairs of one
   face with itself left out;
 - `silhouette_value`: of the faces in face space, each labelled with the family whose real-note centroid in phi
@@ -29,14 +32,15 @@ def pearson_per_pitch(embeddings: np.ndarray, phi: np.ndarray, midi: np.ndarray)
   return out
 
 
-def evaluate(*, listened_faces: np.ndarray, listened_phi: np.ndarray, listened_midi: np.ndarray, z: np.ndarray,
-             fake_phi: np.ndarray, face_index: np.ndarray, real_phi: np.ndarray, real_family: np.ndarray,
-             num_families: int) -> dict[str, Any]:
+def evaluate(*, listened_faces: np.ndarray, listened_phi: np.ndarray, listened_mfcc: np.ndarray,
+             listened_midi: np.ndarray, z: np.ndarray, fake_phi: np.ndarray, face_index: np.ndarray,
+             real_phi: np.ndarray, real_family: np.ndarray, num_families: int) -> dict[str, Any]:
   """The correlation measures (module docstring).
 
   Args:
     listened_faces: [L, E] the face embedding of each translation of the listening measures.
     listened_phi: [L, F] phi of those translations.
+    listened_mfcc: [L, C] their MFCC means (librosa, `audio.listening.mfcc_means`).
     listened_midi: [L] their MIDI pitches.
     z: [N, E] the face embeddings of the translations at drawn pitches.
     fake_phi: [N, F] phi of those translations.
@@ -45,13 +49,17 @@ def evaluate(*, listened_faces: np.ndarray, listened_phi: np.ndarray, listened_m
     num_families: the number of families.
 
   Returns:
-    {'metrics': {'pearson_correlation', 'pearson_correlation_random_pitch', 'pearson_random_pitch_p_value',
-     'silhouette_value'}, 'pearson_per_pitch': {midi: r}, 'assigned': [N] family of each translation,
+    {'metrics': {'pearson_correlation', 'pearson_mfcc', 'pearson_correlation_random_pitch',
+     'pearson_random_pitch_p_value', 'silhouette_value'}, 'pearson_per_pitch': {midi: r},
+     'pearson_mfcc_per_pitch': {midi: r}, 'assigned': [N] family of each translation,
      'family_counts': [num_families], 'notes': [why a measure is undefined]}.
   """
   per_pitch = pearson_per_pitch(listened_faces, listened_phi, listened_midi)
   finite = [r for r in per_pitch.values() if r is not None]
   result: dict[str, Any] = {'pearson_correlation': float(np.mean(finite)) if finite else None}
+  mfcc_per_pitch = pearson_per_pitch(listened_faces, listened_mfcc, listened_midi)
+  finite_mfcc = [r for r in mfcc_per_pitch.values() if r is not None]
+  result['pearson_mfcc'] = float(np.mean(finite_mfcc)) if finite_mfcc else None
   r, p_value = metrics.distance_correlation(z, fake_phi, groups=face_index)
   result['pearson_correlation_random_pitch'], result['pearson_random_pitch_p_value'] = r, p_value
   notes = []
@@ -68,6 +76,7 @@ def evaluate(*, listened_faces: np.ndarray, listened_phi: np.ndarray, listened_m
   return {
       'metrics': result,
       'pearson_per_pitch': per_pitch,
+      'pearson_mfcc_per_pitch': mfcc_per_pitch,
       'assigned': assigned,
       'family_counts': counts,
       'notes': notes

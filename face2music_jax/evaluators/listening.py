@@ -39,7 +39,8 @@ def evaluate(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs, gener
 
   Returns:
     (the measures: {'pitches', 'num_faces', 'num_identities', 'rows': {row: summary with 'distinctness'}},
-     the translations: {'audio' [P * F, length], 'face_index' [P * F] into `faces`, plus `clip_measures`}).
+     the translations: {'audio' [P * F, length], 'face_index' [P * F] into `faces`, 'mfcc' [P * F, 20] their MFCC
+     means (`listening.mfcc_means`), plus `clip_measures`}).
   """
   sr = config.audio.sample_rate
   pitches = np.asarray(config_lib.listening_pitches(config))
@@ -80,4 +81,4 @@ def evaluate(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs, gener
       'num_identities': int(len(set(faces['name'][index]))),
       'rows': rows
   }
-  return measures, {'audio': audio, 'face_index': face_index, **clips}
+  return measures, {'audio': audio, 'face_index': face_index, 'mfcc': listening.mfcc_means(audio, sr), **clips}
