@@ -158,8 +158,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   correlation_measures = correlation.evaluate(
       listened_faces=test_faces['embedding'][listened['face_index']],
       listened_phi=loops.batched(phi, listened['audio'], batch_size=e.batch_size), listened_mfcc=listened['mfcc'],
-      listened_midi=listened['midi_pitch'], z=z, fake_phi=fake_phi, face_index=face_index, real_phi=real_phi,
-      real_family=real_family, num_families=len(families))
+      listened_midi=listened['midi_pitch'], listened_identity=test_faces['name'][listened['face_index']], z=z,
+      fake_phi=fake_phi, face_index=face_index, real_phi=real_phi, real_family=real_family, num_families=len(families))
   result.update(correlation_measures['metrics'])
   assigned, counts, per_pitch = (correlation_measures['assigned'], correlation_measures['family_counts'],
                                  correlation_measures['pearson_per_pitch'])

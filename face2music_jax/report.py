@@ -24,7 +24,8 @@ _METRICS = (
      'held-out faces at one fixed pitch, mean over the listening pitches; at N drawn pitches (no face paired with '
      'itself): {random_pitch}'),
     ('pearson_mfcc', 'Pearson correlation, MFCC ruler', 'the same with the translations\' librosa MFCC means '
-     'instead of phi (not trained against as a whole; the photo evaluation\'s independent Pearson)'),
+     'instead of phi, pairs of different people only (not trained against as a whole; the photo evaluation\'s '
+     'independent Pearson)'),
     ('silhouette_value', 'Silhouette value', 'faces in face space, labelled with the family assigned to their '
      'translation; -1 to 1'),
     ('in_tune_50c', 'In tune (held-out faces)', 'fraction within 50 cents of the requested pitch (librosa.pyin); '
