@@ -22,6 +22,7 @@ MFCC_SCALES = ('coefficient', 'pooled')
 AUX_MFCC_SCALES = ('phi', 'coefficient')
 NONFINITE = ('stop', 'skip')
 METRIC_PAIRS = ('batch', 'one_pitch')
+METRIC_FEATURES = ('phi', 'mfcc', 'both')
 FACE_NOISE_SPACES = ('embedding', 'projection')
 DTYPES = ('float32', 'bfloat16')
 # TFDS nsynth's instrument family names, in its ClassLabel order.
@@ -76,6 +77,7 @@ ADDED_FIELDS = {
     'train.aux_mfcc_scale': 'phi',
     'train.g_ema_decay': 0.0,
     'train.family_marginal_weight': 0.0,
+    'train.metric_features': 'phi',
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
@@ -311,6 +313,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       "(train.use_aux_discriminator = False): leave it 'phi'")
   _choice(config, 'train.nonfinite', NONFINITE)
   _choice(config, 'train.metric_pairs', METRIC_PAIRS)
+  _choice(config, 'train.metric_features', METRIC_FEATURES)
   _choice(config, 'train.face_noise_space', FACE_NOISE_SPACES)
   _check(
       _finite(config.train.face_spread) and config.train.face_spread >= 1, 'train.face_spread',

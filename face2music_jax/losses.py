@@ -10,11 +10,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from face2music_jax import config_lib
+
 STATS_KEYS = ('mu_x', 'sigma_x', 'mu_y', 'sigma_y')
 # Added to the statistics when train.family_marginal_weight > 0: the real notes' family centroids in phi [K, F]
 # (K = every NSynth family), which of them the notes hold [K] (1 or 0), and the scale of the soft assignments
 # (`family_posteriors`; a scalar, fitted so that they name the notes' own families with the highest likelihood).
 FAMILY_KEYS = ('family_centroids', 'family_present', 'family_scale')
+# Added to the statistics when train.metric_features = 'both': mu_y and sigma_y of the real notes' distances in phi's
+# MFCC half (`metric_losses`).
+MFCC_STATS_KEYS = ('mu_y_mfcc', 'sigma_y_mfcc')
 
 
 def hinge_d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
@@ -112,6 +117,40 @@ def metric_preservation_loss(face_embeddings: jax.Array, audio_features: jax.Arr
   z_x = (d_x - stats['mu_x']) / stats['sigma_x'] + shift
   z_y = (d_y - stats['mu_y']) / stats['sigma_y']
   return jnp.mean(jnp.abs(z_x - z_y))
+
+
+def metric_losses(face_embeddings: jax.Array, phi: jax.Array, stats: dict[str, Any], features: str, n_mfcc: int,
+                  shift: float = 0.0) -> dict[str, jax.Array]:
+  """Eq. 1 in the audio space `features` names (config train.metric_features): 'phi', the whole audio metric (the
+  paper's); 'mfcc', its MFCC half (the last n_mfcc features: the notes' MFCC means, a listener's ruler), with
+  stats' mu_y and sigma_y of that half; 'both', Eq. 1 in phi plus Eq. 1 in its MFCC half, the latter standardised
+  by stats' 'mu_y_mfcc' and 'sigma_y_mfcc' (MFCC_STATS_KEYS).
+
+  Args:
+    face_embeddings: f(x), [B, E].
+    phi: phi(y) of the translations, [B, F], the MFCC half last.
+    stats: Eq. 1's constants (STATS_KEYS; MFCC_STATS_KEYS too for 'both').
+    features: one of config_lib.METRIC_FEATURES.
+    n_mfcc: the width of phi's MFCC half.
+    shift: as in `metric_preservation_loss`.
+  Returns:
+    {'metric_loss': the loss G minimises}, with 'both' also its two terms 'metric_loss_phi' and 'metric_loss_mfcc'.
+  """
+  if features not in config_lib.METRIC_FEATURES:
+    raise ValueError(f'Expected features in {config_lib.METRIC_FEATURES}; got {features!r}.')
+  mfcc = phi[:, phi.shape[-1] - n_mfcc:]
+  if features == 'phi':
+    return {'metric_loss': metric_preservation_loss(face_embeddings, phi, stats, shift)}
+  if features == 'mfcc':
+    return {'metric_loss': metric_preservation_loss(face_embeddings, mfcc, stats, shift)}
+  m = {
+      'metric_loss_phi':
+          metric_preservation_loss(face_embeddings, phi, stats, shift),
+      'metric_loss_mfcc':
+          metric_preservation_loss(face_embeddings, mfcc,
+                                   dict(stats, mu_y=stats['mu_y_mfcc'], sigma_y=stats['sigma_y_mfcc']), shift)
+  }
+  return dict(m, metric_loss=m['metric_loss_phi'] + m['metric_loss_mfcc'])
 
 
 def family_posteriors(phi: jax.Array, centroids: jax.Array, present: jax.Array, scale: jax.Array) -> jax.Array:

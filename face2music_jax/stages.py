@@ -3,7 +3,8 @@
   data            -> the SoundFont notes (TFDS) and the default faces (TFRecords), under config.data_dir
   audio_embedding -> <workdir>/audio_embedding/       (triplet-trained e(y) + the MFCC means' centre and scale: phi(y))
   classifiers     -> <workdir>/classifiers/{pitch,family}/ and classifiers/metrics.json (test accuracies)
-  statistics      -> <workdir>/statistics.json        (mu_x, sigma_x, mu_y, sigma_y of pairwise distances)
+  statistics      -> <workdir>/statistics.json        (mu_x, sigma_x, mu_y, sigma_y of pairwise distances; with
+                                                       train.metric_features 'both' also mu_y_mfcc, sigma_y_mfcc)
 
 `ensure_*` returns the artefact, running the stage first when the artefact is missing. Every process computes
 the same artefact (same data, same seed); Orbax writes it once. Artefacts carry checksums (of every array, or of
@@ -321,18 +322,22 @@ def pairwise_distance_stats(x: np.ndarray, num_pairs: int, seed: int,
 def ensure_statistics(config: ml_collections.ConfigDict, workdir: str, metric: embedding_lib.AudioMetric,
                       inputs: inputs_lib.Inputs | None = None) -> dict[str, float]:
   """Stage 3: dataset-wide (mu, sigma) of pairwise distances in face space and in the audio metric space (over
-  the first config.stats.max_examples faces and notes of `inputs`, as `ensure_audio_embedding`)."""
+  the first config.stats.max_examples faces and notes of `inputs`, as `ensure_audio_embedding`): in phi, or in its
+  MFCC half, or both (train.metric_features; losses.metric_losses), over any two notes or two of one pitch
+  (train.metric_pairs). A file recorded for other pairs or another space is set aside and computed again."""
   path = os.path.join(workdir, 'statistics.json')
   stats = _read_json(path, losses.STATS_KEYS)
   # The audio pairs Eq. 1 compares (config train.metric_pairs): any two notes, or two notes of one pitch.
   audio_pairs = 'same_pitch' if config.train.metric_pairs == 'one_pitch' else 'any'
-  if stats is not None and stats.get('audio_pairs', 'any') != audio_pairs:  # A run taken over with another config.
+  features = config.train.metric_features  # Where Eq. 1 measures the notes (losses.metric_losses).
+  recorded = None if stats is None else (stats.get('audio_pairs', 'any'), stats.get('metric_features', 'phi'))
+  if recorded is not None and recorded != (audio_pairs, features):  # A run taken over with another config.
     if jax.process_index() == 0:
       moved = files.set_aside(path, 'config', label='stale')
       logging.warning(
-          '%s held statistics of %s audio pairs, the config asks for %s (train.metric_pairs = %r): set '
-          'aside as %s; the stage runs again.', path, stats.get('audio_pairs', 'any'), audio_pairs,
-          config.train.metric_pairs, moved)
+          '%s held statistics of %s audio pairs in %s, the config asks for %s in %s (train.metric_pairs = %r, '
+          'train.metric_features = %r): set aside as %s; the stage runs again.', path, *recorded, audio_pairs, features,
+          config.train.metric_pairs, features, moved)
     stats = None
   if stats is None:
     logging.info('Stage statistics: pairwise distance statistics over %d sampled pairs.', config.stats.num_pairs)
@@ -343,7 +348,9 @@ def ensure_statistics(config: ml_collections.ConfigDict, workdir: str, metric: e
     feats = loops.batched(jax.jit(lambda a: embedding_lib.phi(metric, a, config)), audio, batch_size=256)
     mu_x, sigma_x = pairwise_distance_stats(faces, config.stats.num_pairs, config.seed)
     pitch = notes['pitch'][:config.stats.max_examples] if audio_pairs == 'same_pitch' else None
-    mu_y, sigma_y = pairwise_distance_stats(feats, config.stats.num_pairs, config.seed + 1, within=pitch)
+    mfcc = feats[:, feats.shape[-1] - config.mfcc.n_mfcc:]  # phi's MFCC half.
+    mu_y, sigma_y = pairwise_distance_stats(mfcc if features == 'mfcc' else feats, config.stats.num_pairs,
+                                            config.seed + 1, within=pitch)
     stats = {
         'mu_x': mu_x,
         'sigma_x': sigma_x,
@@ -353,9 +360,14 @@ def ensure_statistics(config: ml_collections.ConfigDict, workdir: str, metric: e
         'num_notes': int(len(audio)),
         'num_pairs': config.stats.num_pairs,
         'audio_pairs': audio_pairs,
+        'metric_features': features,
     }
+    if features == 'both':
+      stats['mu_y_mfcc'], stats['sigma_y_mfcc'] = pairwise_distance_stats(mfcc, config.stats.num_pairs, config.seed + 1,
+                                                                          within=pitch)
     files.write_json(path, stats, checksum=True)
     logging.info('Statistics: %s', stats)
-  if min(stats['sigma_x'], stats['sigma_y']) <= 0:
+  keys = losses.STATS_KEYS + (losses.MFCC_STATS_KEYS if features == 'both' else ())
+  if min(stats[k] for k in keys if k.startswith('sigma')) <= 0:
     raise ValueError(f'{path}: a pairwise distance std is 0 (all examples identical?): {stats}')
-  return {k: stats[k] for k in losses.STATS_KEYS}
+  return {k: stats[k] for k in keys}

@@ -141,8 +141,9 @@ def make_train_step(models: gan.Models):
         all_phi = phi(fake_out)
         fake_phi = all_phi[:b]
       if use_metric:
-        m['metric_loss'] = losses.metric_preservation_loss(z, all_phi[b:] if one_pitch else fake_phi, stats,
-                                                           c.metric_shift)
+        m.update(
+            losses.metric_losses(z, all_phi[b:] if one_pitch else fake_phi, stats, c.metric_features,
+                                 config.mfcc.n_mfcc, c.metric_shift))
         total = total + metric_weight * m['metric_loss']
       if use_aux:
         m['aux_g_loss'] = g_loss_fn(models.aux.apply(aux_vars, fake_phi, pitch))

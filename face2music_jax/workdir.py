@@ -40,8 +40,8 @@ RESUMABLE_FIELDS = ('train.num_steps', 'train.log_every', 'train.checkpoint_ever
                     'train.keep_checkpoints', 'workdir', 'data_dir', 'data.tfds_data_dir')
 RESUMABLE_SECTIONS = ('eval',)
 # The artefacts of the prerequisite stages in a work directory (stages.py): they depend on the config's fields
-# outside train.*, and statistics.json on train.metric_pairs too (it records which pairs; stages.ensure_statistics
-# sets one of the other kind aside and computes it again).
+# outside train.*, and statistics.json on train.metric_pairs and train.metric_features too (it records which pairs
+# and which space; stages.ensure_statistics sets one of another kind aside and computes it again).
 STAGE_ARTEFACTS = ('audio_embedding', 'classifiers', 'statistics.json')
 
 

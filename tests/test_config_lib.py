@@ -48,6 +48,7 @@ from face2music_jax import workdir as workdir_lib
         ('model.harmonic.fundamental_floor_pitches', (72, 60), 'model.harmonic.fundamental_floor_pitches'),
         ('model.harmonic.fundamental_floor_pitches', (60, 66, 72), 'model.harmonic.fundamental_floor_pitches'),
         ('train.metric_shift', float('nan'), 'train.metric_shift'),
+        ('train.metric_features', 'conv', 'train.metric_features'),
         ('model.harmonic.face_components', -1, 'model.harmonic.face_components'),
         ('model.harmonic.face_components', 129, 'model.harmonic.face_components'),
         ('audio.note_rms', -1.0, 'audio.note_rms'),

@@ -51,6 +51,31 @@ def test_metric_preservation_loss_is_zero_for_matching_geometry_and_has_finite_g
   assert np.all(np.isfinite(g))
 
 
+def test_eq1_in_phi_in_its_mfcc_half_or_both_is_the_loops_loss_of_those_features():
+  """metric_features 'mfcc' measures the notes by phi's last n_mfcc features alone, with stats' mu_y and sigma_y;
+  'both' adds Eq. 1 in phi to Eq. 1 in that half with mu_y_mfcc and sigma_y_mfcc; phi and its MFCC half are asked
+  for different notes, so the three differ."""
+  rng = np.random.default_rng(3)
+  f = rng.normal(size=(9, 12)).astype(np.float32)
+  phi = rng.normal(size=(9, 7)).astype(np.float32) * np.array([1, 1, 1, 1, 4, 0.5, 2], np.float32)
+  stats = {'mu_x': 4.5, 'sigma_x': 0.7, 'mu_y': 5.0, 'sigma_y': 2.5, 'mu_y_mfcc': 3.0, 'sigma_y_mfcc': 1.5}
+  mfcc_stats = dict(stats, mu_y=3.0, sigma_y=1.5)
+  metric_losses = jax.jit(losses.metric_losses, static_argnums=(3, 4))
+  in_phi = metric_losses(f, phi, stats, 'phi', 3)
+  in_mfcc = metric_losses(f, phi, stats, 'mfcc', 3)
+  both = metric_losses(f, phi, stats, 'both', 3)
+  assert set(in_phi) == set(in_mfcc) == {'metric_loss'}
+  np.testing.assert_allclose(float(in_phi['metric_loss']), _metric_loss_loops(f, phi, stats), rtol=1e-5)
+  np.testing.assert_allclose(float(in_mfcc['metric_loss']), _metric_loss_loops(f, phi[:, 4:], stats), rtol=1e-5)
+  np.testing.assert_allclose(float(both['metric_loss_phi']), _metric_loss_loops(f, phi, stats), rtol=1e-5)
+  np.testing.assert_allclose(float(both['metric_loss_mfcc']), _metric_loss_loops(f, phi[:, 4:], mfcc_stats), rtol=1e-5)
+  np.testing.assert_allclose(float(both['metric_loss']), float(both['metric_loss_phi'] + both['metric_loss_mfcc']),
+                             rtol=1e-6)
+  assert len({round(float(x['metric_loss']), 4) for x in (in_phi, in_mfcc, both)}) == 3
+  with pytest.raises(ValueError, match="got 'conv'"):
+    losses.metric_losses(f, phi, stats, 'conv', 3)
+
+
 def _families(present=(1, 1, 1, 0)):
   centroids = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]], np.float32)
   return {'family_centroids': centroids, 'family_present': np.asarray(present, np.float32), 'family_scale': 4.0}

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -16,9 +17,11 @@ from scipy.spatial.distance import pdist
 from face2music_jax import checkpoint
 from face2music_jax import config_lib
 from face2music_jax import files
+from face2music_jax import losses
 from face2music_jax import stages
 from face2music_jax import synthetic
 from face2music_jax.data import default_faces
+from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.data import notes as notes_data
 from face2music_jax.models import audio_embedding as embedding_lib
 from tests import helpers
@@ -200,6 +203,36 @@ def test_statistics_of_other_audio_pairs_are_set_aside_and_computed_again(tiny_d
   assert (tmp_path / 'statistics.json.stale-config').exists()
   assert stages.ensure_statistics(config, str(tmp_path), metric) == one_pitch
   assert not (tmp_path / 'statistics.json.stale-config-2').exists()  # Read back, not set aside again.
+
+
+def test_statistics_in_another_audio_space_are_set_aside_and_computed_again(tiny_data_dir, tmp_path):
+  """train.metric_features 'mfcc' standardises Eq. 1 by the real notes' distances in phi's MFCC half, 'both' by
+  those in phi and in that half; a file recorded for another space is set aside, one of this space read back."""
+  config = helpers.tiny_config('aux')
+  config.data_dir = tiny_data_dir
+  metric = helpers.random_metric(config)
+  path = tmp_path / 'statistics.json'
+  in_phi = stages.ensure_statistics(config, str(tmp_path), metric)
+  assert files.read_json(str(path), checksum=True)['metric_features'] == 'phi' and set(in_phi) == set(losses.STATS_KEYS)
+  # The real notes' MFCC half, as the stage samples its pairs.
+  notes = inputs_lib.Inputs(config).notes('train')['audio'][:config.stats.max_examples]
+  mfcc = np.asarray(embedding_lib.phi(metric, jnp.asarray(notes), config))[:, -config.mfcc.n_mfcc:]
+  expected = stages.pairwise_distance_stats(mfcc, config.stats.num_pairs, config.seed + 1)
+
+  config.train.metric_features = 'mfcc'
+  in_mfcc = stages.ensure_statistics(config, str(tmp_path), metric)
+  assert (tmp_path / 'statistics.json.stale-config').exists()
+  assert in_mfcc['mu_x'] == in_phi['mu_x'] and in_mfcc['mu_y'] != in_phi['mu_y']
+  np.testing.assert_allclose([in_mfcc['mu_y'], in_mfcc['sigma_y']], expected, rtol=1e-5)
+
+  config.train.metric_features = 'both'
+  both = stages.ensure_statistics(config, str(tmp_path), metric)
+  assert (tmp_path / 'statistics.json.stale-config-2').exists()
+  assert set(both) == set(losses.STATS_KEYS + losses.MFCC_STATS_KEYS)
+  np.testing.assert_allclose([both['mu_y'], both['sigma_y']], [in_phi['mu_y'], in_phi['sigma_y']], rtol=1e-6)
+  np.testing.assert_allclose([both['mu_y_mfcc'], both['sigma_y_mfcc']], expected, rtol=1e-5)
+  assert stages.ensure_statistics(config, str(tmp_path), metric) == both
+  assert not (tmp_path / 'statistics.json.stale-config-3').exists()  # Read back, not set aside again.
 
 
 def test_a_corrupt_artefact_is_set_aside_so_that_its_stage_runs_again(tmp_path, caplog):

@@ -52,6 +52,8 @@ def _setup(config, batch_seed=0, mesh=None) -> _Setup:
     rng = np.random.default_rng(batch_seed)
     stats.update(family_centroids=rng.normal(size=(k, f)).astype(np.float32),
                  family_present=(np.arange(k) < k - 1).astype(np.float32), family_scale=np.float32(0.5 * np.sqrt(f)))
+  if config.train.metric_features == 'both':  # Eq. 1's constants in phi's MFCC half.
+    stats.update(mu_y_mfcc=np.float32(0.05), sigma_y_mfcc=np.float32(0.02))
   return _Setup(config, models, mesh, train_step.compile_train_step(models, mesh), state, host_batch,
                 parallel.global_batch(mesh, host_batch), parallel.replicate(mesh, helpers.random_metric(config)),
                 parallel.replicate(mesh, stats), root)
@@ -88,24 +90,27 @@ def test_each_config_step_runs_with_finite_losses(name, generator):
 
 
 @pytest.mark.parametrize(
-    'metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift, family_weight',
-    [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.0), ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0, 0.0),
-     ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5, 0.7)])
+    'metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift, family_weight, features',
+    [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.0, 'phi'),
+     ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0, 0.0, 'mfcc'),
+     ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5, 0.7, 'both')])
 def test_generator_update_equals_backpropagation_through_a_second_generator_pass(metric_pairs, aux_pack, face_spread,
                                                                                  face_noise, noise_space, aux_r1,
-                                                                                 metric_shift, family_weight):
+                                                                                 metric_shift, family_weight, features):
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective. With
   metric_pairs 'one_pitch', Eq. 1 compares the faces' notes at one pitch drawn from the batch; with aux_pack 2, A
   judges pairs of notes, conditioned on their pitches; with face_spread, G and Eq. 1 see each face moved away from
   the batch's mean, with face_noise, each face with isotropic noise added: in all dimensions ('embedding') or only
   within G's face space ('projection'). With aux_r1, A's gradient is that of its hinge loss plus the R1 penalty at
   the real notes' phi, per pack. With metric_shift, Eq. 1 asks for notes that many standard deviations farther
-  apart. With family_weight, G's objective adds the family-marginal loss against the real notes of its sub-batch."""
+  apart. With family_weight, G's objective adds the family-marginal loss against the real notes of its sub-batch.
+  With features 'mfcc', Eq. 1 measures the notes by phi's MFCC half; with 'both', by phi and by that half."""
   config = helpers.tiny_config('aux')
   config.train.metric_pairs, config.model.aux_pack, config.train.face_spread = metric_pairs, aux_pack, face_spread
   config.train.face_noise, config.train.face_noise_space = face_noise, noise_space
   config.train.aux_r1_weight, config.train.metric_shift = aux_r1, metric_shift
   config.train.family_marginal_weight = family_weight
+  config.train.metric_features = features
   config.model.aux_pitch_conditional = aux_pack > 1  # Packs of notes at their pitches.
   assert config.train.pitch_classification_weight > 0  # The default: D's pitch head is part of G's objective.
   # The compiled step and inputs of test_each_config_step_runs_with_finite_losses[aux-harmonic], whose compilation
@@ -169,9 +174,19 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
       metric_phi = embedding_lib.phi(metric, at_one_pitch, config)
     else:
       metric_phi = phi
-    t = config.train
-    return (losses.hinge_g_loss(logits) +
-            t.metric_weight * losses.metric_preservation_loss(z, metric_phi, stats, metric_shift) +
+    t, n = config.train, config.mfcc.n_mfcc
+    mfcc_stats = dict(stats, mu_y=stats.get('mu_y_mfcc'), sigma_y=stats.get('sigma_y_mfcc'))
+    eq1 = {
+        'phi':
+            lambda: losses.metric_preservation_loss(z, metric_phi, stats, metric_shift),
+        'mfcc':
+            lambda: losses.metric_preservation_loss(z, metric_phi[:, -n:], stats, metric_shift),
+        'both':
+            lambda:
+            (losses.metric_preservation_loss(z, metric_phi, stats, metric_shift) + losses.metric_preservation_loss(
+                z, metric_phi[:, -n:], mfcc_stats, metric_shift)),
+    }[features]()
+    return (losses.hinge_g_loss(logits) + t.metric_weight * eq1 +
             t.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi, pitch)) +
             t.pitch_classification_weight * losses.pitch_classification_loss(pitch_logits, pitch) +
             (t.family_marginal_weight * losses.family_marginal_loss(

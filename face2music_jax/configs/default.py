@@ -206,6 +206,12 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # from the batch, and Eq. 1 compares those notes (mu_y and sigma_y then come from real notes of one pitch): faces
   # that look alike are asked to sound alike at the same pitch, as a listener compares them. Harmonic generator only.
   c.train.metric_pairs = 'batch'
+  # Where Eq. 1 measures the notes' distances. 'phi' (the paper): the whole audio metric, two thirds of whose
+  # distances are its conv half, trained on instrument families. 'mfcc': phi's MFCC half alone (the notes' MFCC
+  # means, the ruler of the evaluation's independent Pearson and of a listener's timbre comparisons). 'both': Eq. 1
+  # in phi plus Eq. 1 in its MFCC half, each standardised by the real notes' distances in its own space
+  # (docs/experiments.md, "Real photos", nineteenth round).
+  c.train.metric_features = 'phi'
   # Added to every pair's standardised face distance in Eq. 1 (0 = the paper's): the notes of any two faces are
   # asked to lie metric_shift standard deviations of the real notes' distances farther apart than the faces'
   # distance alone asks. Face noise in dimensions G cannot see did this by enlarging the faces' distances
