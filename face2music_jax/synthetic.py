@@ -34,5 +34,6 @@ def audio_metric(config: ml_collections.ConfigDict, seed: int = 0) -> embedding_
 
 
 def statistics() -> dict[str, np.float32]:
-  """Standardisation constants of the metric loss (mu = 1, sigma = 1)."""
-  return {k: np.float32(1.0) for k in ('mu_x', 'sigma_x', 'mu_y', 'sigma_y')}
+  """Standardisation constants of the metric loss (mu = 1, sigma = 1), in phi and in its MFCC half (for any
+  train.metric_features)."""
+  return {k: np.float32(1.0) for k in ('mu_x', 'sigma_x', 'mu_y', 'sigma_y', 'mu_y_mfcc', 'sigma_y_mfcc')}

@@ -126,6 +126,7 @@ def test_an_older_config_json_loads_with_the_values_its_model_was_trained_with(t
   assert loaded.notes.exclude == ((66, 64),)  # JSON lists come back as the config's tuples.
   assert loaded.audio_embedding.mfcc_scale == 'coefficient'  # phi as it was before the pooled scale.
   assert loaded.train.aux_mfcc_scale == 'phi'  # A sees phi(y) itself, as before its input scale.
+  assert loaded.train.metric_features == 'phi'  # Eq. 1 in phi, the paper's.
   config_lib.validate(loaded)
   # A current config.json keeps its own values.
   (tmp_path / 'config.json').write_text(config.to_json())

@@ -209,7 +209,7 @@ def test_statistics_in_another_audio_space_are_set_aside_and_computed_again(tiny
   """train.metric_features 'mfcc' standardises Eq. 1 by the real notes' distances in phi's MFCC half, 'both' by
   those in phi and in that half; a file recorded for another space is set aside, one of this space read back."""
   config = helpers.tiny_config('aux')
-  config.data_dir = tiny_data_dir
+  config.data_dir, config.train.metric_features = tiny_data_dir, 'phi'
   metric = helpers.random_metric(config)
   path = tmp_path / 'statistics.json'
   in_phi = stages.ensure_statistics(config, str(tmp_path), metric)
