@@ -210,9 +210,9 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # distances are its conv half, trained on instrument families. 'mfcc': phi's MFCC half alone (the notes' MFCC
   # means, the ruler of the evaluation's independent Pearson and of a listener's timbre comparisons). 'both': Eq. 1
   # in phi plus Eq. 1 in its MFCC half, each standardised by the real notes' distances in its own space. Over seeds
-  # 0-2, 'both' raised the photos' independent Pearson (+0.037 +- 0.016) and their families at every seed, and the
-  # held-out faces' on the MFCC ruler (+0.15); 'mfcc' alone gathered the notes on fewer families
-  # (docs/experiments.md, "Real photos", nineteenth round).
+  # 0-4, 'both' raised the photos' independent Pearson (+0.046 +- 0.043, at four of five) and their families (+0.92
+  # +- 1.18), and the held-out faces' Pearson on the MFCC ruler (+0.11 at seeds 0-2); 'mfcc' alone gathered the
+  # notes on fewer families (docs/experiments.md, "Real photos", nineteenth round).
   c.train.metric_features = 'both'
   # Added to every pair's standardised face distance in Eq. 1 (0 = the paper's): the notes of any two faces are
   # asked to lie metric_shift standard deviations of the real notes' distances farther apart than the faces'
