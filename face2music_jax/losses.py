@@ -22,6 +22,12 @@ FAMILY_KEYS = ('family_centroids', 'family_present', 'family_scale')
 MFCC_STATS_KEYS = ('mu_y_mfcc', 'sigma_y_mfcc')
 
 
+def statistics_keys(features: str) -> tuple[str, ...]:
+  """The constants Eq. 1 needs in the space `features` (config train.metric_features): STATS_KEYS, and
+  MFCC_STATS_KEYS too for 'both'."""
+  return STATS_KEYS + (MFCC_STATS_KEYS if features == 'both' else ())
+
+
 def hinge_d_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
   """Discriminator hinge loss (projection-discriminator recipe). Logits: [B]."""
   return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))

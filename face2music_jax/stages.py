@@ -367,7 +367,7 @@ def ensure_statistics(config: ml_collections.ConfigDict, workdir: str, metric: e
                                                                           within=pitch)
     files.write_json(path, stats, checksum=True)
     logging.info('Statistics: %s', stats)
-  keys = losses.STATS_KEYS + (losses.MFCC_STATS_KEYS if features == 'both' else ())
+  keys = losses.statistics_keys(features)
   if min(stats[k] for k in keys if k.startswith('sigma')) <= 0:
     raise ValueError(f'{path}: a pairwise distance std is 0 (all examples identical?): {stats}')
   return {k: stats[k] for k in keys}

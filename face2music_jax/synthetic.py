@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 
 from face2music_jax import config_lib
+from face2music_jax import losses
 from face2music_jax.audio import synthesis
 from face2music_jax.models import audio_embedding as embedding_lib
 
@@ -36,4 +37,4 @@ def audio_metric(config: ml_collections.ConfigDict, seed: int = 0) -> embedding_
 def statistics() -> dict[str, np.float32]:
   """Standardisation constants of the metric loss (mu = 1, sigma = 1), in phi and in its MFCC half (for any
   train.metric_features)."""
-  return {k: np.float32(1.0) for k in ('mu_x', 'sigma_x', 'mu_y', 'sigma_y', 'mu_y_mfcc', 'sigma_y_mfcc')}
+  return {k: np.float32(1.0) for k in losses.statistics_keys('both')}

@@ -191,8 +191,7 @@ def family_statistics(config: ml_collections.ConfigDict, metric: embedding_lib.A
 
 def _statistics_shapes(config: ml_collections.ConfigDict) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes of the statistics the train step takes: Eq. 1's constants, and the families' where they are used."""
-  keys = losses.STATS_KEYS + (losses.MFCC_STATS_KEYS if config.train.metric_features == 'both' else ())
-  shapes = {key: jax.ShapeDtypeStruct((), np.float32) for key in keys}
+  shapes = {key: jax.ShapeDtypeStruct((), np.float32) for key in losses.statistics_keys(config.train.metric_features)}
   if config.train.family_marginal_weight > 0:
     k, f = len(config_lib.NSYNTH_FAMILIES), embedding_lib.phi_dim(config)
     shapes.update(family_centroids=jax.ShapeDtypeStruct((k, f), np.float32), family_present=jax.ShapeDtypeStruct(
