@@ -153,6 +153,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   result['in_tune_50c'] = listening_measures['rows']['translations']['in_tune_50c']
   result['flatness_median'] = listening_measures['rows']['translations']['flatness']['median']
   result['distinctness'] = listening_measures['rows']['translations']['distinctness']['mean']
+  pure = listening_measures['pure_tones']
+  result['pure_tones'] = listening_measures['rows']['translations']['pure_tones']
+  real_pure = [v for v in pure['real_notes'].values() if v is not None]  # Each listening pitch counts alike.
+  result['pure_tones_real'] = float(np.mean(real_pure)) if real_pure else None
   timer.lap('listening')
 
   correlation_measures = correlation.evaluate(
@@ -283,6 +287,8 @@ def human_summary(summary: dict[str, Any], out_dir: str | None = None) -> str:
       f"  distinctness {number(m['distinctness'], '.2f')}   (1 = as varied as real instruments, 0 = all alike)",
       f"  spectral flatness {number(m['flatness_median'], '.1e')}   (real notes {real['flatness']['median']:.1e}, "
       'white noise 0.56)',
+      f"  pure tones {number(m['pure_tones'], '.0%')}   (real notes at those pitches {number(m['pure_tones_real'], '.0%')}; "
+      'a pure tone: the fundamental above 90% of the energy up to the 8th harmonic)',
       f"  FID pitch {number(m['fid_pitch'], '.1f')}, IS pitch {number(m['inception_score_pitch'], '.1f')} "
       f"(real {number(m['inception_score_pitch_real'], '.1f')}), Pearson {number(m['pearson_correlation'], '.2f')} "
       f"(MFCC ruler {number(m.get('pearson_mfcc'), '.2f')})",

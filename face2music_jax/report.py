@@ -33,6 +33,8 @@ _METRICS = (
     ('flatness_median', 'Spectral flatness (median)', 'lower is more tonal; real notes ~5e-6, white noise 0.56'),
     ('distinctness', 'Face distinctness', 'MFCC distance between translations of different faces / between real '
      'notes of the same pitch'),
+    ('pure_tones', 'Pure tones (held-out faces)', 'fraction of translations whose fundamental carries more than 90% of '
+     'the energy up to the 8th harmonic (a near sine); real notes at the listening pitches: {real_pure}'),
     ('effective_families', 'Families (effective number)', 'exp(entropy) of the translations\' nearest real family in '
      'phi; 1 = all one family, max = the number of families'),
     ('effective_families_classifier', 'Families named by the family classifier (effective number)',
@@ -101,7 +103,8 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
       'max_family': metrics.get('inception_score_family_max'),
       'real_pitch': _number(metrics.get('inception_score_pitch_real')),
       'real_family': _number(metrics.get('inception_score_family_real')),
-      'random_pitch': _number(metrics.get('pearson_correlation_random_pitch'))
+      'random_pitch': _number(metrics.get('pearson_correlation_random_pitch')),
+      'real_pure': _number(metrics.get('pure_tones_real'))
   }
   rows = [
       f'<tr><td>{html.escape(label)}</td><td>{html.escape(_number(metrics.get(key)))}</td>'
@@ -133,10 +136,22 @@ def _listening_table(listening: dict[str, Any]) -> str:
     rows.append(f'<tr><td>{html.escape(label)}</td><td>{_fraction(r["in_tune_50c"])}</td>'
                 f'<td>{_fraction(r["in_tune_100c"])}</td>{per_pitch}<td>{_number(r["flatness"]["median"])}</td>'
                 f'<td>{_number(r["rms"]["median"])} ({_number(r["rms"]["p10"])}-{_number(r["rms"]["p90"])})</td>'
-                f'<td>{_number(r["distinctness"]["mean"])}</td></tr>')
+                f'<td>{_fraction(r["pure_tones"])}</td><td>{_number(r["distinctness"]["mean"])}</td></tr>')
   return ('<table class="metrics"><tr><th></th><th>in tune (&plusmn;50 cents)</th><th>&plusmn;1 semitone</th>'
-          f'{head}<th>spectral flatness (median)</th><th>RMS median (p10-p90)</th><th>distinctness</th></tr>' +
-          ''.join(rows) + '</table>')
+          f'{head}<th>spectral flatness (median)</th><th>RMS median (p10-p90)</th><th>pure tones</th>'
+          '<th>distinctness</th></tr>' + ''.join(rows) + '</table>')
+
+
+def _pure_tones(listening: dict[str, Any]) -> str:
+  pure = listening.get('pure_tones')
+  if not pure:
+    return ''
+
+  def shares(by_pitch):  # Keys are ints in memory, strings in metrics.json.
+    return ', '.join(f'{_fraction(by_pitch.get(p, by_pitch.get(str(p))))} at MIDI {p}' for p in listening['pitches'])
+
+  return (f'<p>Pure tones by pitch: translations {shares(pure["translations"])}; the real notes of those pitches '
+          f'{shares(pure["real_notes"])}.</p>')
 
 
 def _listening_head(rows: list[ListeningRow]) -> str:
@@ -183,7 +198,8 @@ def render_page(summary: dict[str, Any], examples: list[Example], figures: list[
         f'translated at MIDI {", ".join(map(str, l["pitches"]))}; pitch by librosa.pyin (median f0 of '
         'the voiced frames), flatness by librosa; distinctness = MFCC distance between translations of '
         'different faces over that between real notes, per pitch (1: as varied as real instruments). In tune: higher is '
-        'better; flatness: lower is more tonal.</p><div class="scroll">' + _listening_table(l) + '</div>')
+        'better; flatness: lower is more tonal; pure tones: the fundamental carries more than 90% of the energy up to '
+        'the 8th harmonic.</p><div class="scroll">' + _listening_table(l) + '</div>' + _pure_tones(l))
     if listening_rows:
       listening += ('<h3>Held-out faces at every listening pitch: one pitch per column, so faces can be compared by '
                     'ear</h3><div class="scroll"><table class="listening">' + _listening_head(listening_rows) +

@@ -34,7 +34,7 @@ METRIC_KEYS = ('pitch_test_accuracy', 'family_test_accuracy', 'fid_pitch', 'fid_
                'inception_score_pitch_max', 'inception_score_family_max', 'pearson_correlation', 'pearson_mfcc',
                'pearson_correlation_random_pitch', 'pearson_random_pitch_p_value', 'silhouette_value', 'in_tune_50c',
                'flatness_median', 'distinctness', 'effective_families', 'largest_family_share',
-               'effective_families_classifier', 'largest_family_share_classifier')
+               'effective_families_classifier', 'largest_family_share_classifier', 'pure_tones', 'pure_tones_real')
 
 
 @pytest.fixture(scope='module')
@@ -117,6 +117,15 @@ def test_evaluate_writes_metrics_figures_and_page(trained):
   assert rows['white_noise']['flatness']['median'] > 100 * rows['real_test_notes']['flatness']['median']
   assert set(rows['translations']['per_pitch']) == {'48', '60'}
   assert m['in_tune_50c'] == rows['translations']['in_tune_50c']
+  # Pure tones: none of white noise or of the 10-partial reference tones (fundamental share 0.65); the real notes of
+  # the listening pitches counted apart, and the page shows both.
+  assert rows['white_noise']['pure_tones'] == 0 and rows['harmonic_tone']['pure_tones'] == 0
+  assert rows['harmonic_tone']['fundamental_share']['median'] == pytest.approx(0.655, abs=0.005)
+  pure = listening['pure_tones']
+  assert set(pure['translations']) == set(pure['real_notes']) == {'48', '60'}
+  assert m['pure_tones'] == rows['translations']['pure_tones']
+  assert m['pure_tones_real'] == pytest.approx(np.mean(list(pure['real_notes'].values())))
+  assert 'Pure tones by pitch' in page
   listened = [w for w in wavs if w.startswith('listening/')]
   assert len(listened) == 2 * min(listening['num_identities'], config.eval.listening_faces)  # Every identity.
   assert 'Listening' in page and 'White noise' in page

@@ -14,6 +14,11 @@ white noise, harmonic tones), so every number has a scale.
   distinctness   mean distance between the time-averaged MFCCs of translations of *different* faces at one pitch,
                  divided by the same mean over real notes of that pitch: 1 = as varied as real instruments, 0 =
                  every face sounds the same.
+  fundamental share   the fraction of a note's energy up to its eighth harmonic that lies around its fundamental
+                 (the power spectrum summed over [0.5, 1.5) f0 over the same over [0.5, 8.5) f0, below Nyquist; f0
+                 the requested pitch): 1 for a sine, 0.65 for a tone of 8 partials with amplitudes 1/k. A *pure
+                 tone* has a share above PURE_TONE_SHARE: of the default data's rendered notes, none at MIDI 36 and
+                 a quarter of those at MIDI 72 (docs/experiments.md, twentieth round).
 """
 
 from collections.abc import Sequence
@@ -34,6 +39,9 @@ HOP_LENGTH = 256
 # read within 1 cent.
 RESOLUTION = 0.25
 N_MFCC = 20
+# The fundamental's share: the harmonics it is measured against, and the share above which a note is a pure tone.
+SHARE_HARMONICS = 8
+PURE_TONE_SHARE = 0.9
 
 
 def midi_to_hz(midi: np.ndarray | float) -> np.ndarray:
@@ -111,6 +119,22 @@ def rms(audio: np.ndarray) -> np.ndarray:
   return np.sqrt(np.mean(np.square(np.asarray(audio, np.float64)), axis=-1))
 
 
+def fundamental_share(audio: np.ndarray, midi_pitch: Sequence[float] | np.ndarray, sample_rate: int,
+                      num_harmonics: int = SHARE_HARMONICS) -> np.ndarray:
+  """The fraction of each clip's energy up to its `num_harmonics`-th harmonic that lies around its fundamental.
+
+  The power spectrum of the whole clip (Hann window) summed over [0.5, 1.5) x f0, over the same sum over [0.5,
+  num_harmonics + 0.5) x f0 cut at Nyquist, with f0 the requested pitch: bands, not peak bins, so a partial between
+  two bins counts whole. [N, T], [N] -> [N]; 0 for a clip with no energy in those bands.
+  """
+  audio = np.asarray(audio, np.float64)
+  power = np.abs(np.fft.rfft(audio * np.hanning(audio.shape[-1]), axis=-1))**2
+  ratio = np.fft.rfftfreq(audio.shape[-1], 1 / sample_rate)[None] / midi_to_hz(np.asarray(midi_pitch))[:, None]
+  fundamental = np.where((ratio >= 0.5) & (ratio < 1.5), power, 0.0).sum(-1)
+  total = np.where((ratio >= 0.5) & (ratio < num_harmonics + 0.5), power, 0.0).sum(-1)
+  return np.divide(fundamental, total, out=np.zeros_like(total), where=total > 0)
+
+
 def mfcc_means(audio: np.ndarray, sample_rate: int) -> np.ndarray:
   """librosa's MFCCs (20 coefficients, its defaults otherwise), averaged over time: [N, T] -> [N, 20]."""
   return np.stack(
@@ -145,7 +169,8 @@ def clip_measures(audio: np.ndarray, midi_pitch: Sequence[int] | np.ndarray, sam
     sample_rate: Hz.
 
   Returns:
-    'midi_pitch', 'f0_hz' (NaN if unvoiced), 'cents' (signed; NaN if unvoiced), 'voiced', 'flatness', 'rms': [N].
+    'midi_pitch', 'f0_hz' (NaN if unvoiced), 'cents' (signed; NaN if unvoiced), 'voiced', 'flatness', 'rms',
+    'fundamental_share': [N].
   """
   midi_pitch = np.asarray(midi_pitch)
   f0, voiced = estimate_pitch(audio, sample_rate)
@@ -155,7 +180,8 @@ def clip_measures(audio: np.ndarray, midi_pitch: Sequence[int] | np.ndarray, sam
       'cents': cents_off(f0, midi_pitch),
       'voiced': voiced,
       'flatness': spectral_flatness(audio),
-      'rms': rms(audio)
+      'rms': rms(audio),
+      'fundamental_share': fundamental_share(audio, midi_pitch, sample_rate)
   }
 
 
@@ -164,11 +190,14 @@ def summarise(clips: dict) -> dict:
 
   Returns:
     {'num_clips', 'in_tune_50c', 'in_tune_100c' (fractions; an unvoiced clip is out of tune), 'voiced' (mean
-    fraction), 'abs_cents' (median over voiced clips; None when none is), 'flatness' and 'rms' ({'median', 'p10',
-    'p90'}), 'per_pitch': {midi: {'num_clips', 'in_tune_50c', 'in_tune_100c', 'voiced', 'median_f0_hz'}}}.
+    fraction), 'abs_cents' (median over voiced clips; None when none is), 'flatness', 'rms' and 'fundamental_share'
+    ({'median', 'p10', 'p90'}), 'pure_tones' (the fraction of clips whose fundamental share is above
+    PURE_TONE_SHARE), 'per_pitch': {midi: {'num_clips', 'in_tune_50c', 'in_tune_100c', 'voiced', 'median_f0_hz',
+    'pure_tones'}}}.
   """
   midi_pitch, f0 = clips['midi_pitch'], clips['f0_hz']
   cents = np.abs(clips['cents'])
+  pure = clips['fundamental_share'] > PURE_TONE_SHARE
   in_50 = np.nan_to_num(cents, nan=np.inf) <= 50.0
   in_100 = np.nan_to_num(cents, nan=np.inf) <= 100.0
   per_pitch = {}
@@ -180,7 +209,8 @@ def summarise(clips: dict) -> dict:
         'in_tune_50c': float(in_50[sel].mean()),
         'in_tune_100c': float(in_100[sel].mean()),
         'voiced': float(clips['voiced'][sel].mean()),
-        'median_f0_hz': float(np.median(voiced_f0)) if len(voiced_f0) else None
+        'median_f0_hz': float(np.median(voiced_f0)) if len(voiced_f0) else None,
+        'pure_tones': float(pure[sel].mean())
     }
   finite = np.isfinite(cents)
   return {
@@ -191,6 +221,8 @@ def summarise(clips: dict) -> dict:
       'abs_cents': float(np.median(cents[finite])) if finite.any() else None,
       'flatness': _summary(clips['flatness']),
       'rms': _summary(clips['rms']),
+      'fundamental_share': _summary(clips['fundamental_share']),
+      'pure_tones': float(pure.mean()),
       'per_pitch': per_pitch
   }
 

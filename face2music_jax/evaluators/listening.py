@@ -1,9 +1,9 @@
 """Listening: the translations of held-out faces as a listener hears them, with tools the model never trains against.
 
 Every held-out face (up to config.eval.listening_faces, round-robin over identities) is translated at every
-listening pitch and measured by audio/listening.py: in tune (librosa's pYIN), voiced, flatness, RMS, and
-distinctness against real instruments; reference rows go through the same measures (the real test notes, white
-noise, harmonic tones).
+listening pitch and measured by audio/listening.py: in tune (librosa's pYIN), voiced, flatness, RMS, the fundamental's
+share (pure tones), and distinctness against real instruments; reference rows go through the same measures (the real
+test notes, white noise, harmonic tones), and the pure tones are counted among the real notes of each listening pitch.
 """
 
 from typing import Any
@@ -38,7 +38,9 @@ def evaluate(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs, gener
     faces: held-out faces: 'embedding' [M, E], 'name' [M].
 
   Returns:
-    (the measures: {'pitches', 'num_faces', 'num_identities', 'rows': {row: summary with 'distinctness'}},
+    (the measures: {'pitches', 'num_faces', 'num_identities', 'rows': {row: summary with 'distinctness'},
+     'pure_tones': {'translations', 'real_notes': {midi: the fraction of pure tones at that pitch}} (the real notes
+     of all splits at the listening pitches: the share of pure tones rises with the pitch)},
      the translations: {'audio' [P * F, length], 'face_index' [P * F] into `faces`, 'mfcc' [P * F, 20] their MFCC
      means (`listening.mfcc_means`), plus `clip_measures`}).
   """
@@ -75,10 +77,19 @@ def evaluate(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs, gener
   rows['white_noise'], _ = row(noise, ref_midi_rows, np.arange(len(ref_midi_rows)))
   tones = listening.harmonic_tone(ref_midi_rows, config.audio.length, sr)
   rows['harmonic_tone'], _ = row(tones, ref_midi_rows, np.arange(len(ref_midi_rows)))
+  ref_pure = listening.fundamental_share(ref_audio, ref_midi, sr) > listening.PURE_TONE_SHARE
   measures = {
       'pitches': pitches.tolist(),
       'num_faces': int(len(index)),
       'num_identities': int(len(set(faces['name'][index]))),
-      'rows': rows
+      'rows': rows,
+      'pure_tones': {
+          'translations': {
+              int(p): rows['translations']['per_pitch'][int(p)]['pure_tones'] for p in pitches
+          },
+          'real_notes': {
+              int(p): float(ref_pure[ref_midi == p].mean()) if (ref_midi == p).any() else None for p in pitches
+          }
+      }
   }
   return measures, {'audio': audio, 'face_index': face_index, 'mfcc': listening.mfcc_means(audio, sr), **clips}

@@ -7,6 +7,9 @@ measures what a listener and a researcher would, with tools the model never trai
   in_tune_wide    pYIN over its wide range (MIDI 24-96), within 50 cents (audio/listening.py)
   in_tune_near    pYIN searching only the requested pitch +-13 semitones: an octave error is out of tune
   flatness        librosa's spectral flatness (median over frames and clips)
+  pure_tones      the fraction of notes whose fundamental carries more than 90% of the energy up to the 8th
+                  harmonic (a near sine; audio/listening.py), and the same for the real notes of each listening
+                  pitch (`pure_tones_real`, the mean over pitches in the headline)
   distinctness    MFCC distance between translations of different faces / between real notes, per pitch
   pearson_model   Pearson of pairwise distances: the model's face embedding f(x) vs phi(y), per pitch
   pearson_independent   Pearson of pairwise distances of an independent face descriptor (dlib's 128-d embedding of
@@ -252,6 +255,8 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   wide = np.nan_to_num(np.abs(listening.cents_off(f0, midi)), nan=np.inf) <= 50.0
   near = listening.in_tune_near(audio, midi, sr)
   flatness = listening.spectral_flatness(audio)
+  pure = listening.fundamental_share(audio, midi, sr) > listening.PURE_TONE_SHARE
+  ref_pure = listening.fundamental_share(ref_audio, ref_midi, sr) > listening.PURE_TONE_SHARE
   end_db = listening.end_level_db(audio, sr)
   mfcc = listening.mfcc_means(audio, sr)
   ref_mfcc = listening.mfcc_means(ref_audio, sr)
@@ -286,6 +291,8 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
         'in_tune_wide': float(wide[at].mean()),
         'in_tune_near': float(near[at].mean()),
         'flatness_median': float(np.median(flatness[at])),
+        'pure_tones': float(pure[at].mean()),
+        'pure_tones_real': float(ref_pure[ref_at].mean()) if ref_at.any() else None,
         'distinctness': (listening.mean_distance_between_groups(mfcc[at]) / ref_mean) if ref_mean and n > 1 else None,
         'pearson_model': _pearson(faces['embedding'], phi[at]),
         'pearson_independent': _pearson(faces['independent'], mfcc[at]),
@@ -326,6 +333,10 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
               metrics.distance_correlation_interval(faces['independent'], [mfcc[midi == p] for p in pitches]),
           'flatness_median':
               float(np.median(flatness)),
+          'pure_tones':
+              float(pure.mean()),
+          'pure_tones_real':
+              mean('pure_tones_real'),
           'end_db_max':
               float(np.max(end_db)),
           'end_db_median':

@@ -46,6 +46,25 @@ def test_flatness_orders_tone_noisy_tone_and_noise():
   assert np.all(clean < 1e-5) and np.all(noisy > 1e-3) and np.all(noise > 0.3)
 
 
+def test_the_fundamental_share_of_a_sine_a_tone_and_noise():
+  share = lambda clips, midi: listening.fundamental_share(clips, midi, SR)
+  np.testing.assert_allclose(share(listening.harmonic_tone(PITCHES, LENGTH, SR, num_harmonics=1), PITCHES), 1,
+                             atol=1e-6)
+  # Partials with amplitudes 1/k: the fundamental's share of the first eight is 1 / sum(1/k^2), a partial between two
+  # bins (a quarter tone sharp) counts whole, and partials above the eighth do not count.
+  expected = 1 / np.sum(1 / np.arange(1, 9)**2)
+  for tones in (listening.harmonic_tone(PITCHES, LENGTH, SR, num_harmonics=8),
+                listening.harmonic_tone(PITCHES + 0.25, LENGTH, SR,
+                                        num_harmonics=8), listening.harmonic_tone(PITCHES, LENGTH, SR,
+                                                                                  num_harmonics=20)):
+    np.testing.assert_allclose(share(tones, PITCHES), expected, atol=2e-3)
+  assert np.all(share(listening.white_noise(len(PITCHES), LENGTH), PITCHES) < 0.3)
+  assert share(np.zeros((1, LENGTH)), [60])[0] == 0  # Silence: no fundamental, not a pure tone.
+  m = listening.measure(listening.harmonic_tone(PITCHES, LENGTH, SR, num_harmonics=1), PITCHES, SR)
+  assert m['pure_tones'] == 1 and all(v['pure_tones'] == 1 for v in m['per_pitch'].values())
+  assert listening.measure(listening.harmonic_tone(PITCHES, LENGTH, SR), PITCHES, SR)['pure_tones'] == 0
+
+
 def test_distinctness_is_zero_for_identical_translations_and_about_one_for_real_notes(tiny_config):
   notes = inputs.Inputs(tiny_config).notes('train')
   midi = config_lib.midi_pitch(tiny_config, notes['pitch'])

@@ -46,6 +46,8 @@ def test_every_face_of_a_folder_is_translated_and_measured(trained_tiny_workdir,
   for key in ('in_tune_wide_min', 'in_tune_near_min'):
     assert 0 <= head[key] <= 1
   assert head['end_db_max'] <= -30  # Every note ends in its release.
+  assert 0 <= head['pure_tones'] <= 1 and 0 <= head['pure_tones_real'] <= 1  # The real notes at the same pitches.
+  assert head['pure_tones'] == pytest.approx(np.mean([v['pure_tones'] for v in summary['per_pitch'].values()]))
   low, high = head['pearson_independent_interval']  # Over the faces (tests/test_metrics.py); shown on the page.
   assert -1 <= low < high <= 1
   assert sum(summary['families']['counts'].values()) == 7 * len(pitches)
