@@ -287,8 +287,9 @@ def human_summary(summary: dict[str, Any], out_dir: str | None = None) -> str:
       f"  distinctness {number(m['distinctness'], '.2f')}   (1 = as varied as real instruments, 0 = all alike)",
       f"  spectral flatness {number(m['flatness_median'], '.1e')}   (real notes {real['flatness']['median']:.1e}, "
       'white noise 0.56)',
-      f"  pure tones {number(m['pure_tones'], '.0%')}   (real notes at those pitches {number(m['pure_tones_real'], '.0%')}; "
-      'a pure tone: the fundamental above 90% of the energy up to the 8th harmonic)',
+      f"  pure tones {number(m['pure_tones'], '.0%')}   (real notes at those pitches "
+      f"{number(m['pure_tones_real'], '.0%')}; a pure tone: the fundamental above 90% of the energy up to the 8th "
+      'harmonic)',
       f"  FID pitch {number(m['fid_pitch'], '.1f')}, IS pitch {number(m['inception_score_pitch'], '.1f')} "
       f"(real {number(m['inception_score_pitch_real'], '.1f')}), Pearson {number(m['pearson_correlation'], '.2f')} "
       f"(MFCC ruler {number(m.get('pearson_mfcc'), '.2f')})",
