@@ -78,6 +78,7 @@ ADDED_FIELDS = {
     'train.g_ema_decay': 0.0,
     'train.family_marginal_weight': 0.0,
     'train.metric_features': 'phi',
+    'model.discriminator_harmonics': 0,
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
@@ -315,6 +316,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config, 'train.metric_pairs', METRIC_PAIRS)
   _choice(config, 'train.metric_features', METRIC_FEATURES)
   _choice(config, 'train.face_noise_space', FACE_NOISE_SPACES)
+  _check(
+      isinstance(config.model.discriminator_harmonics, int) and config.model.discriminator_harmonics >= 0,
+      'model.discriminator_harmonics', config.model.discriminator_harmonics,
+      'expected a number of harmonic bands >= 0 (0 = no harmonic branch)')
   _check(
       _finite(config.train.face_spread) and config.train.face_spread >= 1, 'train.face_spread',
       config.train.face_spread, 'expected a factor >= 1 (1 = none)')

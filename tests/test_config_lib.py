@@ -55,6 +55,7 @@ from face2music_jax import workdir as workdir_lib
         ('audio.note_rms', 0.2, 'audio.note_rms'),
         ('audio_embedding.mfcc_scale', 'standard', 'audio_embedding.mfcc_scale'),
         ('train.aux_mfcc_scale', 'pooled', 'train.aux_mfcc_scale'),
+        ('model.discriminator_harmonics', -1, 'model.discriminator_harmonics'),
     ])
 def test_bad_values_of_the_new_fields_name_them(field, value, message):
   config = aux.get_config('small')

@@ -15,6 +15,7 @@ relative, which is the tolerance of the comparison with librosa. They are a smal
 """
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -42,30 +43,43 @@ def _constants(sample_rate: int, n_fft: int, n_mels: int, n_mfcc: int, fmin: flo
   return window, mel_basis.T.copy(), dct.T.copy()
 
 
-def _mel_power(audio: jax.Array, window: np.ndarray, mel_basis: np.ndarray, n_fft: int, hop_length: int) -> jax.Array:
-  """Mel power spectrogram of centred, zero-padded frames, as librosa (center=True): [B, T] -> [B, frames, n_mels]."""
+def power_spectrogram(audio: jax.Array, window: np.ndarray, n_fft: int, hop_length: int,
+                      project: Callable[[jax.Array], jax.Array]) -> jax.Array:
+  """`project` of the power spectrum of centred, zero-padded frames, as librosa's STFT (center=True) frames them.
+
+  Args:
+    audio: [B, T] float32 waveforms.
+    window: [n_fft] analysis window.
+    n_fft: FFT size (= window length) in samples.
+    hop_length: hop between frames in samples.
+    project: maps power spectra [B, frames', n_fft // 2 + 1] (any number of the frames, in any order) to [B,
+      frames', P], acting on each frame alone (a mel filterbank, band sums).
+
+  Returns:
+    [B, 1 + T // hop_length, P] float32 (for n_fft divisible by 2), frames in time order.
+  """
   padded = jnp.pad(audio, ((0, 0), (n_fft // 2, n_fft // 2)))
   batch, num_frames = audio.shape[0], 1 + (padded.shape[-1] - n_fft) // hop_length
 
-  def mel(frames):
+  def power(frames):
     spectrum = jnp.fft.rfft(frames * window, axis=-1)
-    return jnp.matmul(jnp.square(spectrum.real) + jnp.square(spectrum.imag), mel_basis, precision=_FLOAT32)
+    return project(jnp.square(spectrum.real) + jnp.square(spectrum.imag))
 
   if n_fft % hop_length:
     index = hop_length * np.arange(num_frames)[:, None] + np.arange(n_fft)[None, :]
-    return mel(padded[:, index])
+    return power(padded[:, index])
   # With R = n_fft / hop_length, frames r, r + R, r + 2R, ... tile the padded signal end to end: each such phase
   # is a reshape of one slice, so no overlapping copy of the frames is made (nor a gather, whose backward pass is
-  # slow on XLA's CPU backend). The phases' mel spectra (n_mels per frame) are interleaved back in time order.
+  # slow on XLA's CPU backend). The phases' projected spectra are interleaved back in time order.
   stride = n_fft // hop_length
   per_phase = -(-num_frames // stride)
   phases = []
   for r in range(min(stride, num_frames)):
     count = -(-(num_frames - r) // stride)
     frames = padded[:, r * hop_length:r * hop_length + count * n_fft].reshape(batch, count, n_fft)
-    phases.append(jnp.pad(mel(frames), ((0, 0), (0, per_phase - count), (0, 0))))
-  interleaved = jnp.stack(phases, axis=2).reshape(batch, per_phase * len(phases), mel_basis.shape[1])
-  return interleaved[:, :num_frames]
+    phases.append(jnp.pad(power(frames), ((0, 0), (0, per_phase - count), (0, 0))))
+  interleaved = jnp.stack(phases, axis=2)
+  return interleaved.reshape(batch, per_phase * len(phases), interleaved.shape[-1])[:, :num_frames]
 
 
 def mfcc(audio: jax.Array, *, sample_rate: int, n_mfcc: int, n_fft: int, hop_length: int, n_mels: int, fmin: float,
@@ -91,7 +105,8 @@ def mfcc(audio: jax.Array, *, sample_rate: int, n_mfcc: int, n_fft: int, hop_len
   audio = jnp.atleast_2d(jnp.asarray(audio, jnp.float32))
   window, mel_basis, dct = _constants(int(sample_rate), int(n_fft), int(n_mels), int(n_mfcc), float(fmin),
                                       None if fmax is None else float(fmax))
-  mel = _mel_power(audio, window, mel_basis, n_fft, hop_length)  # [B, frames, n_mels]
+  mel = power_spectrogram(audio, window, n_fft, hop_length,
+                          lambda power: jnp.matmul(power, mel_basis, precision=_FLOAT32))  # [B, frames, n_mels]
   # The amin floor keeps log10 and its gradient finite on silence (ref = 1.0 adds 0 dB).
   db = 10.0 * jnp.log10(jnp.maximum(mel, _AMIN))
   if top_db is not None:

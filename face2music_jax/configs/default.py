@@ -112,6 +112,9 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.stride = 4
   c.model.num_layers = 5  # Transposed convs in G / strided convs in D; length must divide by stride**num_layers.
   c.model.phase_shuffle = 2
+  # Harmonic bands K of D's second branch, which sees each note's energy around its first K harmonics frame by
+  # frame (models/discriminator.py; 0 = none, WaveGAN's D alone).
+  c.model.discriminator_harmonics = 0
   # The WaveGAN generator (models/generator.py: WaveGANGenerator; docs/experiments.md measures its options). It
   # shares kernel_size, stride and num_layers with the discriminator.
   c.model.wavegan = ml_collections.ConfigDict()

@@ -10,6 +10,8 @@ import numpy as np
 from flax.typing import Dtype
 
 from face2music_jax import config_lib
+from face2music_jax.audio import harmonic_bands as bands_lib
+from face2music_jax.audio import synthesis
 from face2music_jax.models.layers import Conv1D
 from face2music_jax.models.layers import PhaseShuffle
 
@@ -25,6 +27,14 @@ class Discriminator(nn.Module):
 
   With `classify_pitch`, a spectrally normalised linear head also classifies the pitch from h (an auxiliary
   classifier, as GANSynth's discriminator has), and the call returns (logits, pitch logits).
+
+  With `harmonic_bands` K > 0 a second branch sees the note's energy around each of its first K harmonics, frame by
+  frame (audio/harmonic_bands.py: bands [k - 0.5, k + 0.5) x f0 of the requested pitch, 2048-point frames every 512
+  samples), in log10 units: two spectrally normalised convolutions over the frames (3 taps; widths 4d and 8d, the
+  second with stride 2) with LeakyReLU 0.2, flattened and appended to h before the heads. The waveform branch has
+  to find a note's partials in its samples; this one has them on an axis where a partial sits in the same place at
+  every pitch, so that a timbre no real note of that pitch has (a near-sine at MIDI 36, one partial pattern for many
+  faces) is plain to see (docs/experiments.md, twenty-first round, measures what it did).
 
   With a bfloat16 `dtype` the convolutions and their activations run in bfloat16 (mixed precision). The spectral
   norms' power iteration runs on the float32 parameters and keeps float32 statistics; the normalised kernels are
@@ -42,6 +52,9 @@ class Discriminator(nn.Module):
     num_layers: number of strided convolutions.
     phase_shuffle: phase shuffle radius in samples (0 disables it).
     classify_pitch: add the auxiliary pitch classification head.
+    harmonic_bands: harmonic bands K of the harmonic branch (0: no such branch, WaveGAN's D).
+    pitch_min: the MIDI pitch of pitch class 0 (the harmonic branch's fundamentals; needed with harmonic_bands).
+    sample_rate: the notes' sampling rate in Hz (the harmonic branch's band edges).
     dtype: the computation's dtype of the convolutions (float32 or bfloat16).
   """
   dim: int
@@ -51,6 +64,9 @@ class Discriminator(nn.Module):
   num_layers: int = 5
   phase_shuffle: int = 2
   classify_pitch: bool = False
+  harmonic_bands: int = 0
+  pitch_min: int | None = None
+  sample_rate: int = 16000
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -75,6 +91,8 @@ class Discriminator(nn.Module):
       if i < self.num_layers - 1:
         x = PhaseShuffle(self.phase_shuffle, name=f'phase_shuffle{i}')(x, train)
     h = x.reshape(x.shape[0], -1).astype(jnp.float32)
+    if self.harmonic_bands:
+      h = jnp.concatenate([h, self._harmonic_branch(audio, pitch, train)], axis=-1)
     logit = nn.SpectralNorm(nn.Dense(1, name='linear'), name='linear_sn')(h, update_stats=train)[:, 0]
     embedding = nn.Embed(self.num_pitches, h.shape[-1], name='pitch_embedding')
     projection = nn.SpectralNorm(embedding, name='pitch_embedding_sn')(pitch, update_stats=train)
@@ -83,6 +101,20 @@ class Discriminator(nn.Module):
       return logit
     head = nn.Dense(self.num_pitches, name='pitch_classifier')
     return logit, nn.SpectralNorm(head, name='pitch_classifier_sn')(h, update_stats=train)
+
+  def _harmonic_branch(self, audio: jax.Array, pitch: jax.Array, train: bool) -> jax.Array:
+    """[B, L] notes, [B] pitch classes -> [B, F'] float32 features of their harmonic bands."""
+    if self.pitch_min is None:
+      raise ValueError('The harmonic branch needs pitch_min, the MIDI pitch of pitch class 0, to place the bands.')
+    f0_hz = synthesis.midi_to_hz((pitch + self.pitch_min).astype(jnp.float32))
+    energies = bands_lib.harmonic_band_energies(audio.astype(jnp.float32), f0_hz, num_harmonics=self.harmonic_bands,
+                                                sample_rate=self.sample_rate)
+    # log10 of the band power, -7 for an empty band and -0.43 for a full-scale sine's, mapped to [-1, 1.19].
+    x = (jnp.log10(energies + 1e-7) + 4.0) / 3.0
+    for i, (width, stride) in enumerate(((4 * self.dim, 1), (8 * self.dim, 2))):
+      conv = nn.Conv(width, (3,), strides=(stride,), padding='SAME', dtype=self.dtype, name=f'bands_conv{i}')
+      x = nn.leaky_relu(nn.SpectralNorm(conv, name=f'bands_conv{i}_sn')(x, update_stats=train), 0.2)
+    return x.reshape(x.shape[0], -1).astype(jnp.float32)
 
 
 class AuxDiscriminator(nn.Module):
@@ -145,7 +177,9 @@ def make_discriminator(config: ml_collections.ConfigDict) -> Discriminator:
   m = config.model
   return Discriminator(dim=m.discriminator_dim, num_pitches=config_lib.num_pitches(config), kernel_size=m.kernel_size,
                        stride=m.stride, num_layers=m.num_layers, phase_shuffle=m.phase_shuffle,
-                       classify_pitch=config.train.pitch_classification_weight > 0, dtype=jnp.dtype(config.train.dtype))
+                       classify_pitch=config.train.pitch_classification_weight > 0,
+                       harmonic_bands=m.discriminator_harmonics, pitch_min=config.audio.pitch_min,
+                       sample_rate=config.audio.sample_rate, dtype=jnp.dtype(config.train.dtype))
 
 
 def make_aux_discriminator(config: ml_collections.ConfigDict) -> AuxDiscriminator:

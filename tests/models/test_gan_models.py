@@ -270,6 +270,10 @@ def test_make_from_config():
   assert generator_lib.make_generator(config).steady_harmonics
   config.model.harmonic.steady_harmonics = False
   assert discriminator.phase_shuffle == config.model.phase_shuffle
+  assert discriminator.harmonic_bands == 0  # WaveGAN's D, unless the config asks for the harmonic branch.
+  config.model.discriminator_harmonics = 12
+  harmonic_d = discriminator_lib.make_discriminator(config)
+  assert harmonic_d.harmonic_bands == 12 and harmonic_d.pitch_min == config.audio.pitch_min
   assert aux.features == tuple(config.model.aux_features) and aux.num_pitches == 0  # The paper's A.
   config.model.aux_pitch_conditional = True
   assert discriminator_lib.make_aux_discriminator(config).num_pitches == 13
@@ -314,6 +318,34 @@ def test_discriminator_pitch_head_classifies_and_is_spectrally_normalised():
   assert 'pitch_classifier_sn' in variables['batch_stats']
   logits, pitch_logits = jax.jit(lambda v: discriminator.apply(v, audio, pitch, train=False))(variables)
   assert logits.shape == (3,) and pitch_logits.shape == (3, NUM_PITCHES)
+
+
+@pytest.mark.slow
+def test_discriminator_harmonic_branch_trains_and_sees_the_partials():
+  """With harmonic_bands, two more spectrally normalised convolutions read the notes' harmonic bands at their
+  pitch; gradients stay finite, and D's features (so its logits) tell a sine from a tone with the same fundamental
+  and partials above it, where the bands differ."""
+  discriminator = discriminator_lib.Discriminator(dim=2, num_pitches=NUM_PITCHES, harmonic_bands=8, pitch_min=58)
+  pitch = jnp.array([2, 2, 4], jnp.int32)  # MIDI 60, 60, 62.
+  t = np.arange(LENGTH) / 16000
+  f0 = 440.0 * 2**((np.array([60, 60, 62]) - 69) / 12)
+  sine = 0.5 * np.sin(2 * np.pi * f0[:, None] * t)
+  rich = sine + sum(0.5 / k * np.sin(2 * np.pi * k * f0[:, None] * t) for k in range(2, 6))
+  audio = jnp.asarray(np.stack([sine[0], rich[1], sine[2]]), jnp.float32)
+  variables = _init(discriminator, audio, pitch, train=False)
+  assert {'bands_conv0', 'bands_conv1'} <= set(variables['params']) and len(variables['batch_stats']) == 9
+  assert variables['params']['bands_conv0']['kernel'].shape == (3, 8, 8)
+  grads = jax.jit(jax.grad(lambda a: jnp.sum(discriminator.apply(variables, a, pitch, train=False))))(audio)
+  assert bool(np.all(np.isfinite(grads)))
+  params = dict(variables['params'])
+  params['conv4'] = jax.tree.map(jnp.zeros_like, params['conv4'])  # The waveform branch's features all 0.
+  logits = np.asarray(
+      jax.jit(lambda v: discriminator.apply(v, audio, pitch, train=False))({
+          **variables, 'params': params
+      }))
+  assert abs(logits[0] - logits[1]) > 1e-3  # The bands alone tell the rich tone from the sine.
+  with pytest.raises(ValueError, match='pitch_min'):
+    _init(discriminator_lib.Discriminator(dim=2, num_pitches=NUM_PITCHES, harmonic_bands=8), audio, pitch, train=False)
 
 
 def test_face_space_fits_the_principal_directions_and_generator_hears_only_them():
