@@ -52,8 +52,8 @@ def harmonic_band_energies(audio: jax.Array, f0_hz: jax.Array, *, num_harmonics:
     f0_hz: [B] each note's fundamental in Hz (its requested pitch).
     num_harmonics: bands K.
     sample_rate: sampling rate in Hz.
-    n_fft: FFT size (frequency resolution sample_rate / n_fft Hz: 7.8 Hz for 2048 at 16 kHz, a ninth of the
-      lowest bands' width at MIDI 24).
+    n_fft: FFT size (bins sample_rate / n_fft Hz apart: 7.8 Hz for 2048 at 16 kHz, so that a band spans 4.2 bins
+      at MIDI 24 and 8.4 at MIDI 36).
     hop_length: hop between frames in samples.
 
   Returns:
