@@ -155,6 +155,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   result['distinctness'] = listening_measures['rows']['translations']['distinctness']['mean']
   pure = listening_measures['pure_tones']
   result['pure_tones'] = listening_measures['rows']['translations']['pure_tones']
+  result['end_db_max'] = listening_measures['rows']['translations']['end_db']['max']
   real_pure = [v for v in pure['real_notes'].values() if v is not None]  # Each listening pitch counts alike.
   result['pure_tones_real'] = float(np.mean(real_pure)) if real_pure else None
   timer.lap('listening')
@@ -287,6 +288,8 @@ def human_summary(summary: dict[str, Any], out_dir: str | None = None) -> str:
       f"  distinctness {number(m['distinctness'], '.2f')}   (1 = as varied as real instruments, 0 = all alike)",
       f"  spectral flatness {number(m['flatness_median'], '.1e')}   (real notes {real['flatness']['median']:.1e}, "
       'white noise 0.56)',
+      f"  loudest end {number(m['end_db_max'], '.1f')} dB   (the last 10 ms under the note's peak; a release is at "
+      f"most -30 dB; real notes {real['end_db']['max']:.1f} dB)",
       f"  pure tones {number(m['pure_tones'], '.0%')}   (real notes at those pitches "
       f"{number(m['pure_tones_real'], '.0%')}; a pure tone: the fundamental above 90% of the energy up to the 8th "
       'harmonic)',

@@ -33,6 +33,8 @@ _METRICS = (
     ('flatness_median', 'Spectral flatness (median)', 'lower is more tonal; real notes ~5e-6, white noise 0.56'),
     ('distinctness', 'Face distinctness', 'MFCC distance between translations of different faces / between real '
      'notes of the same pitch'),
+    ('end_db_max', 'Loudest end (held-out faces)', 'dB: how far below its peak the translation that ends loudest ends '
+     '(its last 10 ms); a release is at most -30 dB, a click near 0'),
     ('pure_tones', 'Pure tones (held-out faces)', 'fraction of translations whose fundamental carries more than 90% of '
      'the energy up to the 8th harmonic (a near sine); real notes at the listening pitches: {real_pure}'),
     ('effective_families', 'Families (effective number)', 'exp(entropy) of the translations\' nearest real family in '
@@ -125,6 +127,12 @@ def _fraction(value: float | None) -> str:
   return 'undefined' if value is None else f'{100 * value:.0f}%'
 
 
+def _end(row: dict[str, Any]) -> str:
+  """The loudest ending of a listening row in dB ('undefined' for an evaluation written before it was measured)."""
+  end = row.get('end_db', {}).get('max')
+  return 'undefined' if end is None else f'{round(end, 1) + 0.0:.1f}'  # + 0.0: a tone cut at its peak reads 0.0.
+
+
 def _listening_table(listening: dict[str, Any]) -> str:
   pitches = listening['pitches']
   head = ''.join(f'<th>in tune, MIDI {p}</th>' for p in pitches)
@@ -136,10 +144,11 @@ def _listening_table(listening: dict[str, Any]) -> str:
     rows.append(f'<tr><td>{html.escape(label)}</td><td>{_fraction(r["in_tune_50c"])}</td>'
                 f'<td>{_fraction(r["in_tune_100c"])}</td>{per_pitch}<td>{_number(r["flatness"]["median"])}</td>'
                 f'<td>{_number(r["rms"]["median"])} ({_number(r["rms"]["p10"])}-{_number(r["rms"]["p90"])})</td>'
-                f'<td>{_fraction(r["pure_tones"])}</td><td>{_number(r["distinctness"]["mean"])}</td></tr>')
+                f'<td>{_fraction(r["pure_tones"])}</td><td>{_end(r)}</td>'
+                f'<td>{_number(r["distinctness"]["mean"])}</td></tr>')
   return ('<table class="metrics"><tr><th></th><th>in tune (&plusmn;50 cents)</th><th>&plusmn;1 semitone</th>'
           f'{head}<th>spectral flatness (median)</th><th>RMS median (p10-p90)</th><th>pure tones</th>'
-          '<th>distinctness</th></tr>' + ''.join(rows) + '</table>')
+          '<th>loudest end (dB)</th><th>distinctness</th></tr>' + ''.join(rows) + '</table>')
 
 
 def _pure_tones(listening: dict[str, Any]) -> str:
@@ -199,7 +208,9 @@ def render_page(summary: dict[str, Any], examples: list[Example], figures: list[
         'the voiced frames), flatness by librosa; distinctness = MFCC distance between translations of '
         'different faces over that between real notes, per pitch (1: as varied as real instruments). In tune: higher is '
         'better; flatness: lower is more tonal; pure tones: the fundamental carries more than 90% of the energy up to '
-        'the 8th harmonic.</p><div class="scroll">' + _listening_table(l) + '</div>' + _pure_tones(l))
+        'the 8th harmonic; loudest end: how far under its peak the note that ends loudest ends (its last 10 ms; a '
+        'release is at most -30 dB, a click near 0).</p><div class="scroll">' + _listening_table(l) + '</div>' +
+        _pure_tones(l))
     if listening_rows:
       listening += ('<h3>Held-out faces at every listening pitch: one pitch per column, so faces can be compared by '
                     'ear</h3><div class="scroll"><table class="listening">' + _listening_head(listening_rows) +

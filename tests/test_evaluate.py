@@ -34,7 +34,8 @@ METRIC_KEYS = ('pitch_test_accuracy', 'family_test_accuracy', 'fid_pitch', 'fid_
                'inception_score_pitch_max', 'inception_score_family_max', 'pearson_correlation', 'pearson_mfcc',
                'pearson_correlation_random_pitch', 'pearson_random_pitch_p_value', 'silhouette_value', 'in_tune_50c',
                'flatness_median', 'distinctness', 'effective_families', 'largest_family_share',
-               'effective_families_classifier', 'largest_family_share_classifier', 'pure_tones', 'pure_tones_real')
+               'effective_families_classifier', 'largest_family_share_classifier', 'pure_tones', 'pure_tones_real',
+               'end_db_max')
 
 
 @pytest.fixture(scope='module')
@@ -126,6 +127,11 @@ def test_evaluate_writes_metrics_figures_and_page(trained):
   assert m['pure_tones'] == rows['translations']['pure_tones']
   assert m['pure_tones_real'] == pytest.approx(np.mean(list(pure['real_notes'].values())))
   assert 'Pure tones by pitch' in page
+  # Ends: the real notes end in their release, white noise is cut at full level; the translations' loudest ending is
+  # the evaluation's end_db_max, on the page as the listening table's column.
+  assert rows['real_test_notes']['end_db']['max'] <= -30 and rows['white_noise']['end_db']['max'] > -10
+  assert m['end_db_max'] == rows['translations']['end_db']['max'] <= 0
+  assert 'loudest end (dB)' in page and 'Loudest end (held-out faces)' in page
   listened = [w for w in wavs if w.startswith('listening/')]
   assert len(listened) == 2 * min(listening['num_identities'], config.eval.listening_faces)  # Every identity.
   assert 'Listening' in page and 'White noise' in page

@@ -170,7 +170,7 @@ def clip_measures(audio: np.ndarray, midi_pitch: Sequence[int] | np.ndarray, sam
 
   Returns:
     'midi_pitch', 'f0_hz' (NaN if unvoiced), 'cents' (signed; NaN if unvoiced), 'voiced', 'flatness', 'rms',
-    'fundamental_share': [N].
+    'fundamental_share', 'end_db' (`end_level_db`): [N].
   """
   midi_pitch = np.asarray(midi_pitch)
   f0, voiced = estimate_pitch(audio, sample_rate)
@@ -181,7 +181,8 @@ def clip_measures(audio: np.ndarray, midi_pitch: Sequence[int] | np.ndarray, sam
       'voiced': voiced,
       'flatness': spectral_flatness(audio),
       'rms': rms(audio),
-      'fundamental_share': fundamental_share(audio, midi_pitch, sample_rate)
+      'fundamental_share': fundamental_share(audio, midi_pitch, sample_rate),
+      'end_db': end_level_db(audio, sample_rate)
   }
 
 
@@ -192,8 +193,9 @@ def summarise(clips: dict) -> dict:
     {'num_clips', 'in_tune_50c', 'in_tune_100c' (fractions; an unvoiced clip is out of tune), 'voiced' (mean
     fraction), 'abs_cents' (median over voiced clips; None when none is), 'flatness', 'rms' and 'fundamental_share'
     ({'median', 'p10', 'p90'}), 'pure_tones' (the fraction of clips whose fundamental share is above
-    PURE_TONE_SHARE), 'per_pitch': {midi: {'num_clips', 'in_tune_50c', 'in_tune_100c', 'voiced', 'median_f0_hz',
-    'pure_tones'}}}.
+    PURE_TONE_SHARE), 'end_db' ({'max', 'median'}: how far below its peak a clip ends, the loudest ending and the
+    median), 'per_pitch': {midi: {'num_clips', 'in_tune_50c', 'in_tune_100c', 'voiced', 'median_f0_hz', 'pure_tones',
+    'end_db_max'}}}.
   """
   midi_pitch, f0 = clips['midi_pitch'], clips['f0_hz']
   cents = np.abs(clips['cents'])
@@ -210,7 +212,8 @@ def summarise(clips: dict) -> dict:
         'in_tune_100c': float(in_100[sel].mean()),
         'voiced': float(clips['voiced'][sel].mean()),
         'median_f0_hz': float(np.median(voiced_f0)) if len(voiced_f0) else None,
-        'pure_tones': float(pure[sel].mean())
+        'pure_tones': float(pure[sel].mean()),
+        'end_db_max': float(clips['end_db'][sel].max())
     }
   finite = np.isfinite(cents)
   return {
@@ -223,6 +226,10 @@ def summarise(clips: dict) -> dict:
       'rms': _summary(clips['rms']),
       'fundamental_share': _summary(clips['fundamental_share']),
       'pure_tones': float(pure.mean()),
+      'end_db': {
+          'max': float(clips['end_db'].max()),
+          'median': float(np.median(clips['end_db']))
+      },
       'per_pitch': per_pitch
   }
 

@@ -5,6 +5,7 @@ import pytest
 
 from face2music_jax import config_lib
 from face2music_jax.audio import listening
+from face2music_jax.audio import synthesis
 from face2music_jax.data import inputs
 
 SR, LENGTH = 16000, 8192
@@ -63,6 +64,20 @@ def test_the_fundamental_share_of_a_sine_a_tone_and_noise():
   m = listening.measure(listening.harmonic_tone(PITCHES, LENGTH, SR, num_harmonics=1), PITCHES, SR)
   assert m['pure_tones'] == 1 and all(v['pure_tones'] == 1 for v in m['per_pitch'].values())
   assert listening.measure(listening.harmonic_tone(PITCHES, LENGTH, SR), PITCHES, SR)['pure_tones'] == 0
+
+
+def test_a_note_cut_while_loud_ends_near_its_peak_and_a_released_one_far_below():
+  """end_db: the last 10 ms of a steady tone lie at its peak (a click); faded out over its last 50 ms by the
+  synthesiser's release window, the same tone ends below -30 dB; `measure` reports the loudest ending overall and per
+  pitch."""
+  tones = listening.harmonic_tone(PITCHES, LENGTH, SR)
+  released = tones * synthesis.release_window(LENGTH, SR, 0.05)
+  cut, faded = listening.measure(tones, PITCHES, SR), listening.measure(released, PITCHES, SR)
+  assert -1.0 < cut['end_db']['median'] <= cut['end_db']['max'] <= 0.0
+  assert faded['end_db']['max'] <= -30.0 and faded['end_db']['median'] <= faded['end_db']['max']
+  mixed = listening.measure(np.concatenate([released, tones[:1]]), np.append(PITCHES, PITCHES[0]), SR)
+  assert mixed['end_db']['max'] == pytest.approx(cut['end_db']['max'], abs=1.0)  # One click decides the maximum.
+  assert mixed['per_pitch'][36]['end_db_max'] > -1.0 and mixed['per_pitch'][72]['end_db_max'] <= -30.0
 
 
 def test_distinctness_is_zero_for_identical_translations_and_about_one_for_real_notes(tiny_config):
