@@ -135,6 +135,40 @@ def family_distribution(labels: np.ndarray, families: Sequence[str]) -> dict[str
   }
 
 
+def family_distribution_interval(labels: np.ndarray, groups: np.ndarray, families: Sequence[str], level: float = 0.95,
+                                 num_resamples: int = 300, seed: int = 0) -> dict[str, tuple[float, float]] | None:
+  """Bootstrap intervals of `family_distribution`'s 'effective_number' and 'largest_share': how much they owe to
+  the draw of groups (e.g. which faces a photo set holds, each with its notes at every listening pitch).
+
+  Each resample draws as many groups as there are, with replacement, and takes every label of each group drawn.
+
+  Args:
+    labels: [N] indices into `families`.
+    groups: [N] the group of each label (e.g. its face).
+    families: the family names.
+    level: the intervals' coverage.
+    num_resamples: resamples drawn.
+    seed: the resampling's seed (the intervals are a function of the data and the seed).
+
+  Returns:
+    {'effective_number': (low, high), 'largest_share': (low, high)}, percentiles of the resampled values; None with
+    fewer than 5 groups.
+  """
+  labels, groups = np.asarray(labels, np.int64), np.asarray(groups)
+  names, members = np.unique(groups, return_inverse=True)
+  if len(names) < 5:
+    return None
+  counts = np.zeros((len(names), len(families)))  # [groups, families]: each group's labels.
+  np.add.at(counts, (members, labels), 1)
+  draws = np.random.default_rng(seed).integers(0, len(names), (num_resamples, len(names)))
+  totals = np.stack([counts[d].sum(axis=0) for d in draws])  # [resamples, families]
+  shares = totals / totals.sum(axis=1, keepdims=True)
+  entropy = -np.sum(np.where(shares > 0, shares * np.log(np.where(shares > 0, shares, 1.0)), 0.0), axis=1)
+  tail = 100 * (1 - level) / 2
+  interval = lambda x: (float(np.percentile(x, tail)), float(np.percentile(x, 100 - tail)))
+  return {'effective_number': interval(np.exp(entropy)), 'largest_share': interval(shares.max(axis=1))}
+
+
 def nearest_centroid_labels(points: np.ndarray, reference: np.ndarray, reference_labels: np.ndarray) -> np.ndarray:
   """Labels each point with the label whose centroid (mean of its reference rows) is nearest in L2.
 

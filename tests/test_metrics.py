@@ -86,6 +86,31 @@ def test_silhouette_matches_sklearn_and_is_none_when_undefined():
   assert metrics.silhouette_value(x, np.arange(30)) is None
 
 
+def test_family_distribution_interval_brackets_the_counts_and_narrows_with_more_faces():
+  """Resampling whole groups (faces with their notes): the intervals hold the full set's figures, repeat with the
+  seed, narrow as the groups grow in number (about as 1/sqrt(n)), are a point where every group holds one family,
+  and are None under 5 groups."""
+  families = tuple('abcdefghij')
+  rng = np.random.default_rng(0)
+  widths = []
+  for n in (40, 400):
+    # Each face's 4 notes mostly of one family, its own: skewed towards the first families.
+    own = rng.choice(10, n, p=np.arange(10, 0, -1) / 55)
+    labels = np.where(rng.random((n, 4)) < 0.8, own[:, None], rng.integers(0, 10, (n, 4))).ravel()
+    groups = np.repeat(np.arange(n), 4)
+    full = metrics.family_distribution(labels, families)
+    interval = metrics.family_distribution_interval(labels, groups, families)
+    low, high = interval['effective_number']
+    assert low < full['effective_number'] < high
+    assert interval['largest_share'][0] < full['largest_share'] < interval['largest_share'][1]
+    assert metrics.family_distribution_interval(labels, groups, families) == interval
+    widths.append(high - low)
+  assert 0.15 < widths[1] / widths[0] < 0.6  # sqrt(40 / 400) = 0.32
+  one = metrics.family_distribution_interval(np.full(20, 3), np.arange(20), families)
+  assert one == {'effective_number': (1.0, 1.0), 'largest_share': (1.0, 1.0)}
+  assert metrics.family_distribution_interval(np.arange(8), np.repeat(np.arange(4), 2), families) is None
+
+
 def test_nearest_centroid_labels():
   reference = np.array([[0.0, 0.0], [0.0, 2.0], [10.0, 0.0], [10.0, 2.0]])
   labels = metrics.nearest_centroid_labels(np.array([[1.0, 1.0], [9.0, 5.0]]), reference, np.array([3, 3, 7, 7]))

@@ -22,7 +22,9 @@ measures what a listener and a researcher would, with tools the model never trai
   families_classifier   the same with the family the frozen family classifier (trained on the real notes, the
                   yardstick of FID-family) names for each note: phi is what Eq. 1 and A train in, the classifier
                   is not; beside it the same for the real notes at the listening pitches
-                  (`real_families_classifier`)
+                  (`real_families_classifier`), and the 95% bootstrap intervals over the faces of its effective
+                  number and largest share (`effective_families_classifier_interval`,
+                  `largest_family_share_classifier_interval`)
   end_db          how far below its peak each note ends (last 10 ms): a release is <= -30 dB
 
 Outputs in `out_dir`: metrics.json, faces/*.png (each face as found), notes/*.wav, and index.html, a page with every
@@ -301,6 +303,7 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
 
   in_phi = metrics.family_distribution(assigned, families)
   by_classifier = metrics.family_distribution(classified, families)
+  by_classifier_interval = metrics.family_distribution_interval(classified, face_index, families)
 
   def mean(key):
     values = [v[key] for v in per_pitch.values() if v[key] is not None]
@@ -349,6 +352,10 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
               by_classifier['effective_number'],
           'largest_family_share_classifier':
               by_classifier['largest_share'],
+          'effective_families_classifier_interval':
+              by_classifier_interval and by_classifier_interval['effective_number'],
+          'largest_family_share_classifier_interval':
+              by_classifier_interval and by_classifier_interval['largest_share'],
       },
       'families': in_phi,
       'families_classifier': by_classifier,

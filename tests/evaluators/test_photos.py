@@ -56,6 +56,11 @@ def test_every_face_of_a_folder_is_translated_and_measured(trained_tiny_workdir,
   assert sum(summary['families_classifier']['counts'].values()) == 7 * len(pitches)
   assert 1 <= head['effective_families_classifier'] <= len(summary['families_classifier']['counts'])
   assert head['largest_family_share_classifier'] == summary['families_classifier']['largest_share']
+  # Over the faces (tests/test_metrics.py: there they hold the full set's figures); shown on the page.
+  families_low, families_high = head['effective_families_classifier_interval']
+  assert 1 <= families_low <= families_high <= len(summary['families_classifier']['counts'])
+  share_low, share_high = head['largest_family_share_classifier_interval']
+  assert 0 < share_low <= share_high <= 1
   real = summary['real_families_classifier']['counts']  # The real notes at the listening pitches.
   inputs = inputs_lib.for_config(config)
   midi = np.concatenate([config_lib.midi_pitch(config, inputs.notes(s)['pitch']) for s in ('train', 'valid', 'test')])
@@ -66,6 +71,7 @@ def test_every_face_of_a_folder_is_translated_and_measured(trained_tiny_workdir,
   page = open(os.path.join(out, 'index.html')).read()
   assert page.count('<audio') == 7 * len(pitches) and 'viewport' in page
   assert f'<td>[{low:.3g}, {high:.3g}]</td>' in page
+  assert f'<td>[{families_low:.3g}, {families_high:.3g}]</td>' in page
   assert len(os.listdir(os.path.join(out, 'notes'))) == 7 * len(pitches)
   if CHROMIUM:  # At 400 px the page stays 400 px wide: the table of notes scrolls within it.
     with playwright_api.sync_playwright() as p:
