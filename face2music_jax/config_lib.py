@@ -79,6 +79,8 @@ ADDED_FIELDS = {
     'train.family_marginal_weight': 0.0,
     'train.metric_features': 'phi',
     'model.discriminator_harmonics': 0,
+    'train.share_matching_weight': 0.0,
+    'train.share_matching_band': 12,
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
@@ -332,6 +334,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(
       _finite(config.train.family_marginal_weight) and config.train.family_marginal_weight >= 0,
       'train.family_marginal_weight', config.train.family_marginal_weight, 'expected a non-negative weight (0 = none)')
+  _check(
+      _finite(config.train.share_matching_weight) and config.train.share_matching_weight >= 0,
+      'train.share_matching_weight', config.train.share_matching_weight, 'expected a non-negative weight (0 = none)')
+  _check(
+      isinstance(config.train.share_matching_band, int) and config.train.share_matching_band >= 0,
+      'train.share_matching_band', config.train.share_matching_band,
+      'expected a band width in semitones >= 0 (0 = the whole batch)')
   _check(_finite(config.train.metric_shift), 'train.metric_shift', config.train.metric_shift,
          "expected a finite number of standard deviations (0 = the paper's Eq. 1)")
   _check(

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from face2music_jax import config_lib
+from face2music_jax.audio import harmonic_bands as bands_lib
 
 STATS_KEYS = ('mu_x', 'sigma_x', 'mu_y', 'sigma_y')
 # Added to the statistics when train.family_marginal_weight > 0: the real notes' family centroids in phi [K, F]
@@ -190,6 +191,30 @@ def family_marginal_loss(real_phi: jax.Array, fake_phi: jax.Array, families: dic
   m_real, m_fake = mean(jax.lax.stop_gradient(real_phi)), mean(fake_phi)
   terms = m_real * (jnp.log(jnp.where(present > 0, m_real, 1.0)) - jnp.log(jnp.where(present > 0, m_fake, 1.0)))
   return jnp.sum(jnp.where(present > 0, terms, 0.0))
+
+
+def fundamental_shares(audio: jax.Array, f0_hz: jax.Array, *, sample_rate: int, num_harmonics: int = 8) -> jax.Array:
+  """[B, T] notes, [B] fundamentals in Hz -> [B] the share of each note's energy in its first `num_harmonics`
+  harmonic bands (audio/harmonic_bands.py, summed over the note's frames) that lies in the fundamental's band: 1 for
+  a sine, 0.65 for 8 partials of amplitudes 1/k (as listening.fundamental_share measures a whole clip)."""
+  energies = jnp.sum(
+      bands_lib.harmonic_band_energies(audio, f0_hz, num_harmonics=num_harmonics, sample_rate=sample_rate), axis=1)
+  return energies[:, 0] / (jnp.sum(energies, axis=-1) + 1e-12)
+
+
+def share_matching_loss(real_share: jax.Array, fake_share: jax.Array, groups: jax.Array | None = None) -> jax.Array:
+  """The 1-Wasserstein distance between the batch's real and generated fundamental shares ([B] each), within each
+  group of `groups` ([B] integers, e.g. pitch bands; None = one group): the mean absolute difference of the values
+  sorted by (group, share). Real and generated notes must hold the same groups equally often (the train step's do:
+  they share their pitches). Matches the distribution, not each note: a group may hold pure tones and rich ones in
+  the real notes' proportions, whichever faces get them. No gradient reaches the real notes."""
+  real_share = jax.lax.stop_gradient(real_share)
+  if groups is None:
+    return jnp.mean(jnp.abs(jnp.sort(fake_share) - jnp.sort(real_share)))
+  # Shares lie in [0, 1]: group g's notes sort between 2 g and 2 g + 1, after every note of a lower group.
+  offset = 2.0 * groups.astype(jnp.float32)
+  order = lambda share: share[jnp.argsort(jax.lax.stop_gradient(offset + share))]
+  return jnp.mean(jnp.abs(order(fake_share) - order(real_share)))
 
 
 def triplet_loss(embeddings: jax.Array, labels: jax.Array, margin: float, mining: str = 'batch_hard') -> jax.Array:

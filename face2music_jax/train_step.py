@@ -16,6 +16,7 @@ import optax
 from face2music_jax import gan
 from face2music_jax import losses
 from face2music_jax import parallel
+from face2music_jax.audio import synthesis
 from face2music_jax.models import audio_embedding as embedding_lib
 
 
@@ -39,6 +40,7 @@ def make_train_step(models: gan.Models):
   use_pitch_head = c.pitch_classification_weight > 0
   one_pitch = use_metric and c.metric_pairs == 'one_pitch'
   use_families = c.family_marginal_weight > 0
+  use_shares = c.share_matching_weight > 0
   config = models.config
 
   def train_step(state: gan.TrainState, batch: dict[str, jax.Array], metric: Any, stats: dict[str, jax.Array],
@@ -151,6 +153,12 @@ def make_train_step(models: gan.Models):
       if use_families:
         m['family_marginal_loss'] = losses.family_marginal_loss(real_phi, fake_phi, stats)
         total = total + c.family_marginal_weight * m['family_marginal_loss']
+      if use_shares:  # The fundamental's share of the notes, distributed as the real notes' (config).
+        f0_hz = synthesis.midi_to_hz((pitch + config.audio.pitch_min).astype(jnp.float32))
+        share = functools.partial(losses.fundamental_shares, f0_hz=f0_hz, sample_rate=config.audio.sample_rate)
+        bands = (pitch + config.audio.pitch_min) // c.share_matching_band if c.share_matching_band else None
+        m['share_matching_loss'] = losses.share_matching_loss(share(batch['audio'][-1]), share(fake), bands)
+        total = total + c.share_matching_weight * m['share_matching_loss']
       m['g_loss'] = total
       return total, m
 

@@ -43,6 +43,8 @@ from face2music_jax import workdir as workdir_lib
         ('train.aux_r1_weight', -1.0, 'train.aux_r1_weight'),
         ('train.family_marginal_weight', -0.5, 'train.family_marginal_weight'),
         ('train.family_marginal_weight', float('nan'), 'train.family_marginal_weight'),
+        ('train.share_matching_weight', -1.0, 'train.share_matching_weight'),
+        ('train.share_matching_band', -12, 'train.share_matching_band'),
         ('model.harmonic.fundamental_floor_high', 0.1, 'model.harmonic.fundamental_floor_high'),  # Below 0.2.
         ('model.harmonic.fundamental_floor_high', 1.0, 'model.harmonic.fundamental_floor_high'),
         ('model.harmonic.fundamental_floor_pitches', (72, 60), 'model.harmonic.fundamental_floor_pitches'),

@@ -1,5 +1,6 @@
 """Losses against direct, loop-based numpy definitions."""
 
+import functools
 import itertools
 
 import jax
@@ -212,3 +213,56 @@ def test_hinge_and_gradient_penalty():
   penalty = jax.jit(losses.gradient_penalty, static_argnums=0)
   assert float(penalty(lambda v: v @ w, x, -x, jax.random.key(0))) < 1e-6
   np.testing.assert_allclose(float(penalty(lambda v: v @ (3 * w), x, -x, jax.random.key(0))), 4.0, rtol=1e-5)
+
+
+def _partials(midi: float, amplitudes, sample_rate=16000, length=8192):
+  f0 = 440.0 * 2**((midi - 69) / 12)
+  t = np.arange(length) / sample_rate
+  return sum(a * np.sin(2 * np.pi * k * f0 * t) for k, a in enumerate(amplitudes, start=1)).astype(np.float32), f0
+
+
+def test_fundamental_shares_are_the_listening_measure_and_the_matching_loss_is_w1_of_the_batches():
+  """The share of a sine is 1, of 8 partials at 1/k 0.655, as listening.fundamental_share measures the clips; the
+  matching loss is the mean absolute difference of the sorted shares (the real batch's order does not matter), 0
+  for the real batch itself, and its gradient makes a batch of near-sines richer as the real notes are."""
+  from face2music_jax.audio import listening
+  notes = [
+      _partials(m, a)
+      for m, a in [(36, [1.0]), (60, [1 / k for k in range(1, 9)]), (72, [1.0, 0.5]), (48, [0.2, 1.0, 0.5])]
+  ]
+  audio, f0 = np.stack([n[0] for n in notes]), np.array([n[1] for n in notes], np.float32)
+  shares = np.asarray(jax.jit(functools.partial(losses.fundamental_shares, sample_rate=16000))(audio, f0))
+  np.testing.assert_allclose(shares, listening.fundamental_share(audio, [36, 60, 72, 48], 16000), atol=2e-3)
+  np.testing.assert_allclose(shares[:2], [1.0, 0.655], atol=2e-3)
+  real = jnp.asarray([0.3, 0.9, 0.5, 0.7])
+  fake = jnp.asarray([0.95, 0.2, 0.6, 0.6])
+  expected = np.mean(np.abs(np.sort(fake) - np.sort(real)))
+  np.testing.assert_allclose(float(losses.share_matching_loss(real, fake)), expected, rtol=1e-6)
+  np.testing.assert_allclose(float(losses.share_matching_loss(real[::-1], fake)), expected, rtol=1e-6)
+  assert float(losses.share_matching_loss(real, real[::-1])) == 0.0
+  grad = np.asarray(jax.grad(losses.share_matching_loss, argnums=(0, 1))(real, fake)[0])
+  assert np.all(grad == 0)  # No gradient reaches the real notes.
+  # Within groups (pitch bands): each group's sorted shares against the same group's; across groups nothing moves.
+  groups = jnp.asarray([0, 1, 0, 1])
+  by_group = [
+      np.abs(np.sort(np.asarray(fake)[np.asarray(groups) == g]) - np.sort(np.asarray(real)[np.asarray(groups) == g]))
+      for g in (0, 1)
+  ]
+  np.testing.assert_allclose(float(losses.share_matching_loss(real, fake, groups)),
+                             np.concatenate(by_group).mean(), rtol=1e-6)
+  swapped = jnp.asarray([0.9, 0.3, 0.7, 0.5])  # The real shares exchanged between the groups: a cost by group only.
+  assert float(losses.share_matching_loss(real, swapped)) == 0.0
+  assert float(losses.share_matching_loss(real, swapped, groups)) > 0.1
+
+  sines = jnp.asarray(np.stack([_partials(m, [1.0])[0] for m in (36, 60, 72, 48)]))
+  rich_real = losses.fundamental_shares(jnp.asarray(audio), jnp.asarray(f0), sample_rate=16000)
+
+  def loss_of_second_partial(weight):  # The sines with a second partial of amplitude `weight` each.
+    second = jnp.asarray(np.stack([_partials(m, [0.0, 1.0])[0] for m in (36, 60, 72, 48)]))
+    return losses.share_matching_loss(
+        rich_real, losses.fundamental_shares(sines + weight[:, None] * second, jnp.asarray(f0), sample_rate=16000))
+
+  # Three of the real notes are richer than a sine: three of the near-sines are asked for more of their second
+  # partial, the purest (matched with the real sine) for a little less.
+  grad = np.asarray(jax.grad(loss_of_second_partial)(jnp.full(4, 0.1)))
+  assert np.all(np.isfinite(grad)) and np.sum(grad < 0) == 3 and grad.sum() < 0

@@ -90,13 +90,14 @@ def test_each_config_step_runs_with_finite_losses(name, generator):
 
 
 @pytest.mark.parametrize(
-    'metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift, family_weight, features',
-    [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.0, 'phi'),
-     ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0, 0.0, 'mfcc'),
-     ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5, 0.7, 'both')])
+    'metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift, family_weight, features, '
+    'share_weight, share_band', [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.0, 'phi', 0.0, 12),
+                                 ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0, 0.0, 'mfcc', 1.5, 0),
+                                 ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5, 0.7, 'both', 0.8, 12)])
 def test_generator_update_equals_backpropagation_through_a_second_generator_pass(metric_pairs, aux_pack, face_spread,
                                                                                  face_noise, noise_space, aux_r1,
-                                                                                 metric_shift, family_weight, features):
+                                                                                 metric_shift, family_weight, features,
+                                                                                 share_weight, share_band):
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective. With
   metric_pairs 'one_pitch', Eq. 1 compares the faces' notes at one pitch drawn from the batch; with aux_pack 2, A
   judges pairs of notes, conditioned on their pitches; with face_spread, G and Eq. 1 see each face moved away from
@@ -104,13 +105,16 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   within G's face space ('projection'). With aux_r1, A's gradient is that of its hinge loss plus the R1 penalty at
   the real notes' phi, per pack. With metric_shift, Eq. 1 asks for notes that many standard deviations farther
   apart. With family_weight, G's objective adds the family-marginal loss against the real notes of its sub-batch.
-  With features 'mfcc', Eq. 1 measures the notes by phi's MFCC half; with 'both', by phi and by that half."""
+  With features 'mfcc', Eq. 1 measures the notes by phi's MFCC half; with 'both', by phi and by that half. With
+  share_weight, G's objective adds the matching of the notes' fundamental shares to the real notes', over the whole
+  sub-batch (share_band 0) or within octaves."""
   config = helpers.tiny_config('aux')
   config.train.metric_pairs, config.model.aux_pack, config.train.face_spread = metric_pairs, aux_pack, face_spread
   config.train.face_noise, config.train.face_noise_space = face_noise, noise_space
   config.train.aux_r1_weight, config.train.metric_shift = aux_r1, metric_shift
   config.train.family_marginal_weight = family_weight
   config.train.metric_features = features
+  config.train.share_matching_weight, config.train.share_matching_band = share_weight, share_band
   config.model.aux_pitch_conditional = aux_pack > 1  # Packs of notes at their pitches.
   assert config.train.pitch_classification_weight > 0  # The default: D's pitch head is part of G's objective.
   # The compiled step and inputs of test_each_config_step_runs_with_finite_losses[aux-harmonic], whose compilation
@@ -127,6 +131,7 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   z, pitch = batch['embedding'][-1], batch['pitch'][-1]
   assert ('aux_r1' in metrics) == (aux_r1 > 0)
   assert ('family_marginal_loss' in metrics) == (family_weight > 0)
+  assert ('share_matching_loss' in metrics) == (share_weight > 0)
   k_g = jax.random.fold_in(jax.random.fold_in(root, 0), config.train.d_steps)
 
   step_key = jax.random.fold_in(root, 0)
@@ -190,7 +195,21 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
             t.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi, pitch)) +
             t.pitch_classification_weight * losses.pitch_classification_loss(pitch_logits, pitch) +
             (t.family_marginal_weight * losses.family_marginal_loss(
-                embedding_lib.phi(metric, batch['audio'][-1], config), phi, stats) if family_weight else 0.0))
+                embedding_lib.phi(metric, batch['audio'][-1], config), phi, stats) if family_weight else 0.0) +
+            (t.share_matching_weight * share_matching(batch['audio'][-1], fake) if share_weight else 0.0))
+
+  midi = np.asarray(pitch) + config.audio.pitch_min
+  f0 = jnp.asarray(440.0 * 2.0**((midi - 69) / 12), jnp.float32)
+  shares_of = lambda x: losses.fundamental_shares(x, f0, sample_rate=config.audio.sample_rate)
+  # The notes sorted by (octave or none, share) as numpy sorts them, at G's parameters: the gradient through a sort
+  # is that through the fixed order it picks there.
+  groups = midi // share_band if share_band else np.zeros_like(midi)
+  real_shares = np.asarray(shares_of(batch['audio'][-1]))
+  fake_shares = np.asarray(shares_of(models.generate(state.g, z, pitch, train=True)[0]))
+  real_order, fake_order = (np.lexsort((x, groups)) for x in (real_shares, fake_shares))
+
+  def share_matching(real, fake):
+    return jnp.mean(jnp.abs(shares_of(fake)[fake_order] - real_shares[real_order]))
 
   loss, grads = jax.jit(jax.value_and_grad(reference))(state.g['params'])
   np.testing.assert_allclose(float(metrics['g_loss']), float(loss), rtol=1e-5)

@@ -251,6 +251,14 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # On the embedded faces it spread the held-out faces' notes over more families and gathered the photos' on fewer
   # (docs/experiments.md, real photos, seventeenth round: not adopted).
   c.train.family_marginal_weight = 0.0
+  # Weight of the fundamental-share matching loss on G (0 = none): the 1-Wasserstein distance between the shares of
+  # the fundamental in the energy of the first 8 harmonic bands (listening's pure-tone measure) of G's notes and of
+  # the real notes of the same pitches, within bands of share_matching_band semitones (octaves; 0 = the whole
+  # sub-batch). The held-out faces' notes are near-sines 2-4 times as often as real notes; at weight 4 in octaves it
+  # made them as rare as real notes' at seeds 0-2, spread the notes over no more families and cost the photos'
+  # independent Pearson at two seeds (docs/experiments.md, real photos, twenty-second round).
+  c.train.share_matching_weight = 0.0
+  c.train.share_matching_band = 12
   # What the auxiliary discriminator sees of phi's MFCC half: 'phi' (phi(y) as Eq. 1 does, the paper's A) or
   # 'coefficient' (each MFCC coefficient rescaled by its own spread over the real training notes, keeping the half's
   # RMS): with phi's pooled MFCC scale, A would otherwise see mostly c0, the note's level, and little of its timbre.
