@@ -352,10 +352,10 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
               by_classifier['effective_number'],
           'largest_family_share_classifier':
               by_classifier['largest_share'],
-          'effective_families_classifier_interval':
-              by_classifier_interval and by_classifier_interval['effective_number'],
+          'effective_families_classifier_interval':  # None with fewer than 5 faces.
+              None if by_classifier_interval is None else by_classifier_interval['effective_number'],
           'largest_family_share_classifier_interval':
-              by_classifier_interval and by_classifier_interval['largest_share'],
+              None if by_classifier_interval is None else by_classifier_interval['largest_share'],
       },
       'families': in_phi,
       'families_classifier': by_classifier,
