@@ -208,13 +208,10 @@ def share_matching_loss(real_share: jax.Array, fake_share: jax.Array, groups: ja
   sorted by (group, share). Real and generated notes must hold the same groups equally often (the train step's do:
   they share their pitches). Matches the distribution, not each note: a group may hold pure tones and rich ones in
   the real notes' proportions, whichever faces get them. No gradient reaches the real notes."""
-  real_share = jax.lax.stop_gradient(real_share)
-  if groups is None:
-    return jnp.mean(jnp.abs(jnp.sort(fake_share) - jnp.sort(real_share)))
   # Shares lie in [0, 1]: group g's notes sort between 2 g and 2 g + 1, after every note of a lower group.
-  offset = 2.0 * groups.astype(jnp.float32)
+  offset = 0.0 if groups is None else 2.0 * groups.astype(jnp.float32)
   order = lambda share: share[jnp.argsort(jax.lax.stop_gradient(offset + share))]
-  return jnp.mean(jnp.abs(order(fake_share) - order(real_share)))
+  return jnp.mean(jnp.abs(order(fake_share) - order(jax.lax.stop_gradient(real_share))))
 
 
 def triplet_loss(embeddings: jax.Array, labels: jax.Array, margin: float, mining: str = 'batch_hard') -> jax.Array:

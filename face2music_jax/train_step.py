@@ -126,6 +126,11 @@ def make_train_step(models: gan.Models):
 
     # The real notes of G's sub-batch, at the pitches of its translations (the family-marginal loss).
     real_phi = (aux_inputs[:b] if use_aux else phi(batch['audio'][-1])) if use_families else None
+    if use_shares:  # The real notes of G's sub-batch, at the pitches of its translations: their shares, once.
+      f0_hz = synthesis.midi_to_hz((pitch + config.audio.pitch_min).astype(jnp.float32))
+      share = functools.partial(losses.fundamental_shares, f0_hz=f0_hz, sample_rate=config.audio.sample_rate)
+      real_shares = share(batch['audio'][-1])
+      bands = (pitch + config.audio.pitch_min) // c.share_matching_band if c.share_matching_band else None
     k_g = jax.random.fold_in(rng, c.d_steps)
     # The metric loss ramps up linearly over its warm-up, so that G first learns from D what a note is.
     warmup = jnp.minimum(1.0, (state.step + 1) / c.metric_warmup_steps) if c.metric_warmup_steps else 1.0
@@ -154,10 +159,7 @@ def make_train_step(models: gan.Models):
         m['family_marginal_loss'] = losses.family_marginal_loss(real_phi, fake_phi, stats)
         total = total + c.family_marginal_weight * m['family_marginal_loss']
       if use_shares:  # The fundamental's share of the notes, distributed as the real notes' (config).
-        f0_hz = synthesis.midi_to_hz((pitch + config.audio.pitch_min).astype(jnp.float32))
-        share = functools.partial(losses.fundamental_shares, f0_hz=f0_hz, sample_rate=config.audio.sample_rate)
-        bands = (pitch + config.audio.pitch_min) // c.share_matching_band if c.share_matching_band else None
-        m['share_matching_loss'] = losses.share_matching_loss(share(batch['audio'][-1]), share(fake), bands)
+        m['share_matching_loss'] = losses.share_matching_loss(real_shares, share(fake), bands)
         total = total + c.share_matching_weight * m['share_matching_loss']
       m['g_loss'] = total
       return total, m
