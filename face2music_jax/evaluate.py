@@ -18,7 +18,9 @@ listening measures and averaged over the listening pitches (`pearson_correlation
 add audio distance that the faces cannot explain), and, for comparison, over the N translations at their drawn
 pitches with pairs of one face with itself left out (`pearson_correlation_random_pitch`); the silhouette value of
 the faces in face space, each labelled with the family whose real-note centroid in phi space is nearest to its
-translation. Reference rows (`reference_rows`): FID and IS of the real test notes, white noise and harmonic tones
+translation; the number of families the frozen family classifier names (exp of the entropy of their shares, and the
+largest share), over all N translations and over the held-out faces' alone, each with a 95% bootstrap interval over
+the people drawn (`classified_families_intervals`). Reference rows (`reference_rows`): FID and IS of the real test notes, white noise and harmonic tones
 through the same classifiers, against the same N real notes: the floor and ceiling of each column; and, for the FID
 floor, another draw of up to N training notes disjoint from those N (`real_train_notes`: real against real at the
 same pitch distribution).
@@ -143,9 +145,23 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   result, reference_rows = dict(fid['metrics']), fid['reference_rows']
   # The families the frozen family classifier names (phi, where the families below are assigned, is what Eq. 1 and A
   # train in; the classifier is not).
-  classified = metrics.family_distribution(fid['classified']['family'], families)
+  named = fid['classified']['family']
+  classified = metrics.family_distribution(named, families)
   result['effective_families_classifier'] = classified['effective_number']
   result['largest_family_share_classifier'] = classified['largest_share']
+  # The same over the held-out faces' translations alone (a fifth of them by default; the rest translate training
+  # faces), and 95% intervals of both over the people drawn (each resample draws people with all their translations).
+  people, held_out = faces['name'][face_index], faces['split'][face_index] == 'test'
+  classified_held_out = metrics.family_distribution(named[held_out], families) if held_out.any() else None
+  result['effective_families_classifier_held_out'] = (None if classified_held_out is None else
+                                                      classified_held_out['effective_number'])
+  result['largest_family_share_classifier_held_out'] = (None if classified_held_out is None else
+                                                        classified_held_out['largest_share'])
+  family_intervals = {
+      'all': metrics.family_distribution_interval(named, people, families),
+      'held_out': metrics.family_distribution_interval(named[held_out], people[held_out], families),
+      'num_translations_held_out': int(held_out.sum()),
+  }
   timer.lap('classifiers_fid_is')
 
   test_faces = {k: v[faces['split'] == 'test'] for k, v in faces.items()}
@@ -193,6 +209,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
           families[i]: int(c) for i, c in enumerate(counts)
       },
       'classified_families': classified['counts'],
+      # 95% bootstrap intervals over the people ({'effective_number': (low, high), 'largest_share': (low, high)}, None
+      # under 5 people): of all translations' classified families, and of the held-out faces' alone.
+      'classified_families_intervals': family_intervals,
       'pearson_per_pitch': {
           str(p): r for p, r in per_pitch.items()
       },
@@ -296,5 +315,8 @@ def human_summary(summary: dict[str, Any], out_dir: str | None = None) -> str:
       f"  FID pitch {number(m['fid_pitch'], '.1f')}, IS pitch {number(m['inception_score_pitch'], '.1f')} "
       f"(real {number(m['inception_score_pitch_real'], '.1f')}), Pearson {number(m['pearson_correlation'], '.2f')} "
       f"(MFCC ruler {number(m.get('pearson_mfcc'), '.2f')})",
+      f"  families named by the family classifier {number(m.get('effective_families_classifier'), '.2f')}, the "
+      f"held-out faces' alone {number(m.get('effective_families_classifier_held_out'), '.2f')}   (effective number, "
+      f"1 to {m['inception_score_family_max']})",
       f'All measures: {os.path.join(out_dir, METRICS_FILE)}; listen: {os.path.join(out_dir, report.PAGE)}',
   ])

@@ -40,7 +40,11 @@ _METRICS = (
     ('effective_families', 'Families (effective number)', 'exp(entropy) of the translations\' nearest real family in '
      'phi; 1 = all one family, max = the number of families'),
     ('effective_families_classifier', 'Families named by the family classifier (effective number)',
-     'the same with the family the frozen family classifier names (it is not trained against)'),
+     'the same with the family the frozen family classifier names (it is not trained against); 95% over the people '
+     'drawn: {families_interval}'),
+    ('effective_families_classifier_held_out', 'Families named by the family classifier, held-out faces alone',
+     'of the {num_held_out} translations of held-out faces (the rows above count every translation, most of them of '
+     'training faces); 95% over the people drawn: {held_out_interval}'),
 )
 
 _STYLE = """
@@ -99,8 +103,20 @@ def _number(value: Any) -> str:
   return f'{value:.4g}' if isinstance(value, float) else str(value)
 
 
-def _metrics_table(metrics: dict[str, Any]) -> str:
+def _interval(interval: dict[str, Any] | None) -> str:
+  """A `metrics.family_distribution_interval` as text."""
+  if interval is None:
+    return 'undefined (under 5 people)'
+  (low, high), (share_low, share_high) = interval['effective_number'], interval['largest_share']
+  return f'{low:.2f}-{high:.2f}, largest family {share_low:.0%}-{share_high:.0%}'
+
+
+def _metrics_table(metrics: dict[str, Any], intervals: dict[str, Any] | None = None) -> str:
+  intervals = intervals or {}
   fills = {
+      'families_interval': _interval(intervals.get('all')),
+      'held_out_interval': _interval(intervals.get('held_out')),
+      'num_held_out': intervals.get('num_translations_held_out', 'undefined'),
       'max_pitch': metrics.get('inception_score_pitch_max'),
       'max_family': metrics.get('inception_score_family_max'),
       'real_pitch': _number(metrics.get('inception_score_pitch_real')),
@@ -222,7 +238,7 @@ def render_page(summary: dict[str, Any], examples: list[Example], figures: list[
 <h1>{html.escape(title)}</h1>
 <p>{header}</p>
 <h2>Metrics</h2>
-<div class="scroll">{_metrics_table(summary['metrics'])}</div>
+<div class="scroll">{_metrics_table(summary['metrics'], summary.get('classified_families_intervals'))}</div>
 {notes}
 <p>Translations per assigned family (nearest real family in phi): {counts}</p>
 <p>Translations per family the family classifier names: {classified or 'not measured'}</p>

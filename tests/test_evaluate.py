@@ -35,7 +35,7 @@ METRIC_KEYS = ('pitch_test_accuracy', 'family_test_accuracy', 'fid_pitch', 'fid_
                'pearson_correlation_random_pitch', 'pearson_random_pitch_p_value', 'silhouette_value', 'in_tune_50c',
                'flatness_median', 'distinctness', 'effective_families', 'largest_family_share',
                'effective_families_classifier', 'largest_family_share_classifier', 'pure_tones', 'pure_tones_real',
-               'end_db_max')
+               'end_db_max', 'effective_families_classifier_held_out', 'largest_family_share_classifier_held_out')
 
 
 @pytest.fixture(scope='module')
@@ -96,12 +96,29 @@ def test_evaluate_writes_metrics_figures_and_page(trained):
       metrics.family_distribution(np.repeat(np.arange(len(classified)), list(classified.values())),
                                   list(classified))['effective_number'])
   assert m['largest_family_share_classifier'] == max(classified.values()) / config.eval.num_translations
+  # The same over the held-out faces' translations alone (the test faces come first, cycled with the training
+  # faces), and 95% intervals over the people drawn, which hold the point figures.
+  intervals = written['classified_families_intervals']
+  num_faces, num_test = written['num_faces'], written['listening']['num_faces']  # The latter: held-out people.
+  assert 0 < intervals['num_translations_held_out'] < config.eval.num_translations
+  assert 1 <= m['effective_families_classifier_held_out'] <= len(classified)
+  assert 0 < m['largest_family_share_classifier_held_out'] <= 1
+  for key, point in (('all', 'effective_families_classifier'), ('held_out', 'effective_families_classifier_held_out')):
+    if key == 'held_out' and num_test < 5:
+      assert intervals[key] is None
+      continue
+    low, high = intervals[key]['effective_number']
+    assert 1 <= low <= m[point] + 1e-9 and m[point] - 1e-9 <= high <= len(classified)
+  assert num_faces > 5 and intervals['all'] is not None
   assigned = written['assigned_families']
   assert m['largest_family_share'] == max(assigned.values()) / config.eval.num_translations
   assert 1 <= m['effective_families'] <= len(assigned)
   for name in ('tsne_audio.png', 'tsne_faces.png', 'faces_by_family.png', 'index.html'):
     assert os.path.getsize(os.path.join(out, name)) > 1000, name
   page = open(os.path.join(out, 'index.html')).read()
+  low, high = intervals['all']['effective_number']
+  assert f'95% over the people drawn: {low:.2f}-{high:.2f}' in html.unescape(page)
+  assert 'Families named by the family classifier, held-out faces alone' in page
   wavs = re.findall(r'<audio [^>]*src="([^"]+)"', page)
   examples = [w for w in wavs if w.startswith('audio/')]
   assert len(examples) == min(config.eval.num_page_examples, config.eval.num_translations)
@@ -181,6 +198,8 @@ def test_an_earlier_checkpoint_is_evaluated_into_its_own_directory_and_the_newes
   assert text.startswith('Evaluated aux (tiny) at step 2') and os.path.join(workdir, 'eval_step2') in text
   mfcc_ruler = earlier['metrics']['pearson_mfcc']
   assert f"(MFCC ruler {'n/a' if mfcc_ruler is None else format(mfcc_ruler, '.2f')})" in text
+  held_out = earlier['metrics']['effective_families_classifier_held_out']
+  assert f"the held-out faces' alone {format(held_out, '.2f')}" in text
   with pytest.raises(evaluate.EvaluationError, match='eval_step2 exists already'):
     evaluate.evaluate(config, workdir, step=2)
   with pytest.raises(checkpoint.CheckpointError, match='No GAN checkpoint of step 3 .* keeps steps 2, 4'):
