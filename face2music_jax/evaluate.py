@@ -20,10 +20,10 @@ pitches with pairs of one face with itself left out (`pearson_correlation_random
 the faces in face space, each labelled with the family whose real-note centroid in phi space is nearest to its
 translation; the number of families the frozen family classifier names (exp of the entropy of their shares, and the
 largest share), over all N translations and over the held-out faces' alone, each with a 95% bootstrap interval over
-the people drawn (`classified_families_intervals`). Reference rows (`reference_rows`): FID and IS of the real test notes, white noise and harmonic tones
-through the same classifiers, against the same N real notes: the floor and ceiling of each column; and, for the FID
-floor, another draw of up to N training notes disjoint from those N (`real_train_notes`: real against real at the
-same pitch distribution).
+the people drawn (`classified_families_intervals`). Reference rows (`reference_rows`): FID and IS of the real test
+notes, white noise and harmonic tones through the same classifiers, against the same N real notes: the floor and
+ceiling of each column; and, for the FID floor, another draw of up to N training notes disjoint from those N
+(`real_train_notes`: real against real at the same pitch distribution).
 
 Evaluation runs in one process; the generator, phi and the classifiers are jitted over batches of
 config.eval.batch_size.
@@ -149,8 +149,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, overwrite: bool = 
   classified = metrics.family_distribution(named, families)
   result['effective_families_classifier'] = classified['effective_number']
   result['largest_family_share_classifier'] = classified['largest_share']
-  # The same over the held-out faces' translations alone (a fifth of them by default; the rest translate training
-  # faces), and 95% intervals of both over the people drawn (each resample draws people with all their translations).
+  # The same over the held-out faces' translations alone (80 of 400 with the embedded faces; the rest translate
+  # training faces), and 95% intervals of both over the people drawn (each resample draws people with all their
+  # translations).
   people, held_out = faces['name'][face_index], faces['split'][face_index] == 'test'
   classified_held_out = metrics.family_distribution(named[held_out], families) if held_out.any() else None
   result['effective_families_classifier_held_out'] = (None if classified_held_out is None else

@@ -43,8 +43,8 @@ _METRICS = (
      'the same with the family the frozen family classifier names (it is not trained against); 95% over the people '
      'drawn: {families_interval}'),
     ('effective_families_classifier_held_out', 'Families named by the family classifier, held-out faces alone',
-     'of the {num_held_out} translations of held-out faces (the rows above count every translation, most of them of '
-     'training faces); 95% over the people drawn: {held_out_interval}'),
+     'of the {num_held_out} translations of held-out faces (the rows above count all {num_translations}: the held-out '
+     'faces\' first, then training faces\' when there are more); 95% over the people drawn: {held_out_interval}'),
 )
 
 _STYLE = """
@@ -111,12 +111,13 @@ def _interval(interval: dict[str, Any] | None) -> str:
   return f'{low:.2f}-{high:.2f}, largest family {share_low:.0%}-{share_high:.0%}'
 
 
-def _metrics_table(metrics: dict[str, Any], intervals: dict[str, Any] | None = None) -> str:
-  intervals = intervals or {}
+def _metrics_table(summary: dict[str, Any]) -> str:
+  metrics, intervals = summary['metrics'], summary.get('classified_families_intervals') or {}
   fills = {
       'families_interval': _interval(intervals.get('all')),
       'held_out_interval': _interval(intervals.get('held_out')),
       'num_held_out': intervals.get('num_translations_held_out', 'undefined'),
+      'num_translations': summary.get('num_translations', 'undefined'),
       'max_pitch': metrics.get('inception_score_pitch_max'),
       'max_family': metrics.get('inception_score_family_max'),
       'real_pitch': _number(metrics.get('inception_score_pitch_real')),
@@ -238,7 +239,7 @@ def render_page(summary: dict[str, Any], examples: list[Example], figures: list[
 <h1>{html.escape(title)}</h1>
 <p>{header}</p>
 <h2>Metrics</h2>
-<div class="scroll">{_metrics_table(summary['metrics'], summary.get('classified_families_intervals'))}</div>
+<div class="scroll">{_metrics_table(summary)}</div>
 {notes}
 <p>Translations per assigned family (nearest real family in phi): {counts}</p>
 <p>Translations per family the family classifier names: {classified or 'not measured'}</p>

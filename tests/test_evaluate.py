@@ -119,6 +119,8 @@ def test_evaluate_writes_metrics_figures_and_page(trained):
   low, high = intervals['all']['effective_number']
   assert f'95% over the people drawn: {low:.2f}-{high:.2f}' in html.unescape(page)
   assert 'Families named by the family classifier, held-out faces alone' in page
+  assert (f"of the {intervals['num_translations_held_out']} translations of held-out faces (the rows above count all "
+          f"{config.eval.num_translations}" in html.unescape(page))
   wavs = re.findall(r'<audio [^>]*src="([^"]+)"', page)
   examples = [w for w in wavs if w.startswith('audio/')]
   assert len(examples) == min(config.eval.num_page_examples, config.eval.num_translations)
