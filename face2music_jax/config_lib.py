@@ -77,6 +77,7 @@ ADDED_FIELDS = {
     'train.aux_mfcc_scale': 'phi',
     'train.g_ema_decay': 0.0,
     'train.family_marginal_weight': 0.0,
+    'train.family_faces_spread': 0.0,
     'train.metric_features': 'phi',
     'model.discriminator_harmonics': 0,
     'train.share_matching_weight': 0.0,
@@ -334,6 +335,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(
       _finite(config.train.family_marginal_weight) and config.train.family_marginal_weight >= 0,
       'train.family_marginal_weight', config.train.family_marginal_weight, 'expected a non-negative weight (0 = none)')
+  _check(
+      _finite(config.train.family_faces_spread) and config.train.family_faces_spread >= 0, 'train.family_faces_spread',
+      config.train.family_faces_spread, "expected a non-negative factor (0 = the family-marginal loss on G's batch)")
+  _check(config.train.family_faces_spread == 0 or config.train.family_marginal_weight > 0, 'train.family_faces_spread',
+         config.train.family_faces_spread, 'a factor > 0 needs train.family_marginal_weight > 0 (the loss it feeds)')
   _check(
       _finite(config.train.share_matching_weight) and config.train.share_matching_weight >= 0,
       'train.share_matching_weight', config.train.share_matching_weight, 'expected a non-negative weight (0 = none)')

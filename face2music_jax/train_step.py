@@ -32,7 +32,9 @@ def make_train_step(models: gan.Models):
   pitch classes of the real notes (the generator is conditioned on the same pitches). Discriminator update k sees
   real sub-batch k and the translations of faces k; the generator's update uses the last sub-batch. metric: the
   audio metric phi's variables (frozen). stats: Eq. 1's four standardisation constants (losses.STATS_KEYS), and the
-  real notes' family statistics (losses.FAMILY_KEYS) when train.family_marginal_weight > 0. rng: the run's root key.
+  real notes' family statistics (losses.FAMILY_KEYS) when train.family_marginal_weight > 0 (that loss hears G's notes
+  of the batch's faces or, with train.family_faces_spread > 0, of B more faces drawn around them). rng: the run's root
+  key.
   """
   c = models.config.train
   d_loss_fn, g_loss_fn = losses.adversarial_losses(c.loss)
@@ -40,6 +42,7 @@ def make_train_step(models: gan.Models):
   use_pitch_head = c.pitch_classification_weight > 0
   one_pitch = use_metric and c.metric_pairs == 'one_pitch'
   use_families = c.family_marginal_weight > 0
+  wide_faces = use_families and c.family_faces_spread > 0
   use_shares = c.share_matching_weight > 0
   config = models.config
 
@@ -67,12 +70,24 @@ def make_train_step(models: gan.Models):
     if one_pitch:  # The same faces once more, all at one pitch of the batch: Eq. 1's notes (config metric_pairs).
       shared = pitch[jax.random.randint(jax.random.fold_in(rng, c.d_steps + 1), (), 0, b)]
       g_z, g_pitch = jnp.concatenate([z, z]), jnp.concatenate([pitch, jnp.full_like(pitch, shared)])
+    num_g = g_z.shape[0]
+    if wide_faces:  # B more faces, Gaussian with the batch's mean and family_faces_spread^2 times its covariance.
+      center = jnp.mean(z, axis=0, keepdims=True)
+      mix = jax.random.normal(jax.random.fold_in(rng, c.d_steps + 4), (b, b), z.dtype) / jnp.sqrt(b - 1.0)
+      wide_z = center + c.family_faces_spread * (mix @ (z - center))
 
     d_vars, d_opt, aux_vars, aux_opt = state.d, state.d_opt, state.aux, state.aux_opt
+
     # The discriminator updates do not change G, so G's forward pass on the last sub-batch serves both the last D
     # update and G's own update: G's gradient is the pullback of the gradient w.r.t. the generated notes (one G
     # forward per step when d_steps = 1, not two).
-    g_forward = lambda g_params: models.generate(_with(state.g, g_params, {}), g_z, g_pitch, train=True)
+    def g_forward(g_params):
+      notes, others = models.generate(_with(state.g, g_params, {}), g_z, g_pitch, train=True)
+      if wide_faces:  # Their notes as G makes a new face's, on its running statistics; only the family loss hears them.
+        wide, _ = models.generate(_with(state.g, g_params, {}), wide_z, pitch, train=False)
+        notes = jnp.concatenate([notes, wide])
+      return notes, others
+
     fake_out, g_pullback, g_others = jax.vjp(g_forward, state.g['params'], has_aux=True)
     for k in range(c.d_steps):
       real, real_pitch = batch['audio'][k], batch['pitch'][k]
@@ -149,14 +164,15 @@ def make_train_step(models: gan.Models):
         fake_phi = all_phi[:b]
       if use_metric:
         m.update(
-            losses.metric_losses(z, all_phi[b:] if one_pitch else fake_phi, stats, c.metric_features,
+            losses.metric_losses(z, all_phi[b:num_g] if one_pitch else fake_phi, stats, c.metric_features,
                                  config.mfcc.n_mfcc, c.metric_shift))
         total = total + metric_weight * m['metric_loss']
       if use_aux:
         m['aux_g_loss'] = g_loss_fn(models.aux.apply(aux_vars, fake_phi, pitch))
         total = total + c.aux_weight * m['aux_g_loss']
       if use_families:
-        m['family_marginal_loss'] = losses.family_marginal_loss(real_phi, fake_phi, stats)
+        family_phi = all_phi[num_g:] if wide_faces else fake_phi
+        m['family_marginal_loss'] = losses.family_marginal_loss(real_phi, family_phi, stats)
         total = total + c.family_marginal_weight * m['family_marginal_loss']
       if use_shares:  # The fundamental's share of the notes, distributed as the real notes' (config).
         m['share_matching_loss'] = losses.share_matching_loss(real_shares, share(fake), bands)

@@ -90,21 +90,25 @@ def test_each_config_step_runs_with_finite_losses(name, generator):
 
 
 @pytest.mark.parametrize(
-    'metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift, family_weight, features, '
-    'share_weight, share_band', [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.0, 'phi', 0.0, 12),
-                                 ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0, 0.0, 'mfcc', 1.5, 0),
-                                 ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5, 0.7, 'both', 0.8, 12)])
+    'metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift, family_weight, '
+    'family_spread, features, share_weight, share_band',
+    [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.0, 0.0, 'phi', 0.0, 12),
+     ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0, 0.4, 1.3, 'mfcc', 1.5, 0),
+     ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5, 0.7, 0.0, 'both', 0.8, 12)])
 def test_generator_update_equals_backpropagation_through_a_second_generator_pass(metric_pairs, aux_pack, face_spread,
                                                                                  face_noise, noise_space, aux_r1,
-                                                                                 metric_shift, family_weight, features,
-                                                                                 share_weight, share_band):
+                                                                                 metric_shift, family_weight,
+                                                                                 family_spread, features, share_weight,
+                                                                                 share_band):
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective. With
   metric_pairs 'one_pitch', Eq. 1 compares the faces' notes at one pitch drawn from the batch; with aux_pack 2, A
   judges pairs of notes, conditioned on their pitches; with face_spread, G and Eq. 1 see each face moved away from
   the batch's mean, with face_noise, each face with isotropic noise added: in all dimensions ('embedding') or only
   within G's face space ('projection'). With aux_r1, A's gradient is that of its hinge loss plus the R1 penalty at
   the real notes' phi, per pack. With metric_shift, Eq. 1 asks for notes that many standard deviations farther
-  apart. With family_weight, G's objective adds the family-marginal loss against the real notes of its sub-batch.
+  apart. With family_weight, G's objective adds the family-marginal loss against the real notes of its sub-batch, on
+  G's notes of the batch's faces or, with family_spread, of as many faces drawn from a Gaussian with the batch's mean
+  and family_spread^2 times its covariance, through G on its running statistics.
   With features 'mfcc', Eq. 1 measures the notes by phi's MFCC half; with 'both', by phi and by that half. With
   share_weight, G's objective adds the matching of the notes' fundamental shares to the real notes', over the whole
   sub-batch (share_band 0) or within octaves."""
@@ -112,7 +116,7 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   config.train.metric_pairs, config.model.aux_pack, config.train.face_spread = metric_pairs, aux_pack, face_spread
   config.train.face_noise, config.train.face_noise_space = face_noise, noise_space
   config.train.aux_r1_weight, config.train.metric_shift = aux_r1, metric_shift
-  config.train.family_marginal_weight = family_weight
+  config.train.family_marginal_weight, config.train.family_faces_spread = family_weight, family_spread
   config.train.metric_features = features
   config.train.share_matching_weight, config.train.share_matching_band = share_weight, share_band
   config.model.aux_pitch_conditional = aux_pack > 1  # Packs of notes at their pitches.
@@ -151,6 +155,13 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
     # The noise lies within G's face space: the projection G applies keeps all of it.
     np.testing.assert_allclose(noise @ basis @ basis.T, noise, atol=1e-5)
 
+  if family_spread > 0:  # The family loss's faces: the batch's mean plus mixtures of its centred faces.
+    centred = np.asarray(z) - np.asarray(z).mean(axis=0, keepdims=True)
+    mix = np.asarray(jax.random.normal(jax.random.fold_in(step_key, config.train.d_steps + 4), (len(z), len(z))))
+    wide_z = np.asarray(z).mean(axis=0) + family_spread * mix @ centred / np.sqrt(len(z) - 1.0)
+  else:
+    wide_z = None
+
   if aux_r1 > 0:  # A's update (one D update a step): its hinge loss on the last batch plus R1, from scratch.
     assert config.train.d_steps == 1
     real_phi = embedding_lib.phi(metric, batch['audio'][-1], config)
@@ -179,6 +190,11 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
       metric_phi = embedding_lib.phi(metric, at_one_pitch, config)
     else:
       metric_phi = phi
+    if wide_z is not None:  # On G's running statistics, as a new face's note.
+      wide, _ = models.generate({**state.g, 'params': g_params}, wide_z, pitch, train=False)
+      family_phi = embedding_lib.phi(metric, wide, config)
+    else:
+      family_phi = phi
     t, n = config.train, config.mfcc.n_mfcc
     mfcc_stats = dict(stats, mu_y=stats.get('mu_y_mfcc'), sigma_y=stats.get('sigma_y_mfcc'))
     eq1 = {
@@ -195,7 +211,7 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
             t.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi, pitch)) +
             t.pitch_classification_weight * losses.pitch_classification_loss(pitch_logits, pitch) +
             (t.family_marginal_weight * losses.family_marginal_loss(
-                embedding_lib.phi(metric, batch['audio'][-1], config), phi, stats) if family_weight else 0.0) +
+                embedding_lib.phi(metric, batch['audio'][-1], config), family_phi, stats) if family_weight else 0.0) +
             (t.share_matching_weight * share_matching(batch['audio'][-1], fake) if share_weight else 0.0))
 
   midi = np.asarray(pitch) + config.audio.pitch_min

@@ -251,6 +251,13 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # On the embedded faces it spread the held-out faces' notes over more families and gathered the photos' on fewer
   # (docs/experiments.md, real photos, seventeenth round: not adopted).
   c.train.family_marginal_weight = 0.0
+  # Whose notes the family-marginal loss hears (0 = G's batch, the translations D judges). A factor s > 0: as many
+  # more faces, drawn from a Gaussian with the batch's mean and s^2 times its covariance (within the span of its
+  # faces), translated as G translates a face it never saw (its batch norm on the running statistics, not the
+  # batch's); no D, A or Eq. 1 hears them. In G's standardised input the faces of real photos lie at 1.26x the
+  # training faces' radius, where G, whose batch norm standardises every training batch, never trains
+  # (docs/experiments.md, real photos, third and twenty-fourth rounds). Costs one more G pass of B faces a step.
+  c.train.family_faces_spread = 0.0
   # Weight of the fundamental-share matching loss on G (0 = none): the 1-Wasserstein distance between the shares of
   # the fundamental in the energy of the first 8 harmonic bands (listening's pure-tone measure) of G's notes and of
   # the real notes of the same pitches, within bands of share_matching_band semitones (octaves; 0 = the whole
