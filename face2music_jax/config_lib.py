@@ -78,6 +78,7 @@ ADDED_FIELDS = {
     'train.g_ema_decay': 0.0,
     'train.family_marginal_weight': 0.0,
     'train.family_faces_spread': 0.0,
+    'train.family_faces_judged': False,
     'train.metric_features': 'phi',
     'model.discriminator_harmonics': 0,
     'train.share_matching_weight': 0.0,
@@ -340,6 +341,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       config.train.family_faces_spread, "expected a non-negative factor (0 = the family-marginal loss on G's batch)")
   _check(config.train.family_faces_spread == 0 or config.train.family_marginal_weight > 0, 'train.family_faces_spread',
          config.train.family_faces_spread, 'a factor > 0 needs train.family_marginal_weight > 0 (the loss it feeds)')
+  _check(isinstance(config.train.family_faces_judged, bool), 'train.family_faces_judged',
+         config.train.family_faces_judged, 'expected True or False')
+  _check(not config.train.family_faces_judged or config.train.family_faces_spread > 0, 'train.family_faces_judged',
+         config.train.family_faces_judged, 'True needs train.family_faces_spread > 0 (the faces D would judge)')
   _check(
       _finite(config.train.share_matching_weight) and config.train.share_matching_weight >= 0,
       'train.share_matching_weight', config.train.share_matching_weight, 'expected a non-negative weight (0 = none)')

@@ -43,6 +43,7 @@ def make_train_step(models: gan.Models):
   one_pitch = use_metric and c.metric_pairs == 'one_pitch'
   use_families = c.family_marginal_weight > 0
   wide_faces = use_families and c.family_faces_spread > 0
+  judge_wide = wide_faces and c.family_faces_judged
   use_shares = c.share_matching_weight > 0
   config = models.config
 
@@ -159,6 +160,14 @@ def make_train_step(models: gan.Models):
       if use_pitch_head:
         m['g_pitch_loss'] = losses.pitch_classification_loss(pitch_logits, pitch)
         total = total + c.pitch_classification_weight * m['g_pitch_loss']
+      if judge_wide:  # D judges the wide faces' notes as it judges the batch's (it does not train on them).
+        wide_logits, wide_pitch_logits, _ = models.discriminate(d_vars, fake_out[num_g:], pitch,
+                                                                jax.random.fold_in(k_g, 1))
+        m['g_adv_loss_wide'] = g_loss_fn(wide_logits)
+        total = total + m['g_adv_loss_wide']
+        if use_pitch_head:
+          m['g_pitch_loss_wide'] = losses.pitch_classification_loss(wide_pitch_logits, pitch)
+          total = total + c.pitch_classification_weight * m['g_pitch_loss_wide']
       if use_metric or use_aux or use_families:
         all_phi = phi(fake_out)
         fake_phi = all_phi[:b]

@@ -254,10 +254,14 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # Whose notes the family-marginal loss hears (0 = G's batch, the translations D judges). A factor s > 0: as many
   # more faces, drawn from a Gaussian with the batch's mean and s^2 times its covariance (within the span of its
   # faces), translated as G translates a face it never saw (its batch norm on the running statistics, not the
-  # batch's); no D, A or Eq. 1 hears them. In G's standardised input the faces of real photos lie at 1.26x the
-  # training faces' radius, where G, whose batch norm standardises every training batch, never trains
-  # (docs/experiments.md, real photos, third and twenty-fourth rounds). Costs one more G pass of B faces a step.
+  # batch's); no D, A or Eq. 1 hears them (but see family_faces_judged). In G's standardised input the faces of real
+  # photos lie farther out than the training faces (radius 13.1 against 11.6 for the shipped model, their mean 5.0
+  # off), where G, whose batch norm standardises every training batch, never trains (docs/experiments.md, real
+  # photos, twenty-fourth round). Costs one more G pass of B faces a step.
   c.train.family_faces_spread = 0.0
+  # With family_faces_spread > 0: D's adversarial loss and pitch head judge those faces' notes in G's objective too, as
+  # they judge the batch's (D does not train on them; A and Eq. 1 still do not hear them). One more D pass a step.
+  c.train.family_faces_judged = False
   # Weight of the fundamental-share matching loss on G (0 = none): the 1-Wasserstein distance between the shares of
   # the fundamental in the energy of the first 8 harmonic bands (listening's pure-tone measure) of G's notes and of
   # the real notes of the same pitches, within bands of share_matching_band semitones (octaves; 0 = the whole
