@@ -79,6 +79,7 @@ ADDED_FIELDS = {
     'train.family_marginal_weight': 0.0,
     'train.family_faces_spread': 0.0,
     'train.family_faces_judged': False,
+    'train.family_faces_center': '',
     'train.metric_features': 'phi',
     'model.discriminator_harmonics': 0,
     'train.share_matching_weight': 0.0,
@@ -345,6 +346,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
          config.train.family_faces_judged, 'expected True or False')
   _check(not config.train.family_faces_judged or config.train.family_faces_spread > 0, 'train.family_faces_judged',
          config.train.family_faces_judged, 'True needs train.family_faces_spread > 0 (the faces D would judge)')
+  _check(isinstance(config.train.family_faces_center, str), 'train.family_faces_center',
+         config.train.family_faces_center, "expected a faces file's path ('' = the batch's mean)")
+  _check(not config.train.family_faces_center or config.train.family_faces_spread > 0, 'train.family_faces_center',
+         config.train.family_faces_center, 'a faces file needs train.family_faces_spread > 0 (the faces it places)')
   _check(
       _finite(config.train.share_matching_weight) and config.train.share_matching_weight >= 0,
       'train.share_matching_weight', config.train.share_matching_weight, 'expected a non-negative weight (0 = none)')

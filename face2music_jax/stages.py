@@ -371,3 +371,36 @@ def ensure_statistics(config: ml_collections.ConfigDict, workdir: str, metric: e
   if min(stats[k] for k in keys if k.startswith('sigma')) <= 0:
     raise ValueError(f'{path}: a pairwise distance std is 0 (all examples identical?): {stats}')
   return {k: stats[k] for k in keys}
+
+
+def ensure_family_faces_center(config: ml_collections.ConfigDict, workdir: str) -> np.ndarray | None:
+  """The centre of the family-marginal loss's faces (config train.family_faces_center): None for the batch's mean,
+  else the mean embedding [E] of the faces file it names, read once and kept in the workdir's
+  family_faces_center.json, which a resumed run uses (a record of another file is set aside and the mean read again).
+
+  Raises:
+    evaluators.photos.PhotoFacesError: the faces file is missing, corrupt, or of another face embedder.
+  """
+  source = config.train.family_faces_center
+  if not source:
+    return None
+  path = os.path.join(workdir, 'family_faces_center.json')
+  recorded = _read_json(path, ('source', 'center'))
+  if recorded is not None and (recorded['source'] != source or len(recorded['center']) != config.data.embedding_dim):
+    if jax.process_index() == 0:
+      moved = files.set_aside(path, 'config', label='stale')
+      logging.warning('%s held the mean of %s, the config names %s: set aside as %s; read again.', path,
+                      recorded['source'], source, moved)
+    recorded = None
+  if recorded is None:
+    from face2music_jax.evaluators import photos  # pylint: disable=import-outside-toplevel
+    from face2music_jax.faces import embedding as face_embedding  # pylint: disable=import-outside-toplevel
+    faces = photos.load_faces(source)
+    photos.check_embedder(faces, face_embedding.embedder_tag(config), source)
+    center = np.mean(np.asarray(faces['embedding'], np.float64), axis=0)
+    recorded = {'source': source, 'num_faces': int(len(faces['embedding'])), 'center': center.tolist()}
+    if jax.process_index() == 0:
+      files.write_json(path, recorded, checksum=True)
+    logging.info('The family-marginal loss draws its faces around the mean of the %d faces of %s.',
+                 recorded['num_faces'], source)
+  return np.asarray(recorded['center'], np.float32)

@@ -196,6 +196,8 @@ def _statistics_shapes(config: ml_collections.ConfigDict) -> dict[str, jax.Shape
     k, f = len(config_lib.NSYNTH_FAMILIES), embedding_lib.phi_dim(config)
     shapes.update(family_centroids=jax.ShapeDtypeStruct((k, f), np.float32), family_present=jax.ShapeDtypeStruct(
         (k,), np.float32), family_scale=jax.ShapeDtypeStruct((), np.float32))
+  if config.train.family_faces_center:
+    shapes['family_faces_center'] = jax.ShapeDtypeStruct((config.data.embedding_dim,), np.float32)
   return shapes
 
 
@@ -225,6 +227,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   stats = stages.ensure_statistics(config, workdir, metric, inputs)
   if config.train.family_marginal_weight > 0:
     stats.update(family_statistics(config, metric, inputs.notes('train')))
+  center = stages.ensure_family_faces_center(config, workdir)
+  if center is not None:
+    stats['family_faces_center'] = center
   timer.lap('stage: statistics')
 
   root = jax.jit(lambda: jax.random.key(config.seed), out_shardings=parallel.replicated(mesh))()

@@ -72,10 +72,11 @@ def make_train_step(models: gan.Models):
       shared = pitch[jax.random.randint(jax.random.fold_in(rng, c.d_steps + 1), (), 0, b)]
       g_z, g_pitch = jnp.concatenate([z, z]), jnp.concatenate([pitch, jnp.full_like(pitch, shared)])
     num_g = g_z.shape[0]
-    if wide_faces:  # B more faces, Gaussian with the batch's mean and family_faces_spread^2 times its covariance.
+    if wide_faces:  # B more faces, Gaussian with family_faces_spread^2 times the batch's covariance, around its mean
+      # or a photo domain's (stats' 'family_faces_center', config train.family_faces_center).
       center = jnp.mean(z, axis=0, keepdims=True)
       mix = jax.random.normal(jax.random.fold_in(rng, c.d_steps + 4), (b, b), z.dtype) / jnp.sqrt(b - 1.0)
-      wide_z = center + c.family_faces_spread * (mix @ (z - center))
+      wide_z = stats.get('family_faces_center', center) + c.family_faces_spread * (mix @ (z - center))
 
     d_vars, d_opt, aux_vars, aux_opt = state.d, state.d_opt, state.aux, state.aux_opt
 

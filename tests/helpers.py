@@ -1,13 +1,15 @@
 """Synthetic inputs for fast tests of the models and the train step (no dataset needed), and work directories that
-start with the stage artefacts of a run, so that tests of training skip the stages."""
+start with the stage artefacts of a run, so that tests of training skip the stages; faces files of given embeddings."""
 
 import os
 import shutil
 
 import ml_collections
+import numpy as np
 
 from face2music_jax.configs import aux
 from face2music_jax import synthetic
+from face2music_jax.evaluators import photos
 
 
 def tiny_config(name: str = 'aux') -> ml_collections.ConfigDict:
@@ -120,3 +122,17 @@ def copy_stage_artefacts(source: str, workdir: str) -> str:
     path = os.path.join(source, name)
     (shutil.copytree if os.path.isdir(path) else shutil.copy)(path, os.path.join(workdir, name))
   return workdir
+
+
+def write_faces_file(path: str, embedding: np.ndarray, embedder: str = 'dlib') -> str:
+  """A faces file (as `face2music export_data --photos` writes) of the given embeddings."""
+  n = len(embedding)
+  faces = {
+      'embedding': embedding,
+      'independent': embedding,
+      'photo': [f'p{i}.jpg' for i in range(n)],
+      'box': [(0, 0, 9, 9)] * n,
+      'crop': np.zeros((n, 96, 96, 3), np.uint8),
+      'skipped': []
+  }
+  return photos.save_faces(path, faces, embedder, os.path.dirname(path))

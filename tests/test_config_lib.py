@@ -46,6 +46,7 @@ from face2music_jax import workdir as workdir_lib
         ('train.family_faces_spread', -1.0, 'train.family_faces_spread'),
         ('train.family_faces_spread', 1.25, 'train.family_faces_spread'),  # Without the family-marginal loss.
         ('train.family_faces_judged', True, 'train.family_faces_judged'),  # Without family faces.
+        ('train.family_faces_center', 'faces.npz', 'train.family_faces_center'),  # Without family faces.
         ('train.share_matching_weight', -1.0, 'train.share_matching_weight'),
         ('train.share_matching_band', -12, 'train.share_matching_band'),
         ('model.harmonic.fundamental_floor_high', 0.1, 'model.harmonic.fundamental_floor_high'),  # Below 0.2.

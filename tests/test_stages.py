@@ -23,6 +23,7 @@ from face2music_jax import synthetic
 from face2music_jax.data import default_faces
 from face2music_jax.data import inputs as inputs_lib
 from face2music_jax.data import notes as notes_data
+from face2music_jax.evaluators import photos
 from face2music_jax.models import audio_embedding as embedding_lib
 from tests import helpers
 from tests import test_checkpoint
@@ -307,3 +308,38 @@ def test_the_pooled_mfcc_scale_keeps_the_mfcc_distances_in_phi_and_the_coefficie
       assert np.argmax(np.std(half, axis=0)) == 0  # c0, the level: these notes lie 40 dB apart.
   assert np.ptp(ratios['pooled']) < 1e-3 * np.mean(ratios['pooled'])
   assert np.ptp(ratios['coefficient']) > 0.5 * np.mean(ratios['coefficient'])
+
+
+def test_family_faces_center_is_the_faces_files_mean_kept_for_resumption(tmp_path):
+  config = helpers.tiny_config()
+  assert stages.ensure_family_faces_center(config, str(tmp_path)) is None  # '' = the batch's mean.
+  rng = np.random.default_rng(0)
+  a = rng.normal(size=(7, config.data.embedding_dim)).astype(np.float32)
+  config.train.family_marginal_weight, config.train.family_faces_spread = 0.3, 1.2
+  config.train.family_faces_center = helpers.write_faces_file(str(tmp_path / 'a.npz'), a)
+  config_lib.validate(config)
+  center = stages.ensure_family_faces_center(config, str(tmp_path))
+  assert center.shape == (config.data.embedding_dim,) and center.dtype == np.float32
+  np.testing.assert_allclose(center, a.mean(axis=0), atol=1e-6)
+  # A resumed run keeps the mean it started with, even if the file changes under it.
+  helpers.write_faces_file(config.train.family_faces_center, a + 1)
+  np.testing.assert_array_equal(stages.ensure_family_faces_center(config, str(tmp_path)), center)
+  # Another file: the record is set aside and that file's mean read.
+  config.train.family_faces_center = helpers.write_faces_file(str(tmp_path / 'b.npz'), a[:3] - 2)
+  np.testing.assert_allclose(stages.ensure_family_faces_center(config, str(tmp_path)), a[:3].mean(axis=0) - 2,
+                             atol=1e-6)
+  assert glob.glob(str(tmp_path / 'family_faces_center.json.stale*'))
+  # A corrupt record is set aside and the mean read again.
+  with open(tmp_path / 'family_faces_center.json', 'a', encoding='utf-8') as f:
+    f.write('x')
+  np.testing.assert_allclose(stages.ensure_family_faces_center(config, str(tmp_path)), a[:3].mean(axis=0) - 2,
+                             atol=1e-6)
+  # Missing, corrupt or of another embedder: an error that names the file, before any step.
+  for name, make in (('missing.npz', None), ('corrupt.npz', lambda p: open(p, 'w', encoding='utf-8').write('no')),
+                     ('network.npz', lambda p: helpers.write_faces_file(p, a, 'network:0123abcd'))):
+    path = str(tmp_path / name)
+    if make:
+      make(path)
+    config.train.family_faces_center = path
+    with pytest.raises(photos.PhotoFacesError, match=name):
+      stages.ensure_family_faces_center(config, str(tmp_path / name.replace('.npz', '')))

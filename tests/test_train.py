@@ -294,3 +294,31 @@ def test_a_step_that_cannot_fit_fails_before_the_stages_and_does_not_lock_out_th
   longer.train.num_steps = 2  # Below the checkpoint's step: said, not silently nothing.
   train.train(longer, workdir)
   assert f'at step {tiny_config.train.num_steps}, at or past config.train.num_steps = 2: nothing to train' in caplog.text
+
+
+def test_family_faces_around_a_photo_domains_mean_are_read_once_and_resume_exactly(staged_config, tmp_path):
+  """train.family_faces_center: the run reads the faces file's mean before its first step and keeps it in the work
+  directory; a run stopped after step 1 whose faces file then changes resumes with the mean it started with and ends
+  as one run of 2 steps. Another mean trains another G."""
+  config = staged_config
+  config.train.family_marginal_weight, config.train.family_faces_spread = 0.5, 1.25
+  faces = np.random.default_rng(0).normal(size=(5, config.data.embedding_dim)).astype(np.float32) + 2
+  photos = str(tmp_path / 'photo_faces.npz')
+  config.train.family_faces_center = helpers.write_faces_file(photos, faces)
+  config.train.num_steps = 2
+  straight = train.train(config, config.workdir)
+  record = files.read_json(os.path.join(config.workdir, 'family_faces_center.json'), checksum=True)
+  assert record['source'] == photos and record['num_faces'] == 5
+  np.testing.assert_allclose(record['center'], faces.mean(axis=0), atol=1e-6)
+  stages_dir = config.workdir
+  config.workdir = helpers.copy_stage_artefacts(stages_dir, str(tmp_path / 'resumed'))
+  config.train.num_steps = 1
+  train.train(config, config.workdir)
+  helpers.write_faces_file(photos, faces - 4)
+  config.train.num_steps = 2
+  resumed = train.train(config, config.workdir)
+  for (k, a), (_, b) in zip(_params(straight), _params(resumed)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(k))
+  config.workdir = helpers.copy_stage_artefacts(stages_dir, str(tmp_path / 'other'))
+  other = train.train(config, config.workdir)  # The changed file's mean, -2 where the first was +2.
+  assert max(float(np.max(np.abs(a - b))) for (_, a), (_, b) in zip(_params(straight), _params(other))) > 1e-4

@@ -52,6 +52,9 @@ def _setup(config, batch_seed=0, mesh=None) -> _Setup:
     rng = np.random.default_rng(batch_seed)
     stats.update(family_centroids=rng.normal(size=(k, f)).astype(np.float32),
                  family_present=(np.arange(k) < k - 1).astype(np.float32), family_scale=np.float32(0.5 * np.sqrt(f)))
+  if config.train.family_faces_center:  # A photo domain's mean face, away from the batch's (train.py reads it).
+    e = config.data.embedding_dim
+    stats['family_faces_center'] = np.random.default_rng(batch_seed + 1).normal(size=e).astype(np.float32)
   if config.train.metric_features == 'both':  # Eq. 1's constants in phi's MFCC half.
     stats.update(mu_y_mfcc=np.float32(0.05), sigma_y_mfcc=np.float32(0.02))
   return _Setup(config, models, mesh, train_step.compile_train_step(models, mesh), state, host_batch,
@@ -91,16 +94,14 @@ def test_each_config_step_runs_with_finite_losses(name, generator):
 
 @pytest.mark.parametrize(
     'metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift, family_weight, '
-    'family_spread, family_judged, features, share_weight, share_band',
-    [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.0, 0.0, False, 'phi', 0.0, 12),
-     ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0, 0.4, 1.3, False, 'mfcc', 1.5, 0),
-     ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5, 0.7, 0.0, False, 'both', 0.8, 12),
-     ('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.5, 1.2, True, 'both', 0.0, 12)])
-def test_generator_update_equals_backpropagation_through_a_second_generator_pass(metric_pairs, aux_pack, face_spread,
-                                                                                 face_noise, noise_space, aux_r1,
-                                                                                 metric_shift, family_weight,
-                                                                                 family_spread, family_judged, features,
-                                                                                 share_weight, share_band):
+    'family_spread, family_judged, family_center, features, share_weight, share_band',
+    [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.0, 0.0, False, False, 'phi', 0.0, 12),
+     ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0, 0.4, 1.3, False, True, 'mfcc', 1.5, 0),
+     ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5, 0.7, 0.0, False, False, 'both', 0.8, 12),
+     ('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.5, 1.2, True, False, 'both', 0.0, 12)])
+def test_generator_update_equals_backpropagation_through_a_second_generator_pass(
+    metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift, family_weight, family_spread,
+    family_judged, family_center, features, share_weight, share_band):
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective. With
   metric_pairs 'one_pitch', Eq. 1 compares the faces' notes at one pitch drawn from the batch; with aux_pack 2, A
   judges pairs of notes, conditioned on their pitches; with face_spread, G and Eq. 1 see each face moved away from
@@ -109,8 +110,9 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   the real notes' phi, per pack. With metric_shift, Eq. 1 asks for notes that many standard deviations farther
   apart. With family_weight, G's objective adds the family-marginal loss against the real notes of its sub-batch, on
   G's notes of the batch's faces or, with family_spread, of as many faces drawn from a Gaussian with the batch's mean
-  and family_spread^2 times its covariance, through G on its running statistics; with family_judged, D's adversarial
-  loss and pitch head judge those notes too.
+  and family_spread^2 times its covariance, through G on its running statistics (with family_center, around a photo
+  domain's mean face instead of the batch's); with family_judged, D's adversarial loss and pitch head judge those
+  notes too.
   With features 'mfcc', Eq. 1 measures the notes by phi's MFCC half; with 'both', by phi and by that half. With
   share_weight, G's objective adds the matching of the notes' fundamental shares to the real notes', over the whole
   sub-batch (share_band 0) or within octaves."""
@@ -120,6 +122,7 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   config.train.aux_r1_weight, config.train.metric_shift = aux_r1, metric_shift
   config.train.family_marginal_weight, config.train.family_faces_spread = family_weight, family_spread
   config.train.family_faces_judged = family_judged
+  config.train.family_faces_center = 'photo_faces.npz' if family_center else ''
   config.train.metric_features = features
   config.train.share_matching_weight, config.train.share_matching_band = share_weight, share_band
   config.model.aux_pitch_conditional = aux_pack > 1  # Packs of notes at their pitches.
@@ -162,7 +165,9 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   if family_spread > 0:  # The family loss's faces: the batch's mean plus mixtures of its centred faces.
     centred = np.asarray(z) - np.asarray(z).mean(axis=0, keepdims=True)
     mix = np.asarray(jax.random.normal(jax.random.fold_in(step_key, config.train.d_steps + 4), (len(z), len(z))))
-    wide_z = np.asarray(z).mean(axis=0) + family_spread * mix @ centred / np.sqrt(len(z) - 1.0)
+    center = np.asarray(stats['family_faces_center']) if family_center else np.asarray(z).mean(axis=0)
+    assert family_center == ('family_faces_center' in stats)
+    wide_z = center + family_spread * mix @ centred / np.sqrt(len(z) - 1.0)
   else:
     wide_z = None
 

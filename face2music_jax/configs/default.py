@@ -262,6 +262,11 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # With family_faces_spread > 0: D's adversarial loss and pitch head judge those faces' notes in G's objective too, as
   # they judge the batch's (D does not train on them; A and Eq. 1 still do not hear them). One more D pass a step.
   c.train.family_faces_judged = False
+  # With family_faces_spread > 0: where those faces lie. '' = around the batch's mean. A faces file (`face2music
+  # export_data --photos=DIR --out=F.npz`, of the config's face embedder): around the mean of its faces instead, with
+  # the same covariance, so that the loss hears notes of faces where that photo domain lies (its mean is read once,
+  # kept in the workdir's family_faces_center.json and used on resumption).
+  c.train.family_faces_center = ''
   # Weight of the fundamental-share matching loss on G (0 = none): the 1-Wasserstein distance between the shares of
   # the fundamental in the energy of the first 8 harmonic bands (listening's pure-tone measure) of G's notes and of
   # the real notes of the same pitches, within bands of share_matching_band semitones (octaves; 0 = the whole
