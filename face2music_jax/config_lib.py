@@ -80,6 +80,7 @@ ADDED_FIELDS = {
     'train.family_faces_spread': 0.0,
     'train.family_faces_judged': False,
     'train.family_faces_center': '',
+    'model.harmonic.max_partial_hz': 0.0,
     'train.metric_features': 'phi',
     'model.discriminator_harmonics': 0,
     'train.share_matching_weight': 0.0,
@@ -405,6 +406,12 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         (h.fundamental_floor_high == 0 or h.fundamental_floor <= h.fundamental_floor_high < 1),
         'model.harmonic.fundamental_floor_high', h.fundamental_floor_high,
         f'expected 0 (none) or a fraction in [model.harmonic.fundamental_floor = {h.fundamental_floor}, 1)')
+    top_f0 = 440.0 * 2.0**((config.audio.pitch_max - 69) / 12)
+    _check(
+        _finite(h.max_partial_hz) and (h.max_partial_hz == 0 or h.max_partial_hz > top_f0),
+        'model.harmonic.max_partial_hz', h.max_partial_hz,
+        f'expected 0 (up to Nyquist) or a frequency above the highest note\'s fundamental ({top_f0:.0f} Hz at '
+        f'audio.pitch_max = {config.audio.pitch_max})')
     pitches = h.fundamental_floor_pitches
     _check(
         isinstance(pitches, (tuple, list)) and len(pitches) == 2 and all(isinstance(p, int) for p in pitches) and

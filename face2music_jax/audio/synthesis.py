@@ -150,7 +150,7 @@ def fundamental_floor(midi: jax.Array, floor: float, floor_high: float = 0.0,
 
 
 def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Array, length: int, sample_rate: int,
-                   phases: jax.Array | None = None) -> jax.Array:
+                   phases: jax.Array | None = None, max_hz: float = 0.0) -> jax.Array:
   """A bank of harmonic oscillators k f0, k = 1..K, with amplitudes interpolated linearly between frames.
 
   Control frame f sits at sample f hop (hop = length / F); the amplitudes ramp linearly from frame f to frame
@@ -174,12 +174,13 @@ def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Ar
   Args:
     f0_hz: [B] fundamental of each note, constant over the note (Hz).
     amplitudes: [B, F] overall amplitude per control frame (>= 0).
-    distribution: [B, F, K] non-negative weights of the K harmonics per frame; partials at or above Nyquist are
-      set to zero here and the rest renormalised to sum to 1.
+    distribution: [B, F, K] non-negative weights of the K harmonics per frame; partials at or above Nyquist (or
+      `max_hz`) are set to zero here and the rest renormalised to sum to 1.
     length: output samples, divisible by F, at most 65536.
     sample_rate: Hz.
     phases: [B, K] each partial's phase at the note's first sample, in cycles (any real number); None = 0 for
       every partial (all partials start rising together: sin(2 pi k phase(n))).
+    max_hz: partials at or above this frequency are silent too (0 = only those at or above Nyquist).
 
   Returns:
     [B, length] float32 waveforms.
@@ -196,7 +197,8 @@ def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Ar
                      f'{phases.shape}.')
   hop = length // frames
   k = jnp.arange(1, num_harmonics + 1, dtype=jnp.float32)
-  audible = (k[None, :] * f0_hz[:, None] < sample_rate / 2).astype(distribution.dtype)  # [B, K]
+  top = sample_rate / 2 if not max_hz else min(float(max_hz), sample_rate / 2)
+  audible = (k[None, :] * f0_hz[:, None] < top).astype(distribution.dtype)  # [B, K]
   distribution = distribution * audible[:, None, :]
   distribution = distribution / jnp.maximum(jnp.sum(distribution, axis=-1, keepdims=True), 1e-7)
   partials = amplitudes[..., None] * distribution  # [B, F, K]
@@ -316,8 +318,8 @@ def controls(raw: dict[str, jax.Array], *, length: int, sample_rate: int, noise_
   return out
 
 
-def synthesize(controls_: dict[str, jax.Array], f0_hz: jax.Array, length: int, sample_rate: int,
-               release_s: float = 0.0) -> jax.Array:
+def synthesize(controls_: dict[str, jax.Array], f0_hz: jax.Array, length: int, sample_rate: int, release_s: float = 0.0,
+               max_partial_hz: float = 0.0) -> jax.Array:
   """A note from its controls (`controls`): envelope x release x (harmonics + filtered noise).
 
   Args:
@@ -326,12 +328,13 @@ def synthesize(controls_: dict[str, jax.Array], f0_hz: jax.Array, length: int, s
     length: samples; divisible by the number of control frames.
     sample_rate: Hz.
     release_s: a fade over the note's last seconds (release_window); 0 = none.
+    max_partial_hz: partials at or above this frequency are silent (harmonic_synth's max_hz; 0 = up to Nyquist).
 
   Returns:
     [B, length] float32 waveforms.
   """
   frames = controls_['amplitude'].shape[1]
   harmonic = harmonic_synth(f0_hz, controls_['amplitude'], controls_['distribution'], length, sample_rate,
-                            controls_.get('phases'))
+                            controls_.get('phases'), max_partial_hz)
   noise = filtered_noise(controls_['noise'], length, length // frames)
   return controls_['envelope'] * release_window(length, sample_rate, release_s) * (harmonic + noise)

@@ -57,7 +57,8 @@ def synthesizer(config: ml_collections.ConfigDict):
     floor = synthesis.fundamental_floor(midi, h.fundamental_floor, h.fundamental_floor_high, pitches)
     controls = synthesis.controls(raw, length=a.length, sample_rate=a.sample_rate, noise_max=h.noise_max,
                                   relative_noise=h.relative_noise, fundamental_floor=floor)
-    audio = synthesis.synthesize(controls, synthesis.midi_to_hz(midi), a.length, a.sample_rate, a.release_s)
+    audio = synthesis.synthesize(controls, synthesis.midi_to_hz(midi), a.length, a.sample_rate, a.release_s,
+                                 h.max_partial_hz)
     return synthesis.normalize_rms(audio, a.note_rms)
 
   return synthesize

@@ -170,6 +170,9 @@ class HarmonicGenerator(nn.Module):
     hidden: width of the conditioning MLP.
     channels: width of the frame blocks.
     num_harmonics: partials k f0, k = 1..num_harmonics (those at or above Nyquist are silent).
+    max_partial_hz: partials at or above this frequency are silent too (0 = up to Nyquist): real notes at MIDI 60-72
+      hold at most 0.2% of their energy above 6 kHz, and G's notes whose high partials lie there are heard an
+      octave low by pYIN (docs/experiments.md, real photos, twenty-fifth round).
     noise_bands: bands of the noise filter, from 0 to Nyquist.
     frames: control frames over the note.
     num_blocks: convolution blocks over the frames.
@@ -204,6 +207,7 @@ class HarmonicGenerator(nn.Module):
   hidden: int = 128
   channels: int = 64
   num_harmonics: int = 64
+  max_partial_hz: float = 0.0
   noise_bands: int = 32
   frames: int = 16
   num_blocks: int = 2
@@ -279,7 +283,8 @@ class HarmonicGenerator(nn.Module):
                                         self.fundamental_floor_pitches)
     controls = synthesis.controls(raw, length=self.length, sample_rate=self.sample_rate, noise_max=self.noise_max,
                                   relative_noise=self.relative_noise, fundamental_floor=floor)
-    audio = synthesis.synthesize(controls, synthesis.midi_to_hz(midi), self.length, self.sample_rate, self.release_s)
+    audio = synthesis.synthesize(controls, synthesis.midi_to_hz(midi), self.length, self.sample_rate, self.release_s,
+                                 self.max_partial_hz)
     return synthesis.normalize_rms(audio, self.note_rms)
 
 
@@ -292,8 +297,8 @@ def make_generator(config: ml_collections.ConfigDict) -> WaveGANGenerator | Harm
     floor_pitches = tuple(int(p) for p in h.fundamental_floor_pitches)
     return HarmonicGenerator(num_pitches=config_lib.num_pitches(config), pitch_min=config.audio.pitch_min,
                              length=config.audio.length, sample_rate=config.audio.sample_rate, hidden=h.hidden,
-                             channels=h.channels, num_harmonics=h.num_harmonics, noise_bands=h.noise_bands,
-                             frames=h.frames, num_blocks=h.num_blocks, noise_max=h.noise_max,
+                             channels=h.channels, num_harmonics=h.num_harmonics, max_partial_hz=h.max_partial_hz,
+                             noise_bands=h.noise_bands, frames=h.frames, num_blocks=h.num_blocks, noise_max=h.noise_max,
                              relative_noise=h.relative_noise, fundamental_floor=h.fundamental_floor,
                              fundamental_floor_high=h.fundamental_floor_high, fundamental_floor_pitches=floor_pitches,
                              steady_harmonics=h.steady_harmonics, learned_phases=h.learned_phases,

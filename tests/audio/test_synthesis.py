@@ -16,7 +16,7 @@ SR, LENGTH = 16000, 8192
 
 # The synthesiser's functions jitted, as the generator calls them: one compilation per shape instead of one per
 # operation of an eager call (about 100 for `controls` and `synthesize`, 9 s of a 12 s test here).
-harmonic_synth = jax.jit(synthesis.harmonic_synth, static_argnums=(3, 4))
+harmonic_synth = jax.jit(synthesis.harmonic_synth, static_argnums=(3, 4), static_argnames=('max_hz',))
 filtered_noise = jax.jit(synthesis.filtered_noise, static_argnums=(1, 2))
 controls = jax.jit(synthesis.controls,
                    static_argnames=('length', 'sample_rate', 'noise_max', 'relative_noise', 'fundamental_floor'))
@@ -62,6 +62,38 @@ def test_partials_at_or_above_nyquist_are_silent():
   # The two audible partials share the amplitude equally (the distribution is renormalised over them).
   for f in (3000.0, 6000.0):
     assert spectrum[np.abs(freqs - f) < 50].sum() > 0.4 * spectrum.sum()
+
+
+def test_partials_at_or_above_max_hz_are_silent_and_the_others_share_the_amplitude():
+  """max_hz = 2600 with f0 = 500 Hz and 16 partials: only 500-2500 Hz sound, each with a fifth of the energy; with
+  max_hz 0 every partial below Nyquist sounds. The generator's max_partial_hz reaches the oscillator bank."""
+  frames = LENGTH // 64
+  f0, amplitudes, distribution = jnp.array([500.0]), jnp.full((1, frames), 0.5), jnp.ones((1, frames, 16))
+  freqs = np.fft.rfftfreq(LENGTH, 1 / SR)
+  for max_hz, sounding in ((2600.0, 5), (0.0, 15)):
+    audio = np.asarray(harmonic_synth(f0, amplitudes, distribution, LENGTH, SR, max_hz=max_hz))[0]
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(LENGTH)))**2
+    shares = np.array([spectrum[np.abs(freqs - 500.0 * k) < 50].sum() for k in range(1, 17)]) / spectrum.sum()
+    np.testing.assert_allclose(shares[:sounding], 1 / sounding, rtol=0.02)
+    assert np.all(shares[sounding:] < 1e-6), max_hz
+  config = _harmonic_config()
+  config.model.harmonic.max_partial_hz = 700.0  # Above the tiny config's top note (MIDI 60, 262 Hz).
+  config_lib.validate(config)
+  capped = g_lib.make_generator(config)
+  assert capped.max_partial_hz == 700.0
+  config.model.harmonic.max_partial_hz = 0.0
+  uncapped = g_lib.make_generator(config)
+  z, pitch = jax.random.normal(jax.random.key(1), (2, config.data.embedding_dim)), jnp.array([0, 12])
+  variables = _init(uncapped, z, pitch)
+  lines = {}
+  for name, generator in (('capped', capped), ('uncapped', uncapped)):
+    audio = np.asarray(generator.apply(variables, z, pitch, train=False))
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(LENGTH), axis=-1))**2
+    f = np.asarray(listening.midi_to_hz(config_lib.midi_pitch(config, np.asarray(pitch))))
+    # The energy on the partials at or above 700 Hz, of each note's energy on its partials.
+    on = [np.abs(freqs - np.round(freqs / fi) * fi) < 3 for fi in f]
+    lines[name] = [spectrum[i, on[i] & (freqs >= 700 - 3)].sum() / spectrum[i, on[i]].sum() for i in range(2)]
+  assert min(lines['uncapped']) > 0.05 and max(lines['capped']) < 1e-3 * min(lines['uncapped']), lines
 
 
 def test_amplitudes_ramp_linearly_between_frames():
