@@ -267,7 +267,7 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # they judge the batch's (D does not train on them; A and Eq. 1 still do not hear them). One more D pass a step.
   c.train.family_faces_judged = False
   # With family_faces_spread > 0: where those faces lie. '' = around the batch's mean. A faces file (`face2music
-  # export_data --photos=DIR --out=F.npz`, of the config's face embedder): around the mean of its faces instead, with
+  # export_data --config=C --photos=DIR --out=F.npz`, of the config's face embedder): around the mean of its faces, with
   # the same covariance, so that the loss hears notes of faces where that photo domain lies (its mean is read once,
   # kept in the workdir's family_faces_center.json and used on resumption).
   c.train.family_faces_center = ''

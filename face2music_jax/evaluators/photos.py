@@ -144,7 +144,8 @@ def load_faces(path: str) -> dict[str, Any]:
   import zipfile  # pylint: disable=import-outside-toplevel
   import zlib  # pylint: disable=import-outside-toplevel
   if not os.path.isfile(path):
-    raise PhotoFacesError(f'No faces file {path}: write one with face2music export_data --photos=DIR --out={path}.')
+    raise PhotoFacesError(
+        f'No faces file {path}: write one with face2music export_data --config=C --photos=DIR --out={path}.')
   try:
     if not zipfile.is_zipfile(path):  # (np.load would read it as a pickle, and say so.)
       raise ValueError('not an .npz archive; --photos takes a folder of photos or a faces file')
