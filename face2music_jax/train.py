@@ -213,6 +213,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   inputs = inputs_lib.for_config(config, inputs)
   # This process's share first: a run whose face files do not split over its hosts fails before any stage trains.
   data = inputs_lib.TrainingData(config, inputs)
+  # Read before the stages, so that a missing or corrupt faces file fails in seconds.
+  center = stages.ensure_family_faces_center(config, workdir)
   timer.lap('data')
   mesh = parallel.make_mesh()
   models = Models(config)
@@ -227,7 +229,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   stats = stages.ensure_statistics(config, workdir, metric, inputs)
   if config.train.family_marginal_weight > 0:
     stats.update(family_statistics(config, metric, inputs.notes('train')))
-  center = stages.ensure_family_faces_center(config, workdir)
   if center is not None:
     stats['family_faces_center'] = center
   timer.lap('stage: statistics')

@@ -24,6 +24,7 @@ from face2music_jax import train
 from face2music_jax import train_step
 from face2music_jax import translator as translator_lib
 from face2music_jax.data import inputs as inputs_lib
+from face2music_jax.evaluators import photos
 from face2music_jax.models import audio_embedding
 from face2music_jax.models import discriminator
 from face2music_jax.models import generator as generator_lib
@@ -137,6 +138,14 @@ def test_a_batch_that_does_not_divide_over_the_devices_fails_before_any_stage(ti
   with pytest.raises(config_lib.ConfigError, match=r'config\.train\.batch_size = 3 is invalid: expected a multiple'):
     train.train(tiny_config, tiny_config.workdir)
   assert not os.path.exists(tiny_config.workdir)
+
+
+def test_a_missing_faces_file_for_the_family_faces_fails_before_any_stage(tiny_config, tmp_path):
+  tiny_config.train.family_marginal_weight, tiny_config.train.family_faces_spread = 0.5, 1.25
+  tiny_config.train.family_faces_center = str(tmp_path / 'photo_faces.npz')
+  with pytest.raises(photos.PhotoFacesError, match='No faces file .*photo_faces.npz'):
+    train.train(tiny_config, tiny_config.workdir)
+  assert not os.path.exists(os.path.join(tiny_config.workdir, 'audio_embedding'))
 
 
 def test_a_checkpoint_from_another_config_fails_clearly(staged_config):
