@@ -134,9 +134,9 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.harmonic.hidden = 256
   c.model.harmonic.channels = 128
   c.model.harmonic.num_harmonics = 100
-  # Partials at or above this frequency are silent (Hz; 0 = up to Nyquist). Real notes at MIDI 60-72 hold at most
-  # 0.2% of their energy above 6 kHz; a high partial there can make a note's pitch ambiguous (docs/experiments.md,
-  # real photos, twenty-fifth round).
+  # Partials at or above this frequency are silent (Hz; 0 = up to Nyquist). The real notes of the data hold at most
+  # 1.1% of a note's energy above 6 kHz; one strong partial above about 5 kHz makes pYIN misread a note's pitch
+  # (docs/experiments.md, real photos, twenty-fifth round: 6 kHz, not adopted; G moved its energy below the bound).
   c.model.harmonic.max_partial_hz = 0.0
   c.model.harmonic.noise_bands = 65
   c.model.harmonic.frames = 16  # Control frames over the note (8192 samples: one every 32 ms).

@@ -170,9 +170,9 @@ class HarmonicGenerator(nn.Module):
     hidden: width of the conditioning MLP.
     channels: width of the frame blocks.
     num_harmonics: partials k f0, k = 1..num_harmonics (those at or above Nyquist are silent).
-    max_partial_hz: partials at or above this frequency are silent too (0 = up to Nyquist): real notes at MIDI 60-72
-      hold at most 0.2% of their energy above 6 kHz, and G's notes whose high partials lie there are heard an
-      octave low by pYIN (docs/experiments.md, real photos, twenty-fifth round).
+    max_partial_hz: partials at or above this frequency are silent too (0 = up to Nyquist): the real notes of the
+      data hold at most 1.1% of a note's energy above 6 kHz, and one strong partial above about 5 kHz makes pYIN
+      misread a note's pitch (docs/experiments.md, real photos, twenty-fifth round).
     noise_bands: bands of the noise filter, from 0 to Nyquist.
     frames: control frames over the note.
     num_blocks: convolution blocks over the frames.
