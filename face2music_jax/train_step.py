@@ -33,8 +33,8 @@ def make_train_step(models: gan.Models):
   real sub-batch k and the translations of faces k; the generator's update uses the last sub-batch. metric: the
   audio metric phi's variables (frozen). stats: Eq. 1's four standardisation constants (losses.STATS_KEYS), and the
   real notes' family statistics (losses.FAMILY_KEYS) when train.family_marginal_weight > 0 (that loss hears G's notes
-  of the batch's faces or, with train.family_faces_spread > 0, of B more faces drawn around them). rng: the run's root
-  key.
+  of the batch's faces or, with train.family_faces_spread > 0, of B more faces drawn around them, and with
+  train.family_batch_weight > 0 of the batch's as well). rng: the run's root key.
   """
   c = models.config.train
   d_loss_fn, g_loss_fn = losses.adversarial_losses(c.loss)
@@ -184,6 +184,9 @@ def make_train_step(models: gan.Models):
         family_phi = all_phi[num_g:] if wide_faces else fake_phi
         m['family_marginal_loss'] = losses.family_marginal_loss(real_phi, family_phi, stats)
         total = total + c.family_marginal_weight * m['family_marginal_loss']
+        if wide_faces and c.family_batch_weight > 0:  # The batch's notes held to the real families as well.
+          m['family_marginal_loss_batch'] = losses.family_marginal_loss(real_phi, fake_phi, stats)
+          total = total + c.family_batch_weight * m['family_marginal_loss_batch']
       if use_shares:  # The fundamental's share of the notes, distributed as the real notes' (config).
         m['share_matching_loss'] = losses.share_matching_loss(real_shares, share(fake), bands)
         total = total + c.share_matching_weight * m['share_matching_loss']

@@ -94,14 +94,14 @@ def test_each_config_step_runs_with_finite_losses(name, generator):
 
 @pytest.mark.parametrize(
     'metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift, family_weight, '
-    'family_spread, family_judged, family_center, features, share_weight, share_band',
-    [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.0, 0.0, False, False, 'phi', 0.0, 12),
-     ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0, 0.4, 1.3, False, True, 'mfcc', 1.5, 0),
-     ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5, 0.7, 0.0, False, False, 'both', 0.8, 12),
-     ('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.5, 1.2, True, False, 'both', 0.0, 12)])
+    'family_spread, family_judged, family_center, family_batch, features, share_weight, share_band',
+    [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.0, 0.0, False, False, 0.0, 'phi', 0.0, 12),
+     ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0, 0.4, 1.3, False, True, 0.0, 'mfcc', 1.5, 0),
+     ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5, 0.7, 0.0, False, False, 0.0, 'both', 0.8, 12),
+     ('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.5, 1.2, True, False, 0.3, 'both', 0.0, 12)])
 def test_generator_update_equals_backpropagation_through_a_second_generator_pass(
     metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift, family_weight, family_spread,
-    family_judged, family_center, features, share_weight, share_band):
+    family_judged, family_center, family_batch, features, share_weight, share_band):
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective. With
   metric_pairs 'one_pitch', Eq. 1 compares the faces' notes at one pitch drawn from the batch; with aux_pack 2, A
   judges pairs of notes, conditioned on their pitches; with face_spread, G and Eq. 1 see each face moved away from
@@ -112,7 +112,7 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   G's notes of the batch's faces or, with family_spread, of as many faces drawn from a Gaussian with the batch's mean
   and family_spread^2 times its covariance, through G on its running statistics (with family_center, around a photo
   domain's mean face instead of the batch's); with family_judged, D's adversarial loss and pitch head judge those
-  notes too.
+  notes too; with family_batch, the loss on the batch's notes is added at that weight.
   With features 'mfcc', Eq. 1 measures the notes by phi's MFCC half; with 'both', by phi and by that half. With
   share_weight, G's objective adds the matching of the notes' fundamental shares to the real notes', over the whole
   sub-batch (share_band 0) or within octaves."""
@@ -123,6 +123,7 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   config.train.family_marginal_weight, config.train.family_faces_spread = family_weight, family_spread
   config.train.family_faces_judged = family_judged
   config.train.family_faces_center = 'photo_faces.npz' if family_center else ''
+  config.train.family_batch_weight = family_batch
   config.train.metric_features = features
   config.train.share_matching_weight, config.train.share_matching_band = share_weight, share_band
   config.model.aux_pitch_conditional = aux_pack > 1  # Packs of notes at their pitches.
@@ -142,6 +143,7 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   assert ('aux_r1' in metrics) == (aux_r1 > 0)
   assert ('family_marginal_loss' in metrics) == (family_weight > 0)
   assert ('g_adv_loss_wide' in metrics) == family_judged
+  assert ('family_marginal_loss_batch' in metrics) == (family_batch > 0)
   assert ('share_matching_loss' in metrics) == (share_weight > 0)
   k_g = jax.random.fold_in(jax.random.fold_in(root, 0), config.train.d_steps)
 
@@ -221,12 +223,15 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
             (losses.metric_preservation_loss(z, metric_phi, stats, metric_shift) + losses.metric_preservation_loss(
                 z, metric_phi[:, -n:], mfcc_stats, metric_shift)),
     }[features]()
-    return (losses.hinge_g_loss(logits) + t.metric_weight * eq1 +
-            t.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi, pitch)) +
-            t.pitch_classification_weight * losses.pitch_classification_loss(pitch_logits, pitch) +
-            (t.family_marginal_weight * losses.family_marginal_loss(
-                embedding_lib.phi(metric, batch['audio'][-1], config), family_phi, stats) if family_weight else 0.0) +
-            (t.share_matching_weight * share_matching(batch['audio'][-1], fake) if share_weight else 0.0) + judged)
+    return (
+        losses.hinge_g_loss(logits) + t.metric_weight * eq1 +
+        t.aux_weight * losses.hinge_g_loss(models.aux.apply(new.aux, phi, pitch)) +
+        t.pitch_classification_weight * losses.pitch_classification_loss(pitch_logits, pitch) +
+        (t.family_marginal_weight * losses.family_marginal_loss(embedding_lib.phi(metric, batch['audio'][-1], config),
+                                                                family_phi, stats) if family_weight else 0.0) +
+        (family_batch * losses.family_marginal_loss(embedding_lib.phi(metric, batch['audio'][-1], config), phi, stats)
+         if family_batch else 0.0) +
+        (t.share_matching_weight * share_matching(batch['audio'][-1], fake) if share_weight else 0.0) + judged)
 
   midi = np.asarray(pitch) + config.audio.pitch_min
   f0 = jnp.asarray(440.0 * 2.0**((midi - 69) / 12), jnp.float32)

@@ -271,6 +271,10 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # the same covariance, so that the loss hears notes of faces where that photo domain lies (its mean is read once,
   # kept in the workdir's family_faces_center.json and used on resumption).
   c.train.family_faces_center = ''
+  # With family_faces_spread > 0: the family-marginal loss on G's batch too, at this weight (0 = the wide faces
+  # only), each set's KL against the real notes its own, so that spreading the wide faces' notes cannot gather the
+  # batch's (docs/experiments.md, real photos, twenty-sixth round).
+  c.train.family_batch_weight = 0.0
   # Weight of the fundamental-share matching loss on G (0 = none): the 1-Wasserstein distance between the shares of
   # the fundamental in the energy of the first 8 harmonic bands (listening's pure-tone measure) of G's notes and of
   # the real notes of the same pitches, within bands of share_matching_band semitones (octaves; 0 = the whole
