@@ -341,5 +341,6 @@ def test_family_faces_center_is_the_faces_files_mean_kept_for_resumption(tmp_pat
     if make:
       make(path)
     config.train.family_faces_center = path
-    with pytest.raises(photos.PhotoFacesError, match=name):
+    with pytest.raises(photos.PhotoFacesError, match=name) as error:
       stages.ensure_family_faces_center(config, str(tmp_path / name.replace('.npz', '')))
+    assert 'takes a folder' not in str(error.value)  # Training's config field, not the evaluation's --photos.

@@ -148,7 +148,7 @@ def load_faces(path: str) -> dict[str, Any]:
         f'No faces file {path}: write one with face2music export_data --config=C --photos=DIR --out={path}.')
   try:
     if not zipfile.is_zipfile(path):  # (np.load would read it as a pickle, and say so.)
-      raise ValueError('not an .npz archive; --photos takes a folder of photos or a faces file')
+      raise ValueError('not an .npz archive')
     with np.load(path, allow_pickle=False) as f:
       arrays = {k: f[k] for k in f.files}
     version = int(arrays['format'])
@@ -216,7 +216,10 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   start = time.perf_counter()
   files.check_writable(os.path.dirname(os.path.abspath(out_dir)), 'output directory')
   # Before any model is loaded: a wrong folder (or faces file) is the likeliest mistake.
-  saved = load_faces(photo_dir) if os.path.isfile(photo_dir) or photo_dir.endswith('.npz') else None
+  try:
+    saved = load_faces(photo_dir) if os.path.isfile(photo_dir) or photo_dir.endswith('.npz') else None
+  except PhotoFacesError as e:  # E.g. a photo's path: say what --photos takes.
+    raise PhotoFacesError(f'{e} (--photos takes a folder of photos or a faces file)') from e
   images = photo_files(photo_dir) if saved is None else None
   if model:
     translator = translator_lib.Translator.load(None if model == 'shipped' else os.path.abspath(model))

@@ -165,7 +165,12 @@ def test_the_faces_file_of_a_folder_is_judged_as_the_folder(trained_tiny_workdir
   damaged.write_bytes(faces_file.read_bytes()[:1000])
   with pytest.raises(photos.PhotoFacesError, match='damaged.npz is not a readable faces file'):
     photos.evaluate_photos(config, trained_tiny_workdir, str(damaged), str(tmp_path / 'damaged'))
+  photo = tmp_path / 'photo.jpg'  # A photo's path where a folder or a faces file belongs.
+  photo.write_bytes(b'\xff\xd8\xff\xe0 not a zip')
+  with pytest.raises(photos.PhotoFacesError,
+                     match=r'photo.jpg is not a readable faces file .*--photos takes a folder of photos or a faces'):
+    photos.evaluate_photos(config, trained_tiny_workdir, str(photo), str(tmp_path / 'photo'))
   with pytest.raises(photos.PhotoFacesError,
                      match='No faces file .*missing.npz: write one with face2music export_data'):
     photos.evaluate_photos(config, trained_tiny_workdir, str(tmp_path / 'missing.npz'), str(tmp_path / 'missing'))
-  assert not any((tmp_path / name).exists() for name in ('other', 'damaged', 'missing'))
+  assert not any((tmp_path / name).exists() for name in ('other', 'damaged', 'photo', 'missing'))
