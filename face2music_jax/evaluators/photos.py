@@ -219,7 +219,7 @@ def evaluate_photos(config: ml_collections.ConfigDict, workdir: str, photo_dir: 
   try:
     saved = load_faces(photo_dir) if os.path.isfile(photo_dir) or photo_dir.endswith('.npz') else None
   except PhotoFacesError as e:  # E.g. a photo's path: say what --photos takes.
-    raise PhotoFacesError(f'{e} (--photos takes a folder of photos or a faces file)') from e
+    raise PhotoFacesError(f'{str(e).rstrip(".")}; --photos takes a folder of photos or a faces file.') from e
   images = photo_files(photo_dir) if saved is None else None
   if model:
     translator = translator_lib.Translator.load(None if model == 'shipped' else os.path.abspath(model))
