@@ -86,6 +86,7 @@ ADDED_FIELDS = {
     'model.discriminator_harmonics': 0,
     'train.share_matching_weight': 0.0,
     'train.share_matching_band': 12,
+    'model.harmonic.envelope_bands': 0,
 }
 
 # Fields that moved, old name -> new name: a `config.json` (or a run's identity) written before the move loads with
@@ -419,6 +420,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         'model.harmonic.max_partial_hz', h.max_partial_hz,
         f'expected 0 (up to Nyquist) or a frequency above the highest note\'s fundamental ({top_f0:.0f} Hz at '
         f'audio.pitch_max = {config.audio.pitch_max})')
+    _check(
+        isinstance(h.envelope_bands, int) and (h.envelope_bands == 0 or h.envelope_bands >= 2),
+        'model.harmonic.envelope_bands', h.envelope_bands,
+        'expected 0 (a weight per harmonic) or a number of bands >= 2')
     pitches = h.fundamental_floor_pitches
     _check(
         isinstance(pitches, (tuple, list)) and len(pitches) == 2 and all(isinstance(p, int) for p in pitches) and

@@ -49,6 +49,8 @@ from face2music_jax import workdir as workdir_lib
         ('train.family_faces_center', 'faces.npz', 'train.family_faces_center'),  # Without family faces.
         ('train.family_batch_weight', -0.1, 'train.family_batch_weight'),
         ('train.family_batch_weight', 0.25, 'train.family_batch_weight'),  # Without family faces.
+        ('model.harmonic.envelope_bands', 1, 'model.harmonic.envelope_bands'),
+        ('model.harmonic.envelope_bands', -3, 'model.harmonic.envelope_bands'),
         ('model.harmonic.max_partial_hz', -1.0, 'model.harmonic.max_partial_hz'),
         ('model.harmonic.max_partial_hz', 500.0, 'model.harmonic.max_partial_hz'),  # Below the top notes' f0.
         ('train.share_matching_weight', -1.0, 'train.share_matching_weight'),

@@ -149,6 +149,25 @@ def fundamental_floor(midi: jax.Array, floor: float, floor_high: float = 0.0,
   return floor + (floor_high - floor) * rise
 
 
+def envelope_at_harmonics(bands: jax.Array, f0_hz: jax.Array, num_harmonics: int, low_hz: float,
+                          high_hz: float) -> jax.Array:
+  """A spectral envelope read at each harmonic's frequency: [B, F, M] values, [B] f0 -> [B, F, K].
+
+  The M values lie at log-spaced frequencies from `low_hz` to `high_hz` (M >= 2); harmonic k (k = 1..K) takes the
+  envelope linearly interpolated in log frequency at k f0, the end values beyond the ends. A timbre so described is
+  a function of frequency (a resonance stays where it is as the pitch moves), not of harmonic index.
+  """
+  num_bands = bands.shape[-1]
+  if num_bands < 2:
+    raise ValueError(f'envelope_at_harmonics needs at least 2 bands; got {num_bands}.')
+  k = jnp.arange(1, num_harmonics + 1, dtype=jnp.float32)
+  position = (jnp.log(f0_hz[:, None] * k) - np.log(low_hz)) / (np.log(high_hz) - np.log(low_hz)) * (num_bands - 1)
+  position = jnp.clip(position, 0.0, num_bands - 1.0)  # [B, K]
+  # Hat functions: each harmonic's weights on its two neighbouring bands, summing to 1.
+  weights = jnp.maximum(0.0, 1.0 - jnp.abs(position[..., None] - jnp.arange(num_bands, dtype=jnp.float32)))
+  return jnp.einsum('bfm,bkm->bfk', bands, weights)
+
+
 def harmonic_synth(f0_hz: jax.Array, amplitudes: jax.Array, distribution: jax.Array, length: int, sample_rate: int,
                    phases: jax.Array | None = None, max_hz: float = 0.0) -> jax.Array:
   """A bank of harmonic oscillators k f0, k = 1..K, with amplitudes interpolated linearly between frames.

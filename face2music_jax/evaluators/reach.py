@@ -45,8 +45,8 @@ def spectral_loss(x: jax.Array, y: jax.Array, fft_sizes: tuple[int, ...] = FFT_S
 
 def synthesizer(config: ml_collections.ConfigDict):
   """(raw [B, ...], midi [B]) -> [B, length] notes: the synthesiser of `config`'s harmonic generator after its
-  network (models/generator.py: the same floor, noise bound, release and level; the controls by
-  `synthesis.controls`)."""
+  network (models/generator.py: the same floor, noise bound, release and level, the same spectral envelope with
+  `envelope_bands`; the controls by `synthesis.controls`)."""
   h, a = config.model.harmonic, config.audio
   pitches = tuple(int(p) for p in h.fundamental_floor_pitches)
 
@@ -54,6 +54,12 @@ def synthesizer(config: ml_collections.ConfigDict):
     if h.steady_harmonics:  # One distribution per note ([B, 1, K], initial_raw), held over the frames as G does.
       harmonics = raw['harmonics']
       raw = {**raw, 'harmonics': jnp.broadcast_to(harmonics, (harmonics.shape[0], h.frames, harmonics.shape[-1]))}
+    if h.envelope_bands:  # Bands of a spectral envelope ([B, F, M]), read at each harmonic as G reads them.
+      raw = {
+          **raw, 'harmonics':
+              synthesis.envelope_at_harmonics(raw['harmonics'], synthesis.midi_to_hz(midi), h.num_harmonics,
+                                              float(synthesis.midi_to_hz(float(a.pitch_min))), a.sample_rate / 2)
+      }
     floor = synthesis.fundamental_floor(midi, h.fundamental_floor, h.fundamental_floor_high, pitches)
     controls = synthesis.controls(raw, length=a.length, sample_rate=a.sample_rate, noise_max=h.noise_max,
                                   relative_noise=h.relative_noise, fundamental_floor=floor)
@@ -66,12 +72,13 @@ def synthesizer(config: ml_collections.ConfigDict):
 
 def initial_raw(config: ml_collections.ConfigDict, batch: int) -> dict[str, jax.Array]:
   """Raw controls of `batch` notes where a fresh HarmonicGenerator's heads start: a quiet note (amplitude -1), flat
-  harmonics (one distribution per frame, or per note [batch, 1, K] with steady harmonics), noise far below them (-5),
+  harmonics (one distribution per frame, or per note [batch, 1, K] with steady harmonics; M envelope bands in place
+  of the K harmonics with envelope_bands), noise far below them (-5),
   the envelope's mid ranges (0); start phases 0 with learned phases."""
   h = config.model.harmonic
   raw = {
       'amplitude': jnp.full((batch, h.frames, 1), -1.0),
-      'harmonics': jnp.zeros((batch, 1 if h.steady_harmonics else h.frames, h.num_harmonics)),
+      'harmonics': jnp.zeros((batch, 1 if h.steady_harmonics else h.frames, h.envelope_bands or h.num_harmonics)),
       'noise': jnp.full((batch, h.frames, h.noise_bands), -5.0),
       'envelope': jnp.zeros((batch, 3)),
   }

@@ -193,6 +193,12 @@ class HarmonicGenerator(nn.Module):
       random phase per partial, which the face and pitch move by a fraction of a cycle), instead of 0 for every
       partial. With all partials starting at phase 0, a harmonic-rich note has one waveform shape, which D tells from
       real notes' shapes (a sine has no such tell): docs/experiments.md, eighth round.
+    envelope_bands: the harmonic distribution read off a spectral envelope of this many log-spaced bands from the
+      lowest note's fundamental to Nyquist (synthesis.envelope_at_harmonics), one envelope per control frame (or per
+      note with `steady_harmonics`), instead of a weight per harmonic index; 0 = a weight per harmonic index. A weight
+      per index lets a note hold a few isolated upper partials far above a near-silent middle (measured: harmonics
+      57-62 of MIDI 36, 9-10 of MIDI 72), which pYIN misreads; an envelope over frequency is the source-filter view
+      of timbre.
     steady_harmonics: one harmonic distribution per note, from the conditioning vector (as the envelope), instead of
       one per control frame: the partials keep their relative levels over the note, as a real instrument's do
       (the overall amplitude still follows the frames and the envelope).
@@ -207,6 +213,7 @@ class HarmonicGenerator(nn.Module):
   hidden: int = 128
   channels: int = 64
   num_harmonics: int = 64
+  envelope_bands: int = 0
   max_partial_hz: float = 0.0
   noise_bands: int = 32
   frames: int = 16
@@ -263,11 +270,16 @@ class HarmonicGenerator(nn.Module):
       x = nn.leaky_relu(x * (1.0 + scale) + shift, 0.2)
     # The heads and the synthesis in float32 (class docstring).
     x, c = x.astype(jnp.float32), c.astype(jnp.float32)
+    width = self.envelope_bands or self.num_harmonics
     if self.steady_harmonics:  # One distribution per note (class docstring).
-      harmonics = nn.Dense(self.num_harmonics, name='harmonics')(c)[:, None]
-      harmonics = jnp.broadcast_to(harmonics, (z.shape[0], self.frames, self.num_harmonics))
+      harmonics = nn.Dense(width, name='harmonics')(c)[:, None]
+      harmonics = jnp.broadcast_to(harmonics, (z.shape[0], self.frames, width))
     else:
-      harmonics = nn.Dense(self.num_harmonics, name='harmonics')(x)
+      harmonics = nn.Dense(width, name='harmonics')(x)
+    if self.envelope_bands:  # A spectral envelope, read at each harmonic's frequency (class docstring).
+      harmonics = synthesis.envelope_at_harmonics(harmonics, synthesis.midi_to_hz(midi), self.num_harmonics,
+                                                  float(synthesis.midi_to_hz(float(self.pitch_min))),
+                                                  self.sample_rate / 2)
     raw = {
         'amplitude': nn.Dense(1, bias_init=nn.initializers.constant(-1.0), name='amplitude')(x),
         'harmonics': harmonics,
@@ -297,14 +309,14 @@ def make_generator(config: ml_collections.ConfigDict) -> WaveGANGenerator | Harm
     floor_pitches = tuple(int(p) for p in h.fundamental_floor_pitches)
     return HarmonicGenerator(num_pitches=config_lib.num_pitches(config), pitch_min=config.audio.pitch_min,
                              length=config.audio.length, sample_rate=config.audio.sample_rate, hidden=h.hidden,
-                             channels=h.channels, num_harmonics=h.num_harmonics, max_partial_hz=h.max_partial_hz,
-                             noise_bands=h.noise_bands, frames=h.frames, num_blocks=h.num_blocks, noise_max=h.noise_max,
-                             relative_noise=h.relative_noise, fundamental_floor=h.fundamental_floor,
-                             fundamental_floor_high=h.fundamental_floor_high, fundamental_floor_pitches=floor_pitches,
-                             steady_harmonics=h.steady_harmonics, learned_phases=h.learned_phases,
-                             normalize_face=h.normalize_face, face_components=h.face_components,
-                             release_s=config.audio.release_s, note_rms=config.audio.note_rms,
-                             dtype=jnp.dtype(config.train.dtype))
+                             channels=h.channels, num_harmonics=h.num_harmonics, envelope_bands=h.envelope_bands,
+                             max_partial_hz=h.max_partial_hz, noise_bands=h.noise_bands, frames=h.frames,
+                             num_blocks=h.num_blocks, noise_max=h.noise_max, relative_noise=h.relative_noise,
+                             fundamental_floor=h.fundamental_floor, fundamental_floor_high=h.fundamental_floor_high,
+                             fundamental_floor_pitches=floor_pitches, steady_harmonics=h.steady_harmonics,
+                             learned_phases=h.learned_phases, normalize_face=h.normalize_face,
+                             face_components=h.face_components, release_s=config.audio.release_s,
+                             note_rms=config.audio.note_rms, dtype=jnp.dtype(config.train.dtype))
   w = m.wavegan
   return WaveGANGenerator(dim=w.dim, num_pitches=config_lib.num_pitches(config), length=config.audio.length,
                           kernel_size=m.kernel_size, stride=m.stride, num_layers=m.num_layers, upsample=w.upsample,

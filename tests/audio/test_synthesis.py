@@ -96,6 +96,47 @@ def test_partials_at_or_above_max_hz_are_silent_and_the_others_share_the_amplitu
   assert min(lines['uncapped']) > 0.05 and max(lines['capped']) < 1e-3 * min(lines['uncapped']), lines
 
 
+def test_envelope_at_harmonics_is_a_function_of_frequency():
+  """Bands at 100, 200, 400, 800 Hz (low 100, high 800, 4 bands: one per octave). A harmonic on a band takes its
+  value, one between two bands the log-frequency interpolation, one beyond the ends the end value; a note an octave
+  up reads the same envelope, so its harmonic k equals harmonic 2k of the lower note."""
+  bands = jnp.array([[[0.0, 1.0, 3.0, -2.0]], [[0.0, 1.0, 3.0, -2.0]]])  # [B 2, F 1, M 4]
+  out = np.asarray(synthesis.envelope_at_harmonics(bands, jnp.array([100.0, 200.0]), 10, 100.0, 800.0))
+  np.testing.assert_allclose(out[0, 0, [0, 1, 3, 7]], [0.0, 1.0, 3.0, -2.0], atol=1e-5)  # 100, 200, 400, 800 Hz.
+  np.testing.assert_allclose(out[0, 0, 2], 1.0 + 2.0 * np.log2(1.5), atol=1e-5)  # 300 Hz: 0.585 of 200 -> 400.
+  np.testing.assert_allclose(out[0, 0, 8:], -2.0, atol=1e-6)  # 900, 1000 Hz: the last band's value.
+  np.testing.assert_allclose(out[1, 0, :5], out[0, 0, 1:10:2], atol=1e-5)  # 200..1000 Hz either way.
+  with pytest.raises(ValueError, match='at least 2 bands'):
+    synthesis.envelope_at_harmonics(bands[..., :1], jnp.array([100.0, 200.0]), 10, 100.0, 800.0)
+
+
+def test_generator_with_envelope_bands_gives_notes_an_octave_apart_the_same_spectral_envelope():
+  """With envelope_bands, G's harmonics head has that many outputs, and given one envelope (the head's kernel zeroed,
+  its bias a chosen envelope; one distribution per note, no fundamental floor) the note at MIDI 60 holds its partials
+  in the ratios of the note at MIDI 48 at the same frequencies."""
+  config = _harmonic_config()
+  h = config.model.harmonic
+  h.envelope_bands, h.steady_harmonics, h.fundamental_floor, h.fundamental_floor_high = 12, True, 0.0, 0.0
+  h.noise_max = 1e-4
+  config_lib.validate(config)
+  generator = g_lib.make_generator(config)
+  assert generator.envelope_bands == 12
+  z = jnp.tile(jax.random.normal(jax.random.key(2), (1, config.data.embedding_dim)), (2, 1))
+  pitch = jnp.array([0, 12])  # MIDI 48 and 60 in the tiny config.
+  variables = _init(generator, z, pitch)
+  head = variables['params']['harmonics']
+  assert head['kernel'].shape[-1] == 12
+  head['kernel'] = jnp.zeros_like(head['kernel'])
+  head['bias'] = jnp.array([0.0, 0.5, 1.0, 0.2, -0.5, 0.8, 1.5, 0.0, -1.0, 0.3, 0.1, -0.2])
+  audio = np.asarray(generator.apply(variables, z, pitch, train=False))
+  spectrum = np.abs(np.fft.rfft(audio * np.hanning(LENGTH), axis=-1))**2
+  freqs = np.fft.rfftfreq(LENGTH, 1 / SR)
+  f48 = float(listening.midi_to_hz(48))
+  # The energy of the partials at 2, 4, 6 and 8 x f48 in both notes (harmonics 2, 4, 6, 8 of MIDI 48; 1-4 of 60).
+  lines = np.array([[spectrum[i, np.abs(freqs - m * f48) < 8].sum() for m in (2, 4, 6, 8)] for i in range(2)])
+  np.testing.assert_allclose(lines[1] / lines[1].sum(), lines[0] / lines[0].sum(), rtol=0.02)
+
+
 def test_amplitudes_ramp_linearly_between_frames():
   """A sine whose amplitude goes from 0 to 1 over one frame follows the ramp sample by sample."""
   frames = LENGTH // 64

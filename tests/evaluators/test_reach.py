@@ -79,13 +79,14 @@ def test_the_reach_refuses_what_it_cannot_fit():
     reach.fit(config, np.zeros((2, 8192), np.float32), np.array([60.0, 60.0]), steps=1)
 
 
-@pytest.mark.parametrize('steady', [False, True])
-def test_the_fitted_synthesiser_is_gs_after_its_network(steady):
-  """reach.synthesizer on the raw controls G's heads predict writes G's notes, with the rising floor and steady
-  harmonics as the config sets them."""
+@pytest.mark.parametrize('steady,envelope_bands', [(False, 0), (True, 0), (False, 6), (True, 6)])
+def test_the_fitted_synthesiser_is_gs_after_its_network(steady, envelope_bands):
+  """reach.synthesizer on the raw controls G's heads predict writes G's notes, with the rising floor, steady
+  harmonics and a spectral envelope as the config sets them."""
   from face2music_jax.models import generator as g_lib  # pylint: disable=import-outside-toplevel
   config = helpers.tiny_config()
   config.model.harmonic.steady_harmonics = steady
+  config.model.harmonic.envelope_bands = envelope_bands
   config.model.harmonic.fundamental_floor_pitches = (50, 58)  # The rise within the tiny pitch range (MIDI 48-60).
   generator = g_lib.make_generator(config)
   variables = g_lib.init_variables(generator, config.data.embedding_dim, jax.random.key(1))
