@@ -136,8 +136,8 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.harmonic.num_harmonics = 100
   # The harmonic distribution read off a spectral envelope of this many log-spaced bands (lowest fundamental to
   # Nyquist), a function of frequency, instead of a weight per harmonic index (0). A weight per index let notes hold a
-  # few isolated upper partials above a near-silent middle, which pYIN misreads (docs/experiments.md, real photos,
-  # twenty-seventh round).
+  # few isolated upper partials above a near-silent middle, which pYIN misreads; 32 bands gathered the photos' notes on
+  # fewer families and made more near-sines (docs/experiments.md, real photos, twenty-seventh round: not adopted).
   c.model.harmonic.envelope_bands = 0
   # Partials at or above this frequency are silent (Hz; 0 = up to Nyquist). The real notes of the data hold at most
   # 1.1% of a note's energy above 6 kHz; one strong partial above about 5 kHz makes pYIN misread a note's pitch

@@ -198,7 +198,7 @@ class HarmonicGenerator(nn.Module):
       note with `steady_harmonics`), instead of a weight per harmonic index; 0 = a weight per harmonic index. A weight
       per index lets a note hold a few isolated upper partials far above a near-silent middle (measured: harmonics
       57-62 of MIDI 36, 9-10 of MIDI 72), which pYIN misreads; an envelope over frequency is the source-filter view
-      of timbre.
+      of timbre (32 bands: fewer families, more near-sines; docs/experiments.md, twenty-seventh round).
     steady_harmonics: one harmonic distribution per note, from the conditioning vector (as the envelope), instead of
       one per control frame: the partials keep their relative levels over the note, as a real instrument's do
       (the overall amplitude still follows the frames and the envelope).
