@@ -44,7 +44,6 @@ from face2music_jax import workdir as workdir_lib
         ('train.family_marginal_weight', -0.5, 'train.family_marginal_weight'),
         ('train.family_marginal_weight', float('nan'), 'train.family_marginal_weight'),
         ('train.family_faces_spread', -1.0, 'train.family_faces_spread'),
-        ('train.family_faces_spread', 1.25, 'train.family_faces_spread'),  # Without the family-marginal loss.
         ('train.family_faces_judged', True, 'train.family_faces_judged'),  # Without family faces.
         ('train.family_faces_center', 'faces.npz', 'train.family_faces_center'),  # Without family faces.
         ('train.family_batch_weight', -0.1, 'train.family_batch_weight'),
@@ -77,6 +76,16 @@ def test_bad_values_of_the_new_fields_name_them(field, value, message):
     node = node[part]
   node[leaf] = value
   with pytest.raises(config_lib.ConfigError, match=message.replace('.', r'\.')):
+    config_lib.validate(config)
+
+
+def test_family_faces_without_the_family_marginal_loss_are_refused():
+  config = aux.get_config('small')
+  assert config.train.family_marginal_weight > 0  # The `aux` config's, with the harmonic generator.
+  config.train.family_faces_spread = 1.25
+  config_lib.validate(config)
+  config.train.family_marginal_weight = 0.0
+  with pytest.raises(config_lib.ConfigError, match=r'train\.family_faces_spread.*needs train\.family_marginal_weight'):
     config_lib.validate(config)
 
 
