@@ -163,7 +163,7 @@ def train_step_benchmark(config: ml_collections.ConfigDict, timed_steps: int, ce
   state = jax.jit(models.init, out_shardings=parallel.replicated(mesh))(jax.random.key(0))
   batch = parallel.global_batch(mesh, synthetic.batch(config, config.train.batch_size, 0))
   metric = parallel.replicate(mesh, synthetic.audio_metric(config))
-  stats = parallel.replicate(mesh, synthetic.statistics())
+  stats = parallel.replicate(mesh, synthetic.statistics(config))
   rng = jax.random.key(1)
   start = time.perf_counter()
   compiled = train_step.compile_train_step(models, mesh).lower(state, batch, metric, stats, rng).compile()

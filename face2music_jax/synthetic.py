@@ -34,7 +34,18 @@ def audio_metric(config: ml_collections.ConfigDict, seed: int = 0) -> embedding_
   return {'params': params, 'mfcc_mean': np.zeros(n, np.float32), 'mfcc_std': np.full(n, 100.0, np.float32)}
 
 
-def statistics() -> dict[str, np.float32]:
+def statistics(config: ml_collections.ConfigDict | None = None) -> dict[str, np.ndarray]:
   """Standardisation constants of the metric loss (mu = 1, sigma = 1), in phi and in its MFCC half (for any
-  train.metric_features)."""
-  return {k: np.float32(1.0) for k in losses.statistics_keys('both')}
+  train.metric_features); with a config, also the statistics its train step takes besides (the family-marginal
+  loss's family centroids in phi, random, every family present, scale 1; the family faces' centre at 0)."""
+  out = {k: np.float32(1.0) for k in losses.statistics_keys('both')}
+  if config is None:
+    return out
+  if config.train.family_marginal_weight > 0:
+    k = len(config_lib.NSYNTH_FAMILIES)
+    centroids = np.random.default_rng(0).normal(size=(k, embedding_lib.phi_dim(config)))
+    out.update(family_centroids=centroids.astype(np.float32), family_present=np.ones(k, np.float32),
+               family_scale=np.float32(1.0))
+  if config.train.family_faces_center:
+    out['family_faces_center'] = np.zeros(config.data.embedding_dim, np.float32)
+  return out

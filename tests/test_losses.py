@@ -10,6 +10,7 @@ import pytest
 
 from face2music_jax import config_lib
 from face2music_jax import losses
+from face2music_jax import synthetic
 from face2music_jax import train
 from face2music_jax.models import audio_embedding as embedding_lib
 from tests import helpers
@@ -266,3 +267,17 @@ def test_fundamental_shares_are_the_listening_measure_and_the_matching_loss_is_w
   # partial, the purest (matched with the real sine) for a little less.
   grad = np.asarray(jax.grad(loss_of_second_partial)(jnp.full(4, 0.1)))
   assert np.all(np.isfinite(grad)) and np.sum(grad < 0) == 3 and grad.sum() < 0
+
+
+@pytest.mark.parametrize('family_weight, center', [(0.0, ''), (0.25, ''), (0.25, 'photo_faces.npz')])
+def test_synthetic_statistics_are_those_the_configs_train_step_takes(family_weight, center):
+  """The benchmarks' stand-in statistics (`synthetic.statistics(config)`) hold every entry, shape and dtype that a
+  run of that config passes its train step (the `aux` default's family statistics included)."""
+  config = helpers.tiny_config('aux')
+  config.train.family_marginal_weight, config.train.family_faces_center = family_weight, center
+  config.train.family_faces_spread = 1.25 if center else 0.0
+  want = train._statistics_shapes(config)  # pylint: disable=protected-access
+  got = synthetic.statistics(config)
+  assert set(want) <= set(got)
+  for key, shape in want.items():
+    assert (np.shape(got[key]), np.asarray(got[key]).dtype) == (shape.shape, shape.dtype), key
