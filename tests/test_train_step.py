@@ -284,10 +284,12 @@ def test_pitch_classification_and_metric_warmup_are_selectable(variant):
   # With 13 pitch classes an untrained head is near chance: cross-entropy about ln 13.
   assert abs(history[0]['d_pitch_loss'] - np.log(13)) < 1.0
   # The metric loss enters G's loss with weight 1/10 at the first step (warm-up), so g_loss is the adversarial
-  # losses plus a tenth of it.
+  # losses plus a tenth of it (and the `aux` config's family-marginal loss at its weight).
   m = history[0]
+  assert ('family_marginal_loss' in m) == (config.train.family_marginal_weight > 0)
   expected = (m['g_adv_loss'] + config.train.pitch_classification_weight * m['g_pitch_loss'] + 0.1 * m['metric_loss'] +
-              config.train.aux_weight * m['aux_g_loss'])
+              config.train.aux_weight * m['aux_g_loss'] +
+              config.train.family_marginal_weight * m.get('family_marginal_loss', 0.0))
   assert m['g_loss'] == pytest.approx(expected, rel=1e-5)
 
 
