@@ -259,7 +259,8 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # family the real notes of those pitches hold is pulled towards it, whichever faces go there is Eq. 1's to say.
   # 0 here; the `aux` config sets 0.25 for the harmonic generator. At `small`'s first widths it spread the held-out
   # faces' notes over more families and gathered the photos' on fewer (docs/experiments.md, real photos, seventeenth
-  # round); at twice those widths it spread both (twenty-seventh round).
+  # round); at twice those widths it spread the held-out faces' at every seed, and the photos' at some runs while one
+  # run of five gathered them on near-sines (twenty-seventh and twenty-eighth rounds).
   c.train.family_marginal_weight = 0.0
   # Whose notes the family-marginal loss hears (0 = G's batch, the translations D judges). A factor s > 0: as many
   # more faces, drawn from a Gaussian with the batch's mean and s^2 times its covariance (within the span of its
