@@ -81,6 +81,7 @@ ADDED_FIELDS = {
     'train.family_faces_judged': False,
     'train.family_faces_center': '',
     'train.family_batch_weight': 0.0,
+    'train.family_faces_shift': 0.0,
     'model.harmonic.max_partial_hz': 0.0,
     'train.metric_features': 'phi',
     'model.discriminator_harmonics': 0,
@@ -359,6 +360,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(config.train.family_batch_weight == 0 or config.train.family_faces_spread > 0, 'train.family_batch_weight',
          config.train.family_batch_weight,
          'a weight > 0 needs train.family_faces_spread > 0 (without it train.family_marginal_weight is the batch\'s)')
+  _check(
+      _finite(config.train.family_faces_shift) and config.train.family_faces_shift >= 0, 'train.family_faces_shift',
+      config.train.family_faces_shift, 'expected a non-negative factor (0 = none)')
+  _check(config.train.family_faces_shift == 0 or config.train.family_faces_spread > 0, 'train.family_faces_shift',
+         config.train.family_faces_shift, 'a factor > 0 needs train.family_faces_spread > 0 (the faces it moves)')
   _check(
       _finite(config.train.share_matching_weight) and config.train.share_matching_weight >= 0,
       'train.share_matching_weight', config.train.share_matching_weight, 'expected a non-negative weight (0 = none)')

@@ -77,6 +77,9 @@ def make_train_step(models: gan.Models):
       center = jnp.mean(z, axis=0, keepdims=True)
       mix = jax.random.normal(jax.random.fold_in(rng, c.d_steps + 4), (b, b), z.dtype) / jnp.sqrt(b - 1.0)
       wide_z = stats.get('family_faces_center', center) + c.family_faces_spread * (mix @ (z - center))
+      if c.family_faces_shift > 0:  # All of them moved by one offset, Gaussian with shift^2 times that covariance.
+        offset = jax.random.normal(jax.random.fold_in(rng, c.d_steps + 5), (1, b), z.dtype) / jnp.sqrt(b - 1.0)
+        wide_z = wide_z + c.family_faces_shift * (offset @ (z - center))
 
     d_vars, d_opt, aux_vars, aux_opt = state.d, state.d_opt, state.aux, state.aux_opt
 

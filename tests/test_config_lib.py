@@ -48,6 +48,8 @@ from face2music_jax import workdir as workdir_lib
         ('train.family_faces_center', 'faces.npz', 'train.family_faces_center'),  # Without family faces.
         ('train.family_batch_weight', -0.1, 'train.family_batch_weight'),
         ('train.family_batch_weight', 0.25, 'train.family_batch_weight'),  # Without family faces.
+        ('train.family_faces_shift', -0.5, 'train.family_faces_shift'),
+        ('train.family_faces_shift', 0.5, 'train.family_faces_shift'),  # Without family faces.
         ('model.harmonic.envelope_bands', 1, 'model.harmonic.envelope_bands'),
         ('model.harmonic.envelope_bands', -3, 'model.harmonic.envelope_bands'),
         ('model.harmonic.max_partial_hz', -1.0, 'model.harmonic.max_partial_hz'),

@@ -94,14 +94,14 @@ def test_each_config_step_runs_with_finite_losses(name, generator):
 
 @pytest.mark.parametrize(
     'metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift, family_weight, '
-    'family_spread, family_judged, family_center, family_batch, features, share_weight, share_band',
-    [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.0, 0.0, False, False, 0.0, 'phi', 0.0, 12),
-     ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0, 0.4, 1.3, False, True, 0.0, 'mfcc', 1.5, 0),
-     ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5, 0.7, 0.0, False, False, 0.0, 'both', 0.8, 12),
-     ('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.5, 1.2, True, False, 0.3, 'both', 0.0, 12)])
+    'family_spread, family_judged, family_center, family_batch, family_shift, features, share_weight, share_band',
+    [('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.0, 0.0, False, False, 0.0, 0.0, 'phi', 0.0, 12),
+     ('one_pitch', 2, 1.5, 0.5, 'embedding', 0.0, 0.0, 0.4, 1.3, False, True, 0.0, 0.0, 'mfcc', 1.5, 0),
+     ('batch', 2, 1.0, 0.75, 'projection', 0.5, 1.5, 0.7, 0.0, False, False, 0.0, 0.0, 'both', 0.8, 12),
+     ('batch', 1, 1.0, 0.0, 'embedding', 0.0, 0.0, 0.5, 1.2, True, False, 0.3, 0.6, 'both', 0.0, 12)])
 def test_generator_update_equals_backpropagation_through_a_second_generator_pass(
     metric_pairs, aux_pack, face_spread, face_noise, noise_space, aux_r1, metric_shift, family_weight, family_spread,
-    family_judged, family_center, family_batch, features, share_weight, share_band):
+    family_judged, family_center, family_batch, family_shift, features, share_weight, share_band):
   """The step reuses the D update's G forward pass; the gradient must be that of the plain G objective. With
   metric_pairs 'one_pitch', Eq. 1 compares the faces' notes at one pitch drawn from the batch; with aux_pack 2, A
   judges pairs of notes, conditioned on their pitches; with face_spread, G and Eq. 1 see each face moved away from
@@ -112,7 +112,8 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   G's notes of the batch's faces or, with family_spread, of as many faces drawn from a Gaussian with the batch's mean
   and family_spread^2 times its covariance, through G on its running statistics (with family_center, around a photo
   domain's mean face instead of the batch's); with family_judged, D's adversarial loss and pitch head judge those
-  notes too; with family_batch, the loss on the batch's notes is added at that weight.
+  notes too; with family_batch, the loss on the batch's notes is added at that weight; with family_shift, those faces
+  are moved together by one offset drawn with family_shift^2 times the batch's covariance.
   With features 'mfcc', Eq. 1 measures the notes by phi's MFCC half; with 'both', by phi and by that half. With
   share_weight, G's objective adds the matching of the notes' fundamental shares to the real notes', over the whole
   sub-batch (share_band 0) or within octaves."""
@@ -124,6 +125,7 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
   config.train.family_faces_judged = family_judged
   config.train.family_faces_center = 'photo_faces.npz' if family_center else ''
   config.train.family_batch_weight = family_batch
+  config.train.family_faces_shift = family_shift
   config.train.metric_features = features
   config.train.share_matching_weight, config.train.share_matching_band = share_weight, share_band
   config.model.aux_pitch_conditional = aux_pack > 1  # Packs of notes at their pitches.
@@ -170,6 +172,9 @@ def test_generator_update_equals_backpropagation_through_a_second_generator_pass
     center = np.asarray(stats['family_faces_center']) if family_center else np.asarray(z).mean(axis=0)
     assert family_center == ('family_faces_center' in stats)
     wide_z = center + family_spread * mix @ centred / np.sqrt(len(z) - 1.0)
+    if family_shift > 0:  # One offset for all of them, a mixture of the batch's centred faces.
+      offset = np.asarray(jax.random.normal(jax.random.fold_in(step_key, config.train.d_steps + 5), (1, len(z))))
+      wide_z = wide_z + family_shift * offset @ centred / np.sqrt(len(z) - 1.0)
   else:
     wide_z = None
 

@@ -282,6 +282,12 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # only), each set's KL against the real notes its own, so that spreading the wide faces' notes cannot gather the
   # batch's (docs/experiments.md, real photos, twenty-sixth round).
   c.train.family_batch_weight = 0.0
+  # With family_faces_spread > 0: the wide faces of each step shifted together by one offset, drawn from a Gaussian with
+  # family_faces_shift^2 times the batch's covariance (0 = none). The faces of real photos are the training faces'
+  # spread moved by about 0.4 of their standard deviation per principal direction; a run whose photos gather on a few
+  # families gathers them only while they are moved (docs/experiments.md, real photos, twenty-ninth round): the loss
+  # then asks every such moved population of faces to spread over the real notes' families.
+  c.train.family_faces_shift = 0.0
   # Weight of the fundamental-share matching loss on G (0 = none): the 1-Wasserstein distance between the shares of
   # the fundamental in the energy of the first 8 harmonic bands (listening's pure-tone measure) of G's notes and of
   # the real notes of the same pitches, within bands of share_matching_band semitones (octaves; 0 = the whole
