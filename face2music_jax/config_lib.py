@@ -82,6 +82,7 @@ ADDED_FIELDS = {
     'train.family_faces_center': '',
     'train.family_batch_weight': 0.0,
     'train.family_faces_shift': 0.0,
+    'model.harmonic.face_norm': 'batch',
     'model.harmonic.max_partial_hz': 0.0,
     'train.metric_features': 'phi',
     'model.discriminator_harmonics': 0,
@@ -360,6 +361,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check(config.train.family_batch_weight == 0 or config.train.family_faces_spread > 0, 'train.family_batch_weight',
          config.train.family_batch_weight,
          'a weight > 0 needs train.family_faces_spread > 0 (without it train.family_marginal_weight is the batch\'s)')
+  _check(config.model.harmonic.face_norm in ('batch', 'fixed'), 'model.harmonic.face_norm',
+         config.model.harmonic.face_norm, "expected 'batch' or 'fixed'")
+  _check(config.model.harmonic.face_norm == 'batch' or config.model.harmonic.normalize_face, 'model.harmonic.face_norm',
+         config.model.harmonic.face_norm, "'fixed' needs model.harmonic.normalize_face (the standardisation it fixes)")
   _check(
       _finite(config.train.family_faces_shift) and config.train.family_faces_shift >= 0, 'train.family_faces_shift',
       config.train.family_faces_shift, 'expected a non-negative factor (0 = none)')

@@ -123,17 +123,25 @@ def _sample_inputs(config: ml_collections.ConfigDict, inputs: inputs_lib.Inputs,
   return z, pitch, names
 
 
-def _fit_face_space(local_faces: np.ndarray, components: int) -> dict[str, np.ndarray]:
-  """G's face space fitted on the training faces of every process, from this process's share: the shares'
-  statistics are gathered and combined, and process 0's result is the one every process uses (bit-identical
-  values, as the replicated variables need, whatever each host's linear algebra)."""
+def _fit_face_variables(local_faces: np.ndarray, components: int, fixed_norm: bool) -> dict[str, dict[str, np.ndarray]]:
+  """G's variables fitted on the training faces of every process, from this process's share: 'face_space' with
+  `components` > 0 (model.harmonic.face_components), 'face_norm' (the standardisation's statistics) with `fixed_norm`
+  (model.harmonic.face_norm 'fixed'). The shares' statistics are gathered and combined, and process 0's result is
+  the one every process uses (bit-identical values, as the replicated variables need, whatever each host's linear
+  algebra)."""
   statistics = g_lib.face_statistics(local_faces)
-  if jax.process_count() == 1:
-    return g_lib.face_space(statistics, components)
-  gathered = multihost_utils.process_allgather({k: np.asarray(v, np.float32) for k, v in statistics.items()})
-  parts = [{k: np.asarray(v[i], np.float64) for k, v in gathered.items()} for i in range(jax.process_count())]
-  space = g_lib.face_space(g_lib.combine_face_statistics(parts), components)
-  return {k: np.asarray(v) for k, v in multihost_utils.broadcast_one_to_all(space).items()}
+  if jax.process_count() > 1:
+    gathered = multihost_utils.process_allgather({k: np.asarray(v, np.float32) for k, v in statistics.items()})
+    parts = [{k: np.asarray(v[i], np.float64) for k, v in gathered.items()} for i in range(jax.process_count())]
+    statistics = g_lib.combine_face_statistics(parts)
+  fitted = {}
+  if components:
+    fitted['face_space'] = g_lib.face_space(statistics, components)
+  if fixed_norm:
+    fitted['face_norm'] = g_lib.face_norm_statistics(statistics, fitted.get('face_space'))
+  if jax.process_count() > 1:
+    fitted = multihost_utils.broadcast_one_to_all(fitted)
+  return {name: {k: np.asarray(v) for k, v in part.items()} for name, part in fitted.items()}
 
 
 def _fit_aux_input_scale(config: ml_collections.ConfigDict, metric: embedding_lib.AudioMetric,
@@ -242,9 +250,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str, sigterm: preemption.
   if latest is not None:
     logging.info('Resumed from the checkpoint at step %d.', latest)
   else:  # Fitted once before the first step and kept in the state (checkpointed with it).
-    if 'face_space' in state.g:  # G's projection of the faces (model.harmonic.face_components).
-      space = _fit_face_space(data.faces, config.model.harmonic.face_components)
-      state = state.replace(g={**state.g, 'face_space': parallel.replicate(mesh, space)})
+    fixed_norm = config.model.generator == 'harmonic' and config.model.harmonic.face_norm == 'fixed'
+    if 'face_space' in state.g or fixed_norm:
+      # G's projection of the faces (model.harmonic.face_components) and its standardisation's statistics
+      # (model.harmonic.face_norm 'fixed').
+      fitted = _fit_face_variables(data.faces, config.model.harmonic.face_components if 'face_space' in state.g else 0,
+                                   fixed_norm)
+      g = dict(state.g)
+      if 'face_space' in fitted:
+        g['face_space'] = parallel.replicate(mesh, fitted['face_space'])
+      if fixed_norm:
+        g['batch_stats'] = {**g['batch_stats'], 'face_norm': parallel.replicate(mesh, fitted['face_norm'])}
+      state = state.replace(g=g)
     if 'input_scale' in state.aux:  # A's weights of phi's MFCC coefficients (train.aux_mfcc_scale).
       scale = _fit_aux_input_scale(config, metric, inputs.notes('train')['audio'])
       state = state.replace(aux={**state.aux, 'input_scale': parallel.replicate(mesh, scale)})

@@ -50,6 +50,7 @@ from face2music_jax import workdir as workdir_lib
         ('train.family_batch_weight', 0.25, 'train.family_batch_weight'),  # Without family faces.
         ('train.family_faces_shift', -0.5, 'train.family_faces_shift'),
         ('train.family_faces_shift', 0.5, 'train.family_faces_shift'),  # Without family faces.
+        ('model.harmonic.face_norm', 'layer', 'model.harmonic.face_norm'),
         ('model.harmonic.envelope_bands', 1, 'model.harmonic.envelope_bands'),
         ('model.harmonic.envelope_bands', -3, 'model.harmonic.envelope_bands'),
         ('model.harmonic.max_partial_hz', -1.0, 'model.harmonic.max_partial_hz'),
@@ -88,6 +89,16 @@ def test_family_faces_without_the_family_marginal_loss_are_refused():
   config_lib.validate(config)
   config.train.family_marginal_weight = 0.0
   with pytest.raises(config_lib.ConfigError, match=r'train\.family_faces_spread.*needs train\.family_marginal_weight'):
+    config_lib.validate(config)
+
+
+def test_a_fixed_face_standardisation_without_the_standardisation_is_refused():
+  config = aux.get_config('small')
+  config.model.harmonic.face_norm = 'fixed'
+  config_lib.validate(config)
+  config.model.harmonic.normalize_face = False
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"model\.harmonic\.face_norm.*needs model\.harmonic\.normalize_face"):
     config_lib.validate(config)
 
 

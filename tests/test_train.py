@@ -187,6 +187,30 @@ def test_face_space_is_fitted_on_the_training_faces_and_travels_with_the_generat
   assert np.max(np.abs(translator.generate(z + along, midi) - notes)) > 1e-3
 
 
+def test_fixed_face_norm_standardises_training_faces_by_all_training_faces_as_translation_does(staged_config):
+  """model.harmonic.face_norm 'fixed': the run sets G's face standardisation to the mean and variance of all training
+  faces as its projection leaves them, before its first step; training never changes them (with 'batch' it would,
+  each batch by its own), so G's notes in training mode are its notes at translation."""
+  staged_config.model.harmonic.face_components = 3
+  staged_config.model.harmonic.face_norm = 'fixed'
+  staged_config.train.num_steps = 2
+  state = train.train(staged_config, staged_config.workdir)
+  faces = inputs_lib.for_config(staged_config).faces('train')['embedding']
+  space = generator_lib.fit_face_space(faces, 3)
+  expected = generator_lib.face_norm_statistics(generator_lib.face_statistics(faces), space)
+  got = gan.to_host(state.g['batch_stats'])['face_norm']
+  for name in ('mean', 'var'):
+    np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+  projected = space['mean'] + (faces - space['mean']) @ space['basis'] @ space['basis'].T
+  np.testing.assert_allclose(expected['mean'], projected.mean(axis=0), atol=1e-6)
+  np.testing.assert_allclose(expected['var'], projected.var(axis=0), rtol=1e-4, atol=1e-9)
+  g_vars = gan.to_host(state.g)
+  generator = generator_lib.make_generator(staged_config)
+  z, pitch = faces[:4], np.zeros(4, np.int32)
+  trained, _ = generator.apply(g_vars, z, pitch, train=True, mutable=['batch_stats'])
+  np.testing.assert_allclose(trained, generator.apply(g_vars, z, pitch, train=False), atol=1e-6)
+
+
 def test_aux_input_scale_is_fitted_on_the_real_notes_before_the_first_step_and_resumes_exactly(staged_config, tmp_path):
   """train.aux_mfcc_scale = 'coefficient': the run fits A's input scale on phi(y) of its training notes before its
   first step and keeps it through training; a run stopped after step 1 and resumed ends as one run of 2 steps."""

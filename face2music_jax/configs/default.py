@@ -173,6 +173,10 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.harmonic.learned_phases = False
   # Standardise each dimension of f(x) by the training faces' statistics (batch norm) before the network sees it.
   c.model.harmonic.normalize_face = True
+  # What standardises the faces in training: 'batch' (each batch by its own statistics; G never meets a batch whose
+  # faces lie off the training faces' mean) or 'fixed' (the training faces' statistics, fitted once before the first
+  # step, as at translation). docs/experiments.md, real photos, twenty-ninth round.
+  c.model.harmonic.face_norm = 'batch'
   # Project f(x) onto the first face_components principal components of the training faces before G sees it, the
   # basis fitted once on them and kept in G's variables (0 = none): photos vary most along directions in which the
   # training crops barely vary, where G's response was noise in the sound. 40 components hold 91% of the training

@@ -180,6 +180,11 @@ class HarmonicGenerator(nn.Module):
     relative_noise: scale the noise bands by the frame's harmonic amplitude, so that `noise_max` bounds the
       noise relative to the harmonics (a note can never be more noise than tone) rather than absolutely.
     normalize_face: standardise each dimension of the face embedding (see above).
+    face_norm: with `normalize_face`, what standardises the faces in training: 'batch' (each batch by its own
+      statistics, updating the running ones) or 'fixed' (the running statistics, which `face_norm_statistics` sets
+      from all the training faces before the first step and training never changes), so that G trains on a face
+      where it will translate it and meets batches whose faces lie off the training faces' mean, as a photo
+      domain's do.
     face_components: project the face embedding onto this many principal components of the training faces (see
       above); 0 = none.
     fundamental_floor: the fraction of the harmonic amplitude the fundamental always carries
@@ -221,6 +226,7 @@ class HarmonicGenerator(nn.Module):
   noise_max: float = 2.0
   relative_noise: bool = False
   normalize_face: bool = False
+  face_norm: str = 'batch'
   face_components: int = 0
   fundamental_floor: float = 0.0
   fundamental_floor_high: float = 0.0
@@ -252,8 +258,8 @@ class HarmonicGenerator(nn.Module):
                             lambda: jnp.eye(z.shape[-1], self.face_components, dtype=jnp.float32)).value
       z = mean + ((z - mean) @ basis) @ basis.T
     if self.normalize_face:
-      z = nn.BatchNorm(use_running_average=not train, momentum=0.99, use_scale=False, use_bias=False,
-                       name='face_norm')(z)
+      z = nn.BatchNorm(use_running_average=not train or self.face_norm == 'fixed', momentum=0.99, use_scale=False,
+                       use_bias=False, name='face_norm')(z)
     midi = (pitch + self.pitch_min).astype(jnp.float32)
     c = jnp.concatenate(
         [z, nn.Embed(self.num_pitches, self.hidden, name='pitch_embedding')(pitch),
@@ -314,7 +320,7 @@ def make_generator(config: ml_collections.ConfigDict) -> WaveGANGenerator | Harm
                              num_blocks=h.num_blocks, noise_max=h.noise_max, relative_noise=h.relative_noise,
                              fundamental_floor=h.fundamental_floor, fundamental_floor_high=h.fundamental_floor_high,
                              fundamental_floor_pitches=floor_pitches, steady_harmonics=h.steady_harmonics,
-                             learned_phases=h.learned_phases, normalize_face=h.normalize_face,
+                             learned_phases=h.learned_phases, normalize_face=h.normalize_face, face_norm=h.face_norm,
                              face_components=h.face_components, release_s=config.audio.release_s,
                              note_rms=config.audio.note_rms, dtype=jnp.dtype(config.train.dtype))
   w = m.wavegan
@@ -379,6 +385,21 @@ def face_space(statistics: Mapping[str, np.ndarray], components: int) -> dict[st
   _, vectors = np.linalg.eigh(np.asarray(statistics['scatter'], np.float64))
   basis = vectors[:, ::-1][:, :components]
   return {'mean': np.asarray(statistics['mean'], np.float32), 'basis': np.ascontiguousarray(basis, np.float32)}
+
+
+def face_norm_statistics(statistics: Mapping[str, np.ndarray],
+                         space: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+  """The 'batch_stats' of G's face standardisation (`HarmonicGenerator.face_norm` 'fixed') from `face_statistics`: the
+  mean and (biased) variance per dimension of the faces as G's projection `space` (`face_space`; None: no projection)
+  leaves them, float32."""
+  mean = np.asarray(statistics['mean'], np.float64)
+  covariance = np.asarray(statistics['scatter'], np.float64) / np.float64(statistics['count'])
+  if space is not None:  # The projected faces: mean + (f - mean) V V^T, whose covariance is P C P with P = V V^T.
+    basis = np.asarray(space['basis'], np.float64)
+    projector = basis @ basis.T
+    covariance = projector @ covariance @ projector
+    mean = np.asarray(space['mean'], np.float64)
+  return {'mean': mean.astype(np.float32), 'var': np.diag(covariance).astype(np.float32)}
 
 
 def fit_face_space(faces: np.ndarray, components: int) -> dict[str, np.ndarray]:
