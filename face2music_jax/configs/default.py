@@ -175,7 +175,8 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   c.model.harmonic.normalize_face = True
   # What standardises the faces in training: 'batch' (each batch by its own statistics; G never meets a batch whose
   # faces lie off the training faces' mean) or 'fixed' (the training faces' statistics, fitted once before the first
-  # step, as at translation). docs/experiments.md, real photos, twenty-ninth round.
+  # step, as at translation). 'fixed' spread the held-out faces' notes more and the photos' less at seeds 0-2
+  # (docs/experiments.md, real photos, twenty-ninth round).
   c.model.harmonic.face_norm = 'batch'
   # Project f(x) onto the first face_components principal components of the training faces before G sees it, the
   # basis fitted once on them and kept in G's variables (0 = none): photos vary most along directions in which the
@@ -286,11 +287,11 @@ def get_config(arg: str | None = None, name: str = 'aux') -> ml_collections.Conf
   # only), each set's KL against the real notes its own, so that spreading the wide faces' notes cannot gather the
   # batch's (docs/experiments.md, real photos, twenty-sixth round).
   c.train.family_batch_weight = 0.0
-  # With family_faces_spread > 0: the wide faces of each step shifted together by one offset, drawn from a Gaussian with
-  # family_faces_shift^2 times the batch's covariance (0 = none). The faces of real photos are the training faces'
-  # spread moved by about 0.4 of their standard deviation per principal direction; a run whose photos gather on a few
-  # families gathers them only while they are moved (docs/experiments.md, real photos, twenty-ninth round): the loss
-  # then asks every such moved population of faces to spread over the real notes' families.
+  # With family_faces_spread > 0: the wide faces of each step moved together by one offset, drawn from a Gaussian with
+  # family_faces_shift^2 times the batch's covariance (0 = none), so that the loss asks populations of faces moved as a
+  # photo domain is (about 0.4 of the training faces' standard deviation per principal direction) to spread over the
+  # real notes' families. At 0.5 over seeds 0-2 it gathered the photos' notes more (docs/experiments.md, real photos,
+  # twenty-ninth round).
   c.train.family_faces_shift = 0.0
   # Weight of the fundamental-share matching loss on G (0 = none): the 1-Wasserstein distance between the shares of
   # the fundamental in the energy of the first 8 harmonic bands (listening's pure-tone measure) of G's notes and of
